@@ -1,0 +1,3 @@
+"""CloudiSENSE node runtime (public API)."""
+
+__version__ = "0.1.0"

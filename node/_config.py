@@ -1,0 +1,254 @@
+"""Node configuration: TOML file + ``CLOUDISENSE_*`` environment + CLI flags.
+
+Precedence (highest first): CLI flags, environment variables, the TOML file,
+defaults.  Nested keys use ``__`` in variables: ``CLOUDISENSE_BROKER__URL``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ._errors import ConfigError
+
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def node_id_error(node_id: object) -> str | None:
+    """Why ``node_id`` can't be used as a node id (it goes into MQTT topics), or None."""
+    if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
+        return (f"node id {node_id!r} is not valid: use 1-64 letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit (no '/', '+', '#', spaces)")
+    return None
+
+
+def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = default_host, value
+    host = host.strip("[]") or default_host
+    try:
+        p = int(port)
+    except ValueError:
+        raise ValueError(f"{value!r} is not HOST:PORT") from None
+    if not 0 <= p <= 65535:
+        raise ValueError(f"port {p} out of range")
+    return host, p
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WsConfig(_Section):
+    listen: str = "127.0.0.1:8765"
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_frame_bytes: int = Field(1_048_576, ge=1024)
+    max_pending_calls: int = Field(256, ge=1)
+    max_subscriptions: int = Field(256, ge=1)
+    rate_limit: float = Field(2000.0, gt=0, description="frames per second per client (token bucket)")
+    rate_burst: int = Field(4000, ge=1)
+    send_queue: int = Field(1024, ge=8, description="events queued per client before dropping the oldest")
+    slow_close_seconds: float = Field(10.0, gt=0, description="a client dropping events this long is closed (1008)")
+    require_auth_remote: bool = Field(True, description="refuse to listen on a non-loopback address without tokens")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_hostport(v)
+        return v
+
+
+class BrokerConfig(_Section):
+    url: str = "embedded"
+    embedded_listen: str = "127.0.0.1:1883"
+    prefix: str = "cloudisense/v1"
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    username: str = ""
+    password: str = ""
+    keepalive: int = Field(10, ge=1, le=3600)
+    event_qos: int = Field(0, ge=0, le=1)
+    lease_seconds: float = Field(60.0, gt=0, description="remote interest lifetime; refreshed every third of it")
+    connect_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v in ("embedded", "none"):
+            return v
+        if not re.match(r"^mqtts?://[^/]+$", v):
+            raise ValueError("must be 'embedded', 'none', mqtt://HOST:PORT or mqtts://HOST:PORT")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#") or v.startswith("/") or v.endswith("/") or "//" in v:
+            raise ValueError("must be a plain MQTT topic prefix such as 'cloudisense/v1'")
+        return v
+
+
+class SystemConfig(_Section):
+    temperature: str = "auto"
+    metrics_interval: float = Field(5.0, gt=0)
+
+    @field_validator("temperature")
+    @classmethod
+    def _temp(cls, v: str) -> str:
+        if v == "auto":
+            return v
+        kind, sep, num = v.partition(":")
+        if kind in ("fixed", "sim") and sep:
+            try:
+                float(num)
+                return v
+            except ValueError:
+                pass
+        raise ValueError("must be 'auto', 'fixed:NUMBER' or 'sim:NUMBER'")
+
+
+class SecurityConfig(_Section):
+    key: str = ""
+    trust: str = ""
+    replay_window: float = Field(30.0, gt=0)
+
+
+class TokenConfig(_Section):
+    sha256: str
+    role: Literal["operator", "viewer"] = "operator"
+    name: str = ""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("must be 64 hex digits (sha256 of the token)")
+        return v.lower()
+
+
+class AuthConfig(_Section):
+    tokens: list[TokenConfig] = []
+
+
+class ProcessConfig(_Section):
+    name: str
+    command: list[str]
+    cwd: str = ""
+    env: dict[str, str] = {}
+    autostart: bool = True
+    restart: bool = Field(True, description="restart with backoff when it exits on its own")
+    stop_grace: float = Field(5.0, gt=0, description="seconds between SIGTERM and SIGKILL")
+    log_lines: int = Field(500, ge=10)
+
+    @field_validator("command")
+    @classmethod
+    def _cmd(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name a program")
+        return v
+
+
+class RpcConfig(_Section):
+    timeout: float = Field(10.0, gt=0, description="default deadline of a call without 'timeout'")
+    max_timeout: float = Field(300.0, gt=0)
+
+
+def _default_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname().split(".")[0]) or "node"
+    return host[:64]
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one node."""
+
+    model_config = SettingsConfigDict(env_prefix="CLOUDISENSE_", env_nested_delimiter="__",
+                                      extra="forbid", validate_default=True)
+
+    id: str = Field(default_factory=_default_id)
+    ws: WsConfig = WsConfig()
+    broker: BrokerConfig = BrokerConfig()
+    system: SystemConfig = SystemConfig()
+    security: SecurityConfig = SecurityConfig()
+    auth: AuthConfig = AuthConfig()
+    rpc: RpcConfig = RpcConfig()
+    processes: list[ProcessConfig] = []
+    services: list[str] = Field([], description="plug-in services as 'module:Class'")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if err := node_id_error(v):
+            raise ValueError(err)
+        return v
+
+    @field_validator("processes")
+    @classmethod
+    def _unique(cls, v: list[ProcessConfig]) -> list[ProcessConfig]:
+        names = [p.name for p in v]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"process names must be unique; repeated: {', '.join(sorted(dup))}")
+        return v
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):  # noqa: D401
+        return init_settings, env_settings, _TomlSource(settings_cls)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    path: Path | None = None  # set by load_settings for the duration of one load
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if _TomlSource.path is None:
+            return {}
+        return _read_toml(_TomlSource.path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load the effective settings; raise :class:`ConfigError` naming the bad key.
+
+    ``overrides`` (from CLI flags) are nested dicts; pydantic-settings deep-merges
+    them over the environment and the file, key by key.
+    """
+    _TomlSource.path = Path(path) if path else None
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as e:
+        raise ConfigError(_explain(e, path)) from None
+    finally:
+        _TomlSource.path = None
+
+
+def _explain(e: ValidationError, path: str | Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Errors: one base exception and the closed set of wire error codes.
+
+Exception tree::
+
+    CloudisenseError                 (code = internal)
+     ├── ConfigError                 bad config file / variable / flag (never on the wire)
+     ├── BadRequest                  bad_request
+     ├── TooLarge                    too_large
+     ├── Unauthenticated             unauthenticated
+     ├── Forbidden                   forbidden
+     ├── UnknownNode                 unknown_node
+     ├── NodeOffline                 node_offline
+     ├── UnknownService              unknown_service
+     ├── UnknownMethod               unknown_method
+     ├── InvalidParams               invalid_params
+     ├── CallTimeout                 timeout
+     ├── Overloaded                  overloaded
+     └── RemoteError                 any code, as answered by another node
+
+Every exception carries ``code`` (an :class:`ErrorCode`), and optionally the
+``node`` and ``request_id`` it concerns.  :func:`to_wire` maps any exception to
+the ``{"code", "message"}`` object sent to clients; tracebacks never go over
+the wire.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """The closed set of error codes of protocol v1 (see docs/protocol.md)."""
+
+    BAD_REQUEST = "bad_request"          # malformed JSON, unknown type, missing or wrong field
+    TOO_LARGE = "too_large"              # frame over the configured size
+    UNAUTHENTICATED = "unauthenticated"  # auth is on and no valid hello came first
+    FORBIDDEN = "forbidden"              # the role may not do this (viewer calling a mutating method)
+    UNKNOWN_NODE = "unknown_node"        # no node with this id was ever seen
+    NODE_OFFLINE = "node_offline"        # the node is known but offline (or went away mid-call)
+    UNKNOWN_SERVICE = "unknown_service"  # no such service on the target node
+    UNKNOWN_METHOD = "unknown_method"    # the service has no such method
+    INVALID_PARAMS = "invalid_params"    # params fail the method's schema (field named)
+    TIMEOUT = "timeout"                  # no answer before the deadline
+    OVERLOADED = "overloaded"            # rate, pending-call or subscription limit reached
+    INTERNAL = "internal"                # a bug or crash on the answering node (logged there)
+
+
+class CloudisenseError(Exception):
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, node: str | None = None,
+                 request_id: str | None = None, code: ErrorCode | str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.node = node
+        self.request_id = request_id
+        if code is not None:
+            self.code = ErrorCode(code)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": str(self.code), "message": self.message}
+
+
+class ConfigError(CloudisenseError):
+    pass
+
+
+def _sub(name: str, code: ErrorCode) -> type[CloudisenseError]:
+    return type(name, (CloudisenseError,), {"code": code, "__doc__": f"Wire code ``{code}``."})
+
+
+BadRequest = _sub("BadRequest", ErrorCode.BAD_REQUEST)
+TooLarge = _sub("TooLarge", ErrorCode.TOO_LARGE)
+Unauthenticated = _sub("Unauthenticated", ErrorCode.UNAUTHENTICATED)
+Forbidden = _sub("Forbidden", ErrorCode.FORBIDDEN)
+UnknownNode = _sub("UnknownNode", ErrorCode.UNKNOWN_NODE)
+NodeOffline = _sub("NodeOffline", ErrorCode.NODE_OFFLINE)
+UnknownService = _sub("UnknownService", ErrorCode.UNKNOWN_SERVICE)
+UnknownMethod = _sub("UnknownMethod", ErrorCode.UNKNOWN_METHOD)
+InvalidParams = _sub("InvalidParams", ErrorCode.INVALID_PARAMS)
+CallTimeout = _sub("CallTimeout", ErrorCode.TIMEOUT)
+Overloaded = _sub("Overloaded", ErrorCode.OVERLOADED)
+
+
+class RemoteError(CloudisenseError):
+    """An error answered by another node, code preserved."""
+
+
+_BY_CODE: dict[ErrorCode, type[CloudisenseError]] = {
+    c.code: c for c in (BadRequest, TooLarge, Unauthenticated, Forbidden, UnknownNode, NodeOffline,
+                        UnknownService, UnknownMethod, InvalidParams, CallTimeout, Overloaded)
+}
+
+
+def from_wire(err: dict[str, Any], *, node: str | None = None,
+              request_id: str | None = None) -> CloudisenseError:
+    """Turn a wire error object back into the matching exception."""
+    try:
+        code = ErrorCode(err.get("code"))
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    cls = _BY_CODE.get(code, RemoteError)
+    return cls(str(err.get("message", "")), node=node, request_id=request_id, code=code)
+
+
+def to_wire(exc: BaseException) -> dict[str, Any]:
+    """Map any exception to a wire error; non-domain exceptions become a bare ``internal``."""
+    if isinstance(exc, CloudisenseError):
+        return exc.to_wire()
+    return {"code": str(ErrorCode.INTERNAL), "message": f"internal error ({type(exc).__name__}); see the node's log"}

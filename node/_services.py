@@ -1,0 +1,194 @@
+"""Services: classes with typed methods, and the registry that calls them.
+
+A service is a class with a ``name`` whose methods are marked with
+:func:`method`.  Each method takes one pydantic params model and returns a
+pydantic result model (or ``None``); the registry validates params at the
+edge, calls the method, and serialises the result::
+
+    class Greeter(Service):
+        name = "greeter"
+
+        @method(mutates=False)
+        async def hello(self, p: HelloParams) -> HelloResult:
+            return HelloResult(text=f"hello {p.who}")
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, ClassVar, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ._errors import CloudisenseError, InvalidParams, UnknownMethod, UnknownService
+
+log = logging.getLogger(__name__)
+
+
+class NoParams(BaseModel):
+    """A method without parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params: type[BaseModel]
+    result: type[BaseModel] | None
+    mutates: bool
+    description: str
+    func: Callable[..., Awaitable[Any]] = field(repr=False)
+    takes_params: bool = True
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "mutates": self.mutates,
+            "params": self.params.model_json_schema(),
+            "result": self.result.model_json_schema() if self.result else {"type": "null"},
+        }
+
+
+def method(*, mutates: bool, description: str | None = None) -> Callable[[Callable], Callable]:
+    """Mark an ``async def`` of a :class:`Service` as callable over the wire."""
+
+    def mark(func: Callable) -> Callable:
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(f"{func.__qualname__} must be async")
+        func.__cloudisense_method__ = {"mutates": mutates, "description": description}
+        return func
+
+    return mark
+
+
+class Service:
+    """Base class of services.  ``node`` is set when the service is registered."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.node: Any = None
+
+    async def start(self) -> None:
+        """Called when the node starts (after registration)."""
+
+    async def stop(self) -> None:
+        """Called when the node stops."""
+
+    @classmethod
+    def methods(cls) -> dict[str, MethodSpec]:
+        specs: dict[str, MethodSpec] = {}
+        for attr, func in inspect.getmembers(cls, inspect.iscoroutinefunction):
+            meta = getattr(func, "__cloudisense_method__", None)
+            if meta is None:
+                continue
+            hints = get_type_hints(func)
+            sig = list(inspect.signature(func).parameters.values())[1:]
+            if len(sig) > 1:
+                raise TypeError(f"{cls.__name__}.{attr} takes at most one params argument")
+            params = hints.get(sig[0].name) if sig else NoParams
+            if not (isinstance(params, type) and issubclass(params, BaseModel)):
+                raise TypeError(f"{cls.__name__}.{attr}: params must be a pydantic model")
+            result = hints.get("return")
+            if result is type(None):
+                result = None
+            if result is not None and not (isinstance(result, type) and issubclass(result, BaseModel)):
+                raise TypeError(f"{cls.__name__}.{attr}: result must be a pydantic model or None")
+            doc = meta["description"] or inspect.getdoc(func) or ""
+            specs[attr] = MethodSpec(attr, params, result, meta["mutates"], doc.strip(), func, bool(sig))
+        return specs
+
+
+def _format_validation(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "params"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown parameter"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+class Registry:
+    """Services of one node, by name; validates params and calls methods."""
+
+    def __init__(self) -> None:
+        self._services: dict[str, Service] = {}
+        self._methods: dict[str, dict[str, MethodSpec]] = {}
+        self._describe_cache: dict[str, Any] | None = None
+
+    def add(self, service: Service) -> None:
+        if not service.name:
+            raise TypeError(f"{type(service).__name__} has no name")
+        if service.name in self._services:
+            raise ValueError(f"service {service.name!r} is registered twice")
+        self._services[service.name] = service
+        self._methods[service.name] = service.methods()
+        self._describe_cache = None
+
+    def __iter__(self):
+        return iter(self._services.values())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._services
+
+    def get(self, name: str) -> Service:
+        return self._services[name]
+
+    def spec(self, service: str, method_name: str) -> MethodSpec:
+        methods = self._methods.get(service)
+        if methods is None:
+            raise UnknownService(f"no service {service!r} (services: {', '.join(sorted(self._methods))})")
+        spec = methods.get(method_name)
+        if spec is None:
+            raise UnknownMethod(f"service {service!r} has no method {method_name!r} "
+                                f"(methods: {', '.join(sorted(methods))})")
+        return spec
+
+    def validate(self, spec: MethodSpec, params: Any) -> BaseModel:
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise InvalidParams(f"params of {spec.name} must be an object")
+        try:
+            return spec.params.model_validate(params)
+        except ValidationError as e:
+            raise InvalidParams(f"invalid params for {spec.name}: {_format_validation(e)}") from None
+
+    async def call(self, service: str, method_name: str, params: Any) -> Any:
+        """Call a method; returns the JSON-ready result.  Raises CloudisenseError subclasses."""
+        spec = self.spec(service, method_name)
+        p = self.validate(spec, params)
+        svc = self._services[service]
+        try:
+            result = await (spec.func(svc, p) if spec.takes_params else spec.func(svc))
+        except CloudisenseError:
+            raise
+        except Exception:
+            log.exception("service %s.%s crashed", service, method_name)
+            raise
+        if result is None:
+            return None
+        if isinstance(result, BaseModel):
+            return result.model_dump(mode="json")
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        if self._describe_cache is None:
+            self._describe_cache = {
+                name: {
+                    "description": svc.description,
+                    "methods": {m: spec.describe() for m, spec in self._methods[name].items()},
+                }
+                for name, svc in self._services.items()
+            }
+        return self._describe_cache
+
+    def mutates(self, service: str, method_name: str) -> bool:
+        return self.spec(service, method_name).mutates
+

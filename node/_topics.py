@@ -1,0 +1,58 @@
+"""MQTT-style topic names and filters: validation and matching (pure).
+
+A *topic* is a ``/``-separated name without wildcards.  A *filter* may use
+``+`` (exactly one level) and ``#`` (the rest, including none; only as the
+last level).  Semantics follow MQTT 3.1.1 §4.7, including that a filter
+starting with a wildcard does not match topics that start with ``$``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+MAX_TOPIC_LEN = 512
+
+
+def topic_error(topic: object, *, wildcards: bool) -> str | None:
+    """Return why ``topic`` is not valid, or None if it is."""
+    if not isinstance(topic, str) or not topic:
+        return "topic must be a non-empty string"
+    if len(topic) > MAX_TOPIC_LEN:
+        return f"topic is longer than {MAX_TOPIC_LEN} characters"
+    if "\x00" in topic:
+        return "topic contains a NUL character"
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if not wildcards:
+            if "+" in level or "#" in level:
+                return f"topic {topic!r} contains a wildcard; publish needs a plain topic"
+            continue
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return f"'#' must be a whole level and the last one in {topic!r}"
+        if "+" in level and level != "+":
+            return f"'+' must be a whole level in {topic!r}"
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _split(s: str) -> tuple[str, ...]:
+    return tuple(s.split("/"))
+
+
+def matches(pattern: str, topic: str) -> bool:
+    """True if ``topic`` matches the filter ``pattern``."""
+    if pattern == topic:
+        return True
+    p = _split(pattern)
+    t = _split(topic)
+    if p[0] in ("+", "#") and topic.startswith("$"):
+        return False
+    n = len(t)
+    for i, level in enumerate(p):
+        if level == "#":
+            return True
+        if i >= n:
+            return False
+        if level != "+" and level != t[i]:
+            return False
+    return len(p) == n
