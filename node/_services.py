@@ -27,6 +27,12 @@ from ._errors import CloudisenseError, InvalidParams, UnknownMethod, UnknownServ
 log = logging.getLogger(__name__)
 
 
+class _AnyObject(BaseModel):
+    """A free-form JSON object (methods annotated ``-> dict``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class NoParams(BaseModel):
     """A method without parameters."""
 
@@ -96,6 +102,8 @@ class Service:
             result = hints.get("return")
             if result is type(None):
                 result = None
+            if result is dict:
+                result = _AnyObject
             if result is not None and not (isinstance(result, type) and issubclass(result, BaseModel)):
                 raise TypeError(f"{cls.__name__}.{attr}: result must be a pydantic model or None")
             doc = meta["description"] or inspect.getdoc(func) or ""

@@ -1,0 +1,266 @@
+"""The MQTT adapter of the federation (thin I/O over aiomqtt).
+
+It owns one MQTT connection at a time and its two loops (receive, send),
+reconnects with capped, jittered backoff, restores its subscriptions after a
+reconnect, and hands every verified envelope to the node.  Routing decisions
+live in the node; this module only moves bytes.
+
+Coalescing: envelopes queued for the same MQTT topic while the previous
+publish was in flight go out together as one JSON array (no added delay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+import ssl
+from collections import defaultdict
+from typing import Any, Callable, Iterator
+from urllib.parse import urlparse
+
+import aiomqtt
+from paho.mqtt.client import MQTTv311
+
+from ._errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+MAX_BATCH = 64
+
+
+def backoff(base: float = 0.1, cap: float = 2.0, rng: random.Random | None = None) -> Iterator[float]:
+    """Capped exponential backoff with full jitter (pure)."""
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        yield rng.uniform(base / 2, min(cap, base * 2 ** attempt))
+        attempt += 1
+
+
+def is_fatal(exc: BaseException) -> str | None:
+    """Why a connection error will not go away by retrying, or None if it may."""
+    text = str(exc).lower()
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, ssl.SSLCertVerificationError) or isinstance(cause, ssl.SSLCertVerificationError) \
+            or "certificate verify failed" in text:
+        return f"TLS certificate verification failed: {exc}"
+    if isinstance(exc, ssl.SSLError) or isinstance(cause, ssl.SSLError):
+        if "wrong version number" in text or "record layer failure" in text:
+            return f"TLS handshake failed (is the broker speaking plain MQTT?): {exc}"
+    if "not authori" in text or "bad user name or password" in text:
+        return f"the broker refused our credentials: {exc}"
+    return None
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    u = urlparse(url)
+    tls = u.scheme == "mqtts"
+    return u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), tls
+
+
+def tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca or None)
+        if cert:
+            ctx.load_cert_chain(cert, key or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load TLS files (ca={ca!r}, cert={cert!r}, key={key!r}): {e}") from None
+    return ctx
+
+
+class Federation:
+    """One node's link to the broker.  Use as ``async with Federation(...) as fed``."""
+
+    def __init__(self, *, node_id: str, url: str, keepalive: int, connect_timeout: float,
+                 will: Callable[[], tuple[str, bytes]],
+                 on_envelopes: Callable[[str, list[dict[str, Any]]], None],
+                 on_connected: Callable[[], None], on_disconnected: Callable[[str], None],
+                 on_fatal: Callable[[str], None],
+                 username: str = "", password: str = "",
+                 ca: str = "", cert: str = "", key: str = "") -> None:
+        self.node_id = node_id
+        self.host, self.port, self.tls = parse_broker_url(url)
+        self.url = url
+        self._ssl = tls_context(ca, cert, key) if self.tls else None
+        self.keepalive = keepalive
+        self.connect_timeout = connect_timeout
+        self.username, self.password = username or None, password or None
+        self._will = will
+        self._on_envelopes = on_envelopes
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._on_fatal = on_fatal
+        self._client: aiomqtt.Client | None = None
+        self._subs: dict[str, int] = {}
+        self._out: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+        self._out_ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+        self.counters = {"rx_messages": 0, "rx_envelopes": 0, "tx_messages": 0, "tx_envelopes": 0,
+                         "malformed": 0, "reconnects": 0}
+
+    async def __aenter__(self) -> "Federation":
+        self._task = asyncio.create_task(self._run(), name=f"federation[{self.node_id}]")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self, final: tuple[str, bytes] | None = None) -> None:
+        """Publish ``final`` (e.g. the offline presence) if connected, then disconnect."""
+        client = self._client
+        if final and client is not None and self.connected.is_set():
+            try:
+                async with asyncio.timeout(2):
+                    await self._flush(client)
+                    await client.publish(final[0], final[1], qos=1, retain=True)
+            except (aiomqtt.MqttError, TimeoutError) as e:
+                log.info("could not publish offline presence: %s", e)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    # --- API used by the node -----------------------------------------------
+
+    def send(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
+        """Queue an envelope; it goes out with others bound for the same topic."""
+        self._out[(topic, qos)].append(_dumps(env).encode())
+        self._out_ready.set()
+
+    def send_raw(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self._out[(topic, qos)].append(payload)
+        self._out_ready.set()
+
+    async def publish_retained(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return
+        try:
+            await client.publish(topic, _dumps(env).encode(), qos=qos, retain=True)
+        except aiomqtt.MqttError as e:
+            log.debug("retained publish to %s failed: %s", topic, e)
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        self._subs[topic] = qos
+        client = self._client
+        if client is not None and self.connected.is_set():
+            try:
+                await client.subscribe(topic, qos=qos)
+            except aiomqtt.MqttError as e:
+                log.info("subscribe %s failed (restored on reconnect): %s", topic, e)
+
+    async def unsubscribe(self, topic: str) -> None:
+        if self._subs.pop(topic, None) is None:
+            return
+        client = self._client
+        if client is not None and self.connected.is_set():
+            try:
+                await client.unsubscribe(topic)
+            except aiomqtt.MqttError as e:
+                log.info("unsubscribe %s failed: %s", topic, e)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return sorted(self._subs)
+
+    # --- loops ---------------------------------------------------------------
+
+    def _make_client(self) -> aiomqtt.Client:
+        will_topic, will_payload = self._will()
+        return aiomqtt.Client(
+            self.host, self.port,
+            identifier=f"cloudisense-{self.node_id}-{random.getrandbits(32):08x}",
+            protocol=MQTTv311, clean_session=True, keepalive=self.keepalive,
+            timeout=self.connect_timeout,
+            username=self.username, password=self.password,
+            will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
+            tls_context=self._ssl,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            max_inflight_messages=1000, max_queued_incoming_messages=0,
+        )
+
+    async def _run(self) -> None:
+        delays = backoff()
+        first = True
+        while True:
+            reason = "connection closed"
+            fatal = None
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    for topic, qos in list(self._subs.items()):
+                        await client.subscribe(topic, qos=qos)
+                    self.connected.set()
+                    delays = backoff()
+                    if not first:
+                        self.counters["reconnects"] += 1
+                    log.info("connected to broker %s", self.url)
+                    self._on_connected()
+                    first = False
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._rx(client), name=f"federation[{self.node_id}].rx")
+                        tg.create_task(self._tx(client), name=f"federation[{self.node_id}].tx")
+            except* (aiomqtt.MqttError, OSError, ssl.SSLError) as eg:
+                exc = eg.exceptions[0]
+                reason = str(exc) or type(exc).__name__
+                fatal = is_fatal(exc) if first else None
+            if fatal:
+                self._client = None
+                self._on_fatal(f"cannot join broker {self.url}: {fatal}")
+                return
+            was_connected = self.connected.is_set()
+            self.connected.clear()
+            self._client = None
+            if was_connected:
+                log.warning("lost broker %s: %s; reconnecting", self.url, reason)
+                self._on_disconnected(reason)
+            else:
+                log.warning("cannot reach broker %s: %s; retrying", self.url, reason)
+            await asyncio.sleep(next(delays))
+
+    async def _rx(self, client: aiomqtt.Client) -> None:
+        loads = json.loads
+        async for msg in client.messages:
+            self.counters["rx_messages"] += 1
+            try:
+                obj = loads(msg.payload)
+            except (ValueError, TypeError, RecursionError):
+                self.counters["malformed"] += 1
+                log.warning("dropped a non-JSON message on %s", msg.topic)
+                continue
+            envs = obj if isinstance(obj, list) else [obj]
+            envs = [e for e in envs if isinstance(e, dict)]
+            self.counters["rx_envelopes"] += len(envs)
+            try:
+                self._on_envelopes(msg.topic.value, envs)
+            except Exception:
+                log.exception("handling a message on %s failed", msg.topic)
+
+    async def _tx(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._out_ready.wait()
+            await self._flush(client)
+
+    async def _flush(self, client: aiomqtt.Client) -> None:
+        self._out_ready.clear()
+        out, self._out = self._out, defaultdict(list)
+        sends = []
+        for (topic, qos), payloads in out.items():
+            for i in range(0, len(payloads), MAX_BATCH):
+                chunk = payloads[i:i + MAX_BATCH]
+                body = chunk[0] if len(chunk) == 1 else b"[" + b",".join(chunk) + b"]"
+                sends.append(client.publish(topic, body, qos=qos))
+                self.counters["tx_messages"] += 1
+                self.counters["tx_envelopes"] += len(chunk)
+        if len(sends) == 1:
+            await sends[0]
+        elif sends:
+            await asyncio.gather(*sends)

@@ -1,0 +1,177 @@
+"""WebSocket protocol v1 frames (client ↔ node) as pydantic models.
+
+These models are the single source of the frame schemas: ``docs/protocol.md``
+embeds the JSON Schemas generated from them (see ``frame_schemas()``), and a
+test fails when the two drift.  Inbound frames are validated at the edge by
+:func:`parse_frame`; unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._errors import BadRequest
+
+PROTOCOL_VERSION = 1
+
+RequestId = Union[str, int]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Hello(_In):
+    """First frame of a session; required first when auth is on."""
+    type: Literal["hello"]
+    id: RequestId
+    token: str | None = None
+    client: str | None = Field(None, max_length=128)
+    protocol: int = PROTOCOL_VERSION
+
+
+class Call(_In):
+    """Call a method on this node (`node` absent or this node's id), another node, or every node (`"*"`)."""
+    type: Literal["call"]
+    id: RequestId
+    node: str | None = None
+    service: str = Field(min_length=1, max_length=128)
+    method: str = Field(min_length=1, max_length=128)
+    params: dict[str, Any] | None = None
+    timeout: float | None = Field(None, gt=0)
+    reply: bool = True
+
+
+class Subscribe(_In):
+    """Subscribe to events matching an MQTT topic filter on this node or another one."""
+    type: Literal["subscribe"]
+    id: RequestId
+    node: str | None = None
+    topic: str
+
+
+class Unsubscribe(_In):
+    type: Literal["unsubscribe"]
+    id: RequestId
+    node: str | None = None
+    topic: str
+
+
+class Publish(_In):
+    """Publish an event as the node the client is connected to."""
+    type: Literal["publish"]
+    id: RequestId
+    topic: str
+    data: Any = None
+
+
+INBOUND: dict[str, type[_In]] = {m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
+                                 for m in (Hello, Call, Subscribe, Unsubscribe, Publish)}
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WireError(_Out):
+    code: str
+    message: str
+
+
+class Welcome(_Out):
+    type: Literal["welcome"] = "welcome"
+    id: RequestId
+    node: str
+    role: Literal["operator", "viewer"]
+    protocol: int = PROTOCOL_VERSION
+
+
+class Result(_Out):
+    type: Literal["result"] = "result"
+    id: RequestId
+    node: str
+    result: Any
+
+
+class Error(_Out):
+    type: Literal["error"] = "error"
+    id: RequestId | None
+    node: str | None = None
+    error: WireError
+
+
+class Subscribed(_Out):
+    type: Literal["subscribed"] = "subscribed"
+    id: RequestId
+
+
+class Unsubscribed(_Out):
+    type: Literal["unsubscribed"] = "unsubscribed"
+    id: RequestId
+
+
+class Published(_Out):
+    type: Literal["published"] = "published"
+    id: RequestId
+
+
+class Event(_Out):
+    type: Literal["event"] = "event"
+    node: str
+    topic: str
+    data: Any
+    ts: float
+
+
+class Dropped(_Out):
+    """Sent to a slow client after events were dropped from its queue."""
+    type: Literal["dropped"] = "dropped"
+    count: int
+    total: int
+
+
+OUTBOUND = (Welcome, Result, Error, Subscribed, Unsubscribed, Published, Event, Dropped)
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "missing":
+        return f"missing field {loc!r}"
+    return f"field {loc!r}: {err['msg']}"
+
+
+def parse_frame(raw: str | bytes) -> _In:
+    """Parse and validate one inbound frame; raise BadRequest naming the problem.
+
+    The raised error's ``request_id`` is the frame's ``id`` when one could be read.
+    """
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise BadRequest(f"frame is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("frame must be a JSON object")
+    rid = obj.get("id")
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        rid = None
+    kind = obj.get("type")
+    model = INBOUND.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise BadRequest(f"unknown frame type {kind!r} (expected one of {', '.join(INBOUND)})"
+                         if kind is not None else "missing field 'type'", request_id=rid)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        raise BadRequest(_first_error(e), request_id=rid) from None
+
+
+def frame_schemas() -> dict[str, Any]:
+    """JSON Schemas of every frame, for docs/protocol.md."""
+    return {
+        "client_to_node": {name: m.model_json_schema() for name, m in INBOUND.items()},
+        "node_to_client": {m.model_fields["type"].default: m.model_json_schema() for m in OUTBOUND},
+    }

@@ -1,0 +1,391 @@
+"""The WebSocket gateway: HTTP for the dashboard, ``/ws`` for protocol v1.
+
+Thin I/O: a :class:`ClientSession` per connection parses frames at the edge,
+enforces auth and limits, and hands requests to the node; replies and events
+go out through a per-client writer task with a bounded event queue (the slow
+consumer policy: drop the oldest events, tell the client, and close it with
+1008 if it stays behind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import itertools
+import json
+import logging
+import mimetypes
+import time
+from collections import deque
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ._config import Settings, parse_hostport
+from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, Overloaded, TooLarge,
+                      Unauthenticated, to_wire)
+from ._frames import Call, Hello, Publish, Subscribe, Unsubscribe, parse_frame, PROTOCOL_VERSION
+from ._topics import topic_error
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+log = logging.getLogger(__name__)
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ids = itertools.count(1)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008     # slow consumer, or too many failed hellos
+MAX_BAD_HELLOS = 3
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def error_frame(rid: Any, exc: BaseException, node: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": "error", "id": rid, "error": to_wire(exc)}
+    if node is not None:
+        frame["node"] = node
+    return _dumps(frame)
+
+
+class ClientSession:
+    """One WebSocket client."""
+
+    def __init__(self, gw: "Gateway", ws: ServerConnection) -> None:
+        self.gw = gw
+        self.node = gw.node
+        self.ws = ws
+        self.num = next(_ids)
+        self.name = f"client-{self.num}"
+        cfg = gw.settings.ws
+        self.cfg = cfg
+        self.authed = not gw.tokens
+        self.role = "operator" if not gw.tokens else None
+        self.bad_hellos = 0
+        self.replies: deque[str] = deque()
+        self.events: deque[str] = deque(maxlen=cfg.send_queue)
+        self.wake = asyncio.Event()
+        self.dropped_pending = 0
+        self.dropped_total = 0
+        self.dropping_since: float | None = None
+        self.closed = False
+        self.in_flight = 0
+        self.tokens = float(cfg.rate_burst)
+        self.last_refill = time.monotonic()
+
+    def __hash__(self) -> int:
+        return self.num
+
+    def __repr__(self) -> str:
+        return f"<{self.name} {self.role}>"
+
+    # --- output ---------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Queue a reply (never dropped)."""
+        if not self.closed:
+            self.replies.append(text)
+            self.wake.set()
+
+    def deliver_event(self, text: str) -> None:
+        """Queue an event; the oldest is dropped when the client is not keeping up."""
+        if self.closed:
+            return
+        if len(self.events) == self.events.maxlen:
+            self.dropped_pending += 1
+            self.dropped_total += 1
+            self.node.stats.dropped += 1
+            now = time.monotonic()
+            if self.dropping_since is None:
+                self.dropping_since = now
+            elif now - self.dropping_since > self.cfg.slow_close_seconds:
+                log.warning("%s: closing slow consumer (%d events dropped)", self.name, self.dropped_total)
+                self.closed = True
+                self.gw.spawn(self.ws.close(CLOSE_POLICY, "slow consumer"))
+                return
+        self.events.append(text)
+        self.wake.set()
+
+    async def writer(self) -> None:
+        ws = self.ws
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.replies or self.events:
+                if self.replies:
+                    await ws.send(self.replies.popleft())
+                    continue
+                await ws.send(self.events.popleft())
+                if not self.events:
+                    self.dropping_since = None
+                    if self.dropped_pending:
+                        n, self.dropped_pending = self.dropped_pending, 0
+                        await ws.send(_dumps({"type": "dropped", "count": n, "total": self.dropped_total}))
+
+    # --- input ----------------------------------------------------------------
+
+    def _rate_ok(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.cfg.rate_burst, self.tokens + (now - self.last_refill) * self.cfg.rate_limit)
+        self.last_refill = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def on_frame(self, raw: str | bytes) -> None:
+        node = self.node
+        try:
+            if len(raw) > self.cfg.max_frame_bytes:
+                raise TooLarge(f"frame of {len(raw)} bytes is over the limit of {self.cfg.max_frame_bytes}")
+            if not self._rate_ok():
+                raise Overloaded(f"rate limit of {self.cfg.rate_limit:g} frames/s exceeded")
+            frame = parse_frame(raw)
+        except CloudisenseError as e:
+            self.send(error_frame(e.request_id, e))
+            return
+        try:
+            if isinstance(frame, Hello):
+                self.on_hello(frame)
+                return
+            if not self.authed:
+                raise Unauthenticated("send a hello with a valid token first")
+            if isinstance(frame, Call):
+                self.on_call(frame)
+            elif isinstance(frame, Subscribe):
+                self.gw.spawn(self.on_subscribe(frame))
+            elif isinstance(frame, Unsubscribe):
+                self.on_unsubscribe(frame)
+            elif isinstance(frame, Publish):
+                self.on_publish(frame)
+        except CloudisenseError as e:
+            self.send(error_frame(frame.id, e, getattr(frame, "node", None)))
+        except Exception as e:  # a bug: log it, answer internal, keep the connection
+            log.exception("%s: handling %s failed", self.name, type(frame).__name__)
+            self.send(error_frame(frame.id, e))
+        del node
+
+    def on_hello(self, f: Hello) -> None:
+        if self.gw.tokens:
+            role = self.gw.check_token(f.token)
+            if role is None:
+                self.bad_hellos += 1
+                if self.bad_hellos >= MAX_BAD_HELLOS:
+                    self.send(error_frame(f.id, Unauthenticated("invalid token; closing")))
+                    self.gw.spawn(self._close_later(CLOSE_POLICY, "authentication failed"))
+                    return
+                raise Unauthenticated("invalid token" if f.token else "this node requires a token in hello")
+            self.role, self.authed = role, True
+        if f.client:
+            self.name = f"{f.client}-{self.num}"
+        self.send(_dumps({"type": "welcome", "id": f.id, "node": self.node.id, "role": self.role,
+                          "protocol": PROTOCOL_VERSION}))
+
+    async def _close_later(self, code: int, reason: str) -> None:
+        await asyncio.sleep(0)  # let the error frame be queued first
+        while self.replies:
+            await asyncio.sleep(0.01)
+        await self.ws.close(code, reason)
+
+    def on_call(self, f: Call) -> None:
+        node = self.node
+        if self.in_flight >= self.cfg.max_pending_calls:
+            raise Overloaded(f"{self.in_flight} calls pending; the limit is {self.cfg.max_pending_calls}")
+        target = node.resolve_target(f.node)
+        if self.role != "operator" and node.method_mutates(target, f.service, f.method):
+            raise Forbidden(f"{f.service}.{f.method} changes state; role {self.role!r} may not call it")
+        rid = f.id
+        reply_node = target if target != "*" else "*"
+        self.in_flight += 1
+
+        def done(result: Any, error: dict[str, Any] | None) -> None:
+            self.in_flight -= 1
+            if error is not None:
+                self.send(_dumps({"type": "error", "id": rid, "node": reply_node, "error": error}))
+            else:
+                self.send(_dumps({"type": "result", "id": rid, "node": reply_node, "result": result}))
+
+        node.start_call(target, f.service, f.method, f.params, f.timeout, role=self.role or "viewer",
+                        owner=self, done=done, reply=f.reply)
+
+    async def on_subscribe(self, f: Subscribe) -> None:
+        try:
+            if err := topic_error(f.topic, wildcards=True):
+                raise BadRequest(err)
+            if self.node.subs.count(self) >= self.cfg.max_subscriptions:
+                raise Overloaded(f"subscription limit of {self.cfg.max_subscriptions} reached")
+            if f.node == "*":
+                raise BadRequest("subscribe to one node at a time ('*' is for calls)")
+            await self.node.subscribe(self, self.node.resolve_target(f.node), f.topic)
+            self.send(_dumps({"type": "subscribed", "id": f.id}))
+        except CloudisenseError as e:
+            self.send(error_frame(f.id, e, f.node))
+        except Exception as e:
+            log.exception("%s: subscribe failed", self.name)
+            self.send(error_frame(f.id, e))
+
+    def on_unsubscribe(self, f: Unsubscribe) -> None:
+        target = self.node.resolve_target(f.node)
+        if not self.node.unsubscribe(self, target, f.topic):
+            raise BadRequest(f"no subscription to {f.topic!r} on {target}")
+        self.send(_dumps({"type": "unsubscribed", "id": f.id}))
+
+    def on_publish(self, f: Publish) -> None:
+        if self.role != "operator":
+            raise Forbidden(f"role {self.role!r} may not publish")
+        if err := topic_error(f.topic, wildcards=False):
+            raise BadRequest(err)
+        if f.topic.startswith("$"):
+            raise BadRequest(f"topics starting with '$' are reserved for the node ({f.topic!r})")
+        self.node.publish(f.topic, f.data)
+        self.send(_dumps({"type": "published", "id": f.id}))
+
+    async def serve(self) -> None:
+        ws = self.ws
+        writer = asyncio.create_task(self.writer(), name=f"{self.name}.writer")
+        try:
+            async for raw in ws:
+                self.on_frame(raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            writer.cancel()
+            try:
+                await writer
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+            self.node.client_gone(self)
+
+
+class Gateway:
+    """Owns the WebSocket server and every client session."""
+
+    def __init__(self, node: "Node", settings: Settings) -> None:
+        self.node = node
+        self.settings = settings
+        self.host, self.port = parse_hostport(settings.ws.listen)
+        self.tokens = {t.sha256: t.role for t in settings.auth.tokens}
+        if not self.tokens and not is_loopback(self.host) and settings.ws.require_auth_remote:
+            raise ConfigError(
+                f"ws.listen = {settings.ws.listen!r} is not a loopback address and no [[auth.tokens]] are "
+                "configured; add tokens or set ws.require_auth_remote = false to allow anyone on the network")
+        self.sessions: set[ClientSession] = set()
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.ssl = None
+        if settings.ws.tls_cert or settings.ws.tls_key:
+            import ssl
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                ctx.load_cert_chain(settings.ws.tls_cert, settings.ws.tls_key or None)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"cannot load ws.tls_cert/ws.tls_key: {e}") from None
+            self.ssl = ctx
+
+    def check_token(self, token: str | None) -> str | None:
+        if not token:
+            return None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        for h, role in self.tokens.items():
+            if hmac.compare_digest(h, digest):
+                return role
+        return None
+
+    def spawn(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    @property
+    def url(self) -> str:
+        scheme = "wss" if self.ssl else "ws"
+        port = self.port
+        if self._server is not None and port == 0:
+            port = next(iter(self._server.sockets)).getsockname()[1]
+        return f"{scheme}://{self.host}:{port}/ws"
+
+    async def start(self) -> None:
+        try:
+            self._server = await serve(
+                self._handle, self.host, self.port, ssl=self.ssl,
+                process_request=self._http, max_size=self.settings.ws.max_frame_bytes * 4,
+                max_queue=64, ping_interval=20, ping_timeout=20, compression=None,
+                server_header=f"cloudisense/{self.node.version}",
+            )
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {self.settings.ws.listen} for WebSocket clients: {e.strerror or e}"
+                              " (is another node running there? use --ws HOST:PORT)") from None
+        if self.port == 0:
+            self.port = next(iter(self._server.sockets)).getsockname()[1]
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session = ClientSession(self, ws)
+        self.sessions.add(session)
+        log.info("%s connected from %s", session.name, ws.remote_address)
+        try:
+            await session.serve()
+        finally:
+            self.sessions.discard(session)
+            log.info("%s disconnected (%s)", session.name, ws.close_code)
+
+    def _http(self, conn: ServerConnection, req: Request) -> Response | None:
+        path = req.path.split("?", 1)[0]
+        if path == "/ws":
+            return None
+        if path == "/":
+            path = "/static/index.html"
+        if path == "/healthz":
+            return _response(200, b"ok\n", "text/plain")
+        if path.startswith("/static/"):
+            name = path.removeprefix("/static/")
+            if "/" not in name and ".." not in name and name:
+                try:
+                    data = resources.files("cloudisense.node").joinpath("static", name).read_bytes()
+                except (FileNotFoundError, IsADirectoryError, OSError):
+                    data = None
+                if data is not None:
+                    ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                    return _response(200, data, ctype)
+        return _response(404, f"not found: {path}\n".encode(), "text/plain")
+
+    async def close(self) -> None:
+        """Stop accepting, close every client with 1001, wait for handlers."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        for s in list(self.sessions):
+            s.closed = True
+        closes = [s.ws.close(CLOSE_GOING_AWAY, "node shutting down") for s in list(self.sessions)]
+        if closes:
+            await asyncio.gather(*closes, return_exceptions=True)
+        try:
+            async with asyncio.timeout(5):
+                await self._server.wait_closed()
+        except TimeoutError:
+            log.warning("some client handlers did not finish in time")
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._server = None
+
+
+def _response(status: int, body: bytes, ctype: str) -> Response:
+    reason = {200: "OK", 404: "Not Found"}.get(status, "")
+    headers = Headers([("Content-Type", ctype if not ctype.startswith("text/") else ctype + "; charset=utf-8"),
+                       ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
+    return Response(status, reason, headers, body)
