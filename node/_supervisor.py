@@ -322,8 +322,12 @@ class Supervisor:
     def names(self) -> list[str]:
         return list(self._procs)
 
-    async def list(self) -> list[ProcessStatus]:
+    def snapshot(self) -> list[ProcessStatus]:
+        """Every process's status, synchronously (for heartbeats and the dashboard)."""
         return [m.status() for m in self._procs.values()]
+
+    async def list(self) -> list[ProcessStatus]:
+        return self.snapshot()
 
     async def status(self, name: str) -> ProcessStatus:
         return self._get(name).status()

@@ -227,6 +227,7 @@ async def test_aexit_leaves_no_children(events):
             ProcessConfig(name="stubborn", command=IGNORES_TERM, stop_grace=0.3)]
     async with Supervisor(cfgs, events) as sup:
         pids = [s.pid for s in await sup.list()]
+        assert [s.pid for s in sup.snapshot()] == pids
         assert all(alive(p) for p in pids)
         await wait_for(lambda: log_lines(sup, "stubborn", " ready"))
         assert {p.pid for p in my_children()} >= set(pids)
