@@ -1,0 +1,159 @@
+"""The agent: planner + approval + executor, with the audit log and session recording.
+
+:class:`Agent` is what front ends (the CLI, the TUI) drive; every decision
+goes to the audit log.  :func:`run_session` is the ask/replay flow: plan,
+ask the operator (``decide``), revise on rejection, execute on approval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal
+
+from cloudisense.tools._connection import ClusterConnection
+
+from ._audit import AuditLog, current_user
+from ._executor import ExecutionReport, Executor
+from ._model import Model
+from ._plan import Approval, NotApproved, Plan, approve
+from ._planner import PlanResult, Planner
+from ._session import SessionRecorder
+
+
+class Agent:
+    def __init__(self, conn: ClusterConnection, model: Model, *, audit: AuditLog | None = None,
+                 recorder: SessionRecorder | None = None, user: str | None = None, max_nodes: int = 10,
+                 max_turns: int = 8, max_errors: int = 3, timeout: float = 10.0, result_chars: int = 4000,
+                 nonce: str | None = None) -> None:
+        self.conn = conn
+        self.model = model
+        self.audit = audit
+        self.recorder = recorder
+        self.user = user or (audit.user if audit else current_user())
+        self.planner = Planner(model, conn, max_turns=max_turns, max_errors=max_errors, max_nodes=max_nodes,
+                               result_chars=result_chars, timeout=timeout, nonce=nonce, record=self._record)
+        self.executor = Executor(conn, max_nodes=max_nodes, timeout=timeout, record=self._record)
+
+    def _record(self, kind: str, data: dict[str, Any]) -> None:
+        if self.recorder is not None:
+            self.recorder(kind, data)
+        if self.audit is not None and kind == "step":
+            self.audit.write("step", **data)
+
+    def _audit(self, event: str, **fields: Any) -> None:
+        if self.audit is not None:
+            self.audit.write(event, **fields)
+
+    def _audit_result(self, r: PlanResult) -> None:
+        if r.ok and r.plan is not None:
+            self._audit("plan", plan_hash=r.plan.hash, model=r.plan.model, steps=[s.model_dump(mode="json") for s in r.plan.steps],
+                        summary=r.plan.summary)
+        else:
+            self._audit("planning_failed", error=r.error, turns=r.turns)
+
+    async def plan(self, request: str) -> PlanResult:
+        if self.recorder is not None:
+            self.recorder.start(request, getattr(self.model, "name", "?"))
+        self._audit("request", request=request, model=getattr(self.model, "name", "?"))
+        r = await self.planner.plan(request)
+        self._audit_result(r)
+        return r
+
+    async def revise(self, feedback: str) -> PlanResult:
+        r = await self.planner.revise(feedback)
+        self._audit_result(r)
+        return r
+
+    def approve(self, plan: Plan, steps: list[int] | None = None, *, via: str) -> Approval:
+        a = approve(plan, steps, approver=self.user, via=via)
+        self._audit("approval", plan_hash=a.plan_hash, steps=list(a.steps), approver=a.approver, via=via)
+        self._record("approval", a.model_dump(mode="json"))
+        return a
+
+    def reject(self, plan: Plan, feedback: str = "", *, via: str) -> None:
+        self._audit("rejection", plan_hash=plan.hash, feedback=feedback, by=self.user, via=via)
+        self._record("rejection", {"plan_hash": plan.hash, "feedback": feedback, "via": via})
+
+    async def execute(self, plan: Plan, approval: Approval | None) -> ExecutionReport:
+        try:
+            report = await self.executor.execute(plan, approval)
+        except NotApproved as e:
+            self._audit("refused", plan_hash=plan.hash, reason=str(e))
+            raise
+        self._audit("execution", plan_hash=plan.hash, status=report.status, message=report.message,
+                    results=[r.model_dump(mode="json") for r in report.results], skipped=report.skipped)
+        self._record("execution", {"report": report.model_dump(mode="json")})
+        return report
+
+
+@dataclass
+class Decision:
+    action: Literal["approve", "reject", "stop"]
+    steps: list[int] | None = None  # approve: these steps (None: all)
+    feedback: str = ""              # reject: the operator's words for the model
+    via: str = "terminal"
+
+
+Decide = Callable[[PlanResult], Awaitable[Decision]]
+
+
+@dataclass
+class SessionOutcome:
+    status: Literal["done", "no_action", "rejected", "planning_failed", "failed", "stale", "refused"]
+    results: list[PlanResult] = field(default_factory=list)
+    report: ExecutionReport | None = None
+    approval: Approval | None = None
+
+    @property
+    def last(self) -> PlanResult | None:
+        return self.results[-1] if self.results else None
+
+    @property
+    def exit_code(self) -> int:
+        return {"done": 0, "no_action": 0, "rejected": 3, "planning_failed": 2, "failed": 1, "stale": 4,
+                "refused": 5}[self.status]
+
+
+async def run_session(agent: Agent, request: str, decide: Decide, *, replay_feedback: list[str] | None = None,
+                      max_revisions: int = 3, dry_run: bool = False) -> SessionOutcome:
+    """Plan ``request``; on rejection revise (up to ``max_revisions``); on approval execute.
+
+    ``replay_feedback`` are recorded rejections, re-applied in order before
+    the operator is asked (replay).
+    """
+    pending = list(replay_feedback or [])
+    out = SessionOutcome(status="planning_failed")
+    r = await agent.plan(request)
+    out.results.append(r)
+    revisions = 0
+    while True:
+        if not r.ok or r.plan is None:
+            out.status = "planning_failed"
+            return out
+        if not r.plan.steps:
+            out.status = "no_action"
+            return out
+        if dry_run:
+            out.status = "no_action"
+            return out
+        if pending:
+            d = Decision("reject", feedback=pending.pop(0), via="replay")
+        else:
+            d = await decide(r)
+        if d.action == "stop":
+            agent.reject(r.plan, d.feedback, via=d.via)
+            out.status = "rejected"
+            return out
+        if d.action == "reject":
+            agent.reject(r.plan, d.feedback, via=d.via)
+            if revisions >= max_revisions or not d.feedback.strip():
+                out.status = "rejected"
+                return out
+            revisions += 1
+            r = await agent.revise(d.feedback)
+            out.results.append(r)
+            continue
+        out.approval = agent.approve(r.plan, d.steps, via=d.via)
+        out.report = await agent.execute(r.plan, out.approval)
+        out.status = out.report.status
+        return out
