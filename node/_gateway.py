@@ -54,6 +54,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _peek_id(raw: str | bytes) -> Any:
+    """The id of an oversized frame, for its error (the frame is bounded by the socket's max_size)."""
+    try:
+        rid = json.loads(raw).get("id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+
+
 def error_frame(rid: Any, exc: BaseException, node: str | None = None) -> str:
     frame: dict[str, Any] = {"type": "error", "id": rid, "error": to_wire(exc)}
     if node is not None:
@@ -150,9 +159,10 @@ class ClientSession:
         node = self.node
         try:
             if len(raw) > self.cfg.max_frame_bytes:
-                raise TooLarge(f"frame of {len(raw)} bytes is over the limit of {self.cfg.max_frame_bytes}")
+                raise TooLarge(f"frame of {len(raw)} bytes is over the limit of {self.cfg.max_frame_bytes}",
+                               request_id=_peek_id(raw))
             if not self._rate_ok():
-                raise Overloaded(f"rate limit of {self.cfg.rate_limit:g} frames/s exceeded")
+                raise Overloaded(f"rate limit of {self.cfg.rate_limit:g} frames/s exceeded", request_id=_peek_id(raw))
             frame = parse_frame(raw)
         except CloudisenseError as e:
             self.send(error_frame(e.request_id, e))

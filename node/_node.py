@@ -114,6 +114,7 @@ class Node:
         self.gateway = Gateway(self, settings)
         self.system = SystemService(settings.system.temperature, seed=self.id)
         self._seen_calls: dict[tuple[str, str], float] = {}
+        self._last_ts: dict[tuple[str, str], float] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
@@ -465,6 +466,19 @@ class Node:
             frm = env.get("from")
             if not isinstance(frm, str) or frm == self.id and kind != "presence":
                 continue
+            to = env.get("to")
+            if to is not None and to != self.id and to != "*":
+                # signed for another node and replayed into our inbox
+                if verifier is not None:
+                    verifier.note_rejection(frm, "misrouted")
+                continue
+            if kind in ("presence", "state"):
+                # retained and verified without the replay window: keep only newer ones
+                ts = env.get("ts")
+                last = self._last_ts.get((frm, kind), 0.0)
+                if not isinstance(ts, (int, float)) or ts < last:
+                    continue
+                self._last_ts[(frm, kind)] = float(ts)
             try:
                 handler = self._handlers.get(kind)
                 if handler is None:
@@ -691,7 +705,7 @@ class Node:
             self._register(SupervisorService(self.supervisor))
             async with self.supervisor:
                 for svc in self.registry:
-                    await svc.start()
+                    await svc.on_start()
                 if url != "none":
                     await self._start_federation(url)
                 await self.gateway.start()
@@ -810,7 +824,7 @@ class Node:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for svc in self.registry:
             try:
-                await svc.stop()
+                await svc.on_stop()
             except Exception:
                 log.exception("stopping service %s failed", svc.name)
         if self.fed is not None:

@@ -79,10 +79,10 @@ class Service:
     def __init__(self) -> None:
         self.node: Any = None
 
-    async def start(self) -> None:
+    async def on_start(self) -> None:
         """Called when the node starts (after registration)."""
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         """Called when the node stops."""
 
     @classmethod

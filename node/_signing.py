@@ -292,6 +292,7 @@ class Reason(StrEnum):
     BAD_SIGNATURE = "bad_signature"    # forged, tampered with, or signed by another key
     STALE = "stale"                    # ts further than the window from now (past or future)
     REPLAYED = "replayed"              # (from, id) already accepted within the window
+    MISROUTED = "misrouted"            # valid, but addressed ('to') to another node: replayed across inboxes
 
 
 class _SeenCache:

@@ -609,12 +609,7 @@ class ProcessLogs(BaseModel):
 
 
 class SupervisorService(Service):
-    """The ``supervisor`` service over a :class:`Supervisor` the node owns.
-
-    Its wire methods ``start``/``stop`` share their names with the
-    :class:`Service` lifecycle hooks; called without params (as hooks) they do
-    nothing, since the node owns the Supervisor's lifetime.
-    """
+    """The ``supervisor`` service over a :class:`Supervisor` the node owns."""
 
     name = "supervisor"
     description = ("Child processes this node supervises: list them, read their state and recent "
@@ -636,20 +631,16 @@ class SupervisorService(Service):
         return await self.supervisor.status(p.name)
 
     @method(mutates=True)
-    async def start(self, p: ProcessName = None) -> ProcessStatus:  # type: ignore[assignment,override]
+    async def start(self, p: ProcessName) -> ProcessStatus:
         """Start a stopped or exited process (at once, also if an automatic restart is pending).
         Does nothing if it is already running. Returns its new status; if the command cannot be
         executed, the status is 'exited' with 'error' saying why."""
-        if p is None:  # the Service lifecycle hook
-            return None  # type: ignore[return-value]
         return await self.supervisor.start(p.name)
 
     @method(mutates=True)
-    async def stop(self, p: ProcessName = None) -> ProcessStatus:  # type: ignore[assignment,override]
+    async def stop(self, p: ProcessName) -> ProcessStatus:
         """Stop a process: SIGTERM to its process group, SIGKILL if it has not exited after its grace
         period. Cancels a pending automatic restart. Does nothing if it is not running."""
-        if p is None:  # the Service lifecycle hook
-            return None  # type: ignore[return-value]
         return await self.supervisor.stop(p.name)
 
     @method(mutates=True)
