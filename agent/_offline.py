@@ -216,7 +216,7 @@ def parse_command(text: str, *, excludes: list[str] | None = None) -> Command:
         params: dict[str, Any] = {"name": proc}
         if verb == "logs":
             params["lines"] = lines or 20
-        reason = f"operator asked: {text.strip()}"
+        reason = f"requested: {text.strip()}"
         return Command(tool="call", verb=verb, process=proc, target_text=target_phrase or "",
                        args={**_target_args(target), "service": "supervisor", "method": verb,
                              "params_json": json.dumps(params), "reason": reason})
@@ -250,7 +250,7 @@ def _parse_show(s: str, original: str, excludes: list[str]) -> Command:
         service = "supervisor" if method == "list" else "system"
         return Command(tool="call", verb="show", target_text=phrase or "",
                        args={**_target_args(target), "service": service, "method": method, "params_json": "{}",
-                             "reason": f"operator asked: {original.strip()}"})
+                             "reason": f"requested: {original.strip()}"})
     # show node ID
     mn = re.match(rf"^(?:the\s+)?node\s+({_ID})$", body, re.I)
     if mn and mn.group(1).lower() not in ("running",):

@@ -70,6 +70,9 @@ def _strictify(node: Any) -> Any:
         inner = out.pop("allOf")[0]
         out = {**inner, **out}
     if out.get("type") == "object" or "properties" in out:
+        if "properties" not in out or out.get("additionalProperties", False) is not False:
+            raise ValueError("a free-form object (dict) can't be expressed in strict mode; "
+                             "use a model with fixed fields, or a JSON text field")
         out["type"] = "object"
         props = out.setdefault("properties", {})
         out["required"] = list(props)
@@ -78,7 +81,7 @@ def _strictify(node: Any) -> Any:
 
 
 def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The strict-mode JSON schema of a pydantic model."""
+    """The strict-mode JSON schema of a pydantic model (ValueError if it has a free-form dict field)."""
     raw = model.model_json_schema()
     defs = raw.get("$defs", {})
     schema = _strictify(_inline(raw, defs))

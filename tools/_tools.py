@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from cloudisense import prompts
 
-from ._cluster import (ClusterView, NodeFilter, NodeInfo, NodeSelector, Resolution, SelectionError,
+from ._cluster import (BUILTIN_METHODS, ClusterView, NodeFilter, NodeInfo, NodeSelector, Resolution, SelectionError,
                        metric, resolve, select_nodes)
 from ._connection import ClusterConnection, fetch_cluster, fetch_describe
 from ._models import (MAX_LIMIT, MAX_WATCH_EVENTS, MAX_WATCH_SECONDS, Args, BroadcastArgs, CallArgs,
@@ -249,7 +249,8 @@ class Toolbox:
                 if args.service not in n.service_names():
                     raise ToolError("unknown_service", f"node {t} has no service {args.service!r} "
                                                        f"(services: {', '.join(n.service_names())})")
-                methods = sorted(n.services[args.service].methods)
+                svc = n.services.get(args.service)
+                methods = sorted(svc.methods if svc else BUILTIN_METHODS.get(args.service, {}))
                 raise ToolError("unknown_method", f"service {args.service!r} on {t} has no method {args.method!r} "
                                                   f"(methods: {', '.join(methods)})")
             mutates = mutates or info.mutates
