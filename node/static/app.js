@@ -1,0 +1,1059 @@
+// CloudiSENSE dashboard: a plain browser client of protocol v1 (docs/protocol.md).
+//
+// Shape of this file:
+//   Connection  – the WebSocket, hello/token, request ids, reconnect.
+//   Subs        – page-level refcount of (node, topic) subscriptions, so two
+//                 views wanting the same stream share one subscribe frame.
+//   state       – what the page knows; network handlers only mutate it and
+//                 call invalidate(part).
+//   render*     – draw the dirty parts, at most every FRAME_MS (coalesced with
+//                 a timer + requestAnimationFrame), so a burst of events from
+//                 50 nodes costs a handful of renders, not thousands.
+"use strict";
+
+(() => {
+  const FRAME_MS = 250;            // render at most ~4 times a second
+  const CHART_POINTS = 120;        // two minutes of $sys/stats samples
+  const INSPECTOR_ROWS = 200;      // events kept in the inspector table
+  const CALL_TIMEOUT = 10;         // seconds, sent with every call
+  const TOKEN_KEY = "cloudisense.token";
+  const CLUSTER_TOPIC = "$cluster/#";
+  const STATS_TOPIC = "$sys/stats";
+  // This node's own live data: it sends no $cluster/node/state about itself.
+  const SELF_TOPICS = ["metrics/#", "process/#"];
+  // Remote node shown in the detail panel: live process changes (metrics come
+  // with its $cluster/node/state heartbeat anyway).
+  const DETAIL_TOPICS = ["process/#"];
+  // process/NAME/<what> -> the state the process is in after it.
+  const PROCESS_STATES = { started: "running", restarted: "running", stopped: "stopped", exited: "exited" };
+
+  // ------------------------------------------------------------------ state
+  const state = {
+    conn: "connecting",          // connecting | connected | disconnected | auth
+    self: null,                  // id of the node we are connected to
+    role: null,                  // operator | viewer
+    nodes: new Map(),            // id -> node entry of node.cluster (+ live merges)
+    selected: null,              // node id shown in the detail panel
+    stats: null,                 // last $sys/stats data
+    series: [],                  // [{t, calls, events}] for the chart
+    insp: { subs: [], events: [], count: 0, paused: false, error: "" },
+    callResult: null,            // {label, ok, text} of the last call made from the page
+  };
+  const debug = { renders: 0, frames: 0, events: 0 };
+
+  // ------------------------------------------------------------- utilities
+  const $ = (id) => document.getElementById(id);
+
+  /** Tiny element builder: h("td", {class: "x", dataset: {testid: "y"}}, "text", child). */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "dataset") Object.assign(el.dataset, v);
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else if (k in el && typeof v !== "string") el[k] = v;
+      else el.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children.flat()) {
+      if (c === undefined || c === null || c === false) continue;
+      el.append(c instanceof Node ? c : String(c));
+    }
+    return el;
+  }
+
+  /** Set text only when it changed (keeps layout work down at 50 nodes). */
+  function setText(el, text) {
+    text = String(text);
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  function setAttr(el, name, value) {
+    value = String(value);
+    if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+  }
+
+  const nowS = () => Date.now() / 1000;
+  // Timestamps on the wire are epoch seconds; tolerate milliseconds.
+  const toS = (t) => (typeof t === "number" ? (t > 1e12 ? t / 1000 : t) : null);
+
+  function ago(ts) {
+    const t = toS(ts);
+    if (t === null) return "—";
+    return duration(Math.max(0, nowS() - t));
+  }
+
+  function duration(sec) {
+    if (typeof sec !== "number" || !isFinite(sec)) return "—";
+    sec = Math.floor(sec);
+    if (sec < 60) return `${sec}s`;
+    if (sec < 3600) return `${Math.floor(sec / 60)}m ${sec % 60}s`;
+    if (sec < 86400) return `${Math.floor(sec / 3600)}h ${Math.floor((sec % 3600) / 60)}m`;
+    return `${Math.floor(sec / 86400)}d ${Math.floor((sec % 86400) / 3600)}h`;
+  }
+
+  const clock = (ts) => {
+    const t = toS(ts);
+    return t === null ? "" : new Date(t * 1000).toLocaleTimeString([], { hour12: false });
+  };
+  const pct = (v) => (typeof v === "number" ? `${v.toFixed(0)}%` : "—");
+  const num = (v, digits = 0) => (typeof v === "number" ? v.toFixed(digits) : "—");
+  const ms = (v) => (typeof v === "number" ? (v < 10 ? v.toFixed(2) : v.toFixed(0)) + " ms" : "—");
+
+  function json(value, max) {
+    let s;
+    try { s = JSON.stringify(value); } catch { s = String(value); }
+    if (s === undefined) s = "null";
+    return max && s.length > max ? s.slice(0, max) + "…" : s;
+  }
+
+  /** MQTT filter matching (3.1.1 §4.7), including the `$` rule. */
+  function topicMatches(filter, topic) {
+    if (filter === topic) return true;
+    const f = filter.split("/");
+    const t = topic.split("/");
+    if ((f[0] === "+" || f[0] === "#") && topic.startsWith("$")) return false;
+    for (let i = 0; i < f.length; i++) {
+      if (f[i] === "#") return true;
+      if (i >= t.length) return false;
+      if (f[i] !== "+" && f[i] !== t[i]) return false;
+    }
+    return f.length === t.length;
+  }
+
+  // ------------------------------------------------------------- rendering
+  const dirty = new Set();
+  let renderTimer = null;
+  let lastRender = 0;
+
+  function invalidate(...parts) {
+    for (const p of parts) dirty.add(p);
+    if (renderTimer !== null) return;
+    const wait = Math.max(0, lastRender + FRAME_MS - performance.now());
+    renderTimer = setTimeout(() => requestAnimationFrame(render), wait);
+  }
+
+  function render() {
+    renderTimer = null;
+    lastRender = performance.now();
+    debug.renders++;
+    const parts = new Set(dirty);
+    dirty.clear();
+    if (parts.has("header")) renderHeader();
+    if (parts.has("nodes")) renderNodes();
+    if (parts.has("detail")) renderDetail();
+    if (parts.has("stats")) renderStats();
+    if (parts.has("chart")) renderChart();
+    if (parts.has("insp")) renderInspector();
+  }
+
+  // ---------------------------------------------------------- connection
+  class Connection {
+    constructor() {
+      this.ws = null;
+      this.nextId = 1;
+      this.pending = new Map();   // id -> {resolve, reject, timer}
+      this.backoff = 0.5;
+      this.retryTimer = null;
+      this.ready = false;         // welcome received
+    }
+
+    url() {
+      return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    }
+
+    open() {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
+      setConn("connecting");
+      const ws = new WebSocket(this.url());
+      this.ws = ws;
+      ws.onopen = () => this.hello();
+      ws.onmessage = (m) => this.onMessage(m.data);
+      ws.onclose = (e) => this.onClose(ws, e);
+    }
+
+    async hello() {
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      const frame = { type: "hello", client: "dashboard" };
+      if (token) frame.token = token;
+      let welcome;
+      try {
+        welcome = await this.request(frame, 10000);
+      } catch (err) {
+        if (isAuthError(err)) return askToken(token ? "That token was not accepted." : "");
+        console.warn("hello failed", err);
+        return this.ws && this.ws.close();
+      }
+      this.ready = true;
+      this.backoff = 0.5;
+      state.self = welcome.node;
+      state.role = welcome.role || "operator";
+      setConn("connected");
+      hideToken();
+      invalidate("header", "nodes", "detail", "insp");
+      await subs.resubscribeAll();
+      refreshCluster();
+    }
+
+    send(frame) {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    }
+
+    /** Send a request frame; resolves with the reply frame, rejects with {code, message}. */
+    request(frame, timeoutMs = (CALL_TIMEOUT + 2) * 1000) {
+      const id = String(this.nextId++);
+      return new Promise((resolve, reject) => {
+        if (!this.send({ ...frame, id })) {
+          reject({ code: "disconnected", message: "not connected to the node" });
+          return;
+        }
+        const timer = setTimeout(() => {
+          this.pending.delete(id);
+          reject({ code: "timeout", message: "no answer from the node" });
+        }, timeoutMs);
+        this.pending.set(id, { resolve, reject, timer });
+      });
+    }
+
+    call(node, service, method, params) {
+      const frame = { type: "call", service, method, params: params || {}, timeout: CALL_TIMEOUT };
+      if (node && node !== state.self) frame.node = node;
+      return this.request(frame).then((r) => r.result);
+    }
+
+    onMessage(raw) {
+      let msg;
+      try { msg = JSON.parse(raw); } catch { return; }
+      debug.frames++;
+      if (msg.type === "event") return onEvent(msg);
+      const p = msg.id !== undefined ? this.pending.get(String(msg.id)) : undefined;
+      if (msg.type === "error") {
+        const err = msg.error || { code: "internal", message: "error without details" };
+        if (p) {
+          this.pending.delete(String(msg.id));
+          clearTimeout(p.timer);
+          p.reject(err);
+        }
+        // A frame refused for lack of auth (the node may have restarted with tokens on).
+        if (isAuthError(err) && this.ready) {
+          this.ready = false;
+          askToken("");
+        }
+        return;
+      }
+      if (p) {
+        this.pending.delete(String(msg.id));
+        clearTimeout(p.timer);
+        p.resolve(msg);
+      }
+    }
+
+    onClose(ws, e) {
+      if (ws !== this.ws) return;
+      this.ws = null;
+      this.ready = false;
+      for (const p of this.pending.values()) {
+        clearTimeout(p.timer);
+        p.reject({ code: "disconnected", message: "connection closed" });
+      }
+      this.pending.clear();
+      subs.markAllInactive();
+      if (state.conn === "auth") return;          // wait for the token form
+      setConn("disconnected", e && e.reason);
+      const delay = this.backoff * (0.75 + Math.random() * 0.5);
+      this.backoff = Math.min(this.backoff * 2, 10);
+      this.retryTimer = setTimeout(() => this.open(), delay * 1000);
+    }
+
+    retryHello() {
+      if (this.ws && this.ws.readyState === WebSocket.OPEN) this.hello();
+      else this.open();
+    }
+  }
+
+  const isAuthError = (err) => err && (err.code === "unauthenticated" || err.code === "forbidden");
+
+  function setConn(s, reason) {
+    state.conn = s;
+    state.connReason = reason || "";
+    invalidate("header");
+  }
+
+  // --------------------------------------------------------- subscriptions
+  /** Page-level refcount: (node, topic) -> one subscription on the wire. */
+  class Subs {
+    constructor() { this.map = new Map(); }
+    key(node, topic) { return `${node || ""}\u0000${topic}`; }
+
+    async add(node, topic) {
+      const k = this.key(node, topic);
+      let s = this.map.get(k);
+      if (s) { s.count++; return s.ready; }
+      s = { node: node || "", topic, count: 1, active: false, ready: Promise.resolve() };
+      this.map.set(k, s);
+      if (!conn.ready) return;     // wired by resubscribeAll() after the welcome
+      s.ready = this.wire(s);
+      try { await s.ready; } catch (err) {
+        if (--s.count <= 0) this.map.delete(k);
+        throw err;
+      }
+    }
+
+    async wire(s) {
+      const frame = { type: "subscribe", topic: s.topic };
+      if (s.node) frame.node = s.node;
+      await conn.request(frame);
+      s.active = true;
+    }
+
+    async remove(node, topic) {
+      const k = this.key(node, topic);
+      const s = this.map.get(k);
+      if (!s || --s.count > 0) return;
+      this.map.delete(k);
+      try { await s.ready; } catch { /* never wired */ }
+      if (!s.active || !conn.ready) return;
+      const frame = { type: "unsubscribe", topic: s.topic };
+      if (s.node) frame.node = s.node;
+      try { await conn.request(frame); } catch (err) { console.warn("unsubscribe", err); }
+    }
+
+    markAllInactive() { for (const s of this.map.values()) s.active = false; }
+
+    async resubscribeAll() {
+      await Promise.all([...this.map.values()].map((s) => {
+        s.ready = this.wire(s).catch((err) => console.warn("resubscribe", s.topic, err));
+        return s.ready;
+      }));
+    }
+  }
+
+  const conn = new Connection();
+  const subs = new Subs();
+
+  // ------------------------------------------------------------ cluster
+  let clusterInFlight = false;
+
+  async function refreshCluster() {
+    if (clusterInFlight) return;
+    clusterInFlight = true;
+    try {
+      const res = await conn.call(null, "node", "cluster", {});
+      if (res && res.self) state.self = res.self;
+      const seen = new Set();
+      for (const n of (res && res.nodes) || []) {
+        seen.add(n.id);
+        upsertNode(n.id, n);
+      }
+      // Nodes the cluster no longer knows about are dropped from the view.
+      for (const id of [...state.nodes.keys()]) if (!seen.has(id)) state.nodes.delete(id);
+      if (!state.selected && state.self) select(state.self);
+      invalidate("nodes", "detail", "insp");
+    } catch (err) {
+      console.warn("node.cluster failed", err);
+    } finally {
+      clusterInFlight = false;
+    }
+  }
+
+  function upsertNode(id, data) {
+    const prev = state.nodes.get(id);
+    const node = Object.assign(prev || { id, online: true, metrics: {}, services: {}, processes: [] },
+      data && typeof data === "object" ? data : {});
+    node.id = id;
+    node._seen = nowS();
+    if (data && Array.isArray(data.processes)) for (const p of node.processes) p._at = node._seen;
+    state.nodes.set(id, node);
+    return node;
+  }
+
+  function onClusterEvent(ev) {
+    const id = ev.node || (ev.data && ev.data.id);
+    if (!id) return;
+    const data = ev.data && typeof ev.data === "object" ? ev.data : {};
+    const kind = ev.topic.slice("$cluster/node/".length);
+    const known = state.nodes.has(id);
+    if (kind === "offline") {
+      const n = upsertNode(id, data);
+      if (n.online !== false || data.since === undefined) n.since = data.since ?? ev.ts ?? nowS();
+      n.online = false;
+    } else if (kind === "online") {
+      const wasOnline = known && state.nodes.get(id).online !== false;
+      const n = upsertNode(id, data);
+      if (!wasOnline && data.since === undefined) n.since = ev.ts ?? nowS();
+      n.online = true;
+    } else if (kind === "state") {
+      const n = upsertNode(id, data);
+      if (data.online === undefined) n.online = true;
+    } else {
+      return;
+    }
+    invalidate("nodes");
+    if (id === state.selected) invalidate("detail");
+    if (!known) invalidate("insp");   // a new node for the inspector's select
+  }
+
+  function onMetricsEvent(ev) {
+    const n = state.nodes.get(ev.node);
+    const d = ev.data;
+    if (!n || !d || typeof d !== "object") return;
+    const keys = ["cpu_percent", "memory_percent", "disk_percent", "temperature_c", "load"];
+    if (!keys.some((k) => k in d)) return;
+    n.metrics = Object.assign({}, n.metrics, d);
+    const ts = toS(ev.ts);
+    if (ts && ts > (n.last_seen || 0)) n.last_seen = ts;
+    invalidate("nodes");
+    if (ev.node === state.selected) invalidate("detail");
+  }
+
+  function onProcessEvent(ev, topic) {
+    const n = state.nodes.get(ev.node);
+    const d = ev.data;
+    if (!n || !d || typeof d !== "object" || !d.name) return;
+    const what = topic.split("/").pop();
+    const list = Array.isArray(n.processes) ? n.processes : (n.processes = []);
+    let p = list.find((x) => x.name === d.name);
+    if (!p) list.push(p = { name: d.name, restarts: 0 });
+    for (const k of ["pid", "restarts", "exit_code", "error", "restart_in"]) if (k in d) p[k] = d[k];
+    if (PROCESS_STATES[what]) p.state = what === "exited" && d.restart_in ? "backoff" : PROCESS_STATES[what];
+    if (p.state === "running" && (what === "started" || what === "restarted")) p.uptime = 0;
+    if (p.state !== "running") p.uptime = null;
+    p._at = nowS();
+    invalidate("nodes");
+    if (ev.node === state.selected) invalidate("detail");
+  }
+
+  /** A supervisor answer (a process status) updates the row at once. */
+  function patchProcess(nodeId, status) {
+    const n = state.nodes.get(nodeId);
+    if (!n) return;
+    const list = Array.isArray(n.processes) ? n.processes : (n.processes = []);
+    const p = list.find((x) => x.name === status.name);
+    if (p) Object.assign(p, status, { _at: nowS() }); else list.push({ ...status, _at: nowS() });
+    invalidate("nodes", "detail");
+  }
+
+  // -------------------------------------------------------------- events
+  function onEvent(ev) {
+    debug.events++;
+    const topic = String(ev.topic || "");
+    if (topic.startsWith("$cluster/node/")) onClusterEvent(ev);
+    else if (topic === STATS_TOPIC && (!ev.node || ev.node === state.self)) onStats(ev);
+    else if (topic.startsWith("metrics/")) onMetricsEvent(ev);
+    else if (topic.startsWith("process/")) onProcessEvent(ev, topic);
+    onInspectorEvent(ev, topic);
+  }
+
+  function onStats(ev) {
+    const d = ev.data || {};
+    state.stats = d;
+    const rpc = d.rpc || {};
+    const ps = d.pubsub || {};
+    state.series.push({
+      t: toS(ev.ts) ?? nowS(),
+      calls: Number(rpc.calls_per_s) || 0,
+      events: Number(ps.events_per_s) || 0,
+    });
+    if (state.series.length > CHART_POINTS) state.series.splice(0, state.series.length - CHART_POINTS);
+    invalidate("stats", "chart");
+  }
+
+  // ----------------------------------------------------------- inspector
+  function inspectorSubMatches(sub, ev, topic) {
+    if (sub.node) {
+      if (ev.node !== sub.node) return false;
+      // The node also tells subscribers when the node they watch goes away and comes back.
+      return topicMatches(sub.topic, topic) || topic === "$cluster/node/offline" || topic === "$cluster/node/online";
+    }
+    if (!topicMatches(sub.topic, topic)) return false;
+    // Local subscription: events of this node, and $ topics that are *about* other nodes.
+    return !ev.node || ev.node === state.self || topic.startsWith("$");
+  }
+
+  function onInspectorEvent(ev, topic) {
+    const insp = state.insp;
+    if (!insp.subs.length || insp.paused) return;
+    if (!insp.subs.some((s) => inspectorSubMatches(s, ev, topic))) return;
+    insp.count++;
+    insp.events.push(ev);
+    if (insp.events.length > INSPECTOR_ROWS * 2) insp.events.splice(0, insp.events.length - INSPECTOR_ROWS);
+    invalidate("insp");
+  }
+
+  async function inspectorSubscribe(node, topic) {
+    const insp = state.insp;
+    topic = topic.trim();
+    insp.error = "";
+    if (!topic) { insp.error = "enter a topic or filter, e.g. metrics/#"; return invalidate("insp"); }
+    if (insp.subs.some((s) => s.node === node && s.topic === topic)) return;
+    const sub = { node, topic, state: "pending" };
+    insp.subs.push(sub);
+    invalidate("insp");
+    try {
+      await subs.add(node, topic);
+      sub.state = "active";
+    } catch (err) {
+      insp.subs = insp.subs.filter((s) => s !== sub);
+      insp.error = `subscribe ${topic} on ${node || state.self}: ${err.code}: ${err.message || ""}`;
+    }
+    invalidate("insp");
+  }
+
+  async function inspectorUnsubscribe(sub) {
+    state.insp.subs = state.insp.subs.filter((s) => s !== sub);
+    invalidate("insp");
+    await subs.remove(sub.node, sub.topic);
+  }
+
+  // -------------------------------------------------------------- detail
+  let detailStreams = null;   // {node, topics} the detail view subscribed for live data
+
+  function select(id) {
+    if (state.selected === id) return;
+    state.selected = id;
+    state.callResult = null;
+    if (detailStreams) {
+      for (const t of detailStreams.topics) subs.remove(detailStreams.node, t);
+      detailStreams = null;
+    }
+    if (id && id !== state.self) {
+      const node = id;
+      detailStreams = { node, topics: DETAIL_TOPICS };
+      for (const t of detailStreams.topics) subs.add(node, t).catch((err) => console.warn("detail stream", t, err));
+    }
+    invalidate("nodes", "detail");
+  }
+
+  async function callFromPage(nodeId, service, method, params) {
+    const label = `${nodeId} ${service}.${method}`;
+    state.callResult = { label, ok: null, text: "calling…" };
+    invalidate("detail");
+    try {
+      const result = await conn.call(nodeId, service, method, params);
+      state.callResult = { label, ok: true, text: JSON.stringify(result, null, 2) };
+      if (service === "supervisor" && result && result.name && result.state) patchProcess(nodeId, result);
+    } catch (err) {
+      state.callResult = { label, ok: false, text: `${err.code}: ${err.message || ""}` };
+    }
+    invalidate("detail");
+  }
+
+  // ------------------------------------------------------------ renderers
+  function renderHeader() {
+    const cs = $("conn-status");
+    const labels = {
+      connecting: "connecting…",
+      connected: "connected",
+      disconnected: "disconnected — retrying",
+      auth: "token required",
+    };
+    setText(cs, labels[state.conn] || state.conn);
+    setAttr(cs, "data-state", state.conn);
+    setText($("self-node"), state.self || "—");
+    for (const el of document.querySelectorAll(".self-name")) setText(el, state.self || "this node");
+    const role = $("role");
+    role.hidden = !state.role;
+    setText(role, state.role || "");
+    setAttr(role, "data-role", state.role || "");
+    document.body.classList.toggle("viewer", state.role === "viewer");
+    $("token-change").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  const cardEls = new Map();   // node id -> {root, fields...}
+
+  function makeCard(id) {
+    const f = {};
+    const root = h("article", {
+      class: "node-card", role: "listitem", tabindex: "0",
+      dataset: { testid: "node-card", node: id },
+      onclick: () => select(id),
+      onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(id); } },
+    },
+      h("div", { class: "nc-head" },
+        f.dot = h("span", { class: "dot", "aria-hidden": "true" }),
+        h("b", { class: "nc-id", dataset: { testid: "node-id" } }, id),
+        f.self = h("span", { class: "badge self", hidden: true }, "this node")),
+      f.status = h("div", { class: "nc-status", dataset: { testid: "node-status" } }),
+      h("div", { class: "nc-metrics" },
+        h("div", { class: "metric" }, h("label", {}, "temp"),
+          h("span", { class: "val" },
+            f.temp = h("span", { dataset: { testid: "node-temp" } }),
+            f.sim = h("span", { class: "badge sim", title: "simulated temperature", dataset: { testid: "node-temp-sim" }, hidden: true }, "sim"))),
+        h("div", { class: "metric" }, h("label", {}, "CPU"),
+          f.cpu = h("span", { class: "val", dataset: { testid: "node-cpu" } }),
+          h("span", { class: "bar" }, f.cpuBar = h("i"))),
+        h("div", { class: "metric" }, h("label", {}, "mem"),
+          f.mem = h("span", { class: "val", dataset: { testid: "node-mem" } }),
+          h("span", { class: "bar" }, f.memBar = h("i")))),
+      f.foot = h("div", { class: "nc-foot", dataset: { testid: "node-summary" } }));
+    f.root = root;
+    return f;
+  }
+
+  function bar(el, v) {
+    const w = typeof v === "number" ? Math.max(0, Math.min(100, v)) : 0;
+    const s = `${w.toFixed(0)}%`;
+    if (el.style.width !== s) el.style.width = s;
+    const level = w >= 90 ? "hot" : w >= 70 ? "warm" : "";
+    if (el.className !== level) el.className = level;
+  }
+
+  function processSummary(n) {
+    const procs = Array.isArray(n.processes) ? n.processes : [];
+    const running = procs.filter((p) => p.state === "running").length;
+    const services = Object.keys(n.services || {});
+    const parts = [`${services.length} service${services.length === 1 ? "" : "s"}`];
+    if (procs.length) parts.push(`${running}/${procs.length} process${procs.length === 1 ? "" : "es"} running`);
+    return parts.join(" · ");
+  }
+
+  function sortedNodes() {
+    return [...state.nodes.values()].sort((a, b) =>
+      (a.id === state.self ? -1 : b.id === state.self ? 1 : 0) || a.id.localeCompare(b.id));
+  }
+
+  function renderNodes() {
+    const grid = $("nodes");
+    const nodes = sortedNodes();
+    const online = nodes.filter((n) => n.online !== false).length;
+    setText($("node-count"), `${online}/${nodes.length} online`);
+    $("nodes-empty").hidden = nodes.length > 0;
+
+    const live = new Set();
+    let prev = null;
+    for (const n of nodes) {
+      live.add(n.id);
+      let f = cardEls.get(n.id);
+      if (!f) { f = makeCard(n.id); cardEls.set(n.id, f); }
+      const up = n.online !== false;
+      const m = n.metrics || {};
+      setAttr(f.root, "data-online", up ? "true" : "false");
+      f.root.classList.toggle("offline", !up);
+      f.root.classList.toggle("selected", n.id === state.selected);
+      f.self.hidden = n.id !== state.self;
+      setText(f.status, `${up ? "online" : "offline"} · ${ago(n.since)}`);
+      setAttr(f.status, "title", `since ${clock(n.since)}, last seen ${clock(n.last_seen)}`);
+      setText(f.temp, typeof m.temperature_c === "number" ? `${m.temperature_c.toFixed(1)} °C` : "—");
+      f.sim.hidden = !m.simulated;
+      setText(f.cpu, pct(m.cpu_percent));
+      bar(f.cpuBar, m.cpu_percent);
+      setText(f.mem, pct(m.memory_percent));
+      bar(f.memBar, m.memory_percent);
+      setText(f.foot, processSummary(n));
+      // Keep DOM order = sorted order, moving only what is out of place.
+      const want = prev ? prev.nextSibling : grid.firstChild;
+      if (want !== f.root) grid.insertBefore(f.root, want);
+      prev = f.root;
+    }
+    for (const [id, f] of cardEls) if (!live.has(id)) { f.root.remove(); cardEls.delete(id); }
+  }
+
+  const firstLine = (text) => String(text || "").split("\n")[0];
+
+  function paramSkeleton(schema) {
+    const out = {};
+    const props = (schema && schema.properties) || {};
+    for (const [k, p] of Object.entries(props)) {
+      if ("default" in p) out[k] = p.default;
+      else if (p.type === "integer" || p.type === "number") out[k] = 0;
+      else if (p.type === "boolean") out[k] = false;
+      else if (p.type === "array") out[k] = [];
+      else if (p.type === "object") out[k] = {};
+      else out[k] = "";
+    }
+    return out;
+  }
+
+  const canMutate = () => state.role !== "viewer";
+
+  function actionButton(label, mutates, onclick, testid) {
+    const blocked = mutates && !canMutate();
+    return h("button", {
+      type: "button", class: mutates ? "mutating" : "",
+      disabled: blocked,
+      title: blocked ? "viewers cannot call methods that change state" : (mutates ? "changes state" : "read-only"),
+      dataset: { testid, mutates: mutates ? "true" : "false" },
+      onclick,
+    }, label);
+  }
+
+  // The detail panel is rebuilt when the node, its catalog or the role changes;
+  // the frequently-changing parts (metrics, process rows, ages) are patched.
+  let detailKey = "";
+  let detailEls = null;
+  const openForms = new Map();   // "service.method" -> textarea value, survives rebuilds
+  const closedServices = new Set();   // services the user folded, survives rebuilds
+
+  function renderDetail() {
+    const box = $("detail");
+    const n = state.selected ? state.nodes.get(state.selected) : null;
+    setText($("detail-node"), n ? n.id : "");
+    if (!n) {
+      setText($("detail-status"), "");
+      if (detailKey !== "") {
+        detailKey = "";
+        box.replaceChildren(h("p", { class: "muted empty" }, "Click a node to see its metrics, processes and services."));
+      }
+      return;
+    }
+    const services = n.services || {};
+    const procs = Array.isArray(n.processes) ? n.processes : [];
+    const key = json([n.id, state.role, Object.keys(services).map((s) => [s, Object.keys(services[s].methods || {})]),
+      procs.map((p) => p.name), [...openForms.keys()]]);
+    if (key !== detailKey) {
+      detailKey = key;
+      detailEls = buildDetail(n, services, procs);
+      box.replaceChildren(detailEls.root);
+    }
+    patchDetail(n, procs);
+  }
+
+  function buildDetail(n, services, procs) {
+    const els = { metrics: {}, procRows: new Map() };
+    const metric = (k, label) => h("div", { class: "tile" }, h("label", {}, label),
+      els.metrics[k] = h("b", { dataset: { testid: `detail-${k}` } }));
+
+    const supervisor = services.supervisor && services.supervisor.methods ? services.supervisor.methods : {};
+    const procActions = ["start", "stop", "restart"].filter((a) => supervisor[a]);
+
+    const procTable = h("table", { class: "procs" },
+      h("thead", {}, h("tr", {}, h("th", {}, "process"), h("th", {}, "state"), h("th", { class: "num" }, "pid"),
+        h("th", { class: "num" }, "restarts"), h("th", { class: "num" }, "uptime"), procActions.length ? h("th", {}, "") : null)),
+      h("tbody", { dataset: { testid: "detail-processes" } }, procs.map((p) => {
+        const r = {};
+        const row = h("tr", { dataset: { testid: "process-row", process: p.name } },
+          h("td", {}, p.name),
+          h("td", {}, r.state = h("span", { class: "state", dataset: { testid: "process-state" } })),
+          r.pid = h("td", { class: "num", dataset: { testid: "process-pid" } }),
+          r.restarts = h("td", { class: "num", dataset: { testid: "process-restarts" } }),
+          r.uptime = h("td", { class: "num" }),
+          procActions.length ? h("td", { class: "actions" }, procActions.map((a) =>
+            actionButton(a, !!supervisor[a].mutates,
+              () => callFromPage(n.id, "supervisor", a, { name: p.name }), `process-${a}`))) : null);
+        els.procRows.set(p.name, r);
+        return row;
+      })));
+
+    const serviceList = h("div", { class: "services", dataset: { testid: "detail-services" } },
+      Object.entries(services).sort(([a], [b]) => a.localeCompare(b)).map(([sname, svc]) =>
+        h("details", {
+          class: "service", dataset: { testid: "service", service: sname }, open: !closedServices.has(sname),
+          ontoggle: (e) => { if (e.target.open) closedServices.delete(sname); else closedServices.add(sname); },
+        },
+          h("summary", { title: svc.description || "" }, h("b", {}, sname), " ", h("span", { class: "muted" }, firstLine(svc.description))),
+          h("ul", { class: "methods" }, Object.entries(svc.methods || {}).sort(([a], [b]) => a.localeCompare(b)).map(([mname, spec]) =>
+            methodRow(n, sname, mname, spec || {}))))));
+
+    els.result = h("pre", { class: "call-result", dataset: { testid: "call-result" }, hidden: true });
+
+    els.root = h("div", { class: "detail-body" },
+      h("div", { class: "tiles" }, metric("temp", "temperature"), metric("cpu", "CPU"), metric("mem", "memory"),
+        metric("disk", "disk"), metric("load", "load 1/5/15"), metric("seen", "last seen")),
+      h("h3", {}, "Processes"),
+      procs.length ? procTable : h("p", { class: "muted" }, "no supervised processes"),
+      h("h3", {}, "Services"),
+      Object.keys(services).length ? serviceList : h("p", { class: "muted" }, "no services reported"),
+      els.result);
+    return els;
+  }
+
+  function methodRow(n, sname, mname, spec) {
+    const formKey = `${sname}.${mname}`;
+    const mutates = !!spec.mutates;
+    const takesParams = spec.params && spec.params.properties && Object.keys(spec.params.properties).length > 0;
+    const open = openForms.has(formKey);
+    let area = null;
+    const run = () => {
+      let params = {};
+      if (area) {
+        try { params = JSON.parse(area.value || "{}"); } catch (e) {
+          state.callResult = { label: formKey, ok: false, text: `params are not valid JSON: ${e.message}` };
+          return invalidate("detail");
+        }
+      }
+      callFromPage(n.id, sname, mname, params);
+    };
+    const li = h("li", { class: "method", dataset: { testid: "method", method: formKey } },
+      h("code", {}, mname),
+      mutates ? h("span", { class: "badge mutates", title: "changes state" }, "mutates") : h("span", { class: "badge ro" }, "read-only"),
+      h("span", { class: "muted desc", title: spec.description || "" }, firstLine(spec.description)),
+      takesParams ? h("button", {
+        type: "button", class: "link",
+        disabled: mutates && !canMutate(),
+        onclick: () => { if (open) openForms.delete(formKey); else openForms.set(formKey, json(paramSkeleton(spec.params))); invalidate("detail"); },
+      }, open ? "hide params" : "params…") : null,
+      actionButton("call", mutates, run, "method-call"));
+    if (open) {
+      area = h("textarea", { class: "params", rows: 2, spellcheck: "false",
+        oninput: () => openForms.set(formKey, area.value) });
+      area.value = openForms.get(formKey);
+      li.append(area);
+    }
+    return li;
+  }
+
+  function patchDetail(n, procs) {
+    const m = n.metrics || {};
+    const up = n.online !== false;
+    setText($("detail-status"), `${up ? "online" : "offline"} ${ago(n.since)}${n.version ? " · v" + n.version : ""}${n.host ? " · " + n.host : ""}`);
+    const e = detailEls.metrics;
+    setText(e.temp, typeof m.temperature_c === "number" ? `${m.temperature_c.toFixed(1)} °C${m.simulated ? " (sim)" : ""}` : "—");
+    setText(e.cpu, pct(m.cpu_percent));
+    setText(e.mem, pct(m.memory_percent));
+    setText(e.disk, pct(m.disk_percent));
+    setText(e.load, Array.isArray(m.load) ? m.load.map((x) => num(x, 2)).join(" ") : "—");
+    setText(e.seen, n.last_seen ? `${ago(n.last_seen)} ago` : "—");
+    detailEls.root.classList.toggle("offline", !up);
+    for (const p of procs) {
+      const r = detailEls.procRows.get(p.name);
+      if (!r) continue;
+      setText(r.state, p.state || "—");
+      setAttr(r.state, "data-state", p.state || "");
+      setText(r.pid, p.pid ?? "—");
+      setText(r.restarts, p.restarts ?? 0);
+      setText(r.uptime, p.state === "running" && typeof p.uptime === "number"
+        ? duration(p.uptime + Math.max(0, nowS() - (p._at || nowS()))) : "—");
+    }
+    const res = state.callResult;
+    detailEls.result.hidden = !res;
+    if (res) {
+      setText(detailEls.result, `${res.label}\n${res.text}`);
+      setAttr(detailEls.result, "data-ok", res.ok === null ? "pending" : String(res.ok));
+    }
+  }
+
+  function chips(box, entries, cls) {
+    const list = entries.filter(([, v]) => v);
+    const key = json(list);
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.replaceChildren(...(list.length
+      ? list.map(([k, v]) => h("span", { class: `chip ${cls}`, dataset: { code: k } }, `${k} `, h("b", {}, v)))
+      : [h("span", { class: "muted" }, "none")]));
+  }
+
+  function renderStats() {
+    const d = state.stats || {};
+    const rpc = d.rpc || {};
+    const ps = d.pubsub || {};
+    const fed = d.federation || {};
+    const lat = rpc.latency_ms || {};
+    setText($("rpc-rate"), num(rpc.calls_per_s, 1));
+    setText($("rpc-calls"), num(rpc.calls));
+    setText($("rpc-p50"), ms(lat.p50));
+    setText($("rpc-p99"), ms(lat.p99));
+    chips($("rpc-errors"), Object.entries(rpc.errors || {}), "err");
+
+    const tbody = $("rpc-recent");
+    const recent = (Array.isArray(rpc.recent) ? rpc.recent : []).slice().sort((a, b) => (b.ts || 0) - (a.ts || 0));
+    const key = json(recent);
+    if (tbody.dataset.key !== key) {
+      tbody.dataset.key = key;
+      tbody.replaceChildren(...recent.map((c) => h("tr", { class: c.ok ? "" : "failed", dataset: { testid: "rpc-call" } },
+        h("td", {}, clock(c.ts)),
+        h("td", {}, `${c.from || "?"} → ${c.to || "?"}`),
+        h("td", {}, h("code", {}, `${c.service}.${c.method}`)),
+        h("td", { class: "num" }, num(c.ms, c.ms < 10 ? 2 : 0)),
+        h("td", {}, c.ok ? h("span", { class: "ok" }, "ok") : h("span", { class: "err" }, c.code || "error")))));
+    }
+
+    setText($("ps-rate"), num(ps.events_per_s, 1));
+    setText($("ps-events"), num(ps.events));
+    setText($("ps-topics"), num(ps.topics));
+    setText($("ps-dropped"), num(ps.dropped));
+    $("ps-dropped").classList.toggle("warn", ps.dropped > 0);
+    setText($("ps-local"), num(ps.local_subscribers));
+    setText($("ps-remote"), num(ps.remote_interests));
+    setText($("ps-clients"), num(d.clients));
+    const fc = $("fed-connected");
+    setText(fc, fed.connected === undefined ? "—" : fed.connected ? "connected" : "down");
+    fc.classList.toggle("warn", fed.connected === false);
+    chips($("fed-rejected"), Object.entries(fed.rejected || {}), "err");
+  }
+
+  function niceMax(v) {
+    if (v <= 1) return 1;
+    const p = Math.pow(10, Math.floor(Math.log10(v)));
+    for (const m of [1, 2, 5, 10]) if (v <= m * p) return m * p;
+    return 10 * p;
+  }
+
+  function renderChart() {
+    const canvas = $("chart");
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth;
+    const hgt = canvas.clientHeight;
+    if (!w || !hgt) return;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(hgt * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(hgt * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, hgt);
+    const css = getComputedStyle(document.body);
+    const colGrid = css.getPropertyValue("--grid").trim() || "#333";
+    const colCalls = css.getPropertyValue("--calls").trim() || "#4aa3ff";
+    const colEvents = css.getPropertyValue("--events").trim() || "#f5a623";
+    const colText = css.getPropertyValue("--muted").trim() || "#888";
+
+    const pts = state.series;
+    const top = niceMax(Math.max(0, ...pts.map((p) => Math.max(p.calls, p.events))));
+    const pad = { l: 34, r: 6, t: 6, b: 16 };
+    const pw = w - pad.l - pad.r;
+    const ph = hgt - pad.t - pad.b;
+    ctx.font = "10px system-ui, sans-serif";
+    ctx.fillStyle = colText;
+    ctx.strokeStyle = colGrid;
+    ctx.lineWidth = 1;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i <= 4; i++) {
+      const y = pad.t + ph - (ph * i) / 4;
+      ctx.beginPath(); ctx.moveTo(pad.l, Math.round(y) + 0.5); ctx.lineTo(w - pad.r, Math.round(y) + 0.5); ctx.stroke();
+      const v = (top * i) / 4;
+      ctx.fillText(v >= 10 ? v.toFixed(0) : v.toFixed(v % 1 ? 2 : 0), pad.l - 4, y);
+    }
+    ctx.textAlign = "left";
+    ctx.textBaseline = "alphabetic";
+    const span = pts.length ? pts[pts.length - 1].t - pts[0].t : 0;
+    const window_ = Math.min(CHART_POINTS, Math.max(30, Math.ceil(span / 30) * 30));
+    ctx.fillText(`last ${window_}s`, pad.l + 2, hgt - 3);
+    setText($("chart-max"), pts.length ? `· scale 0–${top}/s` : "· waiting for $sys/stats");
+    if (pts.length < 2) return;
+    const tEnd = pts[pts.length - 1].t;
+    const x = (t) => pad.l + pw - ((tEnd - t) / window_) * pw;
+    const y = (v) => pad.t + ph - (v / top) * ph;
+    for (const [key, color] of [["events", colEvents], ["calls", colCalls]]) {
+      ctx.strokeStyle = color;
+      ctx.lineWidth = 1.75;
+      ctx.lineJoin = "round";
+      ctx.beginPath();
+      pts.forEach((p, i) => {
+        const px = Math.max(pad.l, x(p.t));
+        if (i === 0) ctx.moveTo(px, y(p[key])); else ctx.lineTo(px, y(p[key]));
+      });
+      ctx.stroke();
+    }
+  }
+
+  function renderInspector() {
+    const insp = state.insp;
+    // Node choices: this node + every known node.
+    const sel = $("insp-node");
+    const ids = sortedNodes().map((n) => n.id).filter((id) => id !== state.self);
+    const optKey = json([state.self, ids]);
+    if (sel.dataset.key !== optKey) {
+      sel.dataset.key = optKey;
+      const current = sel.value;
+      sel.replaceChildren(h("option", { value: "" }, state.self ? `${state.self} (this node)` : "this node"),
+        ...ids.map((id) => h("option", { value: id }, id)));
+      if ([...sel.options].some((o) => o.value === current)) sel.value = current;
+    }
+
+    const err = $("insp-error");
+    err.hidden = !insp.error;
+    setText(err, insp.error);
+
+    const subsBox = $("insp-subs");
+    const subsKey = json(insp.subs.map((s) => [s.node, s.topic, s.state]));
+    if (subsBox.dataset.key !== subsKey) {
+      subsBox.dataset.key = subsKey;
+      subsBox.replaceChildren(...insp.subs.map((s) => h("span", {
+        class: `chip sub ${s.state}`, dataset: { testid: "insp-sub", node: s.node || state.self || "", topic: s.topic },
+      }, h("span", {}, `${s.node || state.self || "this node"} · `), h("code", {}, s.topic),
+      h("button", { type: "button", class: "x", title: "unsubscribe", "aria-label": `unsubscribe ${s.topic}`,
+        dataset: { testid: "insp-unsub" }, onclick: () => inspectorUnsubscribe(s) }, "×"))));
+    }
+
+    setText($("insp-count"), insp.count);
+    const pause = $("insp-pause");
+    setText(pause, insp.paused ? "Resume" : "Pause");
+    setAttr(pause, "aria-pressed", insp.paused ? "true" : "false");
+
+    $("insp-empty").hidden = insp.count > 0 || $("insp-events").rows.length > 0;
+    // Append new events as a batch (newest on top), keep at most INSPECTOR_ROWS rows.
+    if (!insp.events.length) return;
+    const tbody = $("insp-events");
+    const batch = insp.events.splice(0).slice(-INSPECTOR_ROWS).reverse();
+    const frag = document.createDocumentFragment();
+    for (const ev of batch) {
+      const data = json(ev.data, 400);
+      frag.append(h("tr", { dataset: { testid: "insp-event", node: ev.node || "", topic: ev.topic } },
+        h("td", {}, clock(ev.ts) || clock(nowS())),
+        h("td", {}, ev.node || state.self || ""),
+        h("td", {}, h("code", {}, ev.topic)),
+        h("td", { class: "data", title: data.length > 120 ? data : "" }, data)));
+    }
+    tbody.prepend(frag);
+    while (tbody.rows.length > INSPECTOR_ROWS) tbody.lastElementChild.remove();
+  }
+
+  // ---------------------------------------------------------------- token
+  function askToken(message) {
+    state.conn = "auth";
+    state.role = null;
+    invalidate("header");
+    $("token-dialog").hidden = false;
+    const err = $("token-error");
+    err.hidden = !message;
+    err.textContent = message || "";
+    $("token-input").focus();
+  }
+
+  function hideToken() { $("token-dialog").hidden = true; }
+
+  // ----------------------------------------------------------------- wire up
+  function init() {
+    $("token-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const token = $("token-input").value.trim();
+      if (!token) return;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      $("token-input").value = "";
+      state.conn = "connecting";
+      invalidate("header");
+      conn.retryHello();
+    });
+    $("token-change").addEventListener("click", () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      if (conn.ws) conn.ws.close();
+      askToken("");
+    });
+    $("insp-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      inspectorSubscribe($("insp-node").value, $("insp-topic").value);
+    });
+    $("insp-pause").addEventListener("click", () => { state.insp.paused = !state.insp.paused; invalidate("insp"); });
+    $("insp-clear").addEventListener("click", () => {
+      state.insp.events = [];
+      state.insp.count = 0;
+      $("insp-events").replaceChildren();
+      invalidate("insp");
+    });
+    window.addEventListener("resize", () => invalidate("chart"));
+    // Ages ("online · 42s") move on their own.
+    setInterval(() => invalidate("nodes", "detail"), 1000);
+
+    // Streams the page always wants; wired once the welcome arrives.
+    subs.add("", CLUSTER_TOPIC).catch(() => {});
+    subs.add("", STATS_TOPIC).catch(() => {});
+    for (const t of SELF_TOPICS) subs.add("", t).catch(() => {});
+    invalidate("header", "nodes", "detail", "stats", "chart", "insp");
+    conn.open();
+  }
+
+  // For tests and debugging in the console: read-only views plus a way to feed frames.
+  window.cloudisense = {
+    state, debug,
+    subscriptions: () => [...subs.map.values()].map(({ node, topic, count, active }) => ({ node, topic, count, active })),
+    inject: (frame) => onEvent(frame),
+    renderNow: () => { clearTimeout(renderTimer); render(); },
+  };
+
+  document.addEventListener("DOMContentLoaded", init);
+})();
