@@ -372,11 +372,21 @@ class Gateway:
                     return _response(200, data, ctype)
         return _response(404, f"not found: {path}\n".encode(), "text/plain")
 
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=False)
+
     async def close(self) -> None:
-        """Stop accepting, close every client with 1001, wait for handlers."""
+        """Stop accepting, let queued replies out, close every client with 1001, wait for handlers."""
         if self._server is None:
             return
         self._server.close(close_connections=False)
+        try:
+            async with asyncio.timeout(1.0):
+                while any(s.replies for s in self.sessions):
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            pass
         for s in list(self.sessions):
             s.closed = True
         closes = [s.ws.close(CLOSE_GOING_AWAY, "node shutting down") for s in list(self.sessions)]

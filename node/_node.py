@@ -813,8 +813,9 @@ class Node:
 
     async def _shutdown(self) -> None:
         log.info("node %s stopping", self.id)
-        await self.gateway.close()
+        self.gateway.stop_accepting()
         self.pending.fail_all(f"{self.id} is shutting down")
+        await self.gateway.close()
 
     async def _teardown(self) -> None:
         await self.gateway.close()

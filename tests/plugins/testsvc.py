@@ -34,3 +34,40 @@ class TestService(Service):
     async def echo(self, p: Echo) -> Echo:
         """Answer with the value given."""
         return p
+
+
+class RelayParams(BaseModel):
+    node: str
+    service_method: str
+    params: dict = {}
+
+
+class Counter(BaseModel):
+    count: int
+
+
+class RelayService(Service):
+    """Programmatic RPC from a node's own code, and an observable side effect."""
+
+    name = "relay"
+    description = "Calls another node from this node's own code (node.call)."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bumps = 0
+
+    @method(mutates=False)
+    async def via(self, p: RelayParams) -> Echo:
+        """Call service_method on node through this node's programmatic API."""
+        return Echo(value=await self.node.call(p.node, p.service_method, p.params, timeout=5))
+
+    @method(mutates=True)
+    async def bump(self) -> Counter:
+        """Increment a counter (to see how often a call really ran)."""
+        self.bumps += 1
+        return Counter(count=self.bumps)
+
+    @method(mutates=False)
+    async def count(self) -> Counter:
+        """The counter."""
+        return Counter(count=self.bumps)
