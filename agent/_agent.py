@@ -99,7 +99,9 @@ Decide = Callable[[PlanResult], Awaitable[Decision]]
 
 @dataclass
 class SessionOutcome:
-    status: Literal["done", "no_action", "rejected", "planning_failed", "failed", "stale", "refused"]
+    """How an ask/replay session ended; ``exit_code`` is the CLI's (see cloudisense.agent.cli)."""
+
+    status: Literal["done", "no_action", "not_planned", "rejected", "planning_failed", "failed", "stale", "refused"]
     results: list[PlanResult] = field(default_factory=list)
     report: ExecutionReport | None = None
     approval: Approval | None = None
@@ -110,8 +112,8 @@ class SessionOutcome:
 
     @property
     def exit_code(self) -> int:
-        return {"done": 0, "no_action": 0, "rejected": 3, "planning_failed": 2, "failed": 1, "stale": 4,
-                "refused": 5}[self.status]
+        return {"done": 0, "no_action": 0, "not_planned": 2, "rejected": 3, "planning_failed": 2, "failed": 1,
+                "stale": 4, "refused": 5}[self.status]
 
 
 async def run_session(agent: Agent, request: str, decide: Decide, *, replay_feedback: list[str] | None = None,
@@ -131,7 +133,9 @@ async def run_session(agent: Agent, request: str, decide: Decide, *, replay_feed
             out.status = "planning_failed"
             return out
         if not r.plan.steps:
-            out.status = "no_action"
+            # answered from successful reads (a status query): fine; nothing read and nothing queued
+            # (a question back, a refusal, every tool call failed): the request was not carried out
+            out.status = "no_action" if any(o.status == "ok" for o in r.observations) else "not_planned"
             return out
         if dry_run:
             out.status = "no_action"

@@ -70,7 +70,8 @@ class _Measuring:
 
 
 async def measure_prompt_size(request: str, n_nodes: int, *, model: Model | None = None,
-                              cluster: Callable[[int], FakeCluster] | None = None) -> PromptSize:
+                              cluster: Callable[[int], FakeCluster] | None = None,
+                              result_chars: int = 4000, max_nodes: int = 10) -> PromptSize:
     """Run the planner for ``request`` on a simulated ``n_nodes`` cluster and measure what the model is sent.
 
     The default model is the offline planner, which makes the tool calls an
@@ -82,6 +83,6 @@ async def measure_prompt_size(request: str, n_nodes: int, *, model: Model | None
 
     fake = (cluster or FakeCluster.simulated)(n_nodes)
     m = _Measuring(model or OfflineModel())
-    await Planner(m, fake, nonce="bench").plan(request)
+    await Planner(m, fake, nonce="bench", result_chars=result_chars, max_nodes=max_nodes).plan(request)
     return PromptSize(nodes=n_nodes, request=request, turns=len(m.sizes), tokens_per_turn=m.sizes,
                       max_tokens=max(m.sizes, default=0), total_tokens=sum(m.sizes), method=m.method)

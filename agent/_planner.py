@@ -63,7 +63,7 @@ class Planner:
 
     def __init__(self, model: Model, conn: ClusterConnection, *, max_turns: int = 8, max_errors: int = 3,
                  max_nodes: int = 10, result_chars: int = 4000, timeout: float = 10.0,
-                 nonce: str | None = None, record: Recorder | None = None) -> None:
+                 max_calls_per_turn: int = 16, nonce: str | None = None, record: Recorder | None = None) -> None:
         self.model = model
         self.conn = conn
         self.max_turns = max_turns
@@ -71,6 +71,7 @@ class Planner:
         self.max_nodes = max_nodes
         self.result_chars = result_chars
         self.timeout = timeout
+        self.max_calls_per_turn = max_calls_per_turn
         self.nonce = nonce or secrets.token_hex(6)
         self.record = record or (lambda kind, data: None)
         self.messages: list[dict[str, Any]] = []
@@ -119,8 +120,15 @@ class Planner:
                             model=getattr(self.model, "name", "?")).seal()
                 self.record("plan", {"plan": plan.model_dump(mode="json")})
                 return PlanResult(ok=True, plan=plan, message=plan.summary, observations=observations, turns=turn)
-            for tc in reply.tool_calls:
-                status, payload = await self._handle(tc, toolbox, steps, repeats)
+            for i, tc in enumerate(reply.tool_calls):
+                if i < self.max_calls_per_turn:
+                    status, payload = await self._handle(tc, toolbox, steps, repeats)
+                else:  # every call needs an answer; the excess is refused, once counted as an error
+                    status, payload = "error", {"code": "too_many_calls", "message": f"at most {self.max_calls_per_turn} "
+                                                "tool calls per turn; this one was not run"}
+                    if i > self.max_calls_per_turn:
+                        payload = {"code": "too_many_calls", "message": "not run"}
+                        status = "skipped"
                 if status == "error":
                     errors += 1
                     last_error = payload.get("message", "")

@@ -6,9 +6,10 @@ nothing heavy at import time (no litellm, no rich, no websockets), so
 ``cloudisense node`` stays fast.  It also runs standalone:
 ``python -m cloudisense.agent.cli ask "restart logger on coolest node"``.
 
-Exit codes: 0 done (or nothing to do), 1 a step failed, 2 planning failed or
-bad usage, 3 the operator rejected the plan, 4 stale facts (nothing ran),
-5 refused (cap, unverifiable cluster), 6 cannot connect.
+Exit codes: 0 done (or a read-only answer), 1 a step failed, 2 not planned
+(planning failed, the request was not understood or named nothing that
+exists) or bad usage, 3 the operator rejected the plan, 4 stale facts
+(nothing ran), 5 refused (node cap, cluster unverifiable), 6 cannot connect.
 """
 
 from __future__ import annotations

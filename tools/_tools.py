@@ -260,6 +260,12 @@ class Toolbox:
             raise ToolError("invalid_params", f"params_json is not valid JSON ({e.msg})") from None
         if not isinstance(params, dict):
             raise ToolError("invalid_params", "params_json must be a JSON object")
+        if args.service == "supervisor" and isinstance(params.get("name"), str):
+            for t in targets:  # the cluster view knows each node's processes: don't act on invented ones
+                n = await self.node(t)
+                if n.process(params["name"]) is None:
+                    raise ToolError("invalid_params", f"node {t} supervises no process {params['name']!r} "
+                                                      f"(processes: {', '.join(p.name for p in n.processes) or 'none'})")
         if mutates or args.service != "node":
             for t in targets:
                 await self._check_params(t, args.service, args.method, params)

@@ -143,3 +143,15 @@ async def test_revise_continues_the_conversation_with_the_operators_words(fake):
     assert r1.plan.hash != r2.plan.hash
     fb = [m for m in model.seen[2] if m["role"] == "user"][-1]["content"]
     assert fb.startswith("The operator rejected the plan: not node-b, it's in maintenance")
+
+
+async def test_too_many_calls_in_one_turn_are_refused_not_run(fake):
+    many = [("call", {"node": "node-b", "service": "supervisor", "method": "status", "params_json": '{"name":"logger"}',
+                      "reason": str(i)}) for i in range(40)]
+    model = ScriptedModel([many, "done"])
+    r = await Planner(model, fake, max_calls_per_turn=5).plan("x")
+    assert r.ok
+    assert [o.status for o in r.observations].count("ok") == 5
+    assert [o.status for o in r.observations][5:7] == ["error", "skipped"]
+    assert len([m for m in model.seen[1] if m["role"] == "tool"]) == 40  # every call id is answered
+    assert len([c for c in fake.calls if c.service == "supervisor"]) == 5
