@@ -120,7 +120,7 @@ class LiteLLMModel:
 
     def __init__(self, model: str, **kwargs: Any) -> None:
         self.name = model
-        self.kwargs = {"temperature": 0, **kwargs}
+        self.kwargs = {"temperature": 0, "timeout": 60.0, **kwargs}
 
     @staticmethod
     def _litellm() -> Any:
