@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from ._errors import BadRequest
 
 PROTOCOL_VERSION = 1
 
-RequestId = Union[str, int]
+RequestId = Union[StrictStr, StrictInt]
 
 
 class _In(BaseModel):
@@ -175,3 +175,21 @@ def frame_schemas() -> dict[str, Any]:
         "client_to_node": {name: m.model_json_schema() for name, m in INBOUND.items()},
         "node_to_client": {m.model_fields["type"].default: m.model_json_schema() for m in OUTBOUND},
     }
+
+
+class Envelope(BaseModel):
+    """Federation envelope (MQTT payload; a JSON array of envelopes when several are coalesced)."""
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[1] = 1
+    kind: Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state"]
+    from_: str = Field(alias="from", description="sender node id; must match the signing key")
+    to: str | None = Field(description="receiver node id, '*' for broadcasts, null for events/presence/state")
+    id: str = Field(description="unique id; the de-duplication key of calls and the correlation key of replies")
+    ts: float = Field(description="sender clock, seconds since the epoch; signed envelopes outside the "
+                                  "replay window are dropped")
+    body: dict[str, Any]
+    sig: str | None = Field(None, description="base64 Ed25519 signature over the canonical JSON of every other field")
+
+
+def envelope_schema() -> dict[str, Any]:
+    return Envelope.model_json_schema(by_alias=True)

@@ -1,0 +1,106 @@
+"""``cloudisense demo``: an embedded broker and three nodes on this machine, then the TUI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .._broker import EmbeddedBroker
+from .._errors import ConfigError
+
+NODES = [("node-a", 61.0), ("node-b", 38.0), ("node-c", 52.0)]
+
+
+def _config(node_id: str, temp: float, ws_port: int, broker_url: str, prefix: str) -> str:
+    return f'''id = "{node_id}"
+[ws]
+listen = "127.0.0.1:{ws_port}"
+[broker]
+url = "{broker_url}"
+prefix = "{prefix}"
+keepalive = 5
+[system]
+temperature = "sim:{temp}"
+metrics_interval = 2.0
+
+[[processes]]
+name = "logger"
+command = ["python", "-m", "cloudisense.node.demo.logger", "--name", "logger-{node_id}"]
+'''
+
+
+async def _wait_ready(proc: asyncio.subprocess.Process, node_id: str, timeout: float = 30) -> str:
+    assert proc.stdout is not None
+    async with asyncio.timeout(timeout):
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise ConfigError(f"demo node {node_id} exited during start (exit code {await proc.wait()})")
+            text = line.decode(errors="replace")
+            if " ready: " in text:
+                return text.split(" ready: ", 1)[1].split()[0]
+
+
+async def run_demo(args: Any) -> int:
+    broker = EmbeddedBroker(f"127.0.0.1:{args.broker_port}")
+    print(f"starting the embedded MQTT broker on 127.0.0.1:{args.broker_port} …", file=sys.stderr, flush=True)
+    await broker.start()
+    prefix = f"cloudisense-demo/{uuid.uuid4().hex[:6]}"
+    procs: list[asyncio.subprocess.Process] = []
+    tmp = tempfile.TemporaryDirectory(prefix="cloudisense-demo-")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        urls = []
+        for i, (node_id, temp) in enumerate(NODES):
+            cfg = Path(tmp.name) / f"{node_id}.toml"
+            cfg.write_text(_config(node_id, temp, args.port + i, broker.url, prefix))
+            log = open(Path(tmp.name) / f"{node_id}.log", "wb")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cloudisense.node.cli", "node", "--config", str(cfg),
+                stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+            log.close()
+            procs.append(proc)
+            print(f"starting {node_id} (simulated {temp:g} °C) …", file=sys.stderr, flush=True)
+        for proc, (node_id, _) in zip(procs, NODES):
+            urls.append(await _wait_ready(proc, node_id))
+        print("\nCloudiSENSE demo cluster is up (temperatures are simulated):")
+        for (node_id, temp), url in zip(NODES, urls):
+            print(f"  {node_id:7} {url}   dashboard {url.replace('ws://', 'http://').removesuffix('/ws')}/")
+        print(f"\n  cloudisense call --url {urls[0]} node-b system.metrics")
+        print(f"  cloudisense ask --url {urls[0]} \"restart logger on coolest node\"")
+        print(f"  node logs: {tmp.name}\n", flush=True)
+        if not args.no_tui and sys.stdin.isatty():
+            try:
+                from cloudisense.tui.cli import run_tui
+            except ImportError:
+                run_tui = None
+            if run_tui is not None:
+                await asyncio.to_thread(run_tui, urls[0], args.model)
+                return 0
+        print("Ctrl-C stops everything.", flush=True)
+        await stop.wait()
+        return 0
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                async with asyncio.timeout(15):
+                    await proc.wait()
+            except TimeoutError:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        await broker.stop()
+        tmp.cleanup()
+        print("demo stopped; nothing left running.", file=sys.stderr)

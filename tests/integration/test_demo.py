@@ -1,0 +1,66 @@
+"""`cloudisense demo`: embedded broker + three nodes, Ctrl-C stops everything."""
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from conftest import leftover, wait_until
+from wsutil import open_ws, request
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_runs_three_nodes_and_ctrl_c_stops_everything(tmp_path):
+    ws_port, broker_port = free_port(), free_port()
+    while ws_port + 2 >= 65535:
+        ws_port = free_port()
+    out = tmp_path / "demo.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "cloudisense.node.cli", "demo", "--no-tui", "--port",
+                                 str(ws_port), "--broker-port", str(broker_port)], stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None, 60,
+                   what="the demo cluster")
+        text = out.read_text()
+        assert proc.poll() is None, text
+        assert "node-a" in text and "node-b" in text and "node-c" in text and "cloudisense call" in text
+        url = f"ws://127.0.0.1:{ws_port}/ws"
+
+        async def check():
+            async with await open_ws(url) as ws:
+                async def all_online():
+                    r = await request(ws, {"type": "call", "id": "c", "service": "node", "method": "cluster"})
+                    return sorted(n["id"] for n in r["result"]["nodes"] if n["online"]) == ["node-a", "node-b",
+                                                                                             "node-c"]
+                from conftest import async_wait_until
+                await async_wait_until(all_online, 20, interval=0.2, what="three demo nodes online")
+                r = await request(ws, {"type": "call", "id": "t", "node": "*", "service": "system",
+                                       "method": "metrics"})
+                temps = {k: v["temperature_c"] for k, v in r["result"]["results"].items()}
+                assert min(temps, key=temps.get) == "node-b"
+                r = await request(ws, {"type": "call", "id": "p", "node": "node-c", "service": "supervisor",
+                                       "method": "status", "params": {"name": "logger"}})
+                assert r["result"]["state"] == "running"
+        asyncio.run(check())
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 7   # broker + 3 nodes + 3 loggers
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert "nothing left running" in out.read_text()
+        assert not leftover(children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

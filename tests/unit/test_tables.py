@@ -1,0 +1,93 @@
+"""Pure routing tables: subscriptions, interests, membership, pending calls."""
+
+import pytest
+
+from cloudisense.node._cluster import Membership, PendingTable
+from cloudisense.node._pubsub import InterestTable, SubscriptionTable
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_subscription_refcounts_one_per_node_pattern():
+    t = SubscriptionTable()
+    assert t.add("c1", "b", "m/#") is True
+    assert t.add("c2", "b", "m/#") is False        # second browser: no new MQTT subscription
+    assert t.add("c1", "a", "x/+") is True
+    assert t.match("b", "m/cpu") == {"c1", "c2"}
+    assert t.match("a", "x/1") == {"c1"} and t.match("a", "x/1/2") == set()
+    assert t.remove("c2", "b", "m/#") is False     # c1 still wants it
+    assert t.remove("c2", "b", "m/#") is False     # idempotent
+    assert sorted(t.remove_all("c1")) == [("a", "x/+"), ("b", "m/#")]
+    assert t.nodes() == [] and t.stats() == {"subscribers": 0, "subscriptions": 0, "filters": 0}
+
+
+def test_interest_table_leases_and_drop():
+    t = InterestTable()
+    assert not t.wanted("m/cpu")
+    t.add("a", "m/#", expiry=10)
+    t.add("c", "x", expiry=20)
+    assert t.wanted("m/cpu") and t.wanted("x") and not t.wanted("y")
+    assert t.expire(now=15) == [("a", "m/#")]
+    assert not t.wanted("m/cpu")                  # cache invalidated
+    t.refresh("c", ["x", "y"], expiry=30)
+    assert t.snapshot() == {"c": ["x", "y"]} and len(t) == 2
+    assert t.drop("c") == 2 and len(t) == 0 and not t.wanted("x")
+
+
+def test_membership_sessions_and_wills():
+    m = Membership("self")
+    assert m.on_presence("b", "online", "s1", 1.0) == "online"
+    assert m.on_presence("b", "online", "s1", 2.0) is None
+    # an old will of an earlier session does not take the live session offline
+    assert m.on_presence("b", "offline", "s0", 3.0) is None and m.is_online("b")
+    assert m.on_presence("b", "offline", "s1", 4.0) == "offline" and not m.is_online("b")
+    # the retained last state of the dead session does not revive it
+    assert m.on_state("b", "s1", {"ts": 3.5}, 5.0) is None and not m.is_online("b")
+    # a new session does
+    assert m.on_state("b", "s2", {"ts": 6.0}, 6.0) == "online"
+    assert m.stale(now=6.5, grace=3) == []
+    assert m.stale(now=100, grace=3) == ["b"]
+    assert m.mark_offline("b", 100) and not m.mark_offline("b", 101)
+
+
+class Done:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, result, error):
+        self.calls.append((result, error))
+
+
+def test_pending_completes_exactly_once():
+    p = PendingTable()
+    d = Done()
+    p.add_call("r1", "b", "client", d)
+    assert p.resolve("r1", "b", {"ok": 1}) is True
+    assert p.resolve("r1", "b", {"ok": 2}) is False      # duplicate reply: late, not delivered
+    assert p.expire("r1", "late") is False
+    assert d.calls == [({"ok": 1}, None)] and p.late == 1
+    d2 = Done()
+    p.add_call("r2", "b", "client", d2)
+    assert p.resolve("r2", "c", {"spoof": 1}) is False   # reply from another node: ignored
+    assert p.expire("r2", "b did not answer") is True
+    assert p.resolve("r2", "b", {}) is False
+    assert d2.calls == [(None, {"code": "timeout", "message": "b did not answer"})]
+
+
+def test_pending_gather_and_node_failures():
+    p = PendingTable()
+    d = Done()
+    p.add_gather("g", {"a", "b", "c"}, "client", d)
+    p.resolve("g", "a", 1)
+    p.resolve("g", "b", None, {"code": "unknown_service", "message": "x"})
+    assert d.calls == []
+    assert p.fail_node("c", "c went offline") == 1
+    assert d.calls == [({"results": {"a": 1}, "errors": {"b": {"code": "unknown_service", "message": "x"},
+                                                          "c": {"code": "node_offline", "message": "c went offline"}}},
+                        None)]
+    d2, d3 = Done(), Done()
+    p.add_call("x", "b", "c1", d2)
+    p.add_call("y", "b", "c2", d3)
+    assert p.drop_owner("c1") == 1 and d2.calls == []
+    assert p.fail_all("broker lost") == 1 and d3.calls[0][1]["code"] == "node_offline"
+    assert len(p) == 0
