@@ -75,7 +75,7 @@
 
   const nowS = () => Date.now() / 1000;
   // Timestamps on the wire are epoch seconds; tolerate milliseconds.
-  const toS = (t) => (typeof t === "number" ? (t > 1e12 ? t / 1000 : t) : null);
+  const toS = (t) => (typeof t === "number" && t > 0 ? (t > 1e12 ? t / 1000 : t) : null);
 
   function ago(ts) {
     const t = toS(ts);
@@ -670,12 +670,13 @@
 
   const canMutate = () => state.role !== "viewer";
 
-  function actionButton(label, mutates, onclick, testid) {
+  function actionButton(label, mutates, onclick, testid, offline) {
     const blocked = mutates && !canMutate();
     return h("button", {
       type: "button", class: mutates ? "mutating" : "",
-      disabled: blocked,
-      title: blocked ? "viewers cannot call methods that change state" : (mutates ? "changes state" : "read-only"),
+      disabled: blocked || offline,
+      title: blocked ? "viewers cannot call methods that change state"
+        : offline ? "the node is offline" : (mutates ? "changes state" : "read-only"),
       dataset: { testid, mutates: mutates ? "true" : "false" },
       onclick,
     }, label);
@@ -702,7 +703,7 @@
     }
     const services = n.services || {};
     const procs = Array.isArray(n.processes) ? n.processes : [];
-    const key = json([n.id, state.role, Object.keys(services).map((s) => [s, Object.keys(services[s].methods || {})]),
+    const key = json([n.id, state.role, n.online !== false, Object.keys(services).map((s) => [s, Object.keys(services[s].methods || {})]),
       procs.map((p) => p.name), [...openForms.keys()]]);
     if (key !== detailKey) {
       detailKey = key;
@@ -714,6 +715,7 @@
 
   function buildDetail(n, services, procs) {
     const els = { metrics: {}, procRows: new Map() };
+    const offline = n.online === false;
     const metric = (k, label) => h("div", { class: "tile" }, h("label", {}, label),
       els.metrics[k] = h("b", { dataset: { testid: `detail-${k}` } }));
 
@@ -733,7 +735,7 @@
           r.uptime = h("td", { class: "num" }),
           procActions.length ? h("td", { class: "actions" }, procActions.map((a) =>
             actionButton(a, !!supervisor[a].mutates,
-              () => callFromPage(n.id, "supervisor", a, { name: p.name }), `process-${a}`))) : null);
+              () => callFromPage(n.id, "supervisor", a, { name: p.name }), `process-${a}`, offline))) : null);
         els.procRows.set(p.name, r);
         return row;
       })));
@@ -746,7 +748,7 @@
         },
           h("summary", { title: svc.description || "" }, h("b", {}, sname), " ", h("span", { class: "muted" }, firstLine(svc.description))),
           h("ul", { class: "methods" }, Object.entries(svc.methods || {}).sort(([a], [b]) => a.localeCompare(b)).map(([mname, spec]) =>
-            methodRow(n, sname, mname, spec || {}))))));
+            methodRow(n, sname, mname, spec || {}, offline))))));
 
     els.result = h("pre", { class: "call-result", dataset: { testid: "call-result" }, hidden: true });
 
@@ -761,7 +763,7 @@
     return els;
   }
 
-  function methodRow(n, sname, mname, spec) {
+  function methodRow(n, sname, mname, spec, offline) {
     const formKey = `${sname}.${mname}`;
     const mutates = !!spec.mutates;
     const takesParams = spec.params && spec.params.properties && Object.keys(spec.params.properties).length > 0;
@@ -786,7 +788,7 @@
         disabled: mutates && !canMutate(),
         onclick: () => { if (open) openForms.delete(formKey); else openForms.set(formKey, json(paramSkeleton(spec.params))); invalidate("detail"); },
       }, open ? "hide params" : "params…") : null,
-      actionButton("call", mutates, run, "method-call"));
+      actionButton("call", mutates, run, "method-call", offline));
     if (open) {
       area = h("textarea", { class: "params", rows: 2, spellcheck: "false",
         oninput: () => openForms.set(formKey, area.value) });
@@ -799,7 +801,7 @@
   function patchDetail(n, procs) {
     const m = n.metrics || {};
     const up = n.online !== false;
-    setText($("detail-status"), `${up ? "online" : "offline"} ${ago(n.since)}${n.version ? " · v" + n.version : ""}${n.host ? " · " + n.host : ""}`);
+    setText($("detail-status"), `${up ? "online" : "offline"} for ${ago(n.since)}${n.version ? " · v" + n.version : ""}${n.host ? " · " + n.host : ""}`);
     const e = detailEls.metrics;
     setText(e.temp, typeof m.temperature_c === "number" ? `${m.temperature_c.toFixed(1)} °C${m.simulated ? " (sim)" : ""}` : "—");
     setText(e.cpu, pct(m.cpu_percent));
@@ -815,8 +817,9 @@
       setAttr(r.state, "data-state", p.state || "");
       setText(r.pid, p.pid ?? "—");
       setText(r.restarts, p.restarts ?? 0);
-      setText(r.uptime, p.state === "running" && typeof p.uptime === "number"
-        ? duration(p.uptime + Math.max(0, nowS() - (p._at || nowS()))) : "—");
+      // Uptime ticks while we hear from the node; an offline node's last facts stand still.
+      const since = up ? Math.max(0, nowS() - (p._at || nowS())) : 0;
+      setText(r.uptime, p.state === "running" && typeof p.uptime === "number" ? duration(p.uptime + since) : "—");
     }
     const res = state.callResult;
     detailEls.result.hidden = !res;
