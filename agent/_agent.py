@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Literal
 
-from cloudisense.tools._connection import ClusterConnection
+from cloudisense.tools import ClusterConnection
 
 from ._audit import AuditLog, current_user
 from ._executor import ExecutionReport, Executor

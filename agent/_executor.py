@@ -20,9 +20,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from cloudisense.tools import fetch_cluster
-from cloudisense.tools._connection import ClusterConnection
-from cloudisense.tools._tools import _err_dict
+from cloudisense.tools import ClusterConnection, error_dict, fetch_cluster
 
 from ._plan import Approval, NotApproved, Plan, PlanStep, check_approval, recheck
 
@@ -70,7 +68,7 @@ class Executor:
             view = await fetch_cluster(self.conn, self.timeout)
         except Exception as e:  # noqa: BLE001
             return ExecutionReport(status="refused", skipped=skipped,
-                                   message=f"could not re-check the cluster before executing: {_err_dict(e)['message']}")
+                                   message=f"could not re-check the cluster before executing: {error_dict(e)['message']}")
         problems = recheck(plan, approved, view)
         if problems:
             return ExecutionReport(status="stale", skipped=skipped,
@@ -111,4 +109,4 @@ class Executor:
                               result=result, seconds=round(time.monotonic() - t0, 3))
         except Exception as e:  # noqa: BLE001 - a failed step is a result
             return StepResult(step=step.index, node=node, service=step.service, method=step.method, ok=False,
-                              error=_err_dict(e), seconds=round(time.monotonic() - t0, 3))
+                              error=error_dict(e), seconds=round(time.monotonic() - t0, 3))

@@ -26,9 +26,8 @@ from typing import Any, Callable
 from pydantic import BaseModel, Field
 
 from cloudisense.prompts import load as load_prompt
-from cloudisense.tools import (BroadcastArgs, CallArgs, SelectionError, ToolError, Toolbox, openai_tools, summarize,
-                               to_text)
-from cloudisense.tools._connection import ClusterConnection
+from cloudisense.tools import (BroadcastArgs, CallArgs, ClusterConnection, ClusterView, PreparedCall, SelectionError,
+                               ToolError, Toolbox, openai_tools, summarize, to_text)
 
 from ._messages import feedback_message, request_message, wrap_untrusted
 from ._model import Model, ModelError, ToolCall
@@ -165,7 +164,7 @@ class Planner:
             log.exception("tool %s crashed", tc.name)
             return "error", {"code": "internal", "message": f"{type(e).__name__}: {e}"}
 
-    def _queue(self, prepared: Any, steps: list[PlanStep], view: Any) -> dict[str, Any]:
+    def _queue(self, prepared: PreparedCall, steps: list[PlanStep], view: ClusterView) -> dict[str, Any]:
         try:
             fact = make_fact(view, prepared.node, prepared.selector)
         except SelectionError as e:

@@ -19,7 +19,7 @@ from ._models import (MAX_LIMIT, MAX_WATCH_EVENTS, MAX_WATCH_SECONDS, Args, Broa
                       DescribeServiceArgs, DescribeServiceResult, FindNodesArgs, FindNodesResult, GetNodeArgs,
                       MethodDetail, NodeDetail, NodeSummary, ToolName, WatchArgs, WatchResult)
 from ._schema import TOOL_NAME_RE, openai_tool, strict_problems, strict_schema
-from ._tools import TOOLS, PreparedCall, ToolError, Toolbox, ToolSpec, openai_tools, summary_of
+from ._tools import TOOLS, PreparedCall, ToolError, Toolbox, ToolSpec, error_dict, openai_tools, summary_of
 
 __all__ = [
     "Args", "BUILTIN_METHODS", "BroadcastArgs", "CallArgs", "CallRecord", "CallResult", "ClusterConnection",
@@ -28,7 +28,7 @@ __all__ = [
     "MethodDetail", "MethodInfo", "MetricKey", "Metrics", "NodeDetail", "NodeFilter", "NodeInfo", "NodeSelector",
     "NodeSummary", "Order", "PreparedCall", "ProcessInfo", "Resolution", "SelectionError", "ServiceInfo",
     "SortKey", "Subscription", "TOOLS", "TOOL_NAME_RE", "ToolError", "ToolName", "ToolSpec", "Toolbox",
-    "WatchArgs", "WatchResult", "compact", "describe_filter", "describe_selector", "fetch_cluster",
+    "WatchArgs", "WatchResult", "compact", "describe_filter", "error_dict", "describe_selector", "fetch_cluster",
     "fetch_describe", "metric", "openai_tool", "openai_tools", "resolve", "select_nodes", "strict_problems",
     "strict_schema", "summarize", "summary_of", "to_text",
 ]

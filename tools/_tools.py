@@ -99,7 +99,8 @@ class PreparedCall:
         return f"named explicitly: {self.node}"
 
 
-def _err_dict(e: BaseException) -> dict[str, str]:
+def error_dict(e: BaseException) -> dict[str, str]:
+    """Any exception from a call as a wire-style ``{"code", "message"}`` (node errors keep their code)."""
     code = getattr(e, "code", None)
     msg = getattr(e, "message", None) or str(e) or type(e).__name__
     if code is None:
@@ -161,7 +162,7 @@ class Toolbox:
             try:
                 self._view = await fetch_cluster(self.conn, self.timeout)
             except Exception as e:  # noqa: BLE001 - reported as a tool error
-                raise ToolError("cluster_unavailable", f"could not read the cluster view: {_err_dict(e)['message']}") from None
+                raise ToolError("cluster_unavailable", f"could not read the cluster view: {error_dict(e)['message']}") from None
         return self._view
 
     def refresh(self) -> None:
@@ -173,7 +174,7 @@ class Toolbox:
             try:
                 self._describe[node] = await fetch_describe(self.conn, node, self.timeout)
             except Exception as e:  # noqa: BLE001
-                d = _err_dict(e)
+                d = error_dict(e)
                 raise ToolError(d["code"], f"could not describe {node}: {d['message']}") from None
         return self._describe[node]
 
@@ -304,14 +305,14 @@ class Toolbox:
                 res.results[t] = await self.conn.call(t, prepared.service, prepared.method, prepared.params,
                                                       self.timeout)
             except Exception as e:  # noqa: BLE001 - node errors are data
-                res.errors[t] = _err_dict(e)
+                res.errors[t] = error_dict(e)
 
         if prepared.kind == "broadcast" and not prepared.mutates:
             try:
                 out = await self.conn.broadcast(prepared.service, prepared.method, prepared.params, self.timeout)
                 res.results, res.errors = dict(out.get("results", {})), dict(out.get("errors", {}))
             except Exception as e:  # noqa: BLE001
-                res.errors["*"] = _err_dict(e)
+                res.errors["*"] = error_dict(e)
             return res
         await asyncio.gather(*(one(t) for t in prepared.targets))
         return res
@@ -363,7 +364,7 @@ class Toolbox:
         try:
             sub = await self.conn.subscribe(node, a.topic)
         except Exception as e:  # noqa: BLE001
-            d = _err_dict(e)
+            d = error_dict(e)
             raise ToolError(d["code"], f"could not subscribe to {a.topic} on {node}: {d['message']}") from None
         try:
             async with asyncio.timeout(seconds):

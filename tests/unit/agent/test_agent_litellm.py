@@ -52,6 +52,7 @@ def cassette_vcr(monkeypatch):
     return v
 
 
+@pytest.mark.timeout(180)  # importing litellm takes 5-15 s
 async def test_cassette_replayed_through_litellm_and_the_planner(cassette_vcr, fake):
     before = pids(fake)
     with cassette_vcr.use_cassette("openai_restart_coolest.yaml") as cas:
@@ -77,6 +78,7 @@ async def test_cassette_replayed_through_litellm_and_the_planner(cassette_vcr, f
     assert not any(k.lower() == "authorization" for i in cas.requests for k in i.headers)
 
 
+@pytest.mark.timeout(180)
 async def test_a_changed_conversation_does_not_match_the_cassette(cassette_vcr, fake):
     with cassette_vcr.use_cassette("openai_restart_coolest.yaml"):
         r = await Planner(LiteLLMModel("openai/gpt-4o-mini"), fake).plan("restart logger on the hottest node")

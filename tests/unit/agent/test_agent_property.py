@@ -12,6 +12,7 @@ import asyncio
 import copy
 import json
 
+import pytest
 from agentfix import THREE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,6 +65,7 @@ raw_script = st.lists(turn, min_size=0, max_size=8)
 script = st.one_of(raw_script, st.lists(turn, max_size=5).map(lambda ts: ts + [ModelReply(content="done")]))
 
 
+@pytest.mark.timeout(240)
 def test_the_strategy_reaches_plans_with_mutating_steps():
     """Guard against a vacuous property: the generated scripts do produce approvable plans."""
     from hypothesis import find
@@ -104,12 +106,14 @@ async def scenario(turns: list[ModelReply], subset: list[int]) -> None:
     assert {(c.node, c.service, c.method) for c in fake.mutating_calls} <= allowed
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(240)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(turns=script, subset=st.lists(st.integers(0, 10), max_size=3))
 def test_no_mutating_call_without_approval(turns, subset):
     asyncio.run(scenario(turns, subset))
 
 
+@pytest.mark.timeout(240)
 @settings(max_examples=60, deadline=None)
 @given(turns=script, feedback=st.text(max_size=30))
 def test_an_operator_who_rejects_never_sees_anything_executed(turns, feedback):

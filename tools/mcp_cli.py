@@ -1,0 +1,189 @@
+"""``cloudisense mcp | pending | approve | reject``: the MCP server and its pending plans on the command line.
+
+The node CLI calls :func:`add_commands` with its subparsers.  Nothing heavy is
+imported here at import time (no ``mcp``, no websockets): handlers import
+what they use.
+
+- ``mcp``: the cluster tools as an MCP server on stdin/stdout (see
+  :mod:`cloudisense.tools.mcp_server`); mutating calls become pending plans.
+- ``pending``: the plans waiting for approval (``--all``: every plan).
+- ``approve ID``: approve a pending plan and execute it through the agent's
+  gate and executor; exit codes as ``cloudisense ask``: 0 done, 1 a step
+  failed, 2 unknown/expired/not pending, 4 stale (nothing ran), 5 refused,
+  6 cannot connect.
+- ``reject ID``: reject a pending plan (nothing runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+EXIT = {"done": 0, "failed": 1, "stale": 4, "refused": 5}
+
+
+def _url_default() -> str:
+    return os.environ.get("CLOUDISENSE_URL") or DEFAULT_URL
+
+
+def _state(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", default=None,
+                   help="where pending plans live (env CLOUDISENSE_STATE_DIR; default ~/.local/state/cloudisense)")
+
+
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "mcp", help="the cluster tools as an MCP server (stdio)",
+        description="Serve the cluster tools (find_nodes, get_node, describe_service, call, broadcast, watch, "
+                    "plan_status) and resources (the cluster table, each node's service catalog) to an MCP client "
+                    "over stdin/stdout. A call of a mutating method returns a pending plan id; approve it with "
+                    "'cloudisense approve ID'.")
+    p.add_argument("--url", default=_url_default(),
+                   help="node to connect to (env CLOUDISENSE_URL; default %(default)s)")
+    p.add_argument("--token", default=os.environ.get("CLOUDISENSE_TOKEN"), help="access token (env CLOUDISENSE_TOKEN)")
+    p.add_argument("--allow", nargs="+", action="extend", default=[], metavar="SERVICE.METHOD",
+                   help="mutating methods to run at once, without a pending plan (approved by this policy, audited)")
+    p.add_argument("--audit", default=None,
+                   help="audit log (JSONL; env CLOUDISENSE_AUDIT; default ~/.local/state/cloudisense/audit.jsonl)")
+    p.add_argument("--timeout", type=float, default=10.0, help="per-call timeout in seconds (default %(default)s)")
+    p.add_argument("--max-nodes", type=int, default=10, help="most nodes one call may touch (default %(default)s)")
+    p.add_argument("--ttl", type=float, default=3600.0, help="seconds a pending plan can be approved (default %(default)s)")
+    _state(p)
+    p.set_defaults(func=cmd_mcp)
+
+    p = subparsers.add_parser("pending", help="plans from MCP clients waiting for approval",
+                              description="List the plans made over MCP that wait for an operator's approval.")
+    p.add_argument("--all", action="store_true", help="every plan, whatever its status")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _state(p)
+    p.set_defaults(func=cmd_pending)
+
+    p = subparsers.add_parser("approve", help="approve a pending plan and execute it",
+                              description="Approve the pending plan ID (made over MCP) and execute it through the "
+                                          "agent's approval gate and executor; the approval, each call and the "
+                                          "outcome go to the audit log. Exit: 0 done, 1 a step failed, 2 unknown, "
+                                          "expired or not pending, 4 stale (nothing ran), 5 refused, 6 cannot connect.")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--url", default=None,
+                   help="node to execute through (default: the node the plan was made through, else "
+                        "$CLOUDISENSE_URL or " + DEFAULT_URL + ")")
+    p.add_argument("--token", default=os.environ.get("CLOUDISENSE_TOKEN"), help="access token (env CLOUDISENSE_TOKEN)")
+    p.add_argument("--hash", default=None, metavar="PREFIX", help="approve only if the plan's hash starts with this")
+    p.add_argument("--audit", default=None, help="audit log (default: the one the plan was recorded in)")
+    p.add_argument("--timeout", type=float, default=10.0, help="per-call timeout in seconds (default %(default)s)")
+    p.add_argument("--max-nodes", type=int, default=10, help="most nodes the plan may touch (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    _state(p)
+    p.set_defaults(func=cmd_approve)
+
+    p = subparsers.add_parser("reject", help="reject a pending plan (nothing runs)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason", default="", help="why (recorded in the plan and the audit log)")
+    _state(p)
+    p.set_defaults(func=cmd_reject)
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp_server import McpSettings, serve_stdio
+
+    try:
+        settings = McpSettings(url=args.url, token=args.token, allow=frozenset(args.allow), audit=args.audit,
+                               state_dir=args.state_dir, timeout=args.timeout, max_nodes=args.max_nodes, ttl=args.ttl)
+    except ValueError as e:
+        print(f"cloudisense mcp: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(serve_stdio(settings))
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from cloudisense.agent.pending import PendingStore
+
+    return PendingStore(args.state_dir)
+
+
+def _describe(doc: dict[str, Any]) -> str:
+    lines = [f"plan {doc['plan_id']}  {doc['status']}  hash {doc['hash'][:12]}  from {doc.get('requested_by') or '?'}"]
+    for s in doc["steps"]:
+        lines.append(f"  step {s['step']}: {s['service']}.{s['method']} {json.dumps(s['params'], ensure_ascii=False)}"
+                     f" on {', '.join(s['nodes'])}" + (f" — {s['reason']}" if s["reason"] else ""))
+        lines.append(f"          why: {s['why']}")
+    if doc.get("message"):
+        lines.append(f"  {doc['message']}")
+    return "\n".join(lines)
+
+
+def cmd_pending(args: argparse.Namespace) -> int:
+    store = _store(args)
+    docs = [r.summary() for r in store.list(None if args.all else "pending")]
+    if args.json:
+        print(json.dumps(docs, ensure_ascii=False, indent=2))
+    elif not docs:
+        print(f"no {'' if args.all else 'pending '}plans in {store.dir}")
+    else:
+        print("\n".join(_describe(d) for d in docs))
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from cloudisense.agent.pending import PendingError
+
+    store = _store(args)
+    try:
+        rec = store.get(args.id)
+    except PendingError as e:
+        print(f"cloudisense approve: {e.message}", file=sys.stderr)
+        return 2
+    url = args.url or rec.url or _url_default()
+    print(_describe(rec.summary()), file=sys.stderr if args.json else sys.stdout)
+    return asyncio.run(_approve(args, store, url))
+
+
+async def _approve(args: argparse.Namespace, store: Any, url: str) -> int:
+    from cloudisense.agent.pending import PendingError, execute_pending
+    from cloudisense.node import Client
+
+    out = sys.stderr if args.json else sys.stdout
+    client = Client(url, token=args.token, name="approve", default_timeout=args.timeout)
+    try:
+        await client.connect()
+    except Exception as e:  # noqa: BLE001 - cannot connect: say so, exit 6, the plan stays pending
+        print(f"cannot connect to {url}: {getattr(e, 'message', None) or e}; plan {args.id} is still pending",
+              file=out)
+        return 6
+    try:
+        rec = await execute_pending(store, args.id, client, via="cloudisense approve", audit_path=args.audit,
+                                    expect_hash=args.hash, max_nodes=args.max_nodes, timeout=args.timeout)
+    except PendingError as e:
+        print(f"cloudisense approve: {e.message}", file=sys.stderr)
+        return 2
+    finally:
+        await client.close()
+    doc = rec.summary()
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+    else:
+        for r in doc.get("execution", {}).get("results", []):
+            body = json.dumps(r["result"] if r["ok"] else r["error"], ensure_ascii=False, default=str)
+            print(f"  {r['node']}: {r['service']}.{r['method']} {'ok' if r['ok'] else 'FAILED'} {body[:300]}", file=out)
+        print(f"{rec.status}: {rec.message}", file=out)
+    return EXIT.get(rec.status, 1)
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    from cloudisense.agent.pending import PendingError
+
+    try:
+        rec = _store(args).reject(args.id, feedback=args.reason, via="cloudisense reject")
+    except PendingError as e:
+        print(f"cloudisense reject: {e.message}", file=sys.stderr)
+        return 2
+    print(f"plan {rec.id} rejected; nothing was executed")
+    return 0
