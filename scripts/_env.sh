@@ -10,7 +10,7 @@ fi
 stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-$1
 if [ ! -f "$stamp" ]; then
   echo "== installing cloudisense[$1] into .venv" >&2
-  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q --upgrade pip "setuptools>=68" wheel >&2
   .venv/bin/python -m pip install -q -e ".[$1]" >&2
   rm -f .venv/.installed-*-"$1"
   touch "$stamp"
