@@ -109,3 +109,34 @@ async def test_dry_run_and_unknown_node_touch_nothing(three_nodes, tmp_path):
 def test_ask_cannot_connect_says_so(tmp_path):
     p = run_cli("ask", "status logger", "--url", "ws://127.0.0.1:9/ws", "--audit", str(tmp_path / "a"), timeout=30)
     assert p.returncode == 6 and "cannot connect" in p.stdout
+
+
+@pytest.mark.timeout(120)
+async def test_tools_over_a_real_node(three_nodes):
+    from cloudisense.tools import Toolbox
+
+    ids = [n.id for n in three_nodes.values()]
+    url = three_nodes["mid"].url
+    await wait_converged(url, ids)
+    cool, hot = three_nodes["cool"].id, three_nodes["hot"].id
+    async with Client(url, name="test") as c:
+        tb = Toolbox(c)
+        found = await tb.run("find_nodes", tb.parse("find_nodes", {"where": {"running": "logger"},
+                                                                   "sort_by": "temperature_c", "order": "desc",
+                                                                   "limit": 1}))
+        assert found["matched"] == 3 and found["nodes"][0]["id"] == hot
+        assert found["nodes"][0]["temperature_simulated"] is True
+        d = await tb.run("describe_service", tb.parse("describe_service", {"node": cool, "service": "supervisor"}))
+        assert d["methods"]["restart"]["mutates"] is True and d["methods"]["status"]["mutates"] is False
+        prepared = await tb.prepare(tb.parse("call", {"node": cool, "service": "supervisor", "method": "restart",
+                                                      "params_json": '{"name": "logger"}'}))
+        assert prepared.mutates and prepared.targets == [cool]
+        bad = tb.parse("call", {"node": cool, "service": "supervisor", "method": "restart",
+                                "params_json": '{"name": "logger", "force": true}'})
+        with pytest.raises(Exception) as e:
+            await tb.prepare(bad)
+        assert getattr(e.value, "code", "") == "invalid_params"
+        w = await tb.run("watch", tb.parse("watch", {"node": cool, "topic": "metrics/#", "seconds": 10,
+                                                     "max_events": 1}))
+        assert w["stopped"] == "max_events" and w["events"][0]["topic"] == "metrics/system"
+        assert w["events"][0]["node"] == cool
