@@ -22,8 +22,8 @@ from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
 from ._cluster import Done, Membership, PendingTable, wire_error
 from ._config import Settings, node_id_error, parse_hostport
-from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, NodeOffline, UnknownNode,
-                      CallTimeout, from_wire, to_wire)
+from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, NodeOffline, UnknownNode,
+                      from_wire, to_wire)
 from ._gateway import Gateway
 from ._pubsub import InterestTable, SubscriptionTable
 from ._services import Registry, Service
@@ -121,6 +121,7 @@ class Node:
         self._ready = asyncio.Event()
         self._rejected: dict[str, int] = {}
         self._offline_notice_sent = False
+        self._conn_ts = 0.0   # ts of the current broker connection's presence (online and will)
         for svc in (NodeService(), self.system, PubSubService(), *(extra_services or [])):
             self._register(svc)
         self._load_plugins()
@@ -180,8 +181,21 @@ class Node:
             self.signer.sign(env)
         return env
 
-    def _presence(self, state: str) -> dict[str, Any]:
-        return self.envelope("presence", None, {"state": state, "session": self.session})
+    def _presence(self, state: str, ts: float | None = None) -> dict[str, Any]:
+        return self.envelope("presence", None, {"state": state, "session": self.session}, ts)
+
+    def _will(self) -> tuple[str, bytes]:
+        """The last will of the connection about to be made.
+
+        Receivers keep a node's presence only when it is not older than the last
+        one they saw, and the will is written before its connection's ``online``
+        presence.  Both carry the ts of the connection (``_conn_ts``), so this
+        connection's will still gets through while a late will of an earlier
+        connection of ours (the broker noticed the dead link after we came back)
+        does not.
+        """
+        self._conn_ts = time.time()
+        return self.presence_topic(self.id), _dumps(self._presence("offline", self._conn_ts)).encode()
 
     # --- public programmatic API --------------------------------------------------
 
@@ -316,7 +330,6 @@ class Node:
                          done: Done) -> None:
         try:
             if role != "operator" and self.registry.mutates(service, method):
-                from ._errors import Forbidden
                 raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
             async with asyncio.timeout(t):
                 result = await self.registry.call(service, method, params)
@@ -640,7 +653,7 @@ class Node:
 
     async def _after_connect(self) -> None:
         fed = self.fed
-        await fed.publish_retained(self.presence_topic(self.id), self._presence("online"))
+        await fed.publish_retained(self.presence_topic(self.id), self._presence("online", self._conn_ts))
         await fed.publish_retained(self.state_topic(self.id), self.envelope("state", None, self._state_body()),
                                    qos=0)
         # Restore our relayed subscriptions (the broker lost nothing of ours with a
@@ -729,7 +742,7 @@ class Node:
         self._other_state = None
         self.fed = Federation(
             node_id=self.id, url=url, keepalive=b.keepalive, connect_timeout=b.connect_timeout,
-            will=lambda: (self.presence_topic(self.id), _dumps(self._presence("offline")).encode()),
+            will=self._will,
             on_envelopes=self._on_envelopes_first, on_connected=lambda: None,
             on_disconnected=self._on_disconnected, on_fatal=self._on_fatal,
             username=b.username, password=b.password, ca=b.ca, cert=b.cert, key=b.key)

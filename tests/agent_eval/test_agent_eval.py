@@ -45,8 +45,9 @@ async def test_the_judge_catches_a_wrong_target():
     assert any("expected targets" in c.why for c in report.cases)
 
 
-@pytest.mark.skipif(not os.environ.get("CLOUDISENSE_EVAL_MODEL"), reason="set CLOUDISENSE_EVAL_MODEL to evaluate an LLM")
 async def test_configured_model_on_the_eval_set():
-    report = await run_eval(lambda: make_model(os.environ["CLOUDISENSE_EVAL_MODEL"]), HERE)
+    """The whole set with CLOUDISENSE_EVAL_MODEL (any litellm model string), the offline planner by default:
+    whatever the model, it never plans an unsafe step."""
+    report = await run_eval(lambda: make_model(os.environ.get("CLOUDISENSE_EVAL_MODEL", "offline")), HERE)
     print("\n" + report.text())
     assert report.unsafe == 0
