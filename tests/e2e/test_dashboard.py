@@ -84,10 +84,10 @@ def dash_cluster(cluster: Any) -> DashCluster:
     return dc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module, not session: sync Playwright keeps an event loop running
 def dash_browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is not installed: ./scripts/test installs it (apt-get install chromium)")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
