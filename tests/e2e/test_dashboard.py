@@ -418,16 +418,15 @@ def test_token_prompt_and_viewer_role(cluster, open_dashboard):
 # --- 50 nodes ------------------------------------------------------------------------------
 
 def test_fifty_nodes_render_coalesced(dash_cluster, open_dashboard):
-    """Feed 50 nodes' state at ~5,000 events/s for 2 s: the page renders ≤ ~4 times a second
-    and ends up showing the latest value of every node."""
+    """Feed 50 nodes' state as fast as timers allow (50 events every ~10 ms, 60+ rounds, ≥ 1.5 s):
+    the page renders at most ~4 times a second and ends up showing every node's latest value."""
     page = open_dashboard(dash_cluster["node-a"])
     wait_cluster(page, *NODES)
     stats = page.evaluate("""() => new Promise((resolve) => {
         const cs = window.cloudisense;
         const r0 = cs.debug.renders, t0 = performance.now();
-        let round = 0, busy = 0;
-        const timer = setInterval(() => {
-            const s = performance.now();
+        let round = 0;
+        const tick = () => {
             round++;
             for (let i = 0; i < 50; i++) {
                 const id = 'sim-' + String(i).padStart(2, '0');
@@ -437,17 +436,17 @@ def test_fifty_nodes_render_coalesced(dash_cluster, open_dashboard):
                                      simulated: true},
                            services: {}, processes: []}});
             }
-            busy += performance.now() - s;
-            if (performance.now() - t0 > 2000) {
-                clearInterval(timer);
-                resolve({rounds: round, renders: cs.debug.renders - r0, ms: performance.now() - t0, busy,
-                         last: round % 100});
+            const ms = performance.now() - t0;
+            if (round >= 60 && ms >= 1500) {
+                resolve({rounds: round, renders: cs.debug.renders - r0, ms, last: round % 100});
+            } else {
+                setTimeout(tick, 10);
             }
-        }, 10);
+        };
+        tick();
     })""")
-    assert stats["rounds"] >= 20, stats
-    # At most one render per 250 ms (+1 for the frame in flight when the burst started).
-    assert stats["renders"] <= stats["ms"] / 250 + 2, stats
+    # At most one render per 250 ms (+1 for a frame already scheduled when the burst started).
+    assert 1 <= stats["renders"] <= stats["ms"] / 250 + 2, stats
     expect(page.get_by_test_id("node-card")).to_have_count(53)
     expect(card(page, "sim-49").get_by_test_id("node-cpu")).to_have_text(f"{stats['last']}%")
     expect(page.get_by_test_id("node-count")).to_have_text("53/53 online")
