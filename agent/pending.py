@@ -42,7 +42,6 @@ from ._model import ModelError, ModelReply
 from ._plan import Approval, NotApproved, Plan, PlanStep, make_fact
 
 Status = Literal["pending", "approved", "done", "failed", "stale", "refused", "rejected", "expired"]
-FINAL: frozenset[str] = frozenset({"done", "failed", "stale", "refused", "rejected", "expired"})
 DEFAULT_TTL = 3600.0
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

@@ -12,7 +12,8 @@ The safety rule is the agent's: a mutating call never acts straight away.
 ``call``/``broadcast`` of a mutating method is validated against the live
 cluster, sealed as a one-step plan (hash, target facts), audited (``request``,
 ``plan``) and stored as a *pending plan*; the client gets its id.  An operator
-approves it with ``cloudisense approve ID`` (or the TUI), which runs it
+approves it with ``cloudisense approve ID`` (a front end such as the TUI can do the same with
+:func:`~cloudisense.agent.pending.execute_pending`), which runs it
 through the agent's gate and executor — the same approval record and audit log
 as ``cloudisense ask``.  A server started with ``--allow SERVICE.METHOD``
 runs exactly those methods at once, approved by that policy and audited.
@@ -44,8 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloudisense.agent import AuditLog, default_audit_path
 from cloudisense.agent.pending import PendingError, PendingStore, audit_plan, plan_for_call, run_plan
 
-from . import TOOLS, BroadcastArgs, CallArgs, ClusterConnection, ToolError, Toolbox, summary_of, to_text
-from ._connection import fetch_cluster, fetch_describe
+from . import (TOOLS, BroadcastArgs, CallArgs, ClusterConnection, ToolError, Toolbox, error_dict, fetch_cluster,
+               fetch_describe, summary_of, to_text)
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class ClusterMcp:
                     await c.connect()
                 except Exception as e:  # noqa: BLE001 - said to the client as a tool error
                     raise ToolError("cannot_connect", f"cannot connect to {self.settings.url}: "
-                                                      f"{getattr(e, 'message', None) or e}") from None
+                                                      f"{error_dict(e)['message']}") from None
                 self._conn = c
             return self._conn
 
@@ -242,7 +243,7 @@ class ClusterMcp:
         if not allowed:
             out = rec.summary()
             out["message"] = (f"NOT executed: {key} changes state, so this is a pending plan. An operator approves "
-                              f"it with `cloudisense approve {rec.id}` (or in the TUI); check it with "
+                              f"it with `cloudisense approve {rec.id}`; check it with "
                               f"plan_status(plan_id={rec.id!r}).")
             return out
         rec = self.store.claim(rec.id)
@@ -262,7 +263,7 @@ class ClusterMcp:
         try:
             view = await fetch_cluster(await self.connection(), self.settings.timeout)
         except Exception as e:  # noqa: BLE001 - listing still offers the cluster table
-            log.warning("could not list the nodes' catalogs: %s", getattr(e, "message", e))
+            log.warning("could not list the nodes' catalogs: %s", error_dict(e)["message"])
             return out
         for n in view.nodes:
             out.append({"uri": SERVICES_URI.format(node=n.id), "name": f"{n.id} services",
@@ -282,8 +283,8 @@ class ClusterMcp:
         try:
             view = await fetch_cluster(conn, self.settings.timeout)
         except Exception as e:  # noqa: BLE001
-            raise ToolError("cluster_unavailable", f"could not read the cluster view: {getattr(e, 'message', e)}") \
-                from None
+            raise ToolError("cluster_unavailable",
+                            f"could not read the cluster view: {error_dict(e)['message']}") from None
         if uri == CLUSTER_URI:
             nodes = []
             for n in view.nodes:
@@ -305,7 +306,7 @@ class ClusterMcp:
                 desc = await fetch_describe(conn, node.id, self.settings.timeout)
                 return {"node": node.id, "online": True, "services": desc.get("services", {})}
             except Exception as e:  # noqa: BLE001 - fall back to the catalog in the cluster view
-                log.warning("describe %s failed: %s", node.id, getattr(e, "message", e))
+                log.warning("describe %s failed: %s", node.id, error_dict(e)["message"])
         return {"node": node.id, "online": node.online,
                 "note": "from the cluster view (the node did not answer node.describe): no params schemas",
                 "services": {s: {"description": svc.description,
