@@ -154,15 +154,21 @@ class NodeProc:
         return self.proc.returncode
 
 
-def leftover(children: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for c in children:
-        try:
-            if c.is_running() and c.status() != psutil.STATUS_ZOMBIE:
-                alive.append(c)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+def leftover(children: list[psutil.Process], grace: float = 5.0) -> list[psutil.Process]:
+    """Children still running after ``grace`` s (those of a killed node die of PDEATHSIG, not at once)."""
+    def alive() -> list[psutil.Process]:
+        out = []
+        for c in children:
+            try:
+                if c.is_running() and c.status() != psutil.STATUS_ZOMBIE:
+                    out.append(c)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+    deadline = time.monotonic() + grace
+    while (left := alive()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 class Cluster:
