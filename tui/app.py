@@ -1,0 +1,253 @@
+"""The CloudiSENSE operator console (Textual).
+
+Built by :func:`make_app` so tests can hand it a node client factory, a
+model, an audit log and clocks::
+
+    app = make_app(url="ws://127.0.0.1:8765/ws", model="offline")
+    app.run()
+
+The app owns the link to the node (a worker that connects, loads
+``node.cluster``, follows ``$cluster/#``, the node's own ``metrics/#`` and
+``process/#``, and ``$sys/stats``, and reconnects with backoff when the node
+goes away), the cluster model the table renders, and the agent.  The main
+screen (:mod:`.screens.main`) owns the interaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from ._link import ClientFactory, LinkState, LiveConnection, backoff, default_client_factory, retryable
+from ._messages import LinkChanged, StatsArrived
+from ._state import ClusterModel, model_label
+from .screens import MainScreen
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+# Followed on the connected node: the cluster (every node's heartbeat, online/offline),
+# that node's own metrics and processes (it sends no $cluster heartbeat about itself),
+# and its RPC counters.
+LINK_TOPICS = ("$cluster/#", "metrics/#", "process/#", "$sys/stats")
+
+
+class _StepTap:
+    """Passed to the agent as its session recorder: hands ``step`` records to the screen as they happen."""
+
+    def __init__(self, app: CloudisenseApp, forward: Any = None) -> None:
+        self.app = app
+        self.forward = forward  # an optional real SessionRecorder
+
+    def start(self, request: str, model: str, url: str | None = None) -> None:
+        if self.forward is not None:
+            self.forward.start(request, model, url)
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if self.forward is not None:
+            self.forward(kind, data)
+        if kind == "step":
+            for listener in list(self.app.step_listeners):
+                listener(data)
+
+
+class CloudisenseApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "CloudiSENSE"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+
+    def __init__(self, *, url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
+                 client_factory: ClientFactory | None = None, audit: Any = None,
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 call_timeout: float = 10.0, backoff_cap: float = 5.0, recorder: Any = None) -> None:
+        super().__init__()
+        from cloudisense.agent import Agent, AuditLog, default_audit_path, make_model
+
+        self.url = url
+        self.token = token
+        self.model = model if model is not None and not isinstance(model, str) else make_model(model)
+        self.model_label = model_label(self.model)
+        self.client_factory = client_factory or default_client_factory
+        self.clock = clock
+        self.monotonic = monotonic
+        self.call_timeout = call_timeout
+        self.backoff_cap = backoff_cap
+        self.conn = LiveConnection()
+        self.cluster = ClusterModel()
+        self.stats: dict[str, Any] | None = None
+        self.link_state = LinkState.CONNECTING
+        self.step_listeners: list[Callable[[dict[str, Any]], None]] = []
+        if audit is None or isinstance(audit, (str, os.PathLike)):
+            audit = AuditLog(audit or default_audit_path())
+        self.agent = Agent(self.conn, self.model, audit=audit, recorder=_StepTap(self, recorder),
+                           timeout=call_timeout)
+        self.main_screen: MainScreen | None = None
+
+    def get_default_screen(self) -> Screen:
+        self.main_screen = MainScreen()
+        return self.main_screen
+
+    def on_mount(self) -> None:
+        self.run_link()
+
+    # ---- the link ---------------------------------------------------------------------------
+
+    def _set_link(self, state: LinkState, detail: str = "") -> None:
+        self.link_state = state
+        if self.main_screen is not None:
+            self.main_screen.post_message(LinkChanged(state.value, self.conn.node_id, detail))
+
+    @work(exclusive=True, group="link", exit_on_error=False)
+    async def run_link(self) -> None:
+        delays = backoff(cap=self.backoff_cap)
+        first = True
+        while True:
+            self._set_link(LinkState.CONNECTING if first else LinkState.RECONNECTING,
+                           "" if first else f"to {self.url}")
+            client = self.client_factory(self.url, self.token)
+            try:
+                await client.connect()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - classified: retry or stop
+                if not retryable(e):
+                    self._set_link(LinkState.FAILED, f"{getattr(e, 'code', type(e).__name__)}: {e}")
+                    return
+                delay = next(delays)
+                self._set_link(LinkState.CONNECTING if first else LinkState.RECONNECTING,
+                               f"{_short(e)}, retry {delay:.1f}s")
+                await asyncio.sleep(delay)
+                continue
+            first = False
+            delays = backoff(cap=self.backoff_cap)
+            why = "the node closed the connection"
+            try:
+                await self._serve(client)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - classified: reconnect, or stop on auth errors
+                log.info("link to %s lost: %s", self.url, e)
+                if not retryable(e):
+                    self.conn.attach(None)
+                    await asyncio.shield(client.close())
+                    self._set_link(LinkState.FAILED, f"{getattr(e, 'code', type(e).__name__)}: {e}")
+                    return
+                why = _short(e)
+            finally:
+                self.conn.attach(None)
+                await asyncio.shield(client.close())
+            delay = next(delays)
+            self._set_link(LinkState.RECONNECTING, f"{why}, retry {delay:.1f}s")
+            await asyncio.sleep(delay)
+
+    async def _serve(self, client: Any) -> None:
+        """Subscribe, load the cluster, then apply events until the connection ends."""
+        subs = []
+        try:
+            for topic in LINK_TOPICS:
+                subs.append(await client.subscribe(None, topic))
+            snapshot = await client.call(None, "node", "cluster", {}, self.call_timeout)
+            self.cluster.load(snapshot)
+            self.conn.attach(client)
+            self._set_link(LinkState.CONNECTED)
+            async with asyncio.TaskGroup() as tg:
+                for topic, sub in zip(LINK_TOPICS, subs):
+                    tg.create_task(self._pump(sub), name=f"tui.link[{self.url}].{topic}")
+        finally:
+            for sub in subs:
+                await sub.close()
+
+    async def _pump(self, sub: Any) -> None:
+        async for ev in sub:
+            self.on_node_event(ev)
+
+    def on_node_event(self, ev: dict[str, Any]) -> None:
+        topic = str(ev.get("topic") or "")
+        if topic == "$sys/stats":
+            if isinstance(ev.get("data"), dict):
+                self.stats = ev["data"]
+                if self.main_screen is not None:
+                    self.main_screen.post_message(StatsArrived(ev["data"]))
+            return
+        was_online = self.cluster.nodes.get(str(ev.get("node"))) is not None and \
+            self.cluster.nodes[str(ev.get("node"))].online
+        self.cluster.apply(ev, self.clock())
+        if topic == "$cluster/node/offline" and was_online:
+            self.notify(f"{ev.get('node')} went offline", severity="warning", timeout=4)
+        elif topic == "$cluster/node/online" and not was_online:
+            self.notify(f"{ev.get('node')} is online", timeout=3)
+
+    # ---- audit ------------------------------------------------------------------------------
+
+    def audit_tail(self, n: int = 8) -> list[dict[str, Any]]:
+        """The last ``n`` records of the audit log (read from the end of the file)."""
+        audit = self.agent.audit
+        if audit is None:
+            return []
+        path = Path(audit.path)
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - 64 * 1024))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines[-n:]:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+
+def _short(e: BaseException) -> str:
+    """A few words for the header: 'connection refused', not the whole errno text with the URL."""
+    text = str(getattr(e, "message", "") or e) or type(e).__name__
+    if "Connect call failed" in text or "Errno 111" in text or "refused" in text.lower():
+        return "connection refused"
+    if text.startswith("cannot connect to "):
+        text = text.split(": ", 1)[-1]
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def make_app(*, url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
+             client_factory: ClientFactory | None = None, audit: Any = None, **kw: Any) -> CloudisenseApp:
+    """The console app.  ``model``: a model object or a spec (``offline``, ``openai/…``; None: offline);
+    ``client_factory(url, token)`` makes node clients (default: :class:`cloudisense.node.Client`);
+    ``audit``: an AuditLog or a path (default: ``CLOUDISENSE_AUDIT`` or ~/.local/state/cloudisense/audit.jsonl)."""
+    return CloudisenseApp(url=url, model=model, token=token, client_factory=client_factory, audit=audit, **kw)
+
+
+def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None) -> int:
+    """Run the console in this terminal until the operator quits (blocking; not inside an event loop).
+
+    Textual installs signal handlers, so this must run on the main thread; from a coroutine use
+    ``await run_tui_async(...)`` instead of ``asyncio.to_thread(run_tui, ...)``.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("run_tui() must run on the main thread (Textual installs signal handlers); "
+                           "inside an event loop use: await cloudisense.tui.run_tui_async(url, model)")
+    make_app(url=url, model=model, token=token, audit=audit).run()
+    return 0
+
+
+async def run_tui_async(url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
+                        audit: Any = None) -> int:
+    """:func:`run_tui` for callers already inside an event loop (``cloudisense demo``)."""
+    await make_app(url=url, model=model, token=token, audit=audit).run_async()
+    return 0

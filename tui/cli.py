@@ -1,0 +1,67 @@
+"""``cloudisense tui``: the operator console.
+
+The node CLI calls :func:`add_commands` with its subparsers.  Nothing heavy
+is imported here (Textual, the agent): the handler imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+
+
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser("tui", help="the operator console (ask, approve, watch)",
+                              description="Open the Textual operator console on a node: live cluster table, "
+                                          "request box, plans to approve, execution, events and RPC activity.")
+    p.add_argument("--url", default=os.environ.get("CLOUDISENSE_URL") or DEFAULT_URL,
+                   help="WebSocket URL of the node to connect to (env CLOUDISENSE_URL; default %(default)s)")
+    p.add_argument("--token", default=os.environ.get("CLOUDISENSE_TOKEN"),
+                   help="access token (env CLOUDISENSE_TOKEN)")
+    p.add_argument("--model", default=os.environ.get("CLOUDISENSE_MODEL") or "offline",
+                   help="litellm model string (openai/gpt-4o-mini, anthropic/..., ollama/...) or offline, the "
+                        "deterministic rules planner (env CLOUDISENSE_MODEL; default %(default)s)")
+    p.add_argument("--audit", default=None,
+                   help="append-only audit log (JSONL; env CLOUDISENSE_AUDIT; "
+                        "default ~/.local/state/cloudisense/audit.jsonl)")
+    p.set_defaults(func=cmd_tui)
+
+
+def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None) -> int:
+    """Run the console until the operator quits.  Blocking; call it from the main thread (Textual installs
+    signal handlers).  Inside an event loop use :func:`run_tui_async`."""
+    from .app import run_tui as run
+
+    return run(url, model, token=token, audit=audit)
+
+
+async def run_tui_async(url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
+                        audit: Any = None) -> int:
+    """The console on the running event loop (``cloudisense demo``: ``await run_tui_async(url, model)``)."""
+    from .app import run_tui_async as run
+
+    return await run(url, model, token=token, audit=audit)
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    try:
+        import textual  # noqa: F401
+    except ImportError as e:  # textual is an optional dependency
+        print(f"cloudisense tui needs the tui extra (pip install 'cloudisense[tui]'): {e}", file=sys.stderr)
+        return 2
+    return run_tui(args.url, args.model, token=args.token, audit=args.audit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cloudisense-tui")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""The main screen: cluster table, request box, plan / execution, events and RPC activity.
+
+Everything that waits on the network runs in a worker (``@work``) so the
+screen keeps taking keys while a plan is made, a slow step runs or a node
+disappears: ``plan`` (one request at a time, a new one replaces it),
+``execute``, ``edit`` (reads the method schema, then the editor) and
+``watch`` (the events pane's subscription, re-made after a reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+
+from .._messages import (ExecutionFinished, LinkChanged, PlanEdited, PlanReady, PlanRejected, StatsArrived,
+                         StepUpdate)
+from .._state import fmt_params
+from ..widgets import ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
+from .edit_params import EditParamsScreen
+
+if TYPE_CHECKING:
+    from ..app import CloudisenseApp
+
+TABS = ("tab-plan", "tab-events", "tab-rpc")
+
+
+class MainScreen(Screen):
+    AUTO_FOCUS = "#request"
+    BINDINGS = [
+        Binding("f2", "next_tab", "Next tab"),
+        Binding("escape", "focus_request", "Request box", show=False),
+    ]
+
+    app: CloudisenseApp  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.executing = False
+        self.editing = False
+        self.watching: tuple[str | None, str] | None = None
+
+    # ---- layout -----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        app = self.app
+        bar = TopBar(id="topbar")
+        bar.model = app.model_label
+        bar.url = app.url
+        yield bar
+        with Vertical(id="cluster-box"):
+            yield ClusterTable(app.cluster, app.clock, id="cluster")
+        yield RpcLine("RPC  waiting for $sys/stats…", id="rpc-line")
+        with Horizontal(id="request-row"):
+            yield Static("Ask ›", id="request-label")
+            yield Input(placeholder="restart logger on coolest node   (Enter plans; nothing runs before you approve)",
+                        id="request", compact=True)
+        with TabbedContent(id="tabs", initial="tab-plan"):
+            with TabPane("Plan", id="tab-plan"):
+                yield PlanView(clock=app.monotonic, id="plan")
+            with TabPane("Events", id="tab-events"):
+                yield EventsPane(id="events")
+            with TabPane("RPC", id="tab-rpc"):
+                yield RpcPanel(id="rpc")
+        yield Footer(compact=True)
+
+    @property
+    def plan_view(self) -> PlanView:
+        return self.query_one(PlanView)
+
+    @property
+    def request_box(self) -> Input:
+        return self.query_one("#request", Input)
+
+    @property
+    def events(self) -> EventsPane:
+        return self.query_one(EventsPane)
+
+    def on_mount(self) -> None:
+        self.request_box.focus()
+
+    # ---- the link and the node's stats ------------------------------------------------------
+
+    @on(LinkChanged)
+    def _link_changed(self, msg: LinkChanged) -> None:
+        bar = self.query_one(TopBar)
+        bar.conn = msg.state
+        bar.detail = msg.detail
+        if msg.node:
+            bar.node = msg.node
+        box = self.query_one("#cluster-box")
+        box.border_subtitle = "" if msg.state == "connected" else "not live: waiting for the node"
+        box.set_class(msg.state != "connected", "-stale")
+        if msg.state == "failed":
+            self.plan_view.note(("cannot connect ", "bold red"), f"to {self.app.url}: {msg.detail} "
+                                                               "(not retried; fix the URL or token and restart)")
+
+    @on(StatsArrived)
+    def _stats(self, msg: StatsArrived) -> None:
+        self.query_one(RpcLine).show(msg.stats)
+        self.query_one(RpcPanel).show(msg.stats)
+
+    # ---- keys -------------------------------------------------------------------------------
+
+    def action_next_tab(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        i = TABS.index(tabs.active) if tabs.active in TABS else 0
+        tabs.active = TABS[(i + 1) % len(TABS)]
+        # Focus follows the tab (a focused widget in a hidden pane would pull its tab back).
+        if tabs.active == "tab-events":
+            self.query_one("#watch-input", Input).focus()
+        elif tabs.active == "tab-plan" and self.plan_view.plan is not None:
+            self.plan_view.table.focus()
+        else:
+            self.request_box.focus()
+
+    def action_focus_request(self) -> None:
+        self.request_box.focus()
+
+    @on(PlanView.Back)
+    def _back(self, msg: PlanView.Back) -> None:
+        self.request_box.focus()
+
+    @on(ClusterTable.NodeChosen)
+    def _node_chosen(self, msg: ClusterTable.NodeChosen) -> None:
+        self.query_one(TabbedContent).active = "tab-events"
+        self.events.prefill(msg.node)
+        self.query_one("#watch-input", Input).focus()
+
+    # ---- request → plan ---------------------------------------------------------------------
+
+    @on(Input.Submitted, "#request")
+    def _request(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        if not text:
+            return
+        if self.executing:
+            self.notify("A plan is running; wait for it to finish.", severity="warning")
+            return
+        pv = self.plan_view
+        if pv.awaiting_approval and pv.plan is not None:
+            self.app.agent.reject(pv.plan, "superseded by a new request", via="tui")
+        self.request_box.value = ""
+        self.query_one(TabbedContent).active = "tab-plan"
+        pv.clear_plan(f"Planning: {text} …")
+        pv.note(("> ", "bold"), (text, "bold"))
+        self.run_plan(text)
+
+    @work(exclusive=True, group="plan", exit_on_error=False)
+    async def run_plan(self, request: str) -> None:
+        pv = self.plan_view
+        try:
+            result = await self.app.agent.plan(request)
+        except Exception as e:  # noqa: BLE001 - a crash in planning is shown, never executed
+            pv.clear_plan(f"Planning failed: {type(e).__name__}: {e}")
+            return
+        self.post_message(PlanReady(request, result))
+        if not result.ok or result.plan is None:
+            pv.clear_plan("Planning failed: nothing to approve, nothing was executed.")
+            pv.note((result.message or result.error or "planning failed", "red"))
+            return
+        plan = result.plan
+        if not plan.steps:
+            pv.clear_plan("Nothing to approve: the answer is below (read-only calls only).")
+            pv.note(result.message or plan.summary or "(no answer)")
+            return
+        pv.show_plan(plan)
+        if result.message:
+            pv.note((result.message, "dim"))
+        self.query_one(TabbedContent).active = "tab-plan"
+        pv.table.focus()
+
+    # ---- reject -----------------------------------------------------------------------------
+
+    @on(PlanView.Reject)
+    def _reject(self, msg: PlanView.Reject) -> None:
+        pv = self.plan_view
+        if not pv.awaiting_approval or pv.plan is None:
+            return
+        plan = pv.plan
+        self.app.agent.reject(plan, "", via="tui")
+        pv.clear_plan(f"Rejected plan {plan.hash[:12]}: nothing was executed.")
+        pv.note(("rejected: ", "bold yellow"), f"plan {plan.hash[:12]}, nothing executed (audit: rejection)")
+        self.post_message(PlanRejected(plan.hash))
+        self.request_box.focus()
+
+    # ---- approve → execute ------------------------------------------------------------------
+
+    @on(PlanView.Approve)
+    def _approve(self, msg: PlanView.Approve) -> None:
+        pv = self.plan_view
+        if not pv.awaiting_approval or pv.plan is None or self.executing:
+            return
+        if not msg.steps:
+            self.notify("No step is checked: toggle one with space, or reject with r.", severity="warning")
+            return
+        self.executing = True
+        self.run_execute(pv.plan, list(msg.steps))
+
+    @work(exclusive=True, group="execute", exit_on_error=False)
+    async def run_execute(self, plan: Any, steps: list[int]) -> None:
+        from cloudisense.agent import NotApproved
+
+        app, pv = self.app, self.plan_view
+        progress = pv.progress
+        assert progress is not None
+        report = None
+        error = ""
+        try:
+            approval = app.agent.approve(plan, steps, via="tui")
+            progress.start(approval.steps)
+            pv.refresh_steps()
+            pv.note(("approved: ", "bold green"),
+                    f"step(s) {', '.join(map(str, approval.steps))} of plan {plan.hash[:12]} by {approval.approver}")
+
+            def on_call(node: str | None, service: str, method: str, params: dict[str, Any]) -> None:
+                if service != "node" and node:
+                    progress.on_call(node, app.monotonic())
+                    pv.refresh_steps()
+
+            def on_step(data: dict[str, Any]) -> None:
+                err = data.get("error") or {}
+                progress.on_result(int(data["step"]), bool(data.get("ok")), data.get("seconds"),
+                                   f"{err.get('code', '?')}: {err.get('message', '')}" if err else "")
+                if data.get("ok") and isinstance(data.get("result"), dict) and data["service"] == "supervisor":
+                    app.cluster.patch_process(data["node"], data["result"])
+                pv.refresh_steps()
+                self._note_step(data)
+                self.post_message(StepUpdate(data))
+
+            app.conn.observers.append(on_call)
+            app.step_listeners.append(on_step)
+            try:
+                report = await app.agent.execute(plan, approval)
+            finally:
+                app.conn.observers.remove(on_call)
+                app.step_listeners.remove(on_step)
+        except NotApproved as e:
+            error = f"refused: {e}"
+        except Exception as e:  # noqa: BLE001 - shown; the audit has what happened
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            self.executing = False
+            progress.finish()
+            pv.refresh_steps()
+        if report is not None:
+            ok = report.status == "done"
+            pv.note((f"{report.status}: ", "bold green" if ok else "bold red"), report.message)
+            if report.skipped:
+                pv.note(("not approved, not run: ", "dim"), f"step(s) {', '.join(map(str, report.skipped))}")
+        else:
+            pv.note(("not executed: ", "bold red"), error)
+        self._note_audit(plan.hash)
+        self.post_message(ExecutionFinished(plan.hash, report, error))
+
+    def _note_step(self, data: dict[str, Any]) -> None:
+        pv = self.plan_view
+        head = f"step {data['step']} {data['node']} {data['service']}.{data['method']} "
+        if data.get("ok"):
+            body = json.dumps(data.get("result"), ensure_ascii=False, default=str)
+            pv.note((head, "bold"), ("ok ", "green"), f"{data.get('seconds', 0):.2f}s ",
+                    (body[:200] + ("…" if len(body) > 200 else ""), "dim"))
+        else:
+            err = data.get("error") or {}
+            pv.note((head, "bold"), ("error ", "red"), f"{err.get('code')}: {err.get('message')}")
+
+    def _note_audit(self, plan_hash: str) -> None:
+        audit = self.app.agent.audit
+        if audit is None:
+            self.plan_view.note(("audit: ", "dim"), "no audit log configured")
+            return
+        recs = [r for r in self.app.audit_tail(8) if r.get("plan_hash") == plan_hash]
+        if not recs:
+            self.plan_view.note(("audit: ", "bold red"), f"no record for this plan in {audit.path}")
+            return
+        r = recs[-1]
+        extra = f", status {r['status']}" if "status" in r else ""
+        self.plan_view.note(("audit: ", "bold"), f"{r['event']} of plan {plan_hash[:12]}{extra} by {r.get('user')} "
+                                                 f"(session {r.get('session')}) → {audit.path}")
+
+    # ---- edit a step's params ---------------------------------------------------------------
+
+    @on(PlanView.Edit)
+    def _edit(self, msg: PlanView.Edit) -> None:
+        if self.plan_view.awaiting_approval and not self.editing:
+            self.editing = True
+            self.run_edit(msg.index)
+
+    @work(exclusive=True, group="edit", exit_on_error=False)
+    async def run_edit(self, index: int) -> None:
+        try:
+            await self._edit_step(index)
+        finally:
+            self.editing = False
+
+    async def _edit_step(self, index: int) -> None:
+        from cloudisense.tools import CallArgs, ToolError, Toolbox
+
+        app, pv = self.app, self.plan_view
+        plan = pv.plan
+        step = plan.step(index)
+        schema = None
+        try:
+            desc = await Toolbox(app.conn, timeout=app.call_timeout).describe(step.targets[0])
+            schema = desc.get("services", {}).get(step.service, {}).get("methods", {}).get(step.method, {}).get("params")
+        except ToolError as e:
+            pv.note(("edit: ", "bold red"), f"could not read the schema of {step.service}.{step.method}: {e.message}")
+
+        async def validate(params: dict[str, Any]) -> str | None:
+            tb = Toolbox(app.conn, timeout=app.call_timeout)
+            for target in step.targets:
+                try:
+                    await tb.prepare(CallArgs(node=target, service=step.service, method=step.method,
+                                              params_json=json.dumps(params), reason=step.reason))
+                except ToolError as e:
+                    return f"{e.code}: {e.message}"
+            return None
+
+        params = await app.push_screen_wait(EditParamsScreen(step, schema, validate))
+        pv.table.focus()
+        if params is None or params == step.params:
+            pv.note(("edit: ", "dim"), f"step {index} unchanged")
+            return
+        if pv.plan is not plan or not pv.awaiting_approval:
+            pv.note(("edit: ", "bold red"), "the plan changed meanwhile; edit not applied")
+            return
+        new = plan.model_copy(deep=True)
+        new.step(index).params = params
+        new.seal()
+        if app.agent.audit is not None:
+            app.agent.audit.write("edit", plan_hash=plan.hash, new_plan_hash=new.hash, step=index,
+                                  old_params=step.params, params=params, by=app.agent.user, via="tui")
+        pv.replace_plan(new)
+        pv.note(("edited: ", "bold"), f"step {index} params {fmt_params(params)} — plan {new.hash[:12]}, "
+                                     "approve to run it")
+        self.post_message(PlanEdited(new, index))
+
+    # ---- events pane ------------------------------------------------------------------------
+
+    @on(EventsPane.Watch)
+    def _watch(self, msg: EventsPane.Watch) -> None:
+        self.watching = (msg.node, msg.topic)
+        self.run_watch(msg.node, msg.topic)
+
+    @work(exclusive=True, group="watch", exit_on_error=False)
+    async def run_watch(self, node: str | None, topic: str) -> None:
+        from cloudisense.node import CloudisenseError, ConnectionLost
+
+        conn, pane = self.app.conn, self.events
+        where = node or f"{conn.node_id or 'this node'} (connected)"
+        while True:
+            await conn.connected.wait()
+            try:
+                sub = await conn.subscribe(node, topic)
+            except ConnectionLost:
+                await asyncio.sleep(0.25)
+                continue
+            except CloudisenseError as e:
+                pane.status(f"cannot watch {topic} on {where}: {getattr(e, 'code', '')} {e}", error=True)
+                return
+            pane.status(f"watching {topic} on {where}")
+            try:
+                async for ev in sub:
+                    pane.add_event(ev)
+            finally:
+                await sub.close()
+            pane.status(f"link lost; watching {topic} on {where} again when the node is back", error=True)
+            await asyncio.sleep(0.25)
+
