@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -95,6 +95,15 @@ class BrokerConfig(_Section):
         if not v or any(c in v for c in "+#") or v.startswith("/") or v.endswith("/") or "//" in v:
             raise ValueError("must be a plain MQTT topic prefix such as 'cloudisense/v1'")
         return v
+
+    @model_validator(mode="after")
+    def _tls_means_mqtts(self) -> "BrokerConfig":
+        # A node given TLS files means to talk TLS: never fall back to plaintext silently.
+        tls_files = [k for k in ("ca", "cert", "key") if getattr(self, k)]
+        if tls_files and (self.url.startswith("mqtt://") or self.url == "embedded"):
+            raise ValueError(f"broker.{'/'.join(tls_files)} set for TLS, but broker.url {self.url!r} is plaintext: "
+                             "use mqtts://HOST:PORT (or drop the TLS files)")
+        return self
 
 
 class SystemConfig(_Section):
