@@ -56,6 +56,40 @@ def is_fatal(exc: BaseException) -> str | None:
     return None
 
 
+#: TLS alerts a broker sends when it refuses our client certificate.  With TLS 1.3
+#: they arrive after the handshake, while paho waits for CONNACK: only paho's log
+#: sees them (aiomqtt then reports a timeout), so :class:`_PahoErrors` reads them there.
+_CERT_ALERTS = ("alert unknown ca", "alert bad certificate", "alert certificate unknown",
+                "alert certificate expired", "alert certificate revoked", "alert unsupported certificate",
+                "alert access denied")
+_CLOSED = ("connection reset", "eof", "broken pipe", "unexpected end", "connection closed")
+
+
+def tls_rejection(text: str) -> str | None:
+    """Why the broker refused our TLS client certificate, from an error text, or None."""
+    t = text.lower()
+    if "alert certificate required" in t:
+        return ("the broker requires a TLS client certificate: set broker.cert and broker.key "
+                "(cloudisense certs gen makes them)")
+    if any(a in t for a in _CERT_ALERTS):
+        return (f"the broker rejected this node's TLS client certificate ({text.strip()}): use one issued by "
+                "the broker's CA as broker.cert/broker.key")
+    return None
+
+
+class _PahoErrors(logging.Filter):
+    """Passes paho's log records through, showing its ERRORs to the federation first."""
+
+    def __init__(self, fed: "Federation") -> None:
+        super().__init__()
+        self.fed = fed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.fed._on_paho_error(record.getMessage())
+        return True
+
+
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
     u = urlparse(url)
     tls = u.scheme == "mqtts"
@@ -100,6 +134,14 @@ class Federation:
         self._out_ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.connected = asyncio.Event()
+        self.last_error = ""            # why the last connection attempt failed (for the give-up message)
+        self._paho_error = ""           # paho's last logged error during the current attempt
+        self._ever_connected = False
+        self._fatal_reported = False
+        self._mqtt_log = log.getChild(f"mqtt.{node_id}")
+        for f in [f for f in self._mqtt_log.filters if isinstance(f, _PahoErrors)]:
+            self._mqtt_log.removeFilter(f)
+        self._mqtt_log.addFilter(_PahoErrors(self))
         self.counters = {"rx_messages": 0, "rx_envelopes": 0, "tx_messages": 0, "tx_envelopes": 0,
                          "malformed": 0, "reconnects": 0}
 
@@ -171,6 +213,28 @@ class Federation:
     def subscriptions(self) -> list[str]:
         return sorted(self._subs)
 
+    def explain(self) -> str:
+        """What to tell a user whose node could not reach the broker: the last error and a hint."""
+        err = self._paho_error or self.last_error   # paho's, if an attempt is still waiting for CONNACK
+        low = err.lower()
+        if err and any(c in low for c in _CLOSED):
+            if self.tls:
+                return (f"last error: {err}; the broker closed the connection during the TLS handshake: "
+                        "if that port speaks plain MQTT, use mqtt://")
+            return (f"last error: {err}; the broker closed the connection: if that port expects TLS, "
+                    "use mqtts:// and set broker.ca")
+        hint = "is it running? use --broker URL, or --broker none to run without federation"
+        return f"last error: {err}; {hint}" if err else hint
+
+    def _on_paho_error(self, message: str) -> None:
+        self._paho_error = message
+        if self._ever_connected or self._fatal_reported:
+            return
+        why = tls_rejection(message)
+        if why:   # before our first connection: a configuration problem, retrying won't help
+            self._fatal_reported = True
+            self._on_fatal(f"cannot join broker {self.url}: {why}")
+
     # --- loops ---------------------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
@@ -185,6 +249,7 @@ class Federation:
             tls_context=self._ssl,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             max_inflight_messages=1000, max_queued_incoming_messages=0,
+            logger=self._mqtt_log,
         )
 
     async def _run(self) -> None:
@@ -193,12 +258,14 @@ class Federation:
         while True:
             reason = "connection closed"
             fatal = None
+            self._paho_error = ""
             try:
                 async with self._make_client() as client:
                     self._client = client
                     for topic, qos in list(self._subs.items()):
                         await client.subscribe(topic, qos=qos)
                     self.connected.set()
+                    self._ever_connected = True
                     delays = backoff()
                     if not first:
                         self.counters["reconnects"] += 1
@@ -211,9 +278,18 @@ class Federation:
             except* (aiomqtt.MqttError, OSError, ssl.SSLError) as eg:
                 exc = eg.exceptions[0]
                 reason = str(exc) or type(exc).__name__
+                if self._paho_error and self._paho_error not in reason:
+                    reason = f"{reason} ({self._paho_error})"   # e.g. a timeout after a TLS alert
                 fatal = is_fatal(exc) if first else None
+                if first and not fatal:
+                    fatal = tls_rejection(reason)
+            self.last_error = reason
+            if self._fatal_reported:
+                self._client = None
+                return
             if fatal:
                 self._client = None
+                self._fatal_reported = True
                 self._on_fatal(f"cannot join broker {self.url}: {fatal}")
                 return
             was_connected = self.connected.is_set()

@@ -755,8 +755,7 @@ class Node:
                     await asyncio.sleep(0.01)
         except TimeoutError:
             raise ConfigError(f"cannot reach the MQTT broker at {url} within {b.connect_timeout:g} s "
-                              "(is it running? use --broker URL, or --broker none to run without federation)") \
-                from None
+                              f"({self.fed.explain()})") from None
         await self._check_unique_id()
         await self.fed.unsubscribe(self.presence_topic(self.id))
         await self.fed.unsubscribe(self.state_topic(self.id))
