@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import mimetypes
+import re
 import time
 from collections import deque
 from importlib import resources
@@ -60,7 +61,56 @@ def _peek_id(raw: str | bytes) -> Any:
         rid = json.loads(raw).get("id")
     except (ValueError, AttributeError, RecursionError):
         return None
+    if isinstance(rid, str) and _SURROGATE_ESCAPE.search(raw if isinstance(raw, str) else ""):
+        try:
+            rid.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
     return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+
+
+#: Deepest JSON nesting a frame may have (params and data sit two or three levels in).
+#: Deeper values could not be serialised back (pydantic stops at ~255 levels) and would
+#: only cost a traceback per frame.
+MAX_DEPTH = 100
+
+
+def _deeper(value: Any, depth: int) -> bool:
+    """Whether ``value``, found at nesting ``depth`` of a frame, reaches deeper than MAX_DEPTH."""
+    if depth > MAX_DEPTH:
+        return True
+    t = type(value)
+    if t is dict:
+        children: Any = value.values()
+    elif t is list:
+        children = value
+    else:
+        return False
+    depth += 1
+    for c in children:
+        tc = type(c)
+        if (tc is dict or tc is list) and (depth > MAX_DEPTH or _deeper(c, depth)):
+            return True
+    return False
+
+
+# A \u escape of a UTF-16 surrogate (cheap pre-filter for _lone_surrogate).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _lone_surrogate(text: str) -> bool:
+    """Whether JSON ``text`` escapes a lone surrogate (``"\\ud800"``): valid JSON, but a string no
+    UTF-8 writer can encode, so it would break every reply, event fan-out, envelope and
+    signature it reached.  Only frames the pre-filter flags are parsed here a second time."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    try:
+        json.dumps(json.loads(text), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        pass  # not JSON: parse_frame says so
+    return False
 
 
 def error_frame(rid: Any, exc: BaseException, node: str | None = None) -> str:
@@ -163,7 +213,18 @@ class ClientSession:
                                request_id=_peek_id(raw))
             if not self._rate_ok():
                 raise Overloaded(f"rate limit of {self.cfg.rate_limit:g} frames/s exceeded", request_id=_peek_id(raw))
+            if isinstance(raw, bytes):  # binary frames carry the same JSON, in UTF-8
+                try:
+                    raw = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise BadRequest(f"binary frame is not UTF-8 JSON ({e.reason} at byte {e.start})") from None
+            if _lone_surrogate(raw):
+                raise BadRequest("frame is not valid Unicode: a \\u escape encodes a lone surrogate",
+                                 request_id=_peek_id(raw))
             frame = parse_frame(raw)
+            if raw.count("[") + raw.count("{") > MAX_DEPTH and _deeper(
+                    getattr(frame, "params", None) or getattr(frame, "data", None), 2):
+                raise BadRequest(f"frame nests JSON deeper than {MAX_DEPTH} levels", request_id=frame.id)
         except CloudisenseError as e:
             self.send(error_frame(e.request_id, e))
             return
