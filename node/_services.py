@@ -167,6 +167,8 @@ class Registry:
             return spec.params.model_validate(params)
         except ValidationError as e:
             raise InvalidParams(f"invalid params for {spec.name}: {_format_validation(e)}") from None
+        except (RecursionError, ValueError) as e:  # e.g. nesting deeper than pydantic recurses
+            raise InvalidParams(f"invalid params for {spec.name}: {type(e).__name__}: {str(e)[:200]}") from None
 
     async def call(self, service: str, method_name: str, params: Any) -> Any:
         """Call a method; returns the JSON-ready result.  Raises CloudisenseError subclasses."""

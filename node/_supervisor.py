@@ -580,7 +580,7 @@ class Supervisor:
     def _publish(self, m: _Managed, event: str, **data: Any) -> None:
         topic = f"process/{m.cfg.name}/{event}"
         try:
-            self._publish_cb(topic, {"name": m.cfg.name, **data, "node": self._node_id})
+            self._publish_cb(topic, {"name": m.cfg.name, **data, "state": m.status().state, "node": self._node_id})
         except Exception:
             self._log.exception("publishing %s failed", topic)
 

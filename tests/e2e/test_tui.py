@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import async_wait_until
+from support import async_wait_until
 
 from cloudisense.agent import read_audit
 from cloudisense.node import Client

@@ -9,7 +9,7 @@ import sys
 import psutil
 import pytest
 
-from conftest import leftover, wait_until
+from support import leftover, wait_until
 from wsutil import open_ws, request
 
 pytestmark = pytest.mark.timeout(90)
@@ -44,7 +44,7 @@ def test_demo_runs_three_nodes_and_ctrl_c_stops_everything(tmp_path):
                     r = await request(ws, {"type": "call", "id": "c", "service": "node", "method": "cluster"})
                     return sorted(n["id"] for n in r["result"]["nodes"] if n["online"]) == ["node-a", "node-b",
                                                                                              "node-c"]
-                from conftest import async_wait_until
+                from support import async_wait_until
                 await async_wait_until(all_online, 20, interval=0.2, what="three demo nodes online")
                 r = await request(ws, {"type": "call", "id": "t", "node": "*", "service": "system",
                                        "method": "metrics"})

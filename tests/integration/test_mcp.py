@@ -29,7 +29,7 @@ from cloudisense.agent import read_audit
 from cloudisense.node import Client
 from cloudisense.tools import TOOLS, FindNodesArgs, fetch_cluster
 from cloudisense.tools.mcp_server import input_schema
-from conftest import Cluster, async_wait_until
+from support import Cluster, async_wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

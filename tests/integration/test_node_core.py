@@ -12,7 +12,7 @@ import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from conftest import async_wait_until, wait_until
+from support import async_wait_until, wait_until
 from wsutil import next_event, open_ws, recv, reply_to, request, send
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,0 +1,232 @@
+"""Test support: real node processes on a real broker, waits with deadlines.
+
+Imported as ``support`` (a unique module name: every folder's conftest.py is
+called ``conftest``, so importing helpers from it is ambiguous).
+
+``cluster`` is a factory: ``a = cluster.start("a", temperature="sim:61")`` runs
+``cloudisense node`` as a subprocess with its own TOML config on the test
+broker (mosquitto on 127.0.0.1:1883 unless ``broker=`` says otherwise) under a
+topic prefix unique to the test, and waits until it prints its ready line.
+Teardown stops every node (SIGTERM, then SIGKILL) and asserts that no node
+left a child process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+BROKER = os.environ.get("CLOUDISENSE_TEST_BROKER", "mqtt://127.0.0.1:1883")
+READY_RE = re.compile(r"cloudisense node (\S+) ready: (\S+)")
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``pred`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
+        time.sleep(interval)
+
+
+async def async_wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+                           what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
+        await asyncio.sleep(interval)
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError(v)
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    lines: list[str] = []
+    tables: list[tuple[str, Any]] = []
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {toml_value(v)}")
+    for k, v in tables:
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            for kk, vv in v.items():
+                if isinstance(vv, list) and vv and isinstance(vv[0], dict):
+                    for item in vv:
+                        lines.append(f"\n[[{k}.{kk}]]")
+                        lines += [f"{a} = {toml_value(b)}" for a, b in item.items()]
+                else:
+                    lines.append(f"{kk} = {toml_value(vv)}")
+        else:
+            for item in v:
+                lines.append(f"\n[[{k}]]")
+                lines += [f"{a} = {toml_value(b)}" for a, b in item.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+LOGGER = {"name": "logger", "command": ["python", "-m", "cloudisense.node.demo.logger", "--interval", "0.5"],
+          "stop_grace": 3.0}
+
+
+class NodeProc:
+    def __init__(self, node_id: str, proc: subprocess.Popen, out: Path, err: Path, config: Path) -> None:
+        self.id = node_id
+        self.proc = proc
+        self.out_path, self.err_path, self.config = out, err, config
+        self.url = ""
+        self.children: list[psutil.Process] = []
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def http(self) -> str:
+        return self.url.replace("ws://", "http://").replace("wss://", "https://").removesuffix("/ws") + "/"
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def log(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 20.0) -> "NodeProc":
+        def ready() -> Any:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node {self.id} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            return READY_RE.search(self.output())
+        m = wait_until(ready, timeout, what=f"node {self.id} to be ready")
+        self.url = m.group(2)
+        return self
+
+    def remember_children(self) -> None:
+        try:
+            self.children = psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            self.children = []
+
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        self.remember_children()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.remember_children()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"node {self.id} did not stop within {timeout} s on SIGTERM; its log ends:\n"
+                                     + "\n".join(self.log().splitlines()[-15:]))
+        return self.proc.returncode
+
+
+def leftover(children: list[psutil.Process], timeout: float = 5.0) -> list[psutil.Process]:
+    """Children still running ``timeout`` s after their node went (a crashed node's children get a
+    death signal; give them the moment it takes to act on it)."""
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    out = []
+    for c in alive:
+        try:
+            if c.status() != psutil.STATUS_ZOMBIE:
+                out.append(c)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+class Cluster:
+    def __init__(self, tmp: Path, prefix: str) -> None:
+        self.tmp = tmp
+        self.prefix = prefix
+        self.nodes: dict[str, NodeProc] = {}
+        self._n = 0
+
+    def config(self, node_id: str, *, broker: str = BROKER, temperature: str = "sim:45",
+               processes: list[dict] | None = None, listen: str = "127.0.0.1:0", **extra: Any) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "id": node_id,
+            "ws": {"listen": listen},
+            "broker": {"url": broker, "prefix": self.prefix, "keepalive": 2, "lease_seconds": 30.0},
+            "system": {"temperature": temperature, "metrics_interval": 1.0},
+            "processes": [dict(LOGGER)] if processes is None else processes,
+        }
+        for k, v in extra.items():
+            if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+                cfg[k] = {**cfg[k], **v}
+            else:
+                cfg[k] = v
+        return cfg
+
+    def spawn(self, node_id: str, cfg: dict[str, Any] | None = None, args: list[str] | None = None,
+              env: dict[str, str] | None = None, **kw: Any) -> NodeProc:
+        self._n += 1
+        cfg = cfg or self.config(node_id, **kw)
+        path = write_config(self.tmp / f"{node_id}-{self._n}.toml", cfg)
+        out = self.tmp / f"{node_id}-{self._n}.out"
+        err = self.tmp / f"{node_id}-{self._n}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDISENSE_")}
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+        full_env.update(env or {})
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            proc = subprocess.Popen([sys.executable, "-m", "cloudisense.node.cli", "node", "--config", str(path),
+                                     *(args or [])], stdout=fo, stderr=fe, env=full_env)
+        node = NodeProc(node_id, proc, out, err, path)
+        self.nodes[f"{node_id}-{self._n}"] = node
+        return node
+
+    def start(self, node_id: str, **kw: Any) -> NodeProc:
+        return self.spawn(node_id, **kw).wait_ready()
+
+    def stop_all(self) -> list[str]:
+        problems = []
+        for key, node in self.nodes.items():
+            try:
+                node.stop()
+            except AssertionError as e:
+                problems.append(str(e))
+            if left := leftover(node.children):
+                problems.append(f"node {node.id} left child processes behind: {[c.pid for c in left]}")
+                for c in left:
+                    c.kill()
+        return problems
+
+
