@@ -217,7 +217,7 @@ def _short(e: BaseException) -> str:
     """A few words for the header: 'connection refused', not the whole errno text with the URL."""
     text = str(getattr(e, "message", "") or e) or type(e).__name__
     if "Connect call failed" in text or "Errno 111" in text or "refused" in text.lower():
-        return "connection refused"
+        return "refused"
     if text.startswith("cannot connect to "):
         text = text.split(": ", 1)[-1]
     return text if len(text) <= 40 else text[:39] + "…"
