@@ -81,11 +81,11 @@ async def run_demo(args: Any) -> int:
         print(f"  node logs: {tmp.name}\n", flush=True)
         if not args.no_tui and sys.stdin.isatty():
             try:
-                from cloudisense.tui.cli import run_tui
+                from cloudisense.tui.cli import run_tui_async
             except ImportError:
-                run_tui = None
-            if run_tui is not None:
-                await asyncio.to_thread(run_tui, urls[0], args.model)
+                run_tui_async = None
+            if run_tui_async is not None:
+                await run_tui_async(urls[0], args.model)
                 return 0
         print("Ctrl-C stops everything.", flush=True)
         await stop.wait()

@@ -20,7 +20,8 @@ def test_wheel_layout_and_console_script(tmp_path):
     assert tops <= {"cloudisense", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
     for needed in ("cloudisense/node/_node.py", "cloudisense/node/static/index.html", "cloudisense/agent/__init__.py",
                    "cloudisense/tools/__init__.py", "cloudisense/tui/__init__.py",
-                   "cloudisense/prompts/__init__.py", "cloudisense/node/demo/logger.py"):
+                   "cloudisense/prompts/__init__.py", "cloudisense/node/demo/logger.py",
+                   "cloudisense/tui/screens/main.py", "cloudisense/tui/widgets/plan_view.py"):
         assert needed in names, needed
     assert any(n.startswith("cloudisense/prompts/") and n.endswith(".txt") for n in names)
     assert any(n.startswith("cloudisense/tui/") and n.endswith(".tcss") for n in names)
