@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ._config import parse_hostport
 from ._errors import ConfigError
+from ._supervisor import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ class EmbeddedBroker:
         exe = nats_server_path()
         with open(d / "nats.log", "wb") as errlog:
             self.proc = await asyncio.create_subprocess_exec(
-                exe, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=errlog, start_new_session=True)
+                exe, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=errlog, start_new_session=True,
+                preexec_fn=die_with_parent())
         try:
             async with asyncio.timeout(timeout):
                 while True:

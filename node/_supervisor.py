@@ -196,6 +196,9 @@ def _preexec() -> Callable[[], None] | None:
     return setup
 
 
+die_with_parent = _preexec  # also used for the embedded broker and the demo's nodes
+
+
 def _killpg(pgid: int, sig: int) -> bool:
     """Signal a process group; False if it no longer exists."""
     try:

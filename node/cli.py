@@ -145,7 +145,7 @@ async def _run_node(settings: Any) -> int:
     from ._node import Node
     node = Node(settings)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, node.stop)
 
     def ready(n: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._broker import EmbeddedBroker
 from .._errors import ConfigError
+from .._supervisor import die_with_parent
 
 NODES = [("node-a", 61.0), ("node-b", 38.0), ("node-c", 52.0)]
 
@@ -51,13 +52,16 @@ async def _wait_ready(proc: asyncio.subprocess.Process, node_id: str, timeout: f
 async def run_demo(args: Any) -> int:
     broker = EmbeddedBroker(f"127.0.0.1:{args.broker_port}")
     print(f"starting the embedded MQTT broker on 127.0.0.1:{args.broker_port} …", file=sys.stderr, flush=True)
-    await broker.start()
+    try:
+        await broker.start()
+    except ConfigError as e:
+        raise ConfigError(f"{e.message} (the demo takes --broker-port PORT)") from None
     prefix = f"cloudisense-demo/{uuid.uuid4().hex[:6]}"
     procs: list[asyncio.subprocess.Process] = []
     tmp = tempfile.TemporaryDirectory(prefix="cloudisense-demo-")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     try:
         urls = []
@@ -67,7 +71,7 @@ async def run_demo(args: Any) -> int:
             log = open(Path(tmp.name) / f"{node_id}.log", "wb")
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cloudisense.node.cli", "node", "--config", str(cfg),
-                stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+                stdout=subprocess.PIPE, stderr=log, start_new_session=True, preexec_fn=die_with_parent())
             log.close()
             procs.append(proc)
             print(f"starting {node_id} (simulated {temp:g} °C) …", file=sys.stderr, flush=True)

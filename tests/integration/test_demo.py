@@ -21,7 +21,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_demo_runs_three_nodes_and_ctrl_c_stops_everything(tmp_path):
+def start_demo(tmp_path):
     ws_port, broker_port = free_port(), free_port()
     while ws_port + 2 >= 65535:
         ws_port = free_port()
@@ -30,9 +30,29 @@ def test_demo_runs_three_nodes_and_ctrl_c_stops_everything(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "cloudisense.node.cli", "demo", "--no-tui", "--port",
                                  str(ws_port), "--broker-port", str(broker_port)], stdout=f,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    wait_until(lambda: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None, 60,
+               what="the demo cluster")
+    return proc, out, ws_port
+
+
+@pytest.mark.parametrize("how", [signal.SIGHUP, signal.SIGKILL], ids=["hangup", "kill-9"])
+def test_demo_leaves_nothing_behind_when_its_terminal_goes_or_it_is_killed(tmp_path, how):
+    proc, out, _ = start_demo(tmp_path)
     try:
-        wait_until(lambda: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None, 60,
-                   what="the demo cluster")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 7, out.read_text()
+        proc.send_signal(how)
+        proc.wait(30)
+        assert not leftover(children, timeout=20), [c.cmdline() for c in leftover(children, 0)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_runs_three_nodes_and_ctrl_c_stops_everything(tmp_path):
+    proc, out, ws_port = start_demo(tmp_path)
+    try:
         text = out.read_text()
         assert proc.poll() is None, text
         assert "node-a" in text and "node-b" in text and "node-c" in text and "cloudisense call" in text
