@@ -485,7 +485,7 @@ class Node:
                 if verifier is not None:
                     verifier.note_rejection(frm, "misrouted")
                 continue
-            if kind in ("presence", "state"):
+            if kind in ("presence", "state") and frm != self.id:
                 # retained and verified without the replay window: keep only newer ones
                 ts = env.get("ts")
                 last = self._last_ts.get((frm, kind), 0.0)
@@ -576,8 +576,17 @@ class Node:
     def _h_presence(self, frm: str, env: dict[str, Any], topic: str) -> None:
         body = env["body"]
         if frm == self.id:
-            if body.get("state") == "online" and body.get("session") != self.session:
+            state, ts = body.get("state"), env.get("ts")
+            if state == "online" and body.get("session") != self.session:
                 self._other_self = env
+            elif (state == "offline" and body.get("session") == self.session and isinstance(ts, (int, float))
+                  and ts < self._conn_ts and not self._stopping.is_set() and self.fed is not None):
+                # The broker gave up an earlier connection of ours only after we were back, and
+                # published its will: peers drop it (older than our presence), but it is now the
+                # retained presence a later joiner reads.  Say online again.
+                log.info("the broker published the will of an earlier connection of ours; announcing online again")
+                self._spawn(self.fed.publish_retained(self.presence_topic(self.id),
+                                                      self._presence("online", self._conn_ts)))
             return
         change = self.members.on_presence(frm, body["state"], str(body.get("session", "")), time.time())
         if change == "online":
