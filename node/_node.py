@@ -593,6 +593,11 @@ class Node:
             self._node_online(frm)
         elif change == "offline":
             self._node_offline(frm, "went offline")
+        elif body["state"] == "online" and self.members.is_online(frm):
+            # It (re)connected to the broker without ever looking gone to us; it may have
+            # given *us* up meanwhile (it judges our heartbeats by its own clock) and
+            # dropped our interests.  Subscribing again costs one envelope per filter.
+            self._resubscribe(frm)
 
     def _h_state(self, frm: str, env: dict[str, Any], topic: str) -> None:
         body = env["body"]
@@ -627,9 +632,13 @@ class Node:
         m = self.members.get(node)
         self._emit_cluster("online", node, m.view() if m else {"id": node}, self.subs.subscribers(node))
         # Re-establish our relayed subscriptions on it (it lost them when it went away).
+        self._resubscribe(node)
+
+    def _resubscribe(self, node: str) -> None:
+        if self.fed is None:
+            return
         for pattern in self.subs.patterns(node):
-            if self.fed is not None:
-                self.fed.send(self.inbox(node), self.envelope("sub", node, {"topic": pattern}))
+            self.fed.send(self.inbox(node), self.envelope("sub", node, {"topic": pattern}))
 
     def _node_offline(self, node: str, why: str) -> None:
         log.info("node %s %s", node, why)
