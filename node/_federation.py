@@ -133,6 +133,7 @@ class Federation:
         self._out: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         self._out_ready = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._closing = False
         self.connected = asyncio.Event()
         self.last_error = ""            # why the last connection attempt failed (for the give-up message)
         self._paho_error = ""           # paho's last logged error during the current attempt
@@ -162,13 +163,17 @@ class Federation:
                     await client.publish(final[0], final[1], qos=1, retain=True)
             except (aiomqtt.MqttError, TimeoutError) as e:
                 log.info("could not publish offline presence: %s", e)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        # A cancel that lands while the link is failing is swallowed by the connection's
+        # TaskGroup (its children's errors win) and the loop went on reconnecting for
+        # ever: the flag stops the loop, and the task is cancelled until it is gone.
+        self._closing = True
+        task, self._task = self._task, None
+        if task is not None:
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
 
     # --- API used by the node -----------------------------------------------
 
@@ -255,7 +260,7 @@ class Federation:
     async def _run(self) -> None:
         delays = backoff()
         first = True
-        while True:
+        while not self._closing:
             reason = "connection closed"
             fatal = None
             self._paho_error = ""
@@ -284,7 +289,8 @@ class Federation:
                 if first and not fatal:
                     fatal = tls_rejection(reason)
             self.last_error = reason
-            if self._fatal_reported:
+            if self._fatal_reported or self._closing:
+                self.connected.clear()
                 self._client = None
                 return
             if fatal:
