@@ -23,10 +23,11 @@ from collections import deque
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
 
 from ._config import Settings, parse_hostport
 from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, Overloaded, TooLarge,
@@ -153,15 +154,34 @@ class ClientSession:
 
     # --- output ---------------------------------------------------------------
 
+    def _write_now(self, text: str) -> bool:
+        """Write ``text`` at once if nothing is queued and the socket took everything sent so far.
+
+        The common case (a client that keeps up) then costs no task switch; otherwise the
+        writer task sends it in order, with backpressure.  Order holds: with both queues
+        empty, everything queued before was already handed to the transport.
+        """
+        if self.replies or self.events:
+            return False
+        ws = self.ws
+        if ws.protocol.state is not OPEN or ws.transport.get_write_buffer_size():
+            return False
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:
+            return False   # the writer's send raises it, as before
+        broadcast((ws,), data, text=True)
+        return True
+
     def send(self, text: str) -> None:
         """Queue a reply (never dropped)."""
-        if not self.closed:
+        if not self.closed and not self._write_now(text):
             self.replies.append(text)
             self.wake.set()
 
     def deliver_event(self, text: str) -> None:
         """Queue an event; the oldest is dropped when the client is not keeping up."""
-        if self.closed:
+        if self.closed or self._write_now(text):
             return
         if len(self.events) == self.events.maxlen:
             self.dropped_pending += 1
