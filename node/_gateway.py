@@ -145,6 +145,8 @@ class ClientSession:
         self.in_flight = 0
         self.tokens = float(cfg.rate_burst)
         self.last_refill = time.monotonic()
+        self._burst: list[bytes] | None = None   # frames written after a direct write in this loop iteration
+        self._loop = asyncio.get_running_loop()
 
     def __hash__(self) -> int:
         return self.num
@@ -159,19 +161,39 @@ class ClientSession:
 
         The common case (a client that keeps up) then costs no task switch; otherwise the
         writer task sends it in order, with backpressure.  Order holds: with both queues
-        empty, everything queued before was already handed to the transport.
+        empty, everything queued before was already handed to the transport.  Frames that
+        follow in the same loop iteration (a batch of replies or events) join a burst that
+        goes out in one socket write at the start of the next iteration.
         """
-        if self.replies or self.events:
-            return False
-        ws = self.ws
-        if ws.protocol.state is not OPEN or ws.transport.get_write_buffer_size():
+        burst = self._burst
+        if burst is None and (self.replies or self.events):
             return False
         try:
             data = text.encode()
         except UnicodeEncodeError:
-            return False   # the writer's send raises it, as before
+            self._end_burst()   # what came before goes first; the writer's send raises it, as before
+            return False
+        if burst is not None:
+            burst.append(data)
+            return True
+        ws = self.ws
+        if ws.protocol.state is not OPEN or ws.transport.get_write_buffer_size():
+            return False
         broadcast((ws,), data, text=True)
+        self._burst = []
+        self._loop.call_soon(self._end_burst)
         return True
+
+    def _end_burst(self) -> None:
+        """Send the frames that followed a direct write in the same loop iteration, in one socket write."""
+        burst, self._burst = self._burst, None
+        if not burst or self.ws.protocol.state is not OPEN:
+            return
+        protocol = self.ws.protocol
+        for data in burst:
+            protocol.send_text(data)
+        # the protocol is open: what it has to send is frames (no end-of-stream marker)
+        self.ws.transport.write(b"".join(protocol.data_to_send()))
 
     def send(self, text: str) -> None:
         """Queue a reply (never dropped)."""
