@@ -1,13 +1,15 @@
 """Cluster view and pending calls (pure: no I/O, no awaits).
 
 * :class:`Membership` — the membership table built from presence and state
-  messages: online/offline, since, last seen, metrics, service catalog.
+  messages: online/offline, since, last seen, metrics, service catalog;
+  :func:`state_error` says whether a heartbeat's body may go into it.
 * :class:`PendingTable` — calls waiting for a reply from another node, and
   broadcast gathers; guarantees exactly one completion per call.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -37,6 +39,32 @@ class Member:
             "services": s.get("catalog", {}),
             "processes": s.get("processes", []),
         }
+
+
+def state_error(state: Any) -> str | None:
+    """Why a heartbeat body cannot go into the membership table, or None.
+
+    The table's readers trust what they dereference: the heartbeat ``interval``
+    (the stale check), the ``catalog`` of services and methods (role checks),
+    ``metrics`` and ``processes`` (the cluster view).
+    """
+    if not isinstance(state, dict):
+        return "the body is not an object"
+    interval = state.get("interval", 5.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < math.inf:
+        return f"interval {interval!r} is not a positive number of seconds"
+    if not isinstance(state.get("metrics", {}), dict):
+        return "metrics is not an object"
+    if not isinstance(state.get("processes", []), list):
+        return "processes is not a list"
+    catalog = state.get("catalog", {})
+    if not isinstance(catalog, dict):
+        return "catalog is not an object"
+    for name, svc in catalog.items():
+        methods = svc.get("methods", {}) if isinstance(svc, dict) else None
+        if not isinstance(methods, dict) or not all(isinstance(m, dict) for m in methods.values()):
+            return f"catalog entry {name!r} is not a service with an object of methods"
+    return None
 
 
 class Membership:

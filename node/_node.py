@@ -20,7 +20,7 @@ from typing import Any, Callable, Hashable
 
 from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
-from ._cluster import Done, Membership, PendingTable, wire_error
+from ._cluster import Done, Membership, PendingTable, state_error, wire_error
 from ._config import Settings, node_id_error, parse_hostport
 from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, NodeOffline, UnknownNode,
                       from_wire, to_wire)
@@ -601,9 +601,12 @@ class Node:
 
     def _h_state(self, frm: str, env: dict[str, Any], topic: str) -> None:
         body = env["body"]
-        if not isinstance(body, dict):
-            return
         if frm == self.id:
+            return
+        if (why := state_error(body)) is not None:
+            # Taken in, it would break whatever reads it later: the housekeeping loop
+            # (stale check on "interval") died of it, role checks raised on a bad catalog.
+            log.warning("dropped a malformed state from %s: %s", frm, why)
             return
         change = self.members.on_state(frm, str(body.get("session", "")), body, time.time())
         if change == "online":
