@@ -213,9 +213,11 @@ class Peer:
 
     _ids = itertools.count()
 
-    def __init__(self, ws: Any, name: str = "peer") -> None:
+    def __init__(self, ws: Any, name: str = "peer", keep_events: bool = True) -> None:
         self.ws = ws
         self.name = name
+        self.keep_events = keep_events
+        self.event_count = 0
         self.replies: dict[Any, list[dict[str, Any]]] = defaultdict(list)
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.other: list[dict[str, Any]] = []
@@ -224,8 +226,8 @@ class Peer:
         self.closed: BaseException | None = None
 
     @classmethod
-    async def open(cls, url: str, name: str = "peer") -> "Peer":
-        p = cls(await open_ws(url), name)
+    async def open(cls, url: str, name: str = "peer", keep_events: bool = True) -> "Peer":
+        p = cls(await open_ws(url), name, keep_events)
         p._reader = asyncio.create_task(p._read(), name=f"{name}.reader")
         return p
 
@@ -234,6 +236,9 @@ class Peer:
             async for raw in self.ws:
                 msg = json.loads(raw)
                 if msg.get("type") == "event":
+                    self.event_count += 1
+                    if not self.keep_events:
+                        continue
                     data = msg.get("data")
                     if isinstance(data, dict):
                         data.pop("fill", None)       # load tests' filler: measured, not kept
