@@ -119,7 +119,7 @@ async def test_start_running_pid_and_logs(events):
         assert proc.cmdline()[0] == sys.executable        # "python" runs in the node's interpreter
         assert os.getpgid(st.pid) == st.pid               # own process group
         assert events.of("process/logger/started")[0] == {
-            "name": "logger", "pid": st.pid, "command": LOGGER, "restarts": 0, "node": "n1"}
+            "name": "logger", "pid": st.pid, "command": LOGGER, "restarts": 0, "state": "running", "node": "n1"}
 
         lines = await wait_for(lambda: log_lines(sup, "logger", "logger tick 3"),
                                what="three ticks")
@@ -160,7 +160,7 @@ async def test_kill_9_is_restarted_with_backoff(events):
         assert ex["restart_in"] == 0.5
         re = events.of("process/logger/restarted")[0]
         assert re == {"name": "logger", "pid": st.pid, "old_pid": first, "restarts": 1,
-                      "reason": "exited", "delay": 0.5, "node": "n1"}
+                      "reason": "exited", "delay": 0.5, "state": "running", "node": "n1"}
         assert events.times("process/logger/started")[1] - events.times("process/logger/exited")[0] >= 0.45
 
         os.kill(st.pid, signal.SIGKILL)                   # again: the delay doubles
@@ -218,7 +218,7 @@ async def test_stop_kills_after_grace_when_sigterm_ignored(events):
         assert 0.5 <= elapsed < 3.0
         assert not psutil.pid_exists(pid)
         assert events.of("process/stubborn/stopped") == [
-            {"name": "stubborn", "pid": pid, "exit_code": -9, "killed": True, "node": ""}]
+            {"name": "stubborn", "pid": pid, "exit_code": -9, "killed": True, "state": "stopped", "node": ""}]
         assert any("sending SIGKILL" in ln for ln in await sup.logs("stubborn"))
 
 
