@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -100,6 +101,9 @@ class Node:
         self.id = settings.id
         self.prefix = settings.broker.prefix
         self.session = uuid.uuid4().hex
+        # Envelope ids: this process's random session prefix + a counter (unique, and cheap per message).
+        self._id_prefix = self.session[:12] + "-"
+        self._id_seq = itertools.count(1)
         self.started = time.time()
         self.registry = Registry()
         self.subs = SubscriptionTable()
@@ -175,7 +179,7 @@ class Node:
     # --- envelopes -------------------------------------------------------------
 
     def envelope(self, kind: str, to: str | None, body: dict[str, Any], ts: float | None = None) -> dict[str, Any]:
-        env = {"v": 1, "kind": kind, "from": self.id, "to": to, "id": uuid.uuid4().hex,
+        env = {"v": 1, "kind": kind, "from": self.id, "to": to, "id": f"{self._id_prefix}{next(self._id_seq):x}",
                "ts": ts if ts is not None else time.time(), "body": body}
         if self.signer is not None:
             self.signer.sign(env)
@@ -805,9 +809,10 @@ class Node:
         while True:
             m = self.system.sample()
             self.publish("metrics/system", m.model_dump(mode="json"))
+            body = self._state_body()
+            self.members.set_self(self.session, body, time.time())
+            self._emit_cluster("state", self.id, self.members.get(self.id).view())
             if self.fed is not None and self.fed.connected.is_set():
-                body = self._state_body()
-                self.members.set_self(self.session, body, time.time())
                 await self.fed.publish_retained(self.state_topic(self.id), self.envelope("state", None, body),
                                                 qos=0)
             await asyncio.sleep(interval)
@@ -822,11 +827,13 @@ class Node:
             # $sys/stats for whoever listens
             if self.subs.match(self.id, "$sys/stats") or self.interests.wanted("$sys/stats"):
                 self.publish("$sys/stats", self.stats_snapshot())
-            # Forget old call ids (de-duplication window).
-            if self._seen_calls:
-                cutoff = now - SEEN_CALLS_SECONDS
-                for key in [k for k, t in self._seen_calls.items() if t < cutoff]:
-                    del self._seen_calls[key]
+            # Forget old call ids (de-duplication window); insertion order is time order.
+            seen, cutoff = self._seen_calls, now - SEEN_CALLS_SECONDS
+            while seen:
+                key = next(iter(seen))
+                if seen[key] >= cutoff:
+                    break
+                del seen[key]
             if self.fed is None:
                 continue
             for remote, pattern in self.interests.expire(now):
@@ -852,6 +859,7 @@ class Node:
 
     async def _teardown(self) -> None:
         await self.gateway.close()
+        log.debug("node %s: clients closed; stopping tasks and services", self.id)
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -862,4 +870,6 @@ class Node:
             except Exception:
                 log.exception("stopping service %s failed", svc.name)
         if self.fed is not None:
+            log.info("node %s: leaving the federation", self.id)
             await self.fed.close(final=(self.presence_topic(self.id), _dumps(self._presence("offline")).encode()))
+        log.info("node %s stopped", self.id)

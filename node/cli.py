@@ -27,7 +27,11 @@ def _add_url(p: argparse.ArgumentParser) -> None:
                    help="auth token when the node requires one (default: $CLOUDISENSE_TOKEN)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE_COMMANDS = {"node", "call", "sub", "keys", "certs"}
+
+
+def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
+    """The CLI; ``core_only`` skips the agent/TUI/MCP commands (a node need not load them)."""
     parser = argparse.ArgumentParser(
         prog="cloudisense",
         description="CloudiSENSE: a federated messaging node (WebSocket RPC and pub/sub over any MQTT broker) "
@@ -96,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=os.environ.get("CLOUDISENSE_MODEL", "offline"))
     p.set_defaults(func=cmd_demo)
 
-    _add_optional(sub, "cloudisense.agent.cli")
-    _add_optional(sub, "cloudisense.tui.cli")
-    _add_optional(sub, "cloudisense.tools.mcp_cli")
+    if not core_only:
+        _add_optional(sub, "cloudisense.agent.cli")
+        _add_optional(sub, "cloudisense.tui.cli")
+        _add_optional(sub, "cloudisense.tools.mcp_cli")
     return parser
 
 
@@ -225,7 +230,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    parser = build_parser(core_only=bool(words) and words[0] in CORE_COMMANDS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
