@@ -12,7 +12,7 @@
   handlers too).  After each batch the node's own loops' work runs on the
   state the batch left behind (stale-heartbeat check, lease expiry, cluster
   table, stats, publishing, role checks): no exception, no ERROR log record.
-* atheris over the same two entry points when it is installed (not a
+* atheris over the same two entry points (a
   dependency of the test extra).
 * a 60 s soak (``slow``): two real nodes on the machine's broker, clients
   sending a seeded mix of valid and invalid frames, and garbage published
