@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import psutil
 import pytest
+from support import async_wait_until
 
 from cloudisense.node._config import ProcessConfig
 from cloudisense.node._errors import ErrorCode, InvalidParams
@@ -31,16 +32,7 @@ IGNORES_TERM = ["python", "-c",
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 10.0, *, what: str = "") -> Any:
     """Poll ``pred`` (sync or async) until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
-        await asyncio.sleep(0.02)
+    return await async_wait_until(pred, timeout, interval=0.02, what=what)
 
 
 async def log_lines(sup: Supervisor, name: str, containing: str) -> list[str]:
