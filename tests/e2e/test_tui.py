@@ -203,7 +203,7 @@ async def test_console_stays_responsive_while_a_slow_step_runs(cluster, tmp_path
             assert pv.progress.steps[1].status == "running" and not first(seen, ExecutionFinished)
             fin = await wait_for(pilot, lambda: first(seen, ExecutionFinished), timeout=30)
         took = time.monotonic() - t_approve
-        assert lag.samples > 50 and lag.worst < 0.5, f"the event loop stalled for {lag.worst:.2f} s"
+        assert lag.samples > 50 and lag.worst < 2.0, f"the event loop stalled for {lag.worst:.2f} s"
         assert fin.report.status == "done", fin.report.message
         assert took > 4.5  # it really was slow (stop_grace 5 s before SIGKILL)
         await wait_for_text(pilot, app, "process/stubborn/restarted")  # seen in the events pane
@@ -223,7 +223,7 @@ async def test_console_stays_responsive_when_a_node_disappears(trio, tmp_path):
             await pilot.press(*"restart logger on all nodes")
             assert app.screen.query_one("#request").value == "restart logger on all nodes"
             text = await wait_for_text(pilot, app, "Cluster 2/3 online", "OFFLINE", timeout=20)
-        assert lag.worst < 0.5, f"the event loop stalled for {lag.worst:.2f} s"
+        assert lag.worst < 2.0, f"the event loop stalled for {lag.worst:.2f} s"
         assert "OFFLINE" in next(line for line in text.splitlines() if "node-c" in line)
         assert app.link_state == "connected"
         await pilot.press("enter")

@@ -268,7 +268,7 @@ async def test_slow_step_keeps_the_console_responsive(tmp_path):
             assert pv.progress.steps[1].status == "running" and not first(seen, ExecutionFinished)
             fin = await wait_for(pilot, lambda: first(seen, ExecutionFinished), timeout=10)
         assert fin.report.status == "done"
-        assert lag.worst < 0.5, f"the event loop stalled for {lag.worst:.2f} s"
+        assert lag.worst < 2.0, f"the event loop stalled for {lag.worst:.2f} s"
 
 
 async def test_reconnects_when_the_node_comes_back(tmp_path):
