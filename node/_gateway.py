@@ -30,7 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
 from ._config import Settings, parse_hostport
-from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, Overloaded, TooLarge,
+from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Overloaded, TooLarge,
                       Unauthenticated, to_wire)
 from ._frames import Call, Hello, Publish, Subscribe, Unsubscribe, parse_frame, PROTOCOL_VERSION
 from ._topics import topic_error

@@ -22,7 +22,7 @@ from typing import Any, Callable, Hashable
 from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
 from ._cluster import Done, Membership, PendingTable, state_error, wire_error
-from ._config import Settings, node_id_error, parse_hostport
+from ._config import Settings, node_id_error
 from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, NodeOffline, UnknownNode,
                       from_wire, to_wire)
 from ._gateway import Gateway

@@ -20,12 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
-import pytest
 
 BROKER = os.environ.get("CLOUDISENSE_TEST_BROKER", "mqtt://127.0.0.1:1883")
 READY_RE = re.compile(r"cloudisense node (\S+) ready: (\S+)")

@@ -12,10 +12,9 @@ import subprocess
 import time
 import uuid
 
-import psutil
 import pytest
 
-from support import async_wait_until, wait_until
+from support import async_wait_until
 from wsutil import next_event, open_ws, recv, reply_to, request, send
 
 pytestmark = pytest.mark.timeout(90)

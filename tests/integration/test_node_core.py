@@ -12,8 +12,8 @@ import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from support import async_wait_until, wait_until
-from wsutil import next_event, open_ws, recv, reply_to, request, send
+from support import async_wait_until
+from wsutil import next_event, open_ws, recv, request, send
 
 pytestmark = pytest.mark.timeout(60)
 
