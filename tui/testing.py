@@ -137,7 +137,8 @@ async def wait_for(pilot: Any, pred: Any, timeout: float = 15.0, what: str = "")
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}; the screen:\n"
+                                 + screen_text(pilot.app))
         await pilot.pause(0.05)
 
 

@@ -80,8 +80,10 @@ async def test_cluster_events_update_the_table_without_polling(tmp_path):
         entry["metrics"]["temperature_c"] = 70.25
         link.emit("$cluster/node/state", entry, node="node-c", ts=NOW)
         await wait_for(pilot, lambda: "70.2° sim" in screen_text(app) or "70.3° sim" in screen_text(app))
+        link.fake.nodes["node-c"].online = False     # the cluster agrees with its events (as a real node's would)
         link.emit("$cluster/node/offline", {**entry, "online": False}, node="node-c", ts=NOW)
-        await wait_for(pilot, lambda: "OFFLINE" in screen_text(app) and "Cluster 2/3 online" in screen_text(app))
+        await wait_for(pilot, lambda: "OFFLINE" in screen_text(app) and "Cluster 2/3 online" in screen_text(app), what="offline row")
+        link.fake.nodes["node-c"].online = True
         link.emit("$cluster/node/online", entry, node="node-c", ts=NOW)
         await wait_for(pilot, lambda: "Cluster 3/3 online" in screen_text(app))
         # the connected node's own processes come as process/* events
