@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 from typing import Any
 
@@ -21,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ._errors import CallTimeout, CloudisenseError, NodeOffline, from_wire
+from ._json import dumps, loads
 from ._topics import matches
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class Client:
         assert self.ws is not None
         try:
             async for raw in self.ws:
-                msg = json.loads(raw)
+                msg = loads(raw)
                 kind = msg.get("type")
                 if kind == "event":
                     self._on_event(msg)
@@ -194,7 +194,7 @@ class Client:
         fut = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         try:
-            await self.ws.send(json.dumps({k: v for k, v in frame.items() if v is not None}))
+            await self.ws.send(dumps({k: v for k, v in frame.items() if v is not None}))
             async with asyncio.timeout(timeout if timeout is not None else self.default_timeout + 5):
                 msg = await fut
         except ConnectionClosed:

@@ -12,7 +12,6 @@ publish was in flight go out together as one JSON array (no added delay).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import socket
@@ -25,10 +24,10 @@ import aiomqtt
 from paho.mqtt.client import MQTTv311
 
 from ._errors import ConfigError
+from ._json import dumpb, loads
 
 log = logging.getLogger(__name__)
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 MAX_BATCH = 64
 
 
@@ -179,7 +178,7 @@ class Federation:
 
     def send(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
         """Queue an envelope; it goes out with others bound for the same topic."""
-        self._out[(topic, qos)].append(_dumps(env).encode())
+        self._out[(topic, qos)].append(dumpb(env))
         self._out_ready.set()
 
     def send_raw(self, topic: str, payload: bytes, qos: int = 1) -> None:
@@ -191,7 +190,7 @@ class Federation:
         if client is None or not self.connected.is_set():
             return
         try:
-            await client.publish(topic, _dumps(env).encode(), qos=qos, retain=True)
+            await client.publish(topic, dumpb(env), qos=qos, retain=True)
         except aiomqtt.MqttError as e:
             log.debug("retained publish to %s failed: %s", topic, e)
 
@@ -309,7 +308,6 @@ class Federation:
             await asyncio.sleep(next(delays))
 
     async def _rx(self, client: aiomqtt.Client) -> None:
-        loads = json.loads
         async for msg in client.messages:
             self.counters["rx_messages"] += 1
             try:

@@ -8,12 +8,12 @@ test fails when the two drift.  Inbound frames are validated at the edge by
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from ._errors import BadRequest
+from ._json import loads
 
 PROTOCOL_VERSION = 1
 
@@ -150,7 +150,7 @@ def parse_frame(raw: str | bytes) -> _In:
     The raised error's ``request_id`` is the frame's ``id`` when one could be read.
     """
     try:
-        obj = json.loads(raw)
+        obj = loads(raw)
     except (ValueError, RecursionError) as e:
         raise BadRequest(f"frame is not valid JSON: {e}") from None
     if not isinstance(obj, dict):

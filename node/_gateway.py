@@ -33,13 +33,13 @@ from ._config import Settings, parse_hostport
 from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Overloaded, TooLarge,
                       Unauthenticated, to_wire)
 from ._frames import Call, Hello, Publish, Subscribe, Unsubscribe, parse_frame, PROTOCOL_VERSION
+from ._json import dumps, loads
 from ._topics import topic_error
 
 if TYPE_CHECKING:
     from ._node import Node
 
 log = logging.getLogger(__name__)
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _ids = itertools.count(1)
 
 CLOSE_GOING_AWAY = 1001
@@ -59,7 +59,7 @@ def is_loopback(host: str) -> bool:
 def _peek_id(raw: str | bytes) -> Any:
     """The id of an oversized frame, for its error (the frame is bounded by the socket's max_size)."""
     try:
-        rid = json.loads(raw).get("id")
+        rid = loads(raw).get("id")
     except (ValueError, AttributeError, RecursionError):
         return None
     if isinstance(rid, str) and _SURROGATE_ESCAPE.search(raw if isinstance(raw, str) else ""):
@@ -118,7 +118,7 @@ def error_frame(rid: Any, exc: BaseException, node: str | None = None) -> str:
     frame: dict[str, Any] = {"type": "error", "id": rid, "error": to_wire(exc)}
     if node is not None:
         frame["node"] = node
-    return _dumps(frame)
+    return dumps(frame)
 
 
 class ClientSession:
@@ -234,7 +234,7 @@ class ClientSession:
                     self.dropping_since = None
                     if self.dropped_pending:
                         n, self.dropped_pending = self.dropped_pending, 0
-                        await ws.send(_dumps({"type": "dropped", "count": n, "total": self.dropped_total}))
+                        await ws.send(dumps({"type": "dropped", "count": n, "total": self.dropped_total}))
 
     # --- input ----------------------------------------------------------------
 
@@ -304,7 +304,7 @@ class ClientSession:
             self.role, self.authed = role, True
         if f.client:
             self.name = f"{f.client}-{self.num}"
-        self.send(_dumps({"type": "welcome", "id": f.id, "node": self.node.id, "role": self.role,
+        self.send(dumps({"type": "welcome", "id": f.id, "node": self.node.id, "role": self.role,
                           "protocol": PROTOCOL_VERSION}))
 
     async def _close_later(self, code: int, reason: str) -> None:
@@ -327,9 +327,9 @@ class ClientSession:
         def done(result: Any, error: dict[str, Any] | None) -> None:
             self.in_flight -= 1
             if error is not None:
-                self.send(_dumps({"type": "error", "id": rid, "node": reply_node, "error": error}))
+                self.send(dumps({"type": "error", "id": rid, "node": reply_node, "error": error}))
             else:
-                self.send(_dumps({"type": "result", "id": rid, "node": reply_node, "result": result}))
+                self.send(dumps({"type": "result", "id": rid, "node": reply_node, "result": result}))
 
         node.start_call(target, f.service, f.method, f.params, f.timeout, role=self.role or "viewer",
                         owner=self, done=done, reply=f.reply)
@@ -343,7 +343,7 @@ class ClientSession:
             if f.node == "*":
                 raise BadRequest("subscribe to one node at a time ('*' is for calls)")
             await self.node.subscribe(self, self.node.resolve_target(f.node), f.topic)
-            self.send(_dumps({"type": "subscribed", "id": f.id}))
+            self.send(dumps({"type": "subscribed", "id": f.id}))
         except CloudisenseError as e:
             self.send(error_frame(f.id, e, f.node))
         except Exception as e:
@@ -354,7 +354,7 @@ class ClientSession:
         target = self.node.resolve_target(f.node)
         if not self.node.unsubscribe(self, target, f.topic):
             raise BadRequest(f"no subscription to {f.topic!r} on {target}")
-        self.send(_dumps({"type": "unsubscribed", "id": f.id}))
+        self.send(dumps({"type": "unsubscribed", "id": f.id}))
 
     def on_publish(self, f: Publish) -> None:
         if self.role != "operator":
@@ -364,7 +364,7 @@ class ClientSession:
         if f.topic.startswith("$"):
             raise BadRequest(f"topics starting with '$' are reserved for the node ({f.topic!r})")
         self.node.publish(f.topic, f.data)
-        self.send(_dumps({"type": "published", "id": f.id}))
+        self.send(dumps({"type": "published", "id": f.id}))
 
     async def serve(self) -> None:
         ws = self.ws

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import itertools
-import json
 import logging
 import os
 import socket
@@ -26,11 +25,11 @@ from ._config import Settings, node_id_error
 from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, NodeOffline, UnknownNode,
                       from_wire, to_wire)
 from ._gateway import Gateway
+from ._json import dumps, loads
 from ._pubsub import InterestTable, SubscriptionTable
 from ._services import Registry, Service
 
 log = logging.getLogger(__name__)
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 SEEN_CALLS_SECONDS = 120.0
 
@@ -88,7 +87,7 @@ class _Listener:
     def deliver_event(self, text: str) -> None:
         if self.queue.full():
             self.queue.get_nowait()
-        self.queue.put_nowait(json.loads(text))
+        self.queue.put_nowait(loads(text))
 
 
 class Node:
@@ -199,7 +198,7 @@ class Node:
         does not.
         """
         self._conn_ts = time.time()
-        return self.presence_topic(self.id), _dumps(self._presence("offline", self._conn_ts)).encode()
+        return self.presence_topic(self.id), dumps(self._presence("offline", self._conn_ts)).encode()
 
     # --- public programmatic API --------------------------------------------------
 
@@ -359,7 +358,7 @@ class Node:
     # --- pub/sub ------------------------------------------------------------------------
 
     def _event_text(self, node: str, topic: str, data: Any, ts: float) -> str:
-        return _dumps({"type": "event", "node": node, "topic": topic, "data": data, "ts": ts})
+        return dumps({"type": "event", "node": node, "topic": topic, "data": data, "ts": ts})
 
     def _fan_out(self, subscribers: set, text: str) -> int:
         for s in subscribers:
@@ -871,5 +870,5 @@ class Node:
                 log.exception("stopping service %s failed", svc.name)
         if self.fed is not None:
             log.info("node %s: leaving the federation", self.id)
-            await self.fed.close(final=(self.presence_topic(self.id), _dumps(self._presence("offline")).encode()))
+            await self.fed.close(final=(self.presence_topic(self.id), dumps(self._presence("offline")).encode()))
         log.info("node %s stopped", self.id)

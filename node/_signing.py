@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import math
 import os
@@ -48,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ._config import node_id_error
 from ._errors import ConfigError
+from ._json import canonical_bytes
 
 __all__ = [
     "Reason",
@@ -76,8 +76,7 @@ def canonical(env: Mapping[str, Any]) -> bytes:
     Raises ``TypeError`` for values JSON can't encode and ``UnicodeEncodeError``
     for strings with lone surrogates (the verifier calls those ``malformed``).
     """
-    return json.dumps({k: v for k, v in env.items() if k != "sig"}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical_bytes({k: v for k, v in env.items() if k != "sig"})
 
 
 # --------------------------------------------------------------------------- keys
