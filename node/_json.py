@@ -16,7 +16,6 @@ each is handled so that nothing a client sends is changed or lost:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -25,8 +24,10 @@ __all__ = ["dumps", "dumpb", "loads", "canonical_bytes"]
 
 _std_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _std_sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
-_BIG_INT_B = re.compile(rb"\d{19}")
-_BIG_INT_S = re.compile(r"\d{19}")
+# A run of 19 digits, found as 19 zeros once every digit is mapped to "0" (C speed;
+# a regex spends ~8 µs on a 300-byte envelope whose timestamps are digit runs).
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_RUN = b"0" * 19
 _orjson_dumps = orjson.dumps
 _orjson_loads = orjson.loads
 _SORT = orjson.OPT_SORT_KEYS
@@ -59,9 +60,8 @@ def canonical_bytes(obj: Any) -> bytes:
 
 def loads(raw: str | bytes | bytearray | memoryview) -> Any:
     """Parse JSON; ``ValueError`` (``json.JSONDecodeError``) when it is not valid JSON."""
-    if type(raw) is str:
-        if _BIG_INT_S.search(raw):
-            return json.loads(raw)
-    elif _BIG_INT_B.search(raw):
-        return json.loads(bytes(raw))
-    return _orjson_loads(raw)
+    t = type(raw)
+    data = raw if t is bytes else raw.encode("utf-8", "surrogatepass") if t is str else bytes(raw)
+    if _RUN in data.translate(_DIGITS_TO_ZERO):
+        return json.loads(data)
+    return _orjson_loads(data)
