@@ -112,6 +112,19 @@ def test_verify_accepts_an_envelope_that_went_over_the_wire(signer_a, verifier):
     assert verifier.verify(json.loads(wire)) is None
 
 
+def test_signatures_are_plain_ed25519_either_way(keydir, signer_a, verifier):
+    """libsodium signs and verifies; any RFC 8032 implementation (here OpenSSL) agrees."""
+    env = signer_a.sign(envelope(**{"big": 2**70, "text": "é"}))
+    pub = serialization.load_pem_public_key((keydir / "node-a.pub").read_bytes())
+    pub.verify(base64.b64decode(env["sig"]), canonical(env))   # raises InvalidSignature if not
+    priv = serialization.load_pem_private_key((keydir / "node-a.key").read_bytes(), None)
+    env2 = envelope(**{"n": 1})
+    env2["sig"] = base64.b64encode(priv.sign(canonical(env2))).decode()
+    assert verifier.verify(env2) is None
+    env2["body"]["n"] = 2
+    assert verifier.verify(env2) is Reason.BAD_SIGNATURE
+
+
 def test_sign_refuses_an_envelope_from_another_node(signer_a):
     with pytest.raises(ValueError, match="node-b"):
         signer_a.sign(envelope(sender="node-b"))
