@@ -6,12 +6,22 @@ talk to one with :class:`Client`.
 
 __version__ = "0.1.0"
 
-from ._client import Client, ConnectionLost, Subscription  # noqa: E402
 from ._config import Settings, load_settings  # noqa: E402
 from ._errors import (BadRequest, CallTimeout, CloudisenseError, ConfigError, ErrorCode, Forbidden,  # noqa: E402
                       InvalidParams, NodeOffline, Overloaded, RemoteError, TooLarge, Unauthenticated,
                       UnknownMethod, UnknownNode, UnknownService)
 from ._services import NoParams, Registry, Service, method  # noqa: E402
+
+_LAZY = {"Client", "ConnectionLost", "Subscription"}
+
+
+def __getattr__(name: str):
+    # The client pulls in websockets' client side (proxy support: urllib.request, http.client):
+    # ~0.5 MB that a serving node never uses, so it is imported on first use.
+    if name in _LAZY:
+        from . import _client
+        return getattr(_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BadRequest", "CallTimeout", "Client", "CloudisenseError", "ConfigError", "ConnectionLost", "ErrorCode",

@@ -11,10 +11,10 @@ import sys
 import time
 from typing import Any
 
-import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import BadRequest
+from ._host import Host
 from ._services import Service, method
 from ._topics import topic_error
 
@@ -107,15 +107,15 @@ class Thermometer:
         return None, "none"
 
 
-def read_metrics(thermo: Thermometer) -> Metrics:
+def read_metrics(thermo: Thermometer, host: Host) -> Metrics:
     temp, source = thermo.read()
     try:
-        disk = psutil.disk_usage("/").percent
+        disk = host.disk_percent("/")
     except OSError:
         disk = 0.0
     return Metrics(
-        cpu_percent=psutil.cpu_percent(interval=None),
-        memory_percent=psutil.virtual_memory().percent,
+        cpu_percent=host.cpu_percent(),
+        memory_percent=host.memory_percent(),
         load=[round(x, 2) for x in os.getloadavg()],
         disk_percent=disk,
         temperature_c=temp,
@@ -134,10 +134,10 @@ class SystemService(Service):
         self.thermo = Thermometer(temperature, seed)
         self.started = time.time()
         self.last: Metrics | None = None
-        psutil.cpu_percent(interval=None)  # prime the counter
+        self.host = Host()
 
     def sample(self) -> Metrics:
-        self.last = read_metrics(self.thermo)
+        self.last = read_metrics(self.thermo, self.host)
         return self.last
 
     @method(mutates=False)
@@ -146,7 +146,7 @@ class SystemService(Service):
         from . import __version__
         return Info(node=self.node.id, host=socket.gethostname(), os=platform.platform(),
                     python=sys.version.split()[0], version=__version__, pid=os.getpid(),
-                    uptime=time.time() - self.started, boot_time=psutil.boot_time())
+                    uptime=time.time() - self.started, boot_time=self.host.boot_time())
 
     @method(mutates=False)
     async def metrics(self) -> Metrics:
