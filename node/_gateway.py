@@ -45,6 +45,11 @@ _ids = itertools.count(1)
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008     # slow consumer, or too many failed hellos
 MAX_BAD_HELLOS = 3
+#: While events stream to a client (the previous write of events was less than this long ago),
+#: further events are gathered for this long and written together: one socket write (and one
+#: wake-up of the client) for several events instead of one each.  A first event after a pause
+#: still goes out at once.  Replies are never held back (they join a pending batch, in order).
+EVENT_COALESCE = 0.005
 
 
 def is_loopback(host: str) -> bool:
@@ -146,6 +151,7 @@ class ClientSession:
         self.tokens = float(cfg.rate_burst)
         self.last_refill = time.monotonic()
         self._burst: list[bytes] | None = None   # frames written after a direct write in this loop iteration
+        self._last_event_write = -1.0            # loop time of the last socket write that carried events
         self._loop = asyncio.get_running_loop()
 
     def __hash__(self) -> int:
@@ -156,7 +162,7 @@ class ClientSession:
 
     # --- output ---------------------------------------------------------------
 
-    def _write_now(self, text: str) -> bool:
+    def _write_now(self, text: str, event: bool = False) -> bool:
         """Write ``text`` at once if nothing is queued and the socket took everything sent so far.
 
         The common case (a client that keeps up) then costs no task switch; otherwise the
@@ -179,16 +185,25 @@ class ClientSession:
         ws = self.ws
         if ws.protocol.state is not OPEN or ws.transport.get_write_buffer_size():
             return False
+        if event:
+            now = self._loop.time()
+            if now - self._last_event_write < EVENT_COALESCE:   # streaming: gather for a moment
+                self._burst = [data]
+                self._loop.call_later(EVENT_COALESCE, self._end_burst, True)
+                return True
+            self._last_event_write = now
         broadcast((ws,), data, text=True)
         self._burst = []
         self._loop.call_soon(self._end_burst)
         return True
 
-    def _end_burst(self) -> None:
-        """Send the frames that followed a direct write in the same loop iteration, in one socket write."""
+    def _end_burst(self, events: bool = False) -> None:
+        """Send the frames gathered since a direct write (or for EVENT_COALESCE), in one socket write."""
         burst, self._burst = self._burst, None
         if not burst or self.ws.protocol.state is not OPEN:
             return
+        if events:
+            self._last_event_write = self._loop.time()
         protocol = self.ws.protocol
         for data in burst:
             protocol.send_text(data)
@@ -203,7 +218,7 @@ class ClientSession:
 
     def deliver_event(self, text: str) -> None:
         """Queue an event; the oldest is dropped when the client is not keeping up."""
-        if self.closed or self._write_now(text):
+        if self.closed or self._write_now(text, event=True):
             return
         if len(self.events) == self.events.maxlen:
             self.dropped_pending += 1
