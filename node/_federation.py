@@ -105,6 +105,36 @@ def tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
+def write_first(client: aiomqtt.Client) -> None:
+    """Send each MQTT packet as it is queued instead of one event-loop turn later.
+
+    aiomqtt runs paho on the asyncio loop through paho's external-loop callbacks: for
+    every packet (a publish, a PUBACK) paho asks for the socket to be watched for
+    writability, and the packet goes out on the next loop turn, after two epoll_ctl
+    calls, and after a future round trip for a QoS 0 publish.  This wraps paho's
+    ``on_socket_register_write`` (its documented hook): the packet is written at
+    once with paho's own ``loop_write()`` (which paho itself does when it owns the
+    loop), and the socket is watched only when the kernel did not take everything.
+    Not while paho runs one of its callbacks (paho's own rule).
+    """
+    paho = client._client   # aiomqtt 2.x keeps its paho client here (pinned < 3)
+    watch = paho.on_socket_register_write
+    busy = paho._in_callback_mutex
+
+    def register_write(c: Any, userdata: Any, sock: Any) -> None:
+        if busy.acquire(False):
+            busy.release()
+            try:
+                c.loop_write()   # unregisters itself when everything was written
+            except OSError:
+                pass             # the read side sees the broken connection and reconnects
+            if c.socket() is not sock or not c.want_write():
+                return           # all written, or the connection is gone (paho closed the socket)
+        watch(c, userdata, sock)
+
+    paho.on_socket_register_write = register_write
+
+
 class Federation:
     """One node's link to the broker.  Use as ``async with Federation(...) as fed``."""
 
@@ -243,7 +273,7 @@ class Federation:
 
     def _make_client(self) -> aiomqtt.Client:
         will_topic, will_payload = self._will()
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.host, self.port,
             identifier=f"cloudisense-{self.node_id}-{random.getrandbits(32):08x}",
             protocol=MQTTv311, clean_session=True, keepalive=self.keepalive,
@@ -255,6 +285,8 @@ class Federation:
             max_inflight_messages=1000, max_queued_incoming_messages=0,
             logger=self._mqtt_log,
         )
+        write_first(client)
+        return client
 
     async def _run(self) -> None:
         delays = backoff()

@@ -93,6 +93,7 @@ def release_freed_memory() -> None:
     Elsewhere (musl, macOS) there is no malloc_trim and this does nothing.
     """
     gc.collect()
+    gc.freeze()
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
