@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 import aiomqtt
+from paho.mqtt.client import PUBLISH
 from paho.mqtt.client import MQTTv311
 
 from ._errors import ConfigError
@@ -106,23 +107,28 @@ def tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
 
 
 def write_first(client: aiomqtt.Client) -> None:
-    """Send each MQTT packet as it is queued instead of one event-loop turn later.
+    """Send a QoS 0 publish (an event) as paho queues it instead of one event-loop turn later.
 
     aiomqtt runs paho on the asyncio loop through paho's external-loop callbacks: for
-    every packet (a publish, a PUBACK) paho asks for the socket to be watched for
-    writability, and the packet goes out on the next loop turn, after two epoll_ctl
-    calls, and after a future round trip for a QoS 0 publish.  This wraps paho's
-    ``on_socket_register_write`` (its documented hook): the packet is written at
-    once with paho's own ``loop_write()`` (which paho itself does when it owns the
+    every packet paho asks for the socket to be watched for writability, and the packet
+    goes out on the next loop turn, after two epoll_ctl calls, with a future round trip
+    in aiomqtt for every QoS 0 publish.  At a few hundred events a second that was most
+    of a publishing node's CPU and the source of its latency spikes (P4 of ``bench/``).
+    This wraps paho's ``on_socket_register_write`` (its documented hook): a QoS 0 publish
+    is written at once with paho's own ``loop_write()`` (what paho does when it owns the
     loop), and the socket is watched only when the kernel did not take everything.
-    Not while paho runs one of its callbacks (paho's own rule).
+    Calls and replies (QoS 1) keep the deferred write: their batches grow while the
+    previous batch waits for its PUBACK, and writing them early made batches smaller
+    and a call dearer (P3).  Never while paho runs one of its callbacks (paho's rule).
     """
     paho = client._client   # aiomqtt 2.x keeps its paho client here (pinned < 3)
     watch = paho.on_socket_register_write
     busy = paho._in_callback_mutex
 
     def register_write(c: Any, userdata: Any, sock: Any) -> None:
-        if busy.acquire(False):
+        out = c._out_packet   # paho's queue of packets to send; the newest is the one just queued
+        last = out[-1] if out else None
+        if last is not None and last["command"] == PUBLISH and last["qos"] == 0 and busy.acquire(False):
             busy.release()
             try:
                 c.loop_write()   # unregisters itself when everything was written
