@@ -106,8 +106,9 @@ def tls_context(ca: str, cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
-def write_first(client: aiomqtt.Client) -> None:
-    """Send a QoS 0 publish (an event) as paho queues it instead of one event-loop turn later.
+def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: False) -> None:
+    """Send a QoS 0 publish (an event), or any publish while ``eager()``, as paho queues it
+    instead of one event-loop turn later.
 
     aiomqtt runs paho on the asyncio loop through paho's external-loop callbacks: for
     every packet paho asks for the socket to be watched for writability, and the packet
@@ -117,9 +118,11 @@ def write_first(client: aiomqtt.Client) -> None:
     This wraps paho's ``on_socket_register_write`` (its documented hook): a QoS 0 publish
     is written at once with paho's own ``loop_write()`` (what paho does when it owns the
     loop), and the socket is watched only when the kernel did not take everything.
-    Calls and replies (QoS 1) keep the deferred write: their batches grow while the
+    Batches of calls and replies (QoS 1) keep the deferred write: they grow while the
     previous batch waits for its PUBACK, and writing them early made batches smaller
-    and a call dearer (P3).  Never while paho runs one of its callbacks (paho's rule).
+    and a call dearer (P3).  A lone call or reply has nothing to wait for: the
+    federation sets ``eager`` while it publishes one (P2's round trip).  Never while
+    paho runs one of its callbacks (paho's rule).
     """
     paho = client._client   # aiomqtt 2.x keeps its paho client here (pinned < 3)
     watch = paho.on_socket_register_write
@@ -128,7 +131,8 @@ def write_first(client: aiomqtt.Client) -> None:
     def register_write(c: Any, userdata: Any, sock: Any) -> None:
         out = c._out_packet   # paho's queue of packets to send; the newest is the one just queued
         last = out[-1] if out else None
-        if last is not None and last["command"] == PUBLISH and last["qos"] == 0 and busy.acquire(False):
+        if (last is not None and last["command"] == PUBLISH and (last["qos"] == 0 or eager())
+                and busy.acquire(False)):
             busy.release()
             try:
                 c.loop_write()   # unregisters itself when everything was written
@@ -167,6 +171,7 @@ class Federation:
         self._subs: dict[str, int] = {}
         self._out: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         self._out_ready = asyncio.Event()
+        self._eager = False   # publishing a lone envelope: write it at once (see write_first)
         self._task: asyncio.Task | None = None
         self._closing = False
         self.connected = asyncio.Event()
@@ -291,7 +296,7 @@ class Federation:
             max_inflight_messages=1000, max_queued_incoming_messages=0,
             logger=self._mqtt_log,
         )
-        write_first(client)
+        write_first(client, lambda: self._eager)
         return client
 
     async def _run(self) -> None:
@@ -370,6 +375,7 @@ class Federation:
     async def _flush(self, client: aiomqtt.Client) -> None:
         self._out_ready.clear()
         out, self._out = self._out, defaultdict(list)
+        lone = len(out) == 1 and len(next(iter(out.values()))) == 1   # one envelope, nothing to batch
         sends = []
         for (topic, qos), payloads in out.items():
             for i in range(0, len(payloads), MAX_BATCH):
@@ -379,6 +385,10 @@ class Federation:
                 self.counters["tx_messages"] += 1
                 self.counters["tx_envelopes"] += len(chunk)
         if len(sends) == 1:
-            await sends[0]
+            self._eager = lone
+            try:
+                await sends[0]
+            finally:
+                self._eager = False
         elif sends:
             await asyncio.gather(*sends)
