@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
@@ -156,7 +157,6 @@ class _Call:
     node: str
     owner: Hashable
     done: Done
-    timer: Any = None
 
 
 @dataclass
@@ -164,7 +164,6 @@ class _Gather:
     owner: Hashable
     expected: set[str]
     done: Done
-    timer: Any = None
     results: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -176,13 +175,20 @@ def wire_error(code: ErrorCode, message: str) -> dict[str, str]:
 class PendingTable:
     """Calls to other nodes waiting for their reply.
 
-    Every entry completes exactly once: by its reply, by its timer, by its
+    Every entry completes exactly once: by its reply, by its deadline, by its
     node going offline, or by the table being closed.  A reply that finds no
     entry is late (or a duplicate) and is counted, not delivered.
+
+    Deadlines sit in one heap, for one loop timer (``next_deadline``/``expire_due``)
+    instead of a ``call_later`` handle per call (~3 µs of every remote call, P3 of
+    ``bench/``).  Entries of completed calls are dropped from the heap lazily, and
+    the heap is rebuilt when they are more than half of it, so it stays within
+    twice the calls pending.
     """
 
     def __init__(self) -> None:
         self._calls: dict[str, _Call | _Gather] = {}
+        self._deadlines: list[tuple[float, str, str | Callable[[], str]]] = []
         self.late = 0
 
     def __len__(self) -> int:
@@ -197,18 +203,40 @@ class PendingTable:
     def add_gather(self, req: str, expected: set[str], owner: Hashable, done: Done) -> None:
         self._calls[req] = _Gather(owner, set(expected), done)
 
-    def set_timer(self, req: str, timer: Any) -> None:
-        entry = self._calls.get(req)
-        if entry is not None:
-            entry.timer = timer
+    def set_deadline(self, req: str, when: float, why: str | Callable[[], str]) -> bool:
+        """``req`` times out at ``when`` with the message ``why`` (or ``why()``, made only then).
+
+        True when this is now the earliest deadline (the timer must be moved earlier).
+        """
+        heapq.heappush(self._deadlines, (when, req, why))
+        return self._deadlines[0][1] == req
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of a call still pending, or None."""
+        d, calls = self._deadlines, self._calls
+        while d and d[0][1] not in calls:
+            heapq.heappop(d)
+        return d[0][0] if d else None
+
+    def expire_due(self, now: float) -> int:
+        """Time out every call whose deadline is ``now`` or earlier; how many were."""
+        n = 0
+        d = self._deadlines
+        while d and d[0][0] <= now:
+            _, req, why = heapq.heappop(d)
+            if req in self._calls:
+                n += self.expire(req, why if isinstance(why, str) else why())
+        return n
 
     def count_owner(self, owner: Hashable) -> int:
         return sum(1 for e in self._calls.values() if e.owner == owner)
 
     def _finish(self, req: str) -> _Call | _Gather | None:
         entry = self._calls.pop(req, None)
-        if entry is not None and entry.timer is not None:
-            entry.timer.cancel()
+        d = self._deadlines
+        if len(d) > 64 and len(d) > 2 * len(self._calls):
+            d[:] = [x for x in d if x[1] in self._calls]   # in place: expire_due may hold it
+            heapq.heapify(d)
         return entry
 
     def _finish_gather(self, req: str, g: _Gather) -> None:

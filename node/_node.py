@@ -126,6 +126,7 @@ class Node:
         self._id_prefix = self.session[:12] + "-"
         self._id_seq = itertools.count(1)
         self._valid_ids: set[str] = set()   # node ids that passed node_id_error (resolve_target)
+        self._deadline_timer: asyncio.TimerHandle | None = None   # for the earliest pending call
         self.started = time.time()
         self.registry = Registry()
         self.subs = SubscriptionTable()
@@ -318,11 +319,32 @@ class Node:
         env = self.envelope("call", target, body)
         req = env["id"]
         self.pending.add_call(req, target, owner, finish)
-        loop = asyncio.get_running_loop()
-        self.pending.set_timer(req, loop.call_later(t, self.pending.expire, req,
-                                                    f"{target} did not answer within {t:g} s"))
+        self._deadline(req, t, lambda: f"{target} did not answer within {t:g} s")
         self.stats.remote_calls_out += 1
         self.fed.send(self.inbox(target), env)
+
+    def _deadline(self, req: str, t: float, why: str | Callable[[], str]) -> None:
+        """``req`` (pending) times out in ``t`` seconds; one loop timer serves every pending call."""
+        loop = asyncio.get_running_loop()
+        if self.pending.set_deadline(req, loop.time() + t, why):
+            self._arm_deadlines()
+
+    def _arm_deadlines(self) -> None:
+        nxt = self.pending.next_deadline()
+        timer = self._deadline_timer
+        if timer is not None:
+            if nxt is not None and timer.when() <= nxt:
+                return   # already set to fire no later than needed
+            timer.cancel()
+            self._deadline_timer = None
+        if nxt is not None:
+            self._deadline_timer = asyncio.get_running_loop().call_at(nxt, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._deadline_timer = None
+        # the loop may run a timer up to its clock resolution early: a millisecond of slack
+        self.pending.expire_due(asyncio.get_running_loop().time() + 0.001)
+        self._arm_deadlines()
 
     def _check_reachable(self, target: str) -> None:
         if self.fed is None:
@@ -346,8 +368,7 @@ class Node:
         req = env["id"]
         if reply:
             self.pending.add_gather(req, {self.id, *remote}, owner, finish)
-            loop = asyncio.get_running_loop()
-            self.pending.set_timer(req, loop.call_later(t, self.pending.expire, req, "no answer in time"))
+            self._deadline(req, t, "no answer in time")
             self._spawn(self._run_local(service, method, params, t, role,
                                         lambda r, e: self.pending.resolve(req, self.id, r, e)))
         else:
@@ -456,8 +477,7 @@ class Node:
         env = self.envelope(kind, node, body)
         t = self.settings.rpc.timeout
         self.pending.add_call(env["id"], node, fut, done)
-        self.pending.set_timer(env["id"], asyncio.get_running_loop().call_later(
-            t, self.pending.expire, env["id"], f"{node} did not acknowledge the subscription within {t:g} s"))
+        self._deadline(env["id"], t, f"{node} did not acknowledge the subscription within {t:g} s")
         self.fed.send(self.inbox(node), env)
         return await fut
 
@@ -886,6 +906,9 @@ class Node:
 
     async def _teardown(self) -> None:
         await self.gateway.close()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         log.debug("node %s: clients closed; stopping tasks and services", self.id)
         for t in list(self._tasks):
             t.cancel()

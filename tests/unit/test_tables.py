@@ -91,3 +91,31 @@ def test_pending_gather_and_node_failures():
     assert p.drop_owner("c1") == 1 and d2.calls == []
     assert p.fail_all("broker lost") == 1 and d3.calls[0][1]["code"] == "node_offline"
     assert len(p) == 0
+
+
+def test_deadlines_expire_each_pending_call_once_in_order():
+    p = PendingTable()
+    out: list = []
+    for req, when in (("r1", 10.0), ("r2", 5.0), ("r3", 7.0)):
+        p.add_call(req, "b", "owner", lambda r, e, req=req: out.append((req, e and e["message"])))
+    assert p.set_deadline("r1", 10.0, "r1 late") is True     # the first is the earliest
+    assert p.set_deadline("r2", 5.0, lambda: "r2 late") is True
+    assert p.set_deadline("r3", 7.0, "r3 late") is False
+    assert p.next_deadline() == 5.0
+    assert p.resolve("r2", "b", result=1) is True             # answered: its deadline no longer counts
+    assert p.next_deadline() == 7.0
+    assert p.expire_due(6.9) == 0
+    assert p.expire_due(10.0) == 2
+    assert out == [("r2", None), ("r3", "r3 late"), ("r1", "r1 late")]
+    assert p.next_deadline() is None and len(p) == 0
+
+
+def test_deadline_heap_stays_within_twice_the_pending_calls():
+    p = PendingTable()
+    for i in range(10_000):
+        req = f"r{i}"
+        p.add_call(req, "b", "owner", lambda r, e: None)
+        p.set_deadline(req, 30.0 + i, "late")
+        p.resolve(req, "b", result=i)
+    assert len(p) == 0
+    assert len(p._deadlines) <= 2 * len(p) + 65
