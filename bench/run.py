@@ -943,8 +943,8 @@ def _tool_version(argv: list[str]) -> str | None:
 
 def versions() -> dict[str, Any]:
     out: dict[str, Any] = {"python": platform.python_version()}
-    for dist in ("cloudisense", "websockets", "aiomqtt", "paho-mqtt", "nats-py", "pydantic", "cryptography",
-                 "tiktoken"):
+    for dist in ("cloudisense", "websockets", "aiomqtt", "paho-mqtt", "nats-py", "pydantic", "orjson", "pynacl",
+                 "cryptography", "tiktoken"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
