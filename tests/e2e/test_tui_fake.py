@@ -8,6 +8,8 @@ drop the link or refuse reconnects exactly when they want.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from cloudisense.agent import ScriptedModel, read_audit
@@ -40,6 +42,16 @@ async def connected(pilot, app) -> None:
     await wait_for(pilot, lambda: app.link_state == "connected" and app.cluster.counts()[1] > 0, what="connected")
 
 
+@contextlib.asynccontextmanager
+async def console(tmp_path, link: FakeLink, size: tuple[int, int] = (80, 24), **kw):
+    """The console on ``link``, running and connected: yields (app, pilot, messages seen so far)."""
+    app = app_on(link, tmp_path, **kw)
+    seen: list = []
+    async with app.run_test(size=size, message_hook=seen.append) as pilot:
+        await connected(pilot, app)
+        yield app, pilot, seen
+
+
 async def ask(pilot, app, seen: list, text: str):
     n = sum(isinstance(m, PlanReady) for m in seen)
     await pilot.press(*text, "enter")
@@ -54,9 +66,7 @@ def audit_events(tmp_path) -> list[str]:
 
 async def test_table_fills_request_box_has_focus_and_header_says_offline_rules_planner(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link) as (app, pilot, _):
         table = app.screen.query_one(ClusterTable)
         await wait_for(pilot, lambda: table.row_count == 3)
         assert app.screen.focused is app.screen.query_one("#request")
@@ -72,9 +82,7 @@ async def test_table_fills_request_box_has_focus_and_header_says_offline_rules_p
 
 async def test_cluster_events_update_the_table_without_polling(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link, size=(100, 30)) as (app, pilot, _):
         calls_before = len(link.fake.calls)
         entry = link.fake.cluster_view()["nodes"][2]
         entry["metrics"]["temperature_c"] = 70.25
@@ -97,10 +105,7 @@ async def test_cluster_events_update_the_table_without_polling(tmp_path):
 
 async def test_plan_focus_keys_and_approve_runs_only_then(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path)
-    seen: list = []
-    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link) as (app, pilot, seen):
         result = await ask(pilot, app, seen, "restart logger on coolest node")
         assert result.plan.steps[0].targets == ["node-b"]
         assert isinstance(app.screen.focused, PlanTable)
@@ -127,10 +132,7 @@ async def test_plan_focus_keys_and_approve_runs_only_then(tmp_path):
 
 async def test_reject_runs_nothing_and_returns_to_the_request_box(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path)
-    seen: list = []
-    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link) as (app, pilot, seen):
         await ask(pilot, app, seen, "restart logger on all nodes")
         await pilot.press("r")
         await wait_for(pilot, lambda: first(seen, PlanRejected))
@@ -152,10 +154,7 @@ async def test_toggled_off_step_is_not_run(tmp_path):
                    "params_json": '{"name": "logger"}', "reason": "second"})],
         "two restarts",
     ])
-    app = app_on(link, tmp_path, model=model)
-    seen: list = []
-    async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link, model=model, size=(100, 30)) as (app, pilot, seen):
         await ask(pilot, app, seen, "restart two")
         assert "model scripted" in screen_text(app)
         await pilot.press("down", "space")
@@ -170,10 +169,7 @@ async def test_toggled_off_step_is_not_run(tmp_path):
 
 async def test_approving_with_every_step_unchecked_runs_nothing(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path)
-    seen: list = []
-    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link) as (app, pilot, seen):
         await ask(pilot, app, seen, "restart logger on coolest node")
         await pilot.press("space", "a")
         await pilot.pause(0.2)
@@ -183,10 +179,7 @@ async def test_approving_with_every_step_unchecked_runs_nothing(tmp_path):
 
 async def test_bad_edit_shows_the_schema_error_and_nothing_runs(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path)
-    seen: list = []
-    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link) as (app, pilot, seen):
         result = await ask(pilot, app, seen, "restart logger on coolest node")
         await pilot.press("e")
         modal = await wait_for(pilot, lambda: isinstance(app.screen, EditParamsScreen) and app.screen)
@@ -211,10 +204,7 @@ async def test_good_edit_changes_the_plan_and_the_new_params_run(tmp_path):
     fake = three_nodes(NOW)
     fake.nodes["node-b"].processes["worker"] = {"name": "worker", "state": "running", "pid": 4200, "restarts": 0}
     link = FakeLink(fake)
-    app = app_on(link, tmp_path)
-    seen: list = []
-    async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link, size=(100, 30)) as (app, pilot, seen):
         result = await ask(pilot, app, seen, "restart logger on coolest node")
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, EditParamsScreen))
@@ -235,10 +225,7 @@ async def test_good_edit_changes_the_plan_and_the_new_params_run(tmp_path):
 
 async def test_read_only_request_answers_without_a_plan(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path)
-    seen: list = []
-    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link) as (app, pilot, seen):
         await ask(pilot, app, seen, "status logger on node-c")
         await wait_for(pilot, lambda: "node-c: logger running (pid 4103" in screen_text(app))
         assert "Nothing to approve" in screen_text(app)
@@ -248,10 +235,7 @@ async def test_read_only_request_answers_without_a_plan(tmp_path):
 
 async def test_slow_step_keeps_the_console_responsive(tmp_path):
     link = FakeLink(three_nodes(NOW), delays={"supervisor.restart": 4.0})
-    app = app_on(link, tmp_path)
-    seen: list = []
-    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link) as (app, pilot, seen):
         await ask(pilot, app, seen, "restart logger on coolest node")
         pv = app.screen.query_one(PlanView)
         async with LagProbe() as lag:
@@ -275,10 +259,7 @@ async def test_slow_step_keeps_the_console_responsive(tmp_path):
 
 async def test_reconnects_when_the_node_comes_back(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path, backoff_cap=0.2)
-    seen: list = []
-    async with app.run_test(size=(80, 24), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link, backoff_cap=0.2) as (app, pilot, seen):
         link.refuse = True
         await link.drop()
         await wait_for(pilot, lambda: app.link_state == "reconnecting" and "reconnecting" in screen_text(app))
@@ -318,9 +299,7 @@ async def test_bad_token_is_fatal_not_retried(tmp_path):
 
 async def test_events_pane_subscribes_on_any_node_and_f2_cycles_tabs(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    app = app_on(link, tmp_path)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await connected(pilot, app)
+    async with console(tmp_path, link, size=(100, 30)) as (app, pilot, _):
         await pilot.press("f2")
         assert app.screen.focused is app.screen.query_one("#watch-input")
         await pilot.press(*"node-b process/#", "enter")
@@ -343,15 +322,12 @@ async def test_events_pane_subscribes_on_any_node_and_f2_cycles_tabs(tmp_path):
 async def test_mouse_toggles_approves_and_switches_tabs(tmp_path):
     fake = three_nodes(NOW)
     link = FakeLink(fake)
-    app = app_on(link, tmp_path, model=ScriptedModel([
+    async with console(tmp_path, link, model=ScriptedModel([
         [("call", {"node": "node-b", "service": "supervisor", "method": "restart",
                    "params_json": '{"name": "logger"}', "reason": "first"}),
          ("call", {"node": "node-c", "service": "supervisor", "method": "restart",
                    "params_json": '{"name": "logger"}', "reason": "second"})],
-        "two restarts"]))
-    seen: list = []
-    async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
-        await connected(pilot, app)
+        "two restarts"]), size=(100, 30)) as (app, pilot, seen):
         await ask(pilot, app, seen, "two")
         table = app.screen.query_one(PlanTable)
         await pilot.click(PlanTable, offset=(2, 2))  # the second step's row: highlight…
