@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
@@ -172,6 +173,52 @@ def wire_error(code: ErrorCode, message: str) -> dict[str, str]:
     return {"code": str(code), "message": message}
 
 
+class Deadlines:
+    """Keys with deadlines, earliest first: one loop timer for all of them instead of one per key.
+
+    A key counts while it is in ``live`` (its owner's own table).  Entries of keys that
+    left it are dropped lazily, and the heap is rebuilt (in place) when they are over
+    half of it, so it holds at most about twice the live keys.
+    """
+
+    def __init__(self, live: Any) -> None:
+        self._heap: list[tuple[float, int, Any, Any]] = []
+        self._live = live
+        self._seq = itertools.count()   # tie-breaker: keys need not compare
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, key: Any, when: float, data: Any = None) -> bool:
+        """``key`` is due at ``when``; True when that is now the earliest deadline."""
+        seq = next(self._seq)
+        heapq.heappush(self._heap, (when, seq, key, data))
+        return self._heap[0][1] == seq
+
+    def next(self) -> float | None:
+        """The earliest deadline of a live key, or None."""
+        h, live = self._heap, self._live
+        while h and h[0][2] not in live:
+            heapq.heappop(h)
+        return h[0][0] if h else None
+
+    def pop_due(self, now: float) -> list[tuple[Any, Any]]:
+        """(key, data) of every live key due at ``now`` or earlier, removed, earliest first."""
+        h, live, out = self._heap, self._live, []
+        while h and h[0][0] <= now:
+            _, _, key, data = heapq.heappop(h)
+            if key in live:
+                out.append((key, data))
+        return out
+
+    def compact(self) -> None:
+        """Call after a key leaves ``live``."""
+        h, live = self._heap, self._live
+        if len(h) > 64 and len(h) > 2 * len(live):
+            h[:] = [x for x in h if x[2] in live]
+            heapq.heapify(h)
+
+
 class PendingTable:
     """Calls to other nodes waiting for their reply.
 
@@ -179,16 +226,14 @@ class PendingTable:
     node going offline, or by the table being closed.  A reply that finds no
     entry is late (or a duplicate) and is counted, not delivered.
 
-    Deadlines sit in one heap, for one loop timer (``next_deadline``/``expire_due``)
-    instead of a ``call_later`` handle per call (~3 µs of every remote call, P3 of
-    ``bench/``).  Entries of completed calls are dropped from the heap lazily, and
-    the heap is rebuilt when they are more than half of it, so it stays within
-    twice the calls pending.
+    Deadlines sit in one :class:`Deadlines` heap, for one loop timer
+    (``next_deadline``/``expire_due``) instead of a ``call_later`` handle per call
+    (~3 µs of every remote call, P3 of ``bench/``).
     """
 
     def __init__(self) -> None:
         self._calls: dict[str, _Call | _Gather] = {}
-        self._deadlines: list[tuple[float, str, str | Callable[[], str]]] = []
+        self._deadlines = Deadlines(self._calls)
         self.late = 0
 
     def __len__(self) -> int:
@@ -208,35 +253,23 @@ class PendingTable:
 
         True when this is now the earliest deadline (the timer must be moved earlier).
         """
-        heapq.heappush(self._deadlines, (when, req, why))
-        return self._deadlines[0][1] == req
+        return self._deadlines.add(req, when, why)
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a call still pending, or None."""
-        d, calls = self._deadlines, self._calls
-        while d and d[0][1] not in calls:
-            heapq.heappop(d)
-        return d[0][0] if d else None
+        return self._deadlines.next()
 
     def expire_due(self, now: float) -> int:
         """Time out every call whose deadline is ``now`` or earlier; how many were."""
-        n = 0
-        d = self._deadlines
-        while d and d[0][0] <= now:
-            _, req, why = heapq.heappop(d)
-            if req in self._calls:
-                n += self.expire(req, why if isinstance(why, str) else why())
-        return n
+        return sum(self.expire(req, why if isinstance(why, str) else why())
+                   for req, why in self._deadlines.pop_due(now))
 
     def count_owner(self, owner: Hashable) -> int:
         return sum(1 for e in self._calls.values() if e.owner == owner)
 
     def _finish(self, req: str) -> _Call | _Gather | None:
         entry = self._calls.pop(req, None)
-        d = self._deadlines
-        if len(d) > 64 and len(d) > 2 * len(self._calls):
-            d[:] = [x for x in d if x[1] in self._calls]   # in place: expire_due may hold it
-            heapq.heapify(d)
+        self._deadlines.compact()
         return entry
 
     def _finish_gather(self, req: str, g: _Gather) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
-import heapq
 import importlib
 import itertools
 import logging
@@ -23,7 +22,7 @@ from typing import Any, Callable, Hashable
 
 from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
-from ._cluster import Done, Membership, PendingTable, state_error, wire_error
+from ._cluster import Deadlines, Done, Membership, PendingTable, state_error, wire_error
 from ._config import Settings, node_id_error
 from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, NodeOffline, UnknownNode,
                       from_wire, to_wire)
@@ -102,26 +101,24 @@ def release_freed_memory() -> None:
 
 
 class _TaskDeadlines:
-    """Cancels local method runs that outlast their deadline: one heap and one loop timer.
+    """Cancels local method runs that outlast their deadline: one :class:`Deadlines` heap, one loop timer.
 
     ``asyncio.timeout()`` per call (a Timeout, a timer handle with a context copy, a
     heap push and a cancel) was ~6% of a node's time answering local calls (P1 of
-    ``bench/``).  Entries of finished runs leave the heap lazily; the heap is rebuilt
-    when they are over half of it, so it stays within twice the runs in progress.
+    ``bench/``).
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, asyncio.Task]] = []
         self._live: set[asyncio.Task] = set()
+        self._heap = Deadlines(self._live)
         self._expired: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._seq = itertools.count()   # tie-breaker: tasks don't compare
 
     def add(self, task: asyncio.Task, t: float) -> None:
         loop = task.get_loop()
         when = loop.time() + t
         self._live.add(task)
-        heapq.heappush(self._heap, (when, next(self._seq), task))
+        self._heap.add(task, when)
         if self._timer is None or self._timer.when() > when:
             if self._timer is not None:
                 self._timer.cancel()
@@ -130,10 +127,7 @@ class _TaskDeadlines:
     def finished(self, task: asyncio.Task) -> bool:
         """Forget ``task``; True if its deadline is what cancelled it."""
         self._live.discard(task)
-        h = self._heap
-        if len(h) > 64 and len(h) > 2 * len(self._live):
-            h[:] = [x for x in h if x[2] in self._live]
-            heapq.heapify(h)
+        self._heap.compact()
         if self._expired and task in self._expired:
             self._expired.discard(task)
             return True
@@ -141,14 +135,14 @@ class _TaskDeadlines:
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
-        h, now = self._heap, loop.time() + 0.001   # a timer may run up to the clock resolution early
-        while h and (h[0][0] <= now or h[0][2] not in self._live):
-            _, _, task = heapq.heappop(h)
-            if task in self._live and not task.done():
+        # a timer may run up to the clock resolution early: a millisecond of slack
+        for task, _ in self._heap.pop_due(loop.time() + 0.001):
+            if not task.done():
                 self._expired.add(task)
                 task.cancel()
-        if h:
-            self._timer = loop.call_at(h[0][0], self._fire, loop)
+        nxt = self._heap.next()
+        if nxt is not None:
+            self._timer = loop.call_at(nxt, self._fire, loop)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -568,7 +562,7 @@ class Node:
             "ts": time.time(),
             "clients": len(self.gateway.sessions),
             "rpc": {"calls": s.calls, "calls_per_s": round(calls_ps, 2), "errors": dict(s.errors),
-                    "latency_ms": s.percentiles(), "recent": list(s.recent), "pending": len(self.pending),
+                    "latency_ms": s.percentiles(), "recent": s.recent, "pending": len(self.pending),
                     "remote_out": s.remote_calls_out, "remote_in": s.remote_calls_in,
                     "late_replies": self.pending.late, "duplicates": s.duplicates, "late_calls": s.late_calls},
             "pubsub": {"topics": len(self.subs.patterns(self.id)), **self.subs.stats(),
