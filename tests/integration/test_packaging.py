@@ -12,8 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_layout_and_console_script(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, timeout=150)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                            str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=150)
+    assert built.returncode == 0, built.stderr
+    # nothing in pyproject.toml makes setuptools warn (deprecated license table, unlisted packages, ...)
+    warnings = [ln for ln in (built.stdout + built.stderr).splitlines() if "Warning" in ln]
+    assert not warnings, "\n".join(warnings)
     (wheel,) = tmp_path.glob("cloudisense-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
@@ -25,6 +29,7 @@ def test_wheel_layout_and_console_script(tmp_path):
         assert needed in names, needed
     assert any(n.startswith("cloudisense/prompts/") and n.endswith(".txt") for n in names)
     assert any(n.startswith("cloudisense/tui/") and n.endswith(".tcss") for n in names)
+    assert any(n.endswith("licenses/LICENSE") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "cloudisense = cloudisense.node.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
     # installed into a fresh venv (dependencies from this one), the console script works
