@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-$1
 if [ ! -f "$stamp" ]; then
-  echo "== [2/2] installing cloudisense[$1] into .venv (about 2 minutes the first time; pip's progress follows)" >&2
+  echo "== [2/2] installing cloudisense[$1] into .venv (about 2 minutes the first time)" >&2
   .venv/bin/python -m pip install -q --upgrade pip "setuptools>=77" wheel >&2
   .venv/bin/python -m pip install -q -e ".[$1]" >&2
   rm -f .venv/.installed-*-"$1"
