@@ -38,6 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _common import PAD_EVENT  # noqa: E402
+from cloudisense.node.testing import READY_RE as NODE_READY  # noqa: E402
+from cloudisense.node.testing import child_env, free_port, stop_process  # noqa: E402
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _loads = json.loads
@@ -46,7 +48,6 @@ PAD_CALL = 120          # call frames ≈ 200 bytes of JSON
 INFLIGHT = 64
 FAN_CLIENTS = 50
 FAN_P99_LIMIT = 0.100   # s
-NODE_READY = re.compile(r"cloudisense node (\S+) ready: (\S+)")
 
 SCENARIOS: dict[str, dict[str, str]] = {
     "P1": {"title": "local RPC round trip",
@@ -161,9 +162,7 @@ class Procs:
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         self._n += 1
         out, err = self.tmp / f"{self._n:02d}-{name}.out", self.tmp / f"{self._n:02d}-{name}.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDISENSE_")}
-        full_env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
-        full_env.update(env or {})
+        full_env = child_env([HERE], env)
         with open(out, "wb") as o, open(err, "wb") as e:
             popen = subprocess.Popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL, env=full_env)
         p = Proc(name, popen, out, err)
@@ -209,13 +208,7 @@ class Procs:
             await asyncio.sleep(0.05)
 
     def stop(self, p: Proc, timeout: float = 10.0) -> None:
-        if p.popen.poll() is None:
-            p.popen.send_signal(signal.SIGTERM)
-            try:
-                p.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.popen.kill()
-                p.popen.wait(5)
+        stop_process(p.popen, timeout)
         if p in self.procs:
             self.procs.remove(p)
 
@@ -282,12 +275,6 @@ async def private_mosquitto(procs: Procs) -> str:
                 raise RuntimeError(f"mosquitto exited: {p.log_tail()}") from None
             await asyncio.sleep(0.05)
     raise RuntimeError(f"mosquitto did not listen on {port}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_remote(url: str, node: str, timeout: float = 20.0) -> None:

@@ -13,86 +13,19 @@ left a child process behind.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
+from cloudisense.node.testing import (READY_RE, async_wait_until, child_env, free_port, toml_value,  # noqa: F401 (re-exported)
+                                       stop_process, wait_until, write_config)
+
 BROKER = os.environ.get("CLOUDISENSE_TEST_BROKER", "mqtt://127.0.0.1:1883")
-READY_RE = re.compile(r"cloudisense node (\S+) ready: (\S+)")
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll ``pred`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
-        time.sleep(interval)
-
-
-async def async_wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
-                           what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
-        await asyncio.sleep(interval)
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(v)
-
-
-def write_config(path: Path, cfg: dict[str, Any]) -> Path:
-    lines: list[str] = []
-    tables: list[tuple[str, Any]] = []
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {toml_value(v)}")
-    for k, v in tables:
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            for kk, vv in v.items():
-                if isinstance(vv, list) and vv and isinstance(vv[0], dict):
-                    for item in vv:
-                        lines.append(f"\n[[{k}.{kk}]]")
-                        lines += [f"{a} = {toml_value(b)}" for a, b in item.items()]
-                else:
-                    lines.append(f"{kk} = {toml_value(vv)}")
-        else:
-            for item in v:
-                lines.append(f"\n[[{k}]]")
-                lines += [f"{a} = {toml_value(b)}" for a, b in item.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 LOGGER = {"name": "logger", "command": ["python", "-m", "cloudisense.node.demo.logger", "--interval", "0.5"],
@@ -145,12 +78,7 @@ class NodeProc:
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             self.remember_children()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            if not stop_process(self.proc, timeout):
                 raise AssertionError(f"node {self.id} did not stop within {timeout} s on SIGTERM; its log ends:\n"
                                      + "\n".join(self.log().splitlines()[-15:]))
         return self.proc.returncode
@@ -200,10 +128,7 @@ class Cluster:
         path = write_config(self.tmp / f"{node_id}-{self._n}.toml", cfg)
         out = self.tmp / f"{node_id}-{self._n}.out"
         err = self.tmp / f"{node_id}-{self._n}.log"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDISENSE_")}
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])])
-        full_env.update(env or {})
+        full_env = child_env([Path(__file__).parent], env)
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen([sys.executable, "-m", "cloudisense.node.cli", "node", "--config", str(path),
                                      *(args or [])], stdout=fo, stderr=fe, env=full_env)
