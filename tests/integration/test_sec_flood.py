@@ -123,15 +123,45 @@ async def test_reply_flood_is_bounded_and_the_flooder_closed(cluster):
     assert evicted, f"the flooder was not closed within {FLOOD_SECONDS} s:\n{node.log()[-2000:]}"
     assert flooder.close_code == 1008 and flooder.close_reason == "slow consumer", \
         (flooder.close_code, flooder.close_reason)
-    assert peak - rss0 < 48 * 1048576, f"RSS grew {mb(peak - rss0)} MB during the flood"
+    # the budget (4 MiB) and 256 unwritten replies of 16 KB, plus the allocator's slack
+    assert peak - rss0 < 24 * 1048576, f"RSS grew {mb(peak - rss0)} MB during the flood"
     assert pings and max(pings) < 2.0, pings
 
-    # the memory the flooder held is released: a second flood of the same size costs no more
+    # the flooder's queues are gone with it.  CPython keeps some freed memory in its allocator rather
+    # than returning it to the OS, so RSS need not fall back to where it began: what is asserted is that
+    # nothing near the flood's volume (thousands of 16 KB replies) stays held
     stats = await request(pinger, {"type": "call", "id": "s", "service": "pubsub", "method": "stats"})
     assert stats["result"]["clients"] == 1, stats
     rss_after = proc.memory_info().rss
     measure("reply flood: node RSS MB after the flooder left", mb(rss_after))
-    assert rss_after - rss0 < 48 * 1048576
+    assert rss_after - rss0 < 16 * 1048576
     await pinger.close()
     log = node.log()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
+async def test_a_call_is_pending_until_its_reply_is_written(cluster):
+    """``ws.max_pending_calls`` counts replies the client has not taken: once its socket is full,
+    further calls are refused with ``overloaded`` (instead of queueing without end), and the client,
+    which stays within its budget, is not closed."""
+    node = cluster.start("pend", processes=[], ws={"max_pending_calls": 8})
+    client = await slow_reader(node.url)
+    n = 800                                   # 800 × 16 KB: far more than the socket buffers hold
+    for i in range(0, n, 2):                  # two at a time, paced: each pair is answered before the next,
+        for j in (i, i + 1):                  # so only replies left unwritten can reach the limit of 8
+            await client.send(json.dumps({"type": "call", "id": j, "service": "node", "method": "describe"}))
+        await asyncio.sleep(0.01)
+    got: dict[str, int] = {}
+    answered: set[int] = set()
+    async with asyncio.timeout(60):
+        while len(answered) < n:
+            msg = json.loads(await client.recv())
+            kind = msg["type"] if msg["type"] == "result" else msg["error"]["code"]
+            got[kind] = got.get(kind, 0) + 1
+            answered.add(msg["id"])
+    measure("pending until written: answers to 800 paced describe calls, max_pending_calls = 8", got)
+    assert set(got) == {"result", "overloaded"}, got
+    assert got["overloaded"] > n // 4, got
+    r = await request(client, {"type": "call", "id": "after", "service": "node", "method": "ping"})
+    assert r["type"] == "result"
+    await client.close()
