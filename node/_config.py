@@ -65,8 +65,8 @@ class WsConfig(_Section):
                                      "names on a loopback listener (e.g. behind a reverse proxy)")
     # --- connections and budgets ---
     max_clients: int = Field(1024, ge=1, description="clients at once; more are refused at the handshake (503)")
-    hello_timeout: float = Field(10.0, gt=0, description="seconds a new client has to authenticate (with tokens) "
-                                 "or send its first frame (without); then it is closed (1008)")
+    hello_timeout: float = Field(10.0, gt=0, description="seconds a new client has to authenticate when tokens are "
+                                 "configured; then it is closed (1008)")
     auth_fail_limit: int = Field(10, ge=1, description="failed hellos from one address within auth_fail_window "
                                  "that get it refused for auth_block_seconds")
     auth_fail_window: float = Field(60.0, gt=0)

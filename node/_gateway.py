@@ -214,7 +214,10 @@ class ClientSession:
         self._burst_size = 0
         self._last_event_write = -1.0            # loop time of the last socket write that carried events
         self._loop = asyncio.get_running_loop()
-        self._hello_timer: asyncio.TimerHandle | None = self._loop.call_later(cfg.hello_timeout, self._hello_late)
+        # with tokens, a client has ws.hello_timeout to authenticate (without, every client is an operator
+        # from the start, hello is optional, and ws.max_clients bounds them)
+        self._hello_timer: asyncio.TimerHandle | None = (
+            self._loop.call_later(cfg.hello_timeout, self._hello_late) if gw.tokens else None)
 
     def __hash__(self) -> int:
         return self.num
@@ -362,8 +365,7 @@ class ClientSession:
     def _hello_late(self) -> None:
         self._hello_timer = None
         if not self.closed:
-            log.info("%s (%s): no %s within %g s; closing", self.name, self.addr,
-                     "valid hello" if self.gw.tokens else "frame", self.cfg.hello_timeout)
+            log.info("%s (%s): no valid hello within %g s; closing", self.name, self.addr, self.cfg.hello_timeout)
             self.gw.spawn(self._close_or_abort(CLOSE_POLICY, "hello timeout"))
 
     def _hello_done(self) -> None:
@@ -406,8 +408,6 @@ class ClientSession:
 
     def on_frame(self, raw: str | bytes) -> None:
         node = self.node
-        if self._hello_timer is not None and not self.gw.tokens:
-            self._hello_done()      # without tokens any first frame will do
         try:
             if len(raw) > self.cfg.max_frame_bytes:
                 raise TooLarge(f"frame of {len(raw)} bytes is over the limit of {self.cfg.max_frame_bytes}",
