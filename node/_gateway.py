@@ -365,7 +365,8 @@ class ClientSession:
     def _hello_late(self) -> None:
         self._hello_timer = None
         if not self.closed:
-            log.info("%s (%s): no valid hello within %g s; closing", self.name, self.addr, self.cfg.hello_timeout)
+            rlog.log(logging.INFO, "hello_timeout", "%s (%s): no valid hello within %g s; closing", self.name,
+                     self.addr, self.cfg.hello_timeout)
             self.gw.spawn(self._close_or_abort(CLOSE_POLICY, "hello timeout"))
 
     def _hello_done(self) -> None:
