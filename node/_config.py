@@ -58,11 +58,39 @@ class WsConfig(_Section):
     send_queue: int = Field(1024, ge=8, description="events queued per client before dropping the oldest")
     slow_close_seconds: float = Field(10.0, gt=0, description="a client dropping events this long is closed (1008)")
     require_auth_remote: bool = Field(True, description="refuse to listen on a non-loopback address without tokens")
+    # --- browsers (docs/security.md "Browsers") ---
+    allowed_origins: list[str] = Field([], description="browser origins (scheme://host[:port]) allowed to open the "
+                                       "socket besides the node's own; '*' allows any, 'null' sandboxed pages")
+    allowed_hosts: list[str] = Field([], description="Host names (host or host:port) accepted besides the loopback "
+                                     "names on a loopback listener (e.g. behind a reverse proxy)")
+    # --- connections and budgets ---
+    max_clients: int = Field(1024, ge=1, description="clients at once; more are refused at the handshake (503)")
+    hello_timeout: float = Field(10.0, gt=0, description="seconds a new client has to authenticate when tokens are "
+                                 "configured; then it is closed (1008)")
+    auth_fail_limit: int = Field(10, ge=1, description="failed hellos from one address within auth_fail_window "
+                                 "that get it refused for auth_block_seconds")
+    auth_fail_window: float = Field(60.0, gt=0)
+    auth_block_seconds: float = Field(60.0, gt=0)
+    send_buffer_bytes: int = Field(4 * 1_048_576, ge=65_536, description="replies, events and frames queued for "
+                                   "one client; over it events are dropped, and a client whose replies don't fit "
+                                   "is closed (1008)")
+    max_keys: int = Field(20_000, ge=100, description="object keys in one frame (refused before parsing)")
+    max_params_keys: int = Field(256, ge=1, description="top-level keys of a call's params")
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
         parse_hostport(v)
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        from ._edge import normalize_origin
+        for o in v:
+            if o not in ("*", "null") and normalize_origin(o) is None:
+                raise ValueError(f"{o!r} is not an origin: use scheme://host[:port] (http or https, no path), "
+                                 "'*' or 'null'")
         return v
 
 

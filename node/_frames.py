@@ -144,10 +144,12 @@ def _first_error(e: ValidationError) -> str:
     return f"field {loc!r}: {err['msg']}"
 
 
-def parse_frame(raw: str | bytes) -> _In:
+def parse_frame(raw: str | bytes, *, max_params_keys: int | None = None) -> _In:
     """Parse and validate one inbound frame; raise BadRequest naming the problem.
 
     The raised error's ``request_id`` is the frame's ``id`` when one could be read.
+    ``max_params_keys`` bounds a call's ``params`` before validation, whose cost (and that
+    of the method's own validation: an error per unknown key) grows with every key.
     """
     try:
         obj = loads(raw)
@@ -159,6 +161,11 @@ def parse_frame(raw: str | bytes) -> _In:
     if not isinstance(rid, (str, int)) or isinstance(rid, bool):
         rid = None
     kind = obj.get("type")
+    if max_params_keys is not None:
+        params = obj.get("params")
+        if type(params) is dict and len(params) > max_params_keys:
+            raise BadRequest(f"params has {len(params)} keys; the limit is {max_params_keys} (ws.max_params_keys)",
+                             request_id=rid)
     model = INBOUND.get(kind) if isinstance(kind, str) else None
     if model is None:
         raise BadRequest(f"unknown frame type {kind!r} (expected one of {', '.join(INBOUND)})"

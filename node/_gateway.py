@@ -1,10 +1,16 @@
 """The WebSocket gateway: HTTP for the dashboard, ``/ws`` for protocol v1.
 
-Thin I/O: a :class:`ClientSession` per connection parses frames at the edge,
-enforces auth and limits, and hands requests to the node; replies and events
-go out through a per-client writer task with a bounded event queue (the slow
-consumer policy: drop the oldest events, tell the client, and close it with
-1008 if it stays behind).
+Thin I/O: the handshake is checked first (``Host``, ``Origin``, the connection cap,
+addresses refused for failed authentications: :mod:`._edge` decides), and every
+HTTP response gets the security headers.  A :class:`ClientSession` per connection
+parses frames at the edge, enforces auth and limits, and hands requests to the
+node; replies and events go out through a per-client writer task.  Everything
+queued for one client shares one budget (``ws.send_buffer_bytes``, counted in
+characters of JSON text): events beyond it are dropped oldest first (a ``dropped``
+frame tells the client; still dropping after ``ws.slow_close_seconds`` closes it
+with 1008), and a client whose replies don't fit is closed with 1008 at once,
+its queues released.  A call counts against ``ws.max_pending_calls`` until its
+reply is handed to the socket.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import itertools
 import json
 import logging
@@ -30,21 +35,30 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
 from ._config import Settings, parse_hostport
+from ._edge import SECURITY_HEADERS, AuthFailures, EdgePolicy, is_loopback
 from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Overloaded, TooLarge,
                       Unauthenticated, to_wire)
 from ._frames import Call, Hello, Publish, Subscribe, Unsubscribe, parse_frame, PROTOCOL_VERSION
 from ._json import dumps, loads
+from ._ratelog import RateLimitedLog
+from ._text import printable
 from ._topics import topic_error
 
 if TYPE_CHECKING:
     from ._node import Node
 
 log = logging.getLogger(__name__)
+rlog = RateLimitedLog(log)      # warnings caused by outside input
 _ids = itertools.count(1)
 
 CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008     # slow consumer, or too many failed hellos
+CLOSE_POLICY = 1008     # slow consumer, hello timeout, or failed hellos
+CLOSE_TRY_AGAIN = 1013  # the connection cap was reached while this client was in its handshake
 MAX_BAD_HELLOS = 3
+#: Frames written in one burst (one socket write) at most; beyond it they wait in the queue.
+BURST_MAX = 256 * 1024
+#: How long a closed slow consumer gets to take its close frame before the TCP connection is dropped.
+EVICT_GRACE = 5.0
 #: While events stream to a client (the previous write of events was less than this long ago),
 #: further events are gathered for this long and written together: one socket write (and one
 #: wake-up of the client) for several events instead of one each.  A first event after a pause
@@ -52,17 +66,59 @@ MAX_BAD_HELLOS = 3
 EVENT_COALESCE = 0.005
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_ID_VALUE = re.compile(r'\s*("(?:[^"\\]|\\.)*"|-?\d{1,19})\s*[,}]')
+#: Frames longer than this are not parsed to find the id of their error: only their start is scanned.
+PEEK_FULL = 4096
+
+
+def _scan_id(raw: str | bytes) -> Any:
+    """The top-level ``"id"`` of a JSON object, if it shows in the frame's first 512 characters
+    (clients write it early); None otherwise.  Costs microseconds, whatever the frame's size."""
+    text = raw[:512] if isinstance(raw, str) else raw[:512].decode("utf-8", "ignore")
+    depth, i, n = 0, 0, len(text)
+    expect_key = False
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if j >= n:
+                return None
+            token = text[i:j + 1]
+            i = j + 1
+            if depth == 1 and expect_key:
+                k = i
+                while k < n and text[k] in " \t\r\n":
+                    k += 1
+                if k < n and text[k] == ":":
+                    if token == '"id"':
+                        m = _ID_VALUE.match(text, k + 1)
+                        if m is None:
+                            return None
+                        try:
+                            rid = loads(m.group(1))
+                        except ValueError:
+                            return None
+                        return rid if isinstance(rid, (str, int)) else None
+                    i = k + 1
+                    expect_key = False
+            continue
+        if c in "{[":
+            depth += 1
+            expect_key = c == "{" and depth == 1
+        elif c in "}]":
+            depth -= 1
+        elif c == "," and depth == 1:
+            expect_key = True
+        i += 1
+    return None
 
 
 def _peek_id(raw: str | bytes) -> Any:
-    """The id of an oversized frame, for its error (the frame is bounded by the socket's max_size)."""
+    """The id of a refused frame, for its error: parsed when small, scanned for when large."""
+    if len(raw) > PEEK_FULL:
+        return _scan_id(raw)
     try:
         rid = loads(raw).get("id")
     except (ValueError, AttributeError, RecursionError):
@@ -135,24 +191,33 @@ class ClientSession:
         self.ws = ws
         self.num = next(_ids)
         self.name = f"client-{self.num}"
+        self.addr = str((ws.remote_address or ("?",))[0])
         cfg = gw.settings.ws
         self.cfg = cfg
         self.authed = not gw.tokens
         self.role = "operator" if not gw.tokens else None
         self.bad_hellos = 0
-        self.replies: deque[str] = deque()
-        self.events: deque[str] = deque(maxlen=cfg.send_queue)
+        # queued output: (text, counts_as_call) replies, never dropped; events, dropped oldest first
+        self.replies: deque[tuple[str, bool]] = deque()
+        self.events: deque[str] = deque()
+        self.queued = 0          # characters of JSON text in both queues (the send budget)
+        self.budget = cfg.send_buffer_bytes
         self.wake = asyncio.Event()
         self.dropped_pending = 0
         self.dropped_total = 0
         self.dropping_since: float | None = None
         self.closed = False
-        self.in_flight = 0
+        self.in_flight = 0       # calls started whose reply is not yet handed to the socket
         self.tokens = float(cfg.rate_burst)
         self.last_refill = time.monotonic()
         self._burst: list[bytes] | None = None   # frames written after a direct write in this loop iteration
+        self._burst_size = 0
         self._last_event_write = -1.0            # loop time of the last socket write that carried events
         self._loop = asyncio.get_running_loop()
+        # with tokens, a client has ws.hello_timeout to authenticate (without, every client is an operator
+        # from the start, hello is optional, and ws.max_clients bounds them)
+        self._hello_timer: asyncio.TimerHandle | None = (
+            self._loop.call_later(cfg.hello_timeout, self._hello_late) if gw.tokens else None)
 
     def __hash__(self) -> int:
         return self.num
@@ -169,7 +234,8 @@ class ClientSession:
         writer task sends it in order, with backpressure.  Order holds: with both queues
         empty, everything queued before was already handed to the transport.  Frames that
         follow in the same loop iteration (a batch of replies or events) join a burst that
-        goes out in one socket write at the start of the next iteration.
+        goes out in one socket write at the start of the next iteration; a burst that
+        reaches BURST_MAX goes out at once and what follows waits in the queue.
         """
         burst = self._burst
         if burst is None and (self.replies or self.events):
@@ -180,7 +246,12 @@ class ClientSession:
             self._end_burst()   # what came before goes first; the writer's send raises it, as before
             return False
         if burst is not None:
+            size = self._burst_size + len(data)
+            if size > BURST_MAX:
+                self._end_burst()
+                return False
             burst.append(data)
+            self._burst_size = size
             return True
         ws = self.ws
         if ws.protocol.state is not OPEN or ws.transport.get_write_buffer_size():
@@ -189,11 +260,13 @@ class ClientSession:
             now = self._loop.time()
             if now - self._last_event_write < EVENT_COALESCE:   # streaming: gather for a moment
                 self._burst = [data]
+                self._burst_size = len(data)
                 self._loop.call_later(EVENT_COALESCE, self._end_burst, True)
                 return True
             self._last_event_write = now
         broadcast((ws,), data, text=True)
         self._burst = []
+        self._burst_size = 0
         self._loop.call_soon(self._end_burst)
         return True
 
@@ -210,41 +283,113 @@ class ClientSession:
         # the protocol is open: what it has to send is frames (no end-of-stream marker)
         self.ws.transport.write(b"".join(protocol.data_to_send()))
 
-    def send(self, text: str) -> None:
-        """Queue a reply (never dropped)."""
-        if not self.closed and not self._write_now(text):
-            self.replies.append(text)
-            self.wake.set()
+    def send(self, text: str, call: bool = False) -> None:
+        """Queue a reply (never dropped: a client whose replies don't fit its budget is closed).
+        ``call``: the reply ends a call, which stops counting as pending once it is written."""
+        if self.closed:
+            if call:
+                self.in_flight -= 1
+            return
+        if self._write_now(text):
+            if call:
+                self.in_flight -= 1
+            return
+        self.queued += len(text)
+        if self.queued > self.budget:
+            self._drop_events(0)
+            if self.queued > self.budget:
+                if call:
+                    self.in_flight -= 1
+                self._evict(f"{self.queued} characters of replies unread")
+                return
+        self.replies.append((text, call))
+        self.wake.set()
+
+    def _drop_events(self, need: int) -> int:
+        """Drop the oldest queued events until ``need`` more characters fit the budget; how many went."""
+        events, n = self.events, 0
+        while events and self.queued + need > self.budget:
+            self.queued -= len(events.popleft())
+            n += 1
+        return n
 
     def deliver_event(self, text: str) -> None:
-        """Queue an event; the oldest is dropped when the client is not keeping up."""
+        """Queue an event; the oldest are dropped when the client is not keeping up."""
         if self.closed or self._write_now(text, event=True):
             return
-        if len(self.events) == self.events.maxlen:
-            self.dropped_pending += 1
-            self.dropped_total += 1
-            self.node.stats.dropped += 1
+        size = len(text)
+        n = 0
+        if len(self.events) >= self.cfg.send_queue:
+            self.queued -= len(self.events.popleft())
+            n = 1
+        if self.queued + size > self.budget:
+            n += self._drop_events(size)
+            if self.queued + size > self.budget:   # replies fill the budget: this one goes too
+                n += 1
+                size = -1
+        if n:
+            self.dropped_pending += n
+            self.dropped_total += n
+            self.node.stats.dropped += n
             now = time.monotonic()
             if self.dropping_since is None:
                 self.dropping_since = now
             elif now - self.dropping_since > self.cfg.slow_close_seconds:
-                log.warning("%s: closing slow consumer (%d events dropped)", self.name, self.dropped_total)
-                self.closed = True
-                self.gw.spawn(self.ws.close(CLOSE_POLICY, "slow consumer"))
+                self._evict(f"{self.dropped_total} events dropped")
                 return
-        self.events.append(text)
-        self.wake.set()
+        if size >= 0:
+            self.queued += size
+            self.events.append(text)
+            self.wake.set()
+
+    def _evict(self, why: str) -> None:
+        """Close a client that does not read: release what is queued for it, send 1008, and drop the
+        connection if it doesn't take the close frame within EVICT_GRACE."""
+        if self.closed:
+            return
+        self.closed = True
+        rlog.warning("slow_consumer", "%s (%s): closing slow consumer: %s", self.name, self.addr, why)
+        self.replies.clear()
+        self.events.clear()
+        self.queued = 0
+        self._burst = None
+        self.gw.spawn(self._close_or_abort(CLOSE_POLICY, "slow consumer"))
+
+    async def _close_or_abort(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(EVICT_GRACE):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            self.ws.transport.abort()
+
+    def _hello_late(self) -> None:
+        self._hello_timer = None
+        if not self.closed:
+            rlog.log(logging.INFO, "hello_timeout", "%s (%s): no valid hello within %g s; closing", self.name,
+                     self.addr, self.cfg.hello_timeout)
+            self.gw.spawn(self._close_or_abort(CLOSE_POLICY, "hello timeout"))
+
+    def _hello_done(self) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
 
     async def writer(self) -> None:
         ws = self.ws
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while self.replies or self.events:
+            while (self.replies or self.events) and not self.closed:
                 if self.replies:
-                    await ws.send(self.replies.popleft())
+                    text, call = self.replies.popleft()
+                    await ws.send(text)
+                    self.queued -= len(text)
+                    if call:
+                        self.in_flight -= 1
                     continue
-                await ws.send(self.events.popleft())
+                text = self.events.popleft()
+                await ws.send(text)
+                self.queued -= len(text)
                 if not self.events:
                     self.dropping_since = None
                     if self.dropped_pending:
@@ -275,10 +420,12 @@ class ClientSession:
                     raw = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise BadRequest(f"binary frame is not UTF-8 JSON ({e.reason} at byte {e.start})") from None
+            if len(raw) > self.cfg.max_keys:
+                self._check_keys(raw)
             if _lone_surrogate(raw):
                 raise BadRequest("frame is not valid Unicode: a \\u escape encodes a lone surrogate",
                                  request_id=_peek_id(raw))
-            frame = parse_frame(raw)
+            frame = parse_frame(raw, max_params_keys=self.cfg.max_params_keys)
             if raw.count("[") + raw.count("{") > MAX_DEPTH and _deeper(
                     getattr(frame, "params", None) or getattr(frame, "data", None), 2):
                 raise BadRequest(f"frame nests JSON deeper than {MAX_DEPTH} levels", request_id=frame.id)
@@ -306,10 +453,25 @@ class ClientSession:
             self.send(error_frame(frame.id, e))
         del node
 
+    def _check_keys(self, raw: str) -> None:
+        """Refuse, before parsing, a frame that may hold more than ``ws.max_keys`` object keys: every
+        key needs a ':' and two '"', so the fewer of those bounds the keys (C-speed counts)."""
+        limit = self.cfg.max_keys
+        if raw.count(":") > limit and (quotes := raw.count('"')) > 2 * limit:
+            raise TooLarge(f"frame may hold up to {min(raw.count(':'), quotes // 2)} object keys; "
+                           f"the limit is {limit} (ws.max_keys)", request_id=_peek_id(raw))
+
     def on_hello(self, f: Hello) -> None:
         if self.gw.tokens:
+            wait = self.gw.auth_failures.blocked_for(self.addr)
+            if wait:
+                self.send(error_frame(f.id, Unauthenticated(
+                    f"too many failed authentications from {self.addr}; try again in {wait:.0f} s")))
+                self.gw.spawn(self._close_later(CLOSE_POLICY, "authentication failed"))
+                return
             role = self.gw.check_token(f.token)
             if role is None:
+                self.gw.auth_failed(self.addr)
                 self.bad_hellos += 1
                 if self.bad_hellos >= MAX_BAD_HELLOS:
                     self.send(error_frame(f.id, Unauthenticated("invalid token; closing")))
@@ -317,8 +479,9 @@ class ClientSession:
                     return
                 raise Unauthenticated("invalid token" if f.token else "this node requires a token in hello")
             self.role, self.authed = role, True
+        self._hello_done()
         if f.client:
-            self.name = f"{f.client}-{self.num}"
+            self.name = f"{printable(f.client, limit=64)}-{self.num}"
         self.send(dumps({"type": "welcome", "id": f.id, "node": self.node.id, "role": self.role,
                           "protocol": PROTOCOL_VERSION}))
 
@@ -340,11 +503,10 @@ class ClientSession:
         self.in_flight += 1
 
         def done(result: Any, error: dict[str, Any] | None) -> None:
-            self.in_flight -= 1
             if error is not None:
-                self.send(dumps({"type": "error", "id": rid, "node": reply_node, "error": error}))
+                self.send(dumps({"type": "error", "id": rid, "node": reply_node, "error": error}), True)
             else:
-                self.send(dumps({"type": "result", "id": rid, "node": reply_node, "result": result}))
+                self.send(dumps({"type": "result", "id": rid, "node": reply_node, "result": result}), True)
 
         node.start_call(target, f.service, f.method, f.params, f.timeout, role=self.role or "viewer",
                         owner=self, done=done, reply=f.reply)
@@ -391,6 +553,9 @@ class ClientSession:
             pass
         finally:
             self.closed = True
+            self._hello_done()
+            self.replies.clear()
+            self.events.clear()
             writer.cancel()
             try:
                 await writer
@@ -415,14 +580,24 @@ class Gateway:
         self._server: Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self.ssl = None
-        if settings.ws.tls_cert or settings.ws.tls_key:
+        ws = settings.ws
+        if ws.tls_cert or ws.tls_key:
             import ssl
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             try:
-                ctx.load_cert_chain(settings.ws.tls_cert, settings.ws.tls_key or None)
+                ctx.load_cert_chain(ws.tls_cert, ws.tls_key or None)
             except (OSError, ssl.SSLError) as e:
                 raise ConfigError(f"cannot load ws.tls_cert/ws.tls_key: {e}") from None
             self.ssl = ctx
+        self.edge = EdgePolicy(self.host, self.port, tls=self.ssl is not None,
+                               allowed_origins=ws.allowed_origins, allowed_hosts=ws.allowed_hosts)
+        self.auth_failures = AuthFailures(ws.auth_fail_limit, ws.auth_fail_window, ws.auth_block_seconds)
+
+    def auth_failed(self, addr: str) -> None:
+        if self.auth_failures.fail(addr):
+            rlog.warning(("auth_block", addr), "%d authentication failures from %s within %g s; refusing it "
+                         "for %g s", self.auth_failures.limit, printable(addr), self.auth_failures.window,
+                         self.auth_failures.block)
 
     def check_token(self, token: str | None) -> str | None:
         if not token:
@@ -450,7 +625,8 @@ class Gateway:
         try:
             self._server = await serve(
                 self._handle, self.host, self.port, ssl=self.ssl,
-                process_request=self._http, max_size=self.settings.ws.max_frame_bytes * 4,
+                process_request=self._http, process_response=self._secure,
+                max_size=self.settings.ws.max_frame_bytes * 4,
                 max_queue=64, ping_interval=20, ping_timeout=20, compression=None,
                 server_header=f"cloudisense/{self.node.version}",
             )
@@ -459,8 +635,12 @@ class Gateway:
                               " (is another node running there? use --ws HOST:PORT)") from None
         if self.port == 0:
             self.port = next(iter(self._server.sockets)).getsockname()[1]
+        self.edge.port = self.port
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if len(self.sessions) >= self.settings.ws.max_clients:   # several handshakes passed the check at once
+            await ws.close(CLOSE_TRY_AGAIN, "too many clients")
+            return
         session = ClientSession(self, ws)
         self.sessions.add(session)
         log.info("%s connected from %s", session.name, ws.remote_address)
@@ -470,9 +650,34 @@ class Gateway:
             self.sessions.discard(session)
             log.info("%s disconnected (%s)", session.name, ws.close_code)
 
+    def _refuse(self, status: int, why: str, req: Request, conn: ServerConnection,
+                headers: tuple[tuple[str, str], ...] = ()) -> Response:
+        addr = str((conn.remote_address or ("?",))[0])
+        rlog.warning(("refused", status, why), "refused %s from %s (Host %s, Origin %s): %d %s",
+                     printable(req.path, limit=100), printable(addr), printable(req.headers.get("Host"), limit=100),
+                     printable(req.headers.get("Origin"), limit=100), status, why)
+        resp = _response(status, f"{_REASONS[status].lower()}: {why}\n".encode(), "text/plain")
+        for k, v in headers:
+            resp.headers[k] = v
+        return resp
+
     def _http(self, conn: ServerConnection, req: Request) -> Response | None:
         path = req.path.split("?", 1)[0]
+        hosts = req.headers.get_all("Host")
+        if err := (self.edge.host_error(hosts[0]) if len(hosts) == 1 else "one Host header expected"):
+            return self._refuse(403, err, req, conn)
         if path == "/ws":
+            origins = req.headers.get_all("Origin")
+            if err := (self.edge.origin_error(origins[0] if origins else None, hosts[0]) if len(origins) < 2
+                       else "more than one Origin header"):
+                return self._refuse(403, err, req, conn)
+            addr = str((conn.remote_address or ("?",))[0])
+            if self.tokens and (wait := self.auth_failures.blocked_for(addr)):
+                return self._refuse(429, "too many failed authentications from this address", req, conn,
+                                    (("Retry-After", str(int(wait) + 1)),))
+            if len(self.sessions) >= self.settings.ws.max_clients:
+                return self._refuse(503, f"connection limit of {self.settings.ws.max_clients} clients reached "
+                                    "(ws.max_clients)", req, conn, (("Retry-After", "5"),))
             return None
         if path == "/":
             path = "/static/index.html"
@@ -489,6 +694,12 @@ class Gateway:
                     ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
                     return _response(200, data, ctype)
         return _response(404, f"not found: {path}\n".encode(), "text/plain")
+
+    def _secure(self, conn: ServerConnection, req: Request, resp: Response) -> None:
+        """Every response the node sends, its own or websockets' (426, 400, 101), gets the headers."""
+        headers = resp.headers
+        for k, v in SECURITY_HEADERS:
+            headers[k] = v
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -522,8 +733,11 @@ class Gateway:
         self._server = None
 
 
+_REASONS = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}
+
+
 def _response(status: int, body: bytes, ctype: str) -> Response:
-    reason = {200: "OK", 404: "Not Found"}.get(status, "")
+    reason = _REASONS.get(status, "")
     headers = Headers([("Content-Type", ctype if not ctype.startswith("text/") else ctype + "; charset=utf-8"),
                        ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
     return Response(status, reason, headers, body)

@@ -176,6 +176,16 @@ def wait_cluster(page: Page, *ids: str) -> None:
         expect(card(page, nid)).to_have_attribute("data-online", "true")
 
 
+def wait_js(page: Page, expr: str, arg: Any = None, timeout: float = 15.0) -> None:
+    """``page.wait_for_function`` by polling ``page.evaluate``: the dashboard's CSP (no
+    'unsafe-eval') blocks the eval Playwright's own wait repeats on every poll."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expr, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {expr}")
+        page.wait_for_timeout(50)
+
+
 def int_text(page: Page, testid: str) -> int:
     text = page.get_by_test_id(testid).text_content() or ""
     return int(text) if text.isdigit() else -1
@@ -286,7 +296,7 @@ def test_rpc_counters_move(dash_cluster, open_dashboard, dash_ws):
     err = side.call("ghost", "system", "metrics")
     assert err["type"] == "error" and err["error"]["code"] == "unknown_node"
 
-    page.wait_for_function(
+    wait_js(page,
         "n => Number(document.getElementById('rpc-calls').textContent) >= n", arg=before + 6)
     expect(page.get_by_test_id("rpc-rate")).not_to_have_text(re.compile(r"^(0\.0|—)$"))
     expect(page.get_by_test_id("rpc-p50")).to_have_text(re.compile(r"ms$"))
@@ -303,7 +313,7 @@ def test_rpc_counters_move(dash_cluster, open_dashboard, dash_ws):
     expect(page.get_by_test_id("ps-local")).to_have_text(re.compile(r"^[1-9]\d*$"))
     expect(page.get_by_test_id("ps-clients")).to_have_text(re.compile(r"^[2-9]$"))   # the page + the side client
     expect(page.get_by_test_id("fed-connected")).to_have_text("connected")
-    page.wait_for_function("window.cloudisense.state.series.length >= 3")
+    wait_js(page, "window.cloudisense.state.series.length >= 3")
 
 
 # --- event inspector ----------------------------------------------------------------------
@@ -338,7 +348,7 @@ def test_inspector_subscribe_see_events_unsubscribe(dash_cluster, open_dashboard
     # Unsubscribe: the chip goes, and so does the subscription on the wire.
     sub.get_by_test_id("insp-unsub").click()
     expect(sub).to_have_count(0)
-    page.wait_for_function(
+    wait_js(page,
         "!window.cloudisense.subscriptions().some(s => s.node === 'node-b' && s.topic === 'metrics/#')")
     # A bad filter is refused with the node's error, not silently.
     page.get_by_test_id("insp-node").select_option("node-b")
@@ -363,8 +373,8 @@ def test_page_reconnects_and_resubscribes(dash_cluster, open_dashboard, dash_ws)
 
     # The page's own streams and the inspector's subscription came back with it.
     n = page.evaluate("window.cloudisense.state.series.length")
-    page.wait_for_function("n => window.cloudisense.state.series.length > n", arg=n)
-    page.wait_for_function("""() => window.cloudisense.subscriptions()
+    wait_js(page, "n => window.cloudisense.state.series.length > n", arg=n)
+    wait_js(page, """() => window.cloudisense.subscriptions()
         .some(s => s.node === 'node-b' && s.topic === 'alerts/#' && s.active)""")
     publisher = dash_ws(dash_cluster["node-b"])
     publisher.publish("alerts/x", {"after": "reconnect"})
@@ -472,7 +482,7 @@ def test_screenshot(dash_cluster, open_dashboard, dash_ws, tmp_path):
             side.call(NODES[(i + j) % 3], "system", "metrics")
         if i % 6 == 5:
             side.call("node-c", "supervisor", "status", {"name": "nope"})
-        page.wait_for_function("n => window.cloudisense.state.series.length > n", arg=n)
+        wait_js(page, "n => window.cloudisense.state.series.length > n", arg=n)
     page.get_by_test_id("detail").locator('[data-method="system.metrics"]').get_by_test_id("method-call").click()
     expect(page.get_by_test_id("call-result")).to_have_attribute("data-ok", "true")
     expect(page.get_by_test_id("insp-events").get_by_test_id("insp-event")).not_to_have_count(0)
