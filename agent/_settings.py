@@ -31,6 +31,10 @@ ENV = {"model": "CLOUDISENSE_MODEL", "api_base": "CLOUDISENSE_API_BASE", "api_ke
        "budget": "CLOUDISENSE_BUDGET", "temperature": "CLOUDISENSE_TEMPERATURE", "stream": "CLOUDISENSE_STREAM"}
 
 
+FLAGS = {"model": "--model", "api_base": "--api-base", "api_key_env": "--api-key-env", "timeout": "--model-timeout",
+         "max_retries": "--retries", "budget": "--budget", "temperature": "--temperature", "stream": "--stream"}
+
+
 class SettingsError(ValueError):
     """A model setting is wrong (the message names it and where it came from)."""
 
@@ -96,7 +100,7 @@ def load_model_settings(config: str | os.PathLike[str] | None = None, flags: Map
     where.update({k: ENV[k] for k in e})
     f = {k: v for k, v in (flags or {}).items() if v is not None}
     merged.update(f)
-    where.update({k: f"--{k}" for k in f})
+    where.update({k: FLAGS.get(k, k) for k in f})
     try:
         return ModelSettings.model_validate(merged)
     except ValidationError as ex:
