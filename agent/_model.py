@@ -231,7 +231,19 @@ class LiteLLMModel:
     def _litellm() -> Any:
         # The cost map would otherwise be fetched from the network on import.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
+        import contextlib
+        import sys
+
+        # litellm logs (and prints) while it imports, through a handler that writes to stdout
+        first = "litellm" not in sys.modules
+        with contextlib.redirect_stdout(sys.stderr):
+            import litellm
+        if first:
+            import gc
+
+            # litellm's hundreds of thousands of long-lived objects: out of every later collection, which
+            # also keeps exit (and Ctrl-C) from pausing seconds to collect them
+            gc.freeze()
 
         litellm.suppress_debug_info = True
         quiet_litellm(logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
