@@ -107,3 +107,15 @@ def load_model_settings(config: str | os.PathLike[str] | None = None, flags: Map
         err = ex.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else "?"
         raise SettingsError(f"model setting {key} ({where.get(key, 'default')}): {err['msg']}") from None
+
+
+def build_model(settings: ModelSettings) -> Any:
+    """The model the settings name: the offline rules planner, or litellm with these settings."""
+    from ._model import LiteLLMModel
+    from ._offline import OfflineModel
+
+    if not settings.model or settings.model == "offline":
+        return OfflineModel()
+    return LiteLLMModel(settings.model, api_base=settings.api_base, api_key=settings.api_key(),
+                        timeout=settings.timeout, max_retries=settings.max_retries,
+                        temperature=settings.temperature, stream=settings.stream)

@@ -148,15 +148,9 @@ def model_settings(args: argparse.Namespace) -> Any:
 
 
 def build_model(settings: Any) -> Any:
-    """The model the settings name: the offline rules planner, or litellm with these settings."""
-    from ._model import LiteLLMModel
-    from ._offline import OfflineModel
+    from ._settings import build_model as build
 
-    if not settings.model or settings.model == "offline":
-        return OfflineModel()
-    return LiteLLMModel(settings.model, api_base=settings.api_base, api_key=settings.api_key(),
-                        timeout=settings.timeout, max_retries=settings.max_retries,
-                        temperature=settings.temperature, stream=settings.stream)
+    return build(settings)
 
 
 def setup_logging(args: argparse.Namespace) -> bool:
