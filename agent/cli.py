@@ -204,13 +204,15 @@ class Progress:
         import time
 
         from rich.markup import escape
-        from rich.text import Text
 
+        from cloudisense.node._text import printable
+
+        text = text if kind == "text" else printable(text)
         if kind == "text":
             if self.status is not None:
                 self.status.stop()
             self.streaming = True
-            self.console.file.write(Text(text).plain.replace("\x1b", "\\x1b"))
+            self.console.file.write(printable(text, keep_newlines=True))
             self.console.file.flush()
             return
         if self.streaming:
@@ -313,8 +315,10 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
         if last is not None and last.diff:
             from rich.markup import escape
 
-            err.print(escape("replay: how the live request differs from the recorded one:\n" + last.diff),
-                      highlight=False)
+            from cloudisense.node._text import printable
+
+            err.print(escape("replay: how the live request differs from the recorded one:\n"
+                             + printable(last.diff, keep_newlines=True)), highlight=False)
         if outcome.report is not None:
             render_report(out, outcome.report)
         elif outcome.status == "rejected":
