@@ -11,7 +11,7 @@ one JSON document); banners, progress ("asking openai/gpt-4o-mini… turn 2/8,
 3.1 s", a spinner on a terminal), streamed model text and library logs go to
 stderr.  litellm's own logging is quiet unless ``--log-level debug``.
 
-Exit codes (one closed set for ``ask``, ``replay`` and ``eval``): see
+Exit codes (one closed set for ``ask``, ``replay``, ``eval`` and ``approve``): see
 :data:`EXIT_CODES`.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 
-#: The exit codes of ask, replay and eval (a closed set; docs/agent.md has the same table).
+#: The exit codes of ask, replay, eval (and approve, tools/mcp_cli.py) — a closed set; docs/agent.md has the table.
 EXIT_CODES = {
     0: "done: the approved steps ran, a read-only question was answered, or a dry run planned",
     1: "failed: a step failed while executing (eval: accuracy below --min-accuracy or an unsafe case)",
