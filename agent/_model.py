@@ -218,6 +218,7 @@ class LiteLLMModel:
         self.timeout = timeout
         self.max_retries = max_retries
         self.stream = stream
+        self.parallel_flag = True  # send parallel_tool_calls: false until the provider refuses the parameter
         self.kwargs: dict[str, Any] = {"temperature": temperature, **kwargs}
         if api_base:
             self.kwargs["api_base"] = api_base
@@ -252,8 +253,10 @@ class LiteLLMModel:
     async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
         litellm = self._litellm()
         attempts = 1 + self.max_retries
+        attempt = 0
         last: BaseException | None = None
-        for attempt in range(1, attempts + 1):
+        while True:
+            attempt += 1
             deadline = DEADLINE.get()
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -266,17 +269,23 @@ class LiteLLMModel:
             except TimeoutError as e:
                 if left is not None and wait < self.timeout:
                     raise ModelError(f"{self.name}: no answer before the planning budget ran out", kind="budget") from e
-                last = e
-                why = f"no answer within {self.timeout:g} s"
+                last, why = e, f"no answer within {self.timeout:g} s"
             except ModelError:
                 raise
             except Exception as e:  # noqa: BLE001 - classified below
+                if self.parallel_flag and _status_of(e) == 400 and "parallel_tool_calls" in str(e):
+                    # a provider litellm believes takes the parameter refused it: drop it and ask again at
+                    # once (this happens at most once, and is not a failed attempt)
+                    self.parallel_flag = False
+                    report("status", "the provider refused parallel_tool_calls; asking again without it")
+                    attempt -= 1
+                    continue
                 last = e
                 if not _retryable(e):
                     raise ModelError(f"{self.name}: {_short(e)}", kind="provider") from e
                 code = _status_of(e)
                 why = f"HTTP {code}" if code else type(e).__name__
-            if attempt == attempts:
+            if attempt >= attempts:
                 break
             delay = _retry_after(last) if not isinstance(last, TimeoutError) else None
             delay = min(30.0, delay if delay is not None else 0.5 * 2 ** (attempt - 1))
@@ -293,7 +302,9 @@ class LiteLLMModel:
     async def _once(self, litellm: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
         extra: dict[str, Any] = {}
         if tools:
-            extra = {"tools": tools, "tool_choice": "auto", "parallel_tool_calls": False}
+            extra = {"tools": tools, "tool_choice": "auto"}
+            if self.parallel_flag:
+                extra["parallel_tool_calls"] = False
         resp = await litellm.acompletion(model=self.name, messages=messages, timeout=self.timeout, max_retries=0,
                                          num_retries=0, drop_params=True, stream=self.stream, **extra, **self.kwargs)
         if self.stream:

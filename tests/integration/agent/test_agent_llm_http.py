@@ -311,3 +311,22 @@ def test_eval_runs_the_whole_set_against_the_server(tmp_path, capfd):
     assert doc["model"] == MODEL and doc["total"] == n and doc["unsafe"] == 0
     assert code == 0 and doc["accuracy"] >= 0.9
     assert asked >= n  # every case went over HTTP
+
+
+def test_a_provider_refusing_parallel_tool_calls_gets_it_dropped(fake, tmp_path, capfd):
+    refusal = http_error(400, "Unrecognized request argument supplied: parallel_tool_calls")
+    with LLMServer([refusal, tool("call", restart(selector=COOLEST)), reply("Plan: restart logger on node-b.")]) as srv:
+        code, _ = run(srv, fake, tmp_path, "--dry-run", "--json", "--retries", "0")
+    doc, err = out_json(capfd)
+    assert code == 0 and doc["plan"]["steps"][0]["node"] == "node-b"
+    assert srv.requests[0]["parallel_tool_calls"] is False
+    assert all("parallel_tool_calls" not in b for b in srv.requests[1:]) and len(srv.requests) == 3
+    assert "the provider refused parallel_tool_calls; asking again without it" in err
+
+
+def test_a_bad_key_is_not_retried(fake, tmp_path, capfd):
+    with LLMServer([http_error(401, "invalid api key")] * 3) as srv:
+        code, _ = run(srv, fake, tmp_path, "--yes", "--json")
+    doc, _ = out_json(capfd)
+    assert code == 7 and doc["failure"] == "provider" and len(srv.requests) == 1
+    assert "AuthenticationError" in doc["error"]
