@@ -12,7 +12,20 @@ call is parsed and validated by the :class:`~cloudisense.tools.Toolbox`:
 
 Budgets bound the loop: ``max_turns`` model turns and ``max_errors`` bad
 tool calls; past either, planning fails with a clear message and no plan, so
-nothing can be approved, let alone executed.
+nothing can be approved, let alone executed.  ``budget`` bounds the wall
+clock of one plan: every model turn runs under the plan's deadline
+(:data:`~cloudisense.agent._model.DEADLINE`), retries included.
+
+What the model says is checked, not trusted:
+
+- a final text that claims an action ("Done: I restarted …") with no queued
+  step is marked ``unverified``: nothing ran, whatever the words say;
+- a node id the request did not name is marked "named by the model"; if the
+  model ranked nodes (``find_nodes`` sorted) and names the first, that ranking
+  becomes the step's ``criterion``, re-resolved before execution.
+
+Every model turn is recorded with the request it answered (messages and tool
+schemas), so a replay can give each reply only to that request.
 """
 
 from __future__ import annotations
@@ -59,8 +72,9 @@ class PlanResult(BaseModel):
     error: str | None = None
     observations: list[Observation] = Field(default_factory=list)
     turns: int = 0
-    failure: str | None = Field(None, description="why planning failed: model | timeout | budget | malformed | "
-                                                  "replay_mismatch | script | turns | errors | cluster")
+    failure: str | None = Field(None, description="why planning failed: provider | timeout | budget | malformed | "
+                                                  "script (the model side, exit 7); replay_mismatch (exit 4); "
+                                                  "turns | errors (the model misbehaved, exit 2)")
     diff: str = Field("", description="replay_mismatch: how the request differs from the recorded one")
     unverified: bool = Field(False, description="the model claimed in words to have acted, without a tool call: "
                                                 "its text is shown as unverified and nothing ran")
@@ -101,13 +115,14 @@ class Planner:
         self.record = record or (lambda kind, data: None)
         self.budget = budget
         self.messages: list[dict[str, Any]] = []
-        self._ranked: list[tuple[int, FindNodesArgs, list[str]]] = []  # find_nodes calls: turn, query, ids returned
+        self._ranked: list[tuple[FindNodesArgs, list[str]]] = []  # find_nodes calls: the query, the ids returned
         self.request = ""
         self.tools = openai_tools()
 
     async def plan(self, request: str) -> PlanResult:
         """Start a conversation for ``request`` and run it to a plan (or a clear failure)."""
         self.request = request
+        self._ranked = []
         toolbox = Toolbox(self.conn, timeout=self.timeout, max_fanout=self.max_nodes)
         try:
             summary = summarize(await toolbox.view())
@@ -219,7 +234,7 @@ class Planner:
             result = await toolbox.run(tc.name, args)
             if isinstance(args, FindNodesArgs):
                 ids = [n.get("id") for n in result.get("nodes", []) if isinstance(n, dict)]
-                self._ranked.append((len(self._ranked), args, [i for i in ids if isinstance(i, str)]))
+                self._ranked.append((args, [i for i in ids if isinstance(i, str)]))
             return "ok", result
         except ToolError as e:
             return "error", e.to_dict()
@@ -263,7 +278,7 @@ class Planner:
         if re.search(rf"(?<![\w.-]){re.escape(node)}(?![\w-])", self.request):
             fact.why = f"named explicitly: {node}"
             return "request", None
-        for _, q, ids in reversed(self._ranked):
+        for q, ids in reversed(self._ranked):
             if not ids or ids[0] != node or q.sort_by in (None, "id"):
                 continue
             sel = NodeSelector(where=q.where, sort_by=q.sort_by, order=q.order, pick="one")
