@@ -275,7 +275,7 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
     phase = phase if phase is not None else {}
     out = _console(stderr=args.json)
     err = _console(stderr=True)
-    err.print(f"[dim]{model_banner(model)}[/dim]") if args.json else out.print(f"[dim]{model_banner(model)}[/dim]")
+    out.print(f"[dim]{model_banner(model)}[/dim]")  # stderr with --json
     own = conn is None
     try:
         if own:
