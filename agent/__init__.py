@@ -20,20 +20,23 @@ from ._model import LiteLLMModel, Model, ModelError, ModelReply, ScriptedModel, 
 from ._offline import GRAMMAR_HELP, OfflineModel, ParseError, parse_command
 from ._plan import Approval, Fact, NotApproved, Plan, PlanStep, approve, check_approval, make_fact, recheck
 from ._planner import Observation, PlanResult, Planner
-from ._session import RecordedSession, SessionRecorder, load_session
+from ._session import RecordedSession, ReplayModel, SessionRecorder, load_session
+from ._settings import ModelSettings, SettingsError, build_model, load_model_settings
 
 
 def make_model(spec: str | None) -> Model:
-    """``offline`` (or empty) → :class:`OfflineModel`; ``scripted`` is for tests; anything else is a litellm model string."""
+    """``offline`` (or empty) → :class:`OfflineModel`; anything else is a litellm model string, with the other
+    model settings (api_base, timeout, retries, ...) from the ``CLOUDISENSE_*`` variables (see ``_settings``)."""
     if not spec or spec == "offline":
         return OfflineModel()
-    return LiteLLMModel(spec)
+    return build_model(load_model_settings(None, {"model": spec}))
 
 
 __all__ = [
     "Agent", "Approval", "AuditLog", "Decision", "ExecutionReport", "Executor", "Fact", "GRAMMAR_HELP",
     "LiteLLMModel", "Model", "ModelError", "ModelReply", "NotApproved", "Observation", "OfflineModel",
-    "ParseError", "Plan", "PlanResult", "PlanStep", "Planner", "PromptSize", "RecordedSession",
+    "ModelSettings", "ParseError", "Plan", "PlanResult", "PlanStep", "Planner", "PromptSize", "RecordedSession",
+    "ReplayModel", "SettingsError", "build_model", "load_model_settings",
     "ScriptedModel", "SessionOutcome", "SessionRecorder", "StepResult", "ToolCall", "approve", "as_reply",
     "check_approval", "count_tokens", "default_audit_path", "defang", "load_session", "make_fact", "make_model",
     "measure_prompt_size", "parse_command", "read_audit", "recheck", "run_session", "unwrap_untrusted",

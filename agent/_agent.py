@@ -24,14 +24,15 @@ class Agent:
     def __init__(self, conn: ClusterConnection, model: Model, *, audit: AuditLog | None = None,
                  recorder: SessionRecorder | None = None, user: str | None = None, max_nodes: int = 10,
                  max_turns: int = 8, max_errors: int = 3, timeout: float = 10.0, result_chars: int = 4000,
-                 nonce: str | None = None) -> None:
+                 nonce: str | None = None, budget: float | None = None) -> None:
         self.conn = conn
         self.model = model
         self.audit = audit
         self.recorder = recorder
         self.user = user or (audit.user if audit else current_user())
         self.planner = Planner(model, conn, max_turns=max_turns, max_errors=max_errors, max_nodes=max_nodes,
-                               result_chars=result_chars, timeout=timeout, nonce=nonce, record=self._record)
+                               result_chars=result_chars, timeout=timeout, nonce=nonce, record=self._record,
+                               budget=budget)
         self.executor = Executor(conn, max_nodes=max_nodes, timeout=timeout, record=self._record)
 
     def _record(self, kind: str, data: dict[str, Any]) -> None:
@@ -49,11 +50,11 @@ class Agent:
             self._audit("plan", plan_hash=r.plan.hash, model=r.plan.model, steps=[s.model_dump(mode="json") for s in r.plan.steps],
                         summary=r.plan.summary)
         else:
-            self._audit("planning_failed", error=r.error, turns=r.turns)
+            self._audit("planning_failed", error=r.error, turns=r.turns, failure=r.failure)
 
     async def plan(self, request: str) -> PlanResult:
         if self.recorder is not None:
-            self.recorder.start(request, getattr(self.model, "name", "?"))
+            self.recorder.start(request, getattr(self.model, "name", "?"), nonce=self.planner.nonce)
         self._audit("request", request=request, model=getattr(self.model, "name", "?"))
         r = await self.planner.plan(request)
         self._audit_result(r)
@@ -86,6 +87,10 @@ class Agent:
         return report
 
 
+#: PlanResult.failure values that mean the model or its provider failed (exit 7), not the request.
+MODEL_FAILURES = frozenset({"provider", "timeout", "budget", "malformed", "script", "model"})
+
+
 @dataclass
 class Decision:
     action: Literal["approve", "reject", "stop"]
@@ -101,7 +106,8 @@ Decide = Callable[[PlanResult], Awaitable[Decision]]
 class SessionOutcome:
     """How an ask/replay session ended; ``exit_code`` is the CLI's (see cloudisense.agent.cli)."""
 
-    status: Literal["done", "no_action", "not_planned", "rejected", "planning_failed", "failed", "stale", "refused"]
+    status: Literal["done", "no_action", "not_planned", "rejected", "planning_failed", "failed", "stale", "refused",
+                    "model_failed", "clarify"]
     results: list[PlanResult] = field(default_factory=list)
     report: ExecutionReport | None = None
     approval: Approval | None = None
@@ -113,7 +119,7 @@ class SessionOutcome:
     @property
     def exit_code(self) -> int:
         return {"done": 0, "no_action": 0, "not_planned": 2, "rejected": 3, "planning_failed": 2, "failed": 1,
-                "stale": 4, "refused": 5}[self.status]
+                "stale": 4, "refused": 5, "model_failed": 7, "clarify": 8}[self.status]
 
 
 async def run_session(agent: Agent, request: str, decide: Decide, *, replay_feedback: list[str] | None = None,
@@ -130,7 +136,11 @@ async def run_session(agent: Agent, request: str, decide: Decide, *, replay_feed
     revisions = 0
     while True:
         if not r.ok or r.plan is None:
-            out.status = "planning_failed"
+            out.status = ("stale" if r.failure == "replay_mismatch" else
+                          "model_failed" if r.failure in MODEL_FAILURES else "planning_failed")
+            return out
+        if r.unverified:
+            out.status = "not_planned"  # the model's words claimed an action; nothing ran
             return out
         if not r.plan.steps:
             # answered from successful reads (a status query): fine; nothing read and nothing queued

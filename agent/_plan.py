@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudisense.prompts import PROMPT_VERSION
-from cloudisense.tools import ClusterView, NodeSelector, SelectionError, resolve
+from cloudisense.tools import ClusterView, NodeSelector, SelectionError, describe_selector, resolve
 
 
 class NotApproved(Exception):
@@ -41,6 +41,9 @@ class Fact(BaseModel):
     key: str | None = None
     values: dict[str, float | None] = Field(default_factory=dict)
     why: str = ""
+    origin: Literal["selector", "request", "model"] | None = Field(
+        None, description="who named the target: resolved from a selector, named in the request, or named by "
+                          "the model (an LLM's choice, re-checked through its criterion when it has one)")
 
     def binding(self) -> dict[str, Any]:
         return {"targets": self.targets, "online": self.online, "selector": self.selector}
@@ -57,6 +60,9 @@ class PlanStep(BaseModel):
     reason: str = ""
     mutates: bool = True
     fact: Fact
+    criterion: NodeSelector | None = Field(
+        None, description="for a node the model named after ranking nodes (find_nodes sorted, the node first): "
+                          "that ranking as a selector, re-resolved before execution")
 
     @property
     def targets(self) -> list[str]:
@@ -70,7 +76,8 @@ class PlanStep(BaseModel):
         return {"index": self.index, "kind": self.kind, "node": self.node,
                 "selector": self.selector.model_dump(mode="json") if self.selector else None,
                 "service": self.service, "method": self.method, "params": self.params,
-                "reason": self.reason, "mutates": self.mutates, "fact": self.fact.binding()}
+                "reason": self.reason, "mutates": self.mutates, "fact": self.fact.binding(),
+                **({"criterion": self.criterion.model_dump(mode="json")} if self.criterion else {})}
 
 
 def canonical_hash(obj: Any) -> str:
@@ -176,8 +183,26 @@ def recheck(plan: Plan, steps: set[int], view: ClusterView) -> list[str]:
                 detail = f"offline now: {', '.join(off)}" if off else "its facts changed"
             problems.append(f"{label}: {detail}")
             continue
+        if s.criterion is not None and s.selector is None:
+            gone = criterion_problem(s, view)
+            if gone:
+                problems.append(f"{label}: {gone}")
+                continue
         for t in now.targets:
             n = view.get(t)
             if n is None or n.method(s.service, s.method) is None:
                 problems.append(f"{label}: {t} no longer offers {s.service}.{s.method}")
     return problems
+
+
+def criterion_problem(step: PlanStep, view: ClusterView) -> str:
+    """Why a model-named node no longer meets the criterion the model chose it by ("" if it still does)."""
+    assert step.criterion is not None
+    text = describe_selector(step.criterion)
+    try:
+        r = resolve(view, step.criterion)
+    except SelectionError as e:
+        return f"the model chose {', '.join(step.targets)} as the {text}; now {e}"
+    if r.targets != step.targets:
+        return f"the model chose {', '.join(step.targets)} as the {text}; now that is {', '.join(r.targets)} ({r.why()})"
+    return ""

@@ -49,9 +49,9 @@ class _StepTap:
         self.app = app
         self.forward = forward  # an optional real SessionRecorder
 
-    def start(self, request: str, model: str, url: str | None = None) -> None:
+    def start(self, request: str, model: str, url: str | None = None, nonce: str | None = None) -> None:
         if self.forward is not None:
-            self.forward.start(request, model, url)
+            self.forward.start(request, model, url, nonce=nonce)
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         if self.forward is not None:

@@ -36,15 +36,15 @@ def test_commands_and_defaults(monkeypatch):
     monkeypatch.setenv("CLOUDISENSE_URL", "ws://example:1/ws")
     monkeypatch.setenv("CLOUDISENSE_MODEL", "ollama/llama3")
     a = parser().parse_args(["ask", "status logger"])
-    assert (a.url, a.model, a.yes, a.dry_run, a.json, a.record) == ("ws://example:1/ws", "ollama/llama3", False,
-                                                                   False, False, None)
+    assert (a.url, cli.model_settings(a).model, a.yes, a.dry_run, a.json, a.record) == (
+        "ws://example:1/ws", "ollama/llama3", False, False, False, None)
     assert a.func is cli.cmd_ask
     assert parser().parse_args(["replay", "f.jsonl"]).func is cli.cmd_replay
     assert parser().parse_args(["eval"]).func is cli.cmd_eval
     monkeypatch.delenv("CLOUDISENSE_URL")
     monkeypatch.delenv("CLOUDISENSE_MODEL")
     a = parser().parse_args(["ask", "x"])
-    assert (a.url, a.model) == ("ws://127.0.0.1:8765/ws", "offline")
+    assert (a.url, cli.model_settings(a).model) == ("ws://127.0.0.1:8765/ws", "offline")
 
 
 def test_yes_restarts_the_coolest_and_audits_every_decision(fake, tmp_path, capsys):
