@@ -234,12 +234,14 @@ class ClusterMcp:
         request = (f"{prepared.kind} {prepared.service}.{prepared.method} "
                    f"{json.dumps(prepared.params, ensure_ascii=False, sort_keys=True)} on {target}"
                    + (f" — {prepared.reason}" if prepared.reason else ""))
-        plan = plan_for_call(prepared, view, request=request, model=f"mcp:{self.client_name}")
+        # Where it will run and be recorded is sealed into the hash the client (and so the operator) sees.
+        context = {"url": self.settings.url, "audit": str(self.audit.path), "session": self.audit.session,
+                   "requested_by": self._requested_by()}
+        plan = plan_for_call(prepared, view, request=request, model=f"mcp:{self.client_name}", context=context)
         key = f"{prepared.service}.{prepared.method}"
         allowed = key in self.settings.allow
-        audit_plan(self.audit, plan, via="mcp", requested_by=self._requested_by())
-        rec = self.store.add(plan, url=self.settings.url, requested_by=self._requested_by(),
-                             audit=str(self.audit.path), session=self.audit.session)
+        audit_plan(self.audit, plan, via="mcp", requested_by=context["requested_by"])
+        rec = self.store.add(plan, **context)
         if not allowed:
             out = rec.summary()
             out["message"] = (f"NOT executed: {key} changes state, so this is a pending plan. An operator approves "
