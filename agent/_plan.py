@@ -77,7 +77,7 @@ class PlanStep(BaseModel):
 
 def canonical_hash(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()  # a lone surrogate from a model
 
 
 class Plan(BaseModel):

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from cloudisense.node._text import json_text, printable
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 
@@ -95,16 +96,16 @@ async def _connect(args: argparse.Namespace) -> Any:
 async def _session(args: argparse.Namespace, model: Any, request: str, *, recorder: Any = None,
                    replay_feedback: list[str] | None = None, conn: Any = None, input_fn: Any = input) -> Any:
     from ._agent import Agent, Decision, run_session
-    from ._ui import _console, model_banner, outcome_json, render_plan, render_report, terminal_decider
+    from ._ui import _console, model_banner, outcome_json, render_plan, render_report, safe, terminal_decider
 
     out = _console(stderr=args.json)
-    out.print(f"[dim]{model_banner(model)}[/dim]")
+    out.print(safe(model_banner(model), style="dim"))
     own = conn is None
     try:
         if own:
             conn = await _connect(args)
     except Exception as e:  # noqa: BLE001 - cannot connect: say so, exit 6
-        out.print(f"[red]cannot connect to {args.url}: {getattr(e, 'message', e)}[/red]")
+        out.print(safe(f"cannot connect to {args.url}: {getattr(e, 'message', e)}", style="red"))
         return None, 6
     try:
         agent = Agent(conn, model, audit=_audit(args), recorder=recorder, max_nodes=args.max_nodes,
@@ -130,8 +131,8 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
         elif outcome.status == "rejected":
             out.print("rejected: nothing executed")
         if args.json:
-            print(json.dumps(outcome_json(request, getattr(model, "name", "?"), outcome, dry_run=args.dry_run),
-                             ensure_ascii=False, indent=2, default=str))
+            print(json_text(outcome_json(request, getattr(model, "name", "?"), outcome, dry_run=args.dry_run),
+                            indent=2, default=str))
         return outcome, outcome.exit_code
     finally:
         if own and conn is not None:
@@ -161,13 +162,13 @@ def cmd_replay(args: argparse.Namespace, *, input_fn: Any = input, conn: Any = N
     try:
         session = load_session(args.file)
     except (OSError, ValueError) as e:
-        print(f"cloudisense replay: {e}", file=sys.stderr)
+        print(f"cloudisense replay: {printable(e, limit=2000)}", file=sys.stderr)
         return 2
     model = session.model_for_replay()
     outcome, code = asyncio.run(_session(args, model, session.request, replay_feedback=session.rejections,
                                          input_fn=input_fn, conn=conn))
     if outcome is not None and session.plans and outcome.last is not None and outcome.last.plan is not None:
-        recorded = session.plans[-1].get("hash")
+        recorded = printable(session.plans[-1].get("hash"), limit=64)
         same = recorded == outcome.last.plan.hash
         msg = ("replay: same plan as recorded (hash " + recorded[:12] + ")" if same else
                f"replay: the plan differs from the recording (recorded {str(recorded)[:12]}, now "
@@ -181,10 +182,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ._eval import run_eval
 
     if not Path(args.set_dir, "cases.jsonl").exists():
-        print(f"cloudisense eval: no evaluation set at {args.set_dir} (cases.jsonl); use --set DIR", file=sys.stderr)
+        print(f"cloudisense eval: no evaluation set at {printable(args.set_dir)} (cases.jsonl); use --set DIR",
+              file=sys.stderr)
         return 2
     report = asyncio.run(run_eval(lambda: make_model(args.model), args.set_dir))
-    print(report.model_dump_json(indent=2) if args.json else report.text())
+    print(json_text(report.model_dump(mode="json"), indent=2) if args.json
+          else printable(report.text(), keep_newlines=True))
     return 0 if report.accuracy >= args.min_accuracy and not report.unsafe else 1
 
 
