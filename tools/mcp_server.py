@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudisense.agent import AuditLog, default_audit_path
+from cloudisense.node._text import printable
 from cloudisense.agent.pending import PendingError, PendingStore, audit_plan, plan_for_call, run_plan
 
 from . import (TOOLS, BroadcastArgs, CallArgs, ClusterConnection, ToolError, Toolbox, error_dict, fetch_cluster,
@@ -265,7 +266,7 @@ class ClusterMcp:
         try:
             view = await fetch_cluster(await self.connection(), self.settings.timeout)
         except Exception as e:  # noqa: BLE001 - listing still offers the cluster table
-            log.warning("could not list the nodes' catalogs: %s", error_dict(e)["message"])
+            log.warning("could not list the nodes' catalogs: %s", printable(error_dict(e)["message"], limit=500))
             return out
         for n in view.nodes:
             out.append({"uri": SERVICES_URI.format(node=n.id), "name": f"{n.id} services",
@@ -308,7 +309,8 @@ class ClusterMcp:
                 desc = await fetch_describe(conn, node.id, self.settings.timeout)
                 return {"node": node.id, "online": True, "services": desc.get("services", {})}
             except Exception as e:  # noqa: BLE001 - fall back to the catalog in the cluster view
-                log.warning("describe %s failed: %s", node.id, error_dict(e)["message"])
+                log.warning("describe %s failed: %s", printable(node.id, limit=100),
+                            printable(error_dict(e)["message"], limit=500))
         return {"node": node.id, "online": node.online,
                 "note": "from the cluster view (the node did not answer node.describe): no params schemas",
                 "services": {s: {"description": svc.description,

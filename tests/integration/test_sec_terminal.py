@@ -24,7 +24,7 @@ import subprocess
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import pytest
 from mcp import ClientSession
@@ -32,7 +32,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from cloudisense.node import Client
 from cloudisense.node._text import UNSAFE
-from support import LOGGER, async_wait_until
+from support import async_wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
