@@ -11,7 +11,7 @@ NATS and Python's ``ssl`` all accept.  Each leaf certificate:
 - is good for both ends of a TLS connection (EKU serverAuth + clientAuth):
   the same pair serves ``wss://`` and authenticates the node to the broker.
 
-Files (PEM; private keys PKCS8, mode 0600; the directory, if this makes it, 0700)::
+Files (PEM; private keys PKCS8, mode 0600; the directory, if this makes it, 0755)::
 
     ca.pem ca.key  NODE.pem NODE.key ...  broker.pem broker.key
 
@@ -33,7 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ._config import node_id_error
 from ._errors import ConfigError
-from ._files import create_new, private_dir
+from ._files import create_new, make_dir
 
 __all__ = ["generate_certs"]
 
@@ -91,7 +91,7 @@ def generate_certs(out_dir: str | Path, nodes: Sequence[str],
     else:
         ca_priv = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _make_ca(ca_priv, not_before, not_after)
-        private_dir(out)
+        make_dir(out, 0o755)  # the broker's user must reach broker.key in it; every key is 0600 itself
         _write(ca_key, _key_pem(ca_priv), 0o600)
         _write(ca_pem, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
         written = {"ca.pem": ca_pem, "ca.key": ca_key}

@@ -9,8 +9,9 @@ record is written through these helpers, so:
   planted between a check and the write;
 - its mode is set with ``fchmod`` after the create, so it is exactly what
   the caller asked (0600 for secrets) whatever the umask;
-- a directory this code creates is 0700, set explicitly (the umask only
-  narrows ``mkdir``'s mode, and a umask of 0 would make it 0777);
+- a directory this code creates gets an explicit mode (0700 unless it is
+  meant to be shared, like ``certs gen``'s 0755), set after ``mkdir``: the
+  umask only narrows ``mkdir``'s mode, and a umask of 0 would make it 0777;
 - an append-only log (:func:`open_append`) is opened with ``O_NOFOLLOW``
   and ``O_NONBLOCK`` and must be a regular file, so a symlink or a FIFO at
   its path is refused instead of followed or blocked on.
@@ -31,7 +32,8 @@ from pathlib import Path
 
 from ._errors import ConfigError
 
-__all__ = ["UnsafePath", "check_private_dir", "create_new", "open_append", "private_dir", "replace_file"]
+__all__ = ["UnsafePath", "check_private_dir", "create_new", "make_dir", "open_append", "private_dir",
+           "replace_file"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -75,8 +77,8 @@ def replace_file(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def private_dir(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a directory; created 0700 (exactly, whatever the umask) if it is missing.
+def make_dir(path: str | os.PathLike[str], mode: int) -> Path:
+    """``path`` as a directory; created with exactly ``mode`` (whatever the umask) if it is missing.
 
     Missing parents are created as ``mkdir -p`` would; an existing directory is left as it is.
     """
@@ -84,13 +86,18 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     if not os.path.isdir(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.mkdir(path, 0o700)
+            os.mkdir(path, mode)
         except FileExistsError:
             if not os.path.isdir(path):
                 raise
         else:
-            os.chmod(path, 0o700, follow_symlinks=False)
+            os.chmod(path, mode, follow_symlinks=False)
     return path
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a directory, created 0700 if it is missing (see :func:`make_dir`)."""
+    return make_dir(path, 0o700)
 
 
 def check_private_dir(path: str | os.PathLike[str], what: str = "directory") -> Path:

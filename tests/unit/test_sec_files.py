@@ -87,7 +87,7 @@ def test_certs_gen_race_a_symlink_planted_after_the_check_is_refused(tmp_path):
 def test_certs_gen_modes_are_exact_under_umask_0(tmp_path, umask0):
     out = tmp_path / "new" / "certs"
     files = generate_certs(out, ["node-a"])
-    assert mode(out) == 0o700
+    assert mode(out) == 0o755  # shared on purpose (the broker's user reads broker.key); each key is 0600
     for name, p in files.items():
         assert mode(p) == (0o600 if name.endswith(".key") else 0o644), name
 
