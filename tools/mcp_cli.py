@@ -162,7 +162,8 @@ def outcome_lines(doc: dict[str, Any], status: str, message: str) -> list[str]:
 
 def cmd_pending(args: argparse.Namespace) -> int:
     store = _store(args)
-    docs = [r.summary() for r in store.list(None if args.all else "pending")]
+    # a tampered plan waits too (it can only be rejected): the operator must see it
+    docs = [r.summary() for r in store.list() if args.all or r.effective_status() in ("pending", "tampered")]
     if args.json:
         print(json_text(docs, indent=2))
     elif not docs:
