@@ -220,10 +220,11 @@ def test_json_output_is_safe_and_the_same_document(doc: Any) -> None:
 @SETTINGS
 @given(hostile_any)
 def test_node_cli_errors(text: str) -> None:
+    arg = "x" + text  # never taken for an option by argparse
     with tempfile.TemporaryDirectory() as tmp:
         with captured():
-            assert node_main(["keys", "gen", text or "\x1b", "--out", tmp]) in (0, 2)
+            assert node_main(["keys", "gen", arg, "--out", tmp]) in (0, 2)
         with captured():
-            assert node_main(["call", ".", text or "x", "{"]) == 2
+            assert node_main(["call", ".", arg, "{"]) == 2
         with captured():
-            assert node_main(["certs", "gen", "--out", os.path.join(tmp, "c"), "--nodes", text or "\x1b"]) == 2
+            assert node_main(["certs", "gen", "--out", os.path.join(tmp, "c"), "--nodes", arg]) in (0, 2)
