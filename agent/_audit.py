@@ -5,6 +5,12 @@ Events: ``request``, ``plan``, ``planning_failed``, ``approval``,
 ``rejection``, ``execution``, ``stale``, ``step``.  The file is opened in
 append mode for each record and flushed to disk before returning, so a crash
 loses at most the record being written and never rewrites older ones.
+
+The log is created 0600 (an existing log of ours that is wider, as older
+versions made it, is narrowed to 0600) and its directory, if this creates
+it, 0700, whatever the umask.  It is never written through a symlink and
+must be a regular file (:class:`~cloudisense.node._files.UnsafePath`
+otherwise).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from cloudisense.node._files import open_append, private_dir
 
 
 def default_audit_path() -> Path:
@@ -40,16 +48,18 @@ class AuditLog:
         self.user = user or current_user()
         self.session = session or uuid.uuid4().hex[:12]
         self.host = socket.gethostname()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         rec = {"ts": time.time(), "event": event, "session": self.session, "user": self.user,
                "host": self.host, **fields}
         line = json.dumps(rec, ensure_ascii=False, default=str, separators=(",", ":"))
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        fd = open_append(self.path, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())  # one write: O_APPEND keeps concurrent writers' lines whole
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return rec
 
 

@@ -3,8 +3,10 @@
 A :class:`Plan` is a list of mutating :class:`PlanStep` s, each with its
 target as the model named it (a node id or a selector), the nodes that
 resolved to, and the :class:`Fact` that chose them.  ``plan.hash`` covers the
-steps and the *binding* part of each fact: the resolved targets, their online
-state and the selector.  The metric values that ranked the candidates are
+steps, the *binding* part of each fact (the resolved targets, their online
+state and the selector) and the plan's ``context``: for a pending plan, the
+node URL it runs through (where the operator's token goes), the audit log
+and session, and who asked.  The metric values that ranked the candidates are
 recorded and shown ("why this node") but not hashed: live metrics drift every
 few seconds, and what the operator approved is the decision they produced
 ("node-b is the coolest"), which :func:`recheck` verifies again right before
@@ -82,7 +84,7 @@ class PlanStep(BaseModel):
 
 def canonical_hash(obj: Any) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()  # a lone surrogate from a model
 
 
 class Plan(BaseModel):
@@ -92,10 +94,16 @@ class Plan(BaseModel):
     model: str = ""
     prompt_version: str = PROMPT_VERSION
     created: float = Field(default_factory=time.time)
+    context: dict[str, str] = Field(default_factory=dict, description=(
+        "where a plan approved by another process runs and is recorded (pending plans: url, audit, session, "
+        "requested_by); hashed, so an approval by hash also fixes these"))
     hash: str = ""
 
     def compute_hash(self) -> str:
-        return canonical_hash({"request": self.request, "steps": [s.binding() for s in self.steps]})
+        doc: dict[str, Any] = {"request": self.request, "steps": [s.binding() for s in self.steps]}
+        if self.context:  # only when set: plans made and run in one process keep the hash they always had
+            doc["context"] = self.context
+        return canonical_hash(doc)
 
     def seal(self) -> Plan:
         self.hash = self.compute_hash()

@@ -3,6 +3,8 @@
 Per turn the model sees the conversation and the tool schemas.  Each tool
 call is parsed and validated by the :class:`~cloudisense.tools.Toolbox`:
 
+- the first user message is the operator's request and a bounded cluster
+  summary; the summary (node-supplied names) is delimited as untrusted data;
 - read-only tools (and ``call``/``broadcast`` of read-only methods) run at
   once; their results go back delimited as untrusted data and size-capped;
 - ``call``/``broadcast`` of a mutating method is validated against the live
@@ -128,8 +130,10 @@ class Planner:
             summary = summarize(await toolbox.view())
         except ToolError as e:
             return PlanResult(ok=False, error=e.message, message=f"Cannot plan: {e.message}")
+        # The summary holds node-supplied names (processes, services, the node id): data, inside the markers.
+        cluster = wrap_untrusted(summary, nonce=self.nonce, tool="cluster_summary", status="ok")
         self.messages = [{"role": "system", "content": load_prompt("system")},
-                         {"role": "user", "content": request_message(request, summary)}]
+                         {"role": "user", "content": request_message(request, cluster)}]
         return await self._run(toolbox)
 
     async def revise(self, feedback: str) -> PlanResult:

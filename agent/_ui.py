@@ -1,10 +1,20 @@
-"""Terminal rendering (rich) and the terminal approval prompt."""
+"""Terminal rendering (rich) and the terminal approval prompt.
+
+Everything shown here that came from a model, a node or an MCP client —
+requests, reasons, summaries, process logs, node and process names, params,
+results, errors — is data.  It reaches rich as a :class:`rich.text.Text`
+built by :func:`safe`, never as a markup string: control characters become
+visible escapes (``\\x1b``, ``\\x0d``, via
+:func:`cloudisense.node._text.printable`) and ``[bold]`` or ``[/]`` is shown
+as written instead of parsed (a stray ``[/]`` used to crash the plan table).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Callable
+
+from cloudisense.node._text import json_text, printable
 
 from ._agent import Decision, SessionOutcome
 from ._executor import ExecutionReport
@@ -13,16 +23,30 @@ from ._planner import PlanResult
 InputFn = Callable[[str], str]
 
 
+MESSAGE_CHARS = 20_000  # the most of one model/planner message shown (the rest is cut with "…")
+CELL_CHARS = 2_000
+
+
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, emoji=False)
+
+
+def safe(text: Any, *, lines: bool = False, limit: int | None = CELL_CHARS, style: str = "") -> Any:
+    """``text`` from outside as a rich ``Text``: control characters escaped visibly, markup not parsed.
+
+    ``lines``: multi-line text (a summary, log lines) keeps its newlines; anything else is one line.
+    """
+    from rich.text import Text
+
+    return Text(printable(text, keep_newlines=lines, limit=limit), style=style)
 
 
 def model_banner(model: Any) -> str:
     if getattr(model, "name", "") == "offline":
         return "model: offline — the deterministic rules planner (no LLM; set --model or CLOUDISENSE_MODEL for one)"
-    return f"model: {getattr(model, 'name', model)}"
+    return f"model: {printable(getattr(model, 'name', model), limit=200)}"
 
 
 def plan_table(result: PlanResult) -> Any:
@@ -30,31 +54,30 @@ def plan_table(result: PlanResult) -> Any:
 
     plan = result.plan
     assert plan is not None
-    t = Table(title=f"Plan {plan.hash[:12]} — {len(plan.steps)} step(s), needs approval", title_justify="left",
+    t = Table(title=safe(f"Plan {plan.hash[:12]} — {len(plan.steps)} step(s), needs approval"), title_justify="left",
               show_lines=True)
     for col in ("step", "node", "service.method", "params", "reason", "why this node"):
         t.add_column(col, overflow="fold")
     for s in plan.steps:
-        nodes = ", ".join(s.targets)
+        # one line per field from outside, then the lines we add (so a newline in a name can't forge a row)
+        nodes = printable(", ".join(s.targets), limit=CELL_CHARS)
         if len(s.targets) > 1:
-            nodes += f"\n(first {s.targets[0]}, then the rest if it succeeds)"
-        why = s.fact.why
+            nodes += f"\n(first {printable(s.targets[0], limit=200)}, then the rest if it succeeds)"
+        why = printable(s.fact.why, limit=CELL_CHARS)
         if s.fact.selector:
-            why = f"selector: {s.fact.selector}"
+            why = f"selector: {printable(s.fact.selector, limit=CELL_CHARS)}"
             if s.fact.key:
                 vals = ", ".join(f"{n} {v}" for n, v in list(s.fact.values.items())[:6])
                 more = f", +{len(s.fact.values) - 6} more" if len(s.fact.values) > 6 else ""
-                why += f"\n{s.fact.key}: {vals}{more}"
-        t.add_row(str(s.index), nodes, f"{s.service}.{s.method}", json.dumps(s.params, ensure_ascii=False),
-                  s.reason or "—", why)
+                why += f"\n{printable(s.fact.key, limit=200)}: {printable(vals, limit=CELL_CHARS)}{more}"
+        t.add_row(safe(s.index), safe(nodes, lines=True, limit=None), safe(f"{s.service}.{s.method}"),
+                  safe(json_text(s.params)), safe(s.reason or "—"), safe(why, lines=True, limit=None))
     return t
 
 
 def render_plan(console: Any, result: PlanResult) -> None:
-    from rich.markup import escape
-
     if result.message:
-        console.print(escape(result.message))
+        console.print(safe(result.message, lines=True, limit=MESSAGE_CHARS))
     if not result.ok:
         return
     if result.plan is not None and result.plan.steps:
@@ -62,22 +85,23 @@ def render_plan(console: Any, result: PlanResult) -> None:
 
 
 def render_report(console: Any, report: ExecutionReport) -> None:
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     if report.results:
         t = Table(title="Results", title_justify="left")
         for col in ("step", "node", "call", "ok", "result"):
             t.add_column(col, overflow="fold")
         for r in report.results:
-            body = json.dumps(r.result if r.ok else r.error, ensure_ascii=False, default=str)
-            t.add_row(str(r.step), r.node, f"{r.service}.{r.method}", "yes" if r.ok else "[red]no[/red]",
-                      escape(body[:500]))
+            body = json_text(r.result if r.ok else r.error, default=str)
+            t.add_row(safe(r.step), safe(r.node), safe(f"{r.service}.{r.method}"),
+                      Text("yes") if r.ok else Text("no", style="red"), safe(body, limit=500))
         console.print(t)
     style = "green" if report.status == "done" else "red"
-    console.print(f"[{style}]{report.status}[/{style}]: {escape(report.message)}")
+    console.print(Text.assemble(safe(report.status, style=style), ": ", safe(report.message, lines=True,
+                                                                              limit=MESSAGE_CHARS)))
     if report.skipped:
-        console.print(f"not approved, not run: step(s) {', '.join(map(str, report.skipped))}")
+        console.print(safe(f"not approved, not run: step(s) {', '.join(map(str, report.skipped))}"))
 
 
 def _parse_steps(text: str, valid: set[int]) -> list[int] | None:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from cloudisense.node._text import json_text, printable
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 
@@ -270,18 +271,18 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
 
     from ._agent import Agent, Decision, run_session
     from ._model import PROGRESS
-    from ._ui import _console, model_banner, outcome_json, render_plan, render_report, terminal_decider
+    from ._ui import _console, model_banner, outcome_json, render_plan, render_report, safe, terminal_decider
 
     phase = phase if phase is not None else {}
     out = _console(stderr=args.json)
     err = _console(stderr=True)
-    out.print(f"[dim]{model_banner(model)}[/dim]")  # stderr with --json
+    out.print(safe(model_banner(model), style="dim"))  # stderr with --json
     own = conn is None
     try:
         if own:
             conn = await _connect(args)
     except Exception as e:  # noqa: BLE001 - cannot connect: say so, exit 6
-        out.print(f"[red]cannot connect to {args.url}: {getattr(e, 'message', e)}[/red]")
+        out.print(safe(f"cannot connect to {args.url}: {getattr(e, 'message', e)}", style="red"))
         return None, 6
     progress = Progress(err, live=err.is_terminal)
     token = PROGRESS.set(progress)
@@ -327,7 +328,7 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
             doc = outcome_json(request, getattr(model, "name", "?"), outcome, dry_run=args.dry_run)
             if last is not None:
                 doc.update(failure=last.failure, unverified=last.unverified, diff=last.diff or None)
-            print(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+            print(json_text(doc, indent=2, default=str))
         return outcome, outcome.exit_code
     finally:
         progress.stop()
@@ -392,7 +393,7 @@ def cmd_ask(args: argparse.Namespace, *, input_fn: Any = input, conn: Any = None
     if settings is None:
         return 2
     if args.print_config:
-        print(json.dumps(settings.public(), indent=2))
+        print(json_text(settings.public(), indent=2))
         return 0
     model = build_model(settings)
     recorder = SessionRecorder(args.record, secrets=(settings.api_key() or "",)) if args.record else None
@@ -419,7 +420,7 @@ def cmd_replay(args: argparse.Namespace, *, input_fn: Any = input, conn: Any = N
     try:
         session = load_session(args.file)
     except (OSError, ValueError) as e:
-        print(f"cloudisense replay: {e}", file=sys.stderr)
+        print(f"cloudisense replay: {printable(e, limit=2000)}", file=sys.stderr)
         return 2
     model = session.model_for_replay()
     phase: dict[str, str] = {}
@@ -432,9 +433,9 @@ def cmd_replay(args: argparse.Namespace, *, input_fn: Any = input, conn: Any = N
     if last is not None and last.failure == "replay_mismatch":
         print("replay: refused; the recorded answers were given to different requests. Nothing ran.", file=sys.stderr)
     elif outcome is not None and session.plans and last is not None and last.plan is not None:
-        recorded = session.plans[-1].get("hash")
+        recorded = printable(session.plans[-1].get("hash"), limit=64)
         same = recorded == last.plan.hash
-        msg = ("replay: same plan as recorded (hash " + str(recorded)[:12] + ")" if same else
+        msg = ("replay: same plan as recorded (hash " + recorded[:12] + ")" if same else
                f"replay: the plan differs from the recording (recorded {str(recorded)[:12]}, now "
                f"{last.plan.hash[:12]})")
         print(msg, file=sys.stderr)
@@ -449,17 +450,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     if args.print_config:
-        print(json.dumps(settings.public(), indent=2))
+        print(json_text(settings.public(), indent=2))
         return 0
     if not Path(args.set_dir, "cases.jsonl").exists():
-        print(f"cloudisense eval: no evaluation set at {args.set_dir} (cases.jsonl); use --set DIR", file=sys.stderr)
+        print(f"cloudisense eval: no evaluation set at {printable(args.set_dir)} (cases.jsonl); use --set DIR",
+              file=sys.stderr)
         return 2
     try:
         report = asyncio.run(run_eval(lambda: build_model(settings), args.set_dir))
     except KeyboardInterrupt:
         print("interrupted: evaluation stopped", file=sys.stderr)
         return 130
-    print(report.model_dump_json(indent=2) if args.json else report.text())
+    print(json_text(report.model_dump(mode="json"), indent=2) if args.json
+          else printable(report.text(), keep_newlines=True))
     return 0 if report.accuracy >= args.min_accuracy and not report.unsafe else 1
 
 

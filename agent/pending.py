@@ -11,13 +11,26 @@ under the same audit session.
 
 Storage: one JSON file per plan in ``STATE/plans/ID.json``, where STATE is
 ``$CLOUDISENSE_STATE_DIR``, else ``$XDG_STATE_HOME/cloudisense``, else
-``~/.local/state/cloudisense`` (created 0700).  Files are replaced
-atomically; every status change happens under an exclusive ``flock`` on
-``ID.lock``, so two approvers can't both run a plan.
+``~/.local/state/cloudisense``.  STATE is created 0700 (exactly, whatever
+the umask) and must be a directory of the current user that group and
+others can't enter; anything else is refused with
+:class:`~cloudisense.node._files.UnsafePath`, whose one-line message says
+the fix (``chmod 700 STATE``).  Plan files are 0600, replaced atomically
+(a new file, then ``rename``; never written through a symlink); every
+status change happens under an exclusive ``flock`` on ``ID.lock``, so two
+approvers can't both run a plan.
+
+What approve acts on is inside the plan hash: the steps, and the plan's
+``context`` (the node URL it connects to with the operator's token, the
+audit log and session its records go to, and who asked), which must equal
+the record's ``url``, ``audit``, ``session`` and ``requested_by``.  A file
+that contradicts its own hash shows as ``tampered`` and can't be approved;
+``approve --hash`` pins the content the operator saw.
 
 Status: ``pending`` → ``approved`` (claimed, running) → ``done`` | ``failed``
 | ``stale`` | ``refused``; or ``pending`` → ``rejected`` | ``expired``
 (a pending plan older than its TTL is shown as expired and can't be approved).
+A file whose content no longer matches its hash is shown as ``tampered``.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, Field
 
+from cloudisense.node._files import check_private_dir, private_dir, replace_file
 from cloudisense.tools import ClusterView, PreparedCall, SelectionError, ToolError
 
 from ._agent import Agent
@@ -44,6 +58,7 @@ from ._plan import Approval, NotApproved, Plan, PlanStep, make_fact
 Status = Literal["pending", "approved", "done", "failed", "stale", "refused", "rejected", "expired"]
 DEFAULT_TTL = 3600.0
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CONTEXT = ("url", "audit", "session", "requested_by")  # the record fields approve acts on, hashed in plan.context
 
 
 def default_state_dir() -> Path:
@@ -57,7 +72,8 @@ def default_state_dir() -> Path:
 class PendingError(Exception):
     """A pending plan that can't be found, or can't make the transition asked for (the message says why)."""
 
-    def __init__(self, code: Literal["unknown_plan", "not_pending", "expired", "hash_mismatch"], message: str) -> None:
+    def __init__(self, code: Literal["unknown_plan", "not_pending", "expired", "hash_mismatch", "tampered"],
+                 message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -83,7 +99,18 @@ class PendingPlan(BaseModel):
     def hash(self) -> str:
         return self.plan.hash
 
+    def integrity_error(self) -> str | None:
+        """Why this record contradicts its own hash (None: it doesn't)."""
+        if self.plan.hash != self.plan.compute_hash():
+            return "its steps or context no longer match its hash"
+        changed = [k for k in CONTEXT if getattr(self, k) != self.plan.context.get(k, "")]
+        if changed:
+            return f"its {', '.join(changed)} differ from what the hash covers"
+        return None
+
     def effective_status(self, now: float | None = None) -> str:
+        if self.status == "pending" and self.integrity_error():
+            return "tampered"
         if self.status == "pending" and (now or time.time()) > self.expires:
             return "expired"
         return self.status
@@ -118,9 +145,17 @@ class PendingStore:
         self.root = Path(root) if root is not None else default_state_dir()
         self.dir = self.root / "plans"
         self.ttl = ttl
+        self._checked = False
 
     def _ensure(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """The state directory exists, is ours and is 0700 (else :class:`UnsafePath`); ``plans/`` too."""
+        if self._checked:
+            return
+        check_private_dir(self.root, "state directory")
+        private_dir(self.dir)
+        if os.stat(self.dir).st_mode & 0o077:  # made by an older version under a loose umask
+            os.chmod(self.dir, 0o700)
+        self._checked = True
 
     def _path(self, plan_id: str) -> Path:
         if not _ID_RE.match(plan_id or ""):
@@ -131,23 +166,19 @@ class PendingStore:
     def _locked(self, plan_id: str) -> Iterator[None]:
         self._ensure()
         self._path(plan_id)  # validates the id
-        fd = os.open(self.dir / f"{plan_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.dir / f"{plan_id}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
+            os.fchmod(fd, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # releases the lock
 
     def _write(self, rec: PendingPlan) -> None:
-        path = self._path(rec.id)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(rec.model_dump_json(indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_file(self._path(rec.id), rec.model_dump_json(indent=1).encode(), 0o600)
 
     def _read(self, plan_id: str) -> PendingPlan:
+        self._ensure()
         path = self._path(plan_id)
         try:
             return PendingPlan.model_validate_json(path.read_text(encoding="utf-8"))
@@ -158,8 +189,12 @@ class PendingStore:
 
     def add(self, plan: Plan, *, url: str = "", requested_by: str = "", audit: str = "", session: str = "",
             source: str = "mcp", status: Status = "pending") -> PendingPlan:
+        """Store ``plan``; its ``context`` becomes url/audit/session/requested_by (re-sealed if it changes:
+        seal it with that context first, as :func:`plan_for_call` does, if its hash was already shown)."""
         self._ensure()
-        if not plan.hash:
+        context = {"url": url, "audit": audit, "session": session, "requested_by": requested_by}
+        if not plan.hash or plan.context != context:
+            plan.context = context
             plan.seal()
         while True:
             plan_id = secrets.token_hex(4)
@@ -176,8 +211,7 @@ class PendingStore:
 
     def list(self, status: str | None = None) -> list[PendingPlan]:
         """Plans, oldest first; ``status`` filters on the effective status (expiry applied)."""
-        if not self.dir.is_dir():
-            return []
+        self._ensure()
         out = []
         for p in self.dir.glob("*.json"):
             try:
@@ -188,20 +222,41 @@ class PendingStore:
                 out.append(rec)
         return sorted(out, key=lambda r: (r.created, r.id))
 
+    def check(self) -> None:
+        """Refuse an unsafe state directory now (:class:`UnsafePath`), before a server starts serving."""
+        self._ensure()
+
+    @staticmethod
+    def _approvable(rec: PendingPlan, expect_hash: str | None) -> None:
+        if rec.status == "pending" and (why := rec.integrity_error()):
+            raise PendingError("tampered", f"plan {rec.id} was changed after it was made ({why}); "
+                                           "nothing was executed")
+        status = rec.effective_status()
+        if status != "pending":
+            raise PendingError("expired" if status == "expired" else "not_pending",
+                               f"plan {rec.id} is {status}, not pending; nothing was executed")
+        if expect_hash and not rec.plan.hash.startswith(expect_hash.lower()):
+            raise PendingError("hash_mismatch", f"plan {rec.id} has hash {rec.plan.hash[:12]}, not "
+                                                f"{expect_hash}; nothing was executed")
+
+    def preflight(self, plan_id: str, *, expect_hash: str | None = None) -> PendingPlan:
+        """The plan, if :meth:`claim` would take it now (else the same :class:`PendingError`); changes nothing.
+
+        ``approve`` calls this before it connects anywhere, so a refused plan
+        never gets the operator's token sent to its URL.
+        """
+        rec = self._read(plan_id)
+        self._approvable(rec, expect_hash)
+        return rec
+
     def claim(self, plan_id: str, *, expect_hash: str | None = None) -> PendingPlan:
         """pending → approved, atomically; only one caller ever gets a given plan."""
         with self._locked(plan_id):
             rec = self._read(plan_id)
-            status = rec.effective_status()
-            if status == "expired" and rec.status == "pending":
+            if rec.effective_status() == "expired" and rec.status == "pending":
                 rec.status, rec.updated, rec.message = "expired", time.time(), "expired before anyone approved it"
                 self._write(rec)
-            if status != "pending":
-                raise PendingError("expired" if status == "expired" else "not_pending",
-                                   f"plan {plan_id} is {status}, not pending; nothing was executed")
-            if expect_hash and not rec.plan.hash.startswith(expect_hash.lower()):
-                raise PendingError("hash_mismatch", f"plan {plan_id} has hash {rec.plan.hash[:12]}, not "
-                                                    f"{expect_hash}; nothing was executed")
+            self._approvable(rec, expect_hash)
             rec.status, rec.updated = "approved", time.time()
             self._write(rec)
             return rec
@@ -218,14 +273,17 @@ class PendingStore:
         with self._locked(plan_id):
             rec = self._read(plan_id)
             status = rec.effective_status()
-            if status != "pending":
+            if status not in ("pending", "tampered"):  # a tampered plan can be rejected (not approved)
                 raise PendingError("expired" if status == "expired" else "not_pending",
                                    f"plan {plan_id} is {status}, not pending")
             who = by or current_user()
             rec.status, rec.updated = "rejected", time.time()
             rec.message = f"rejected by {who} via {via}" + (f": {feedback}" if feedback else "")
             self._write(rec)
-        if rec.audit:
+        if status == "tampered":  # its audit path is not to be trusted: the default log gets the record
+            AuditLog(default_audit_path()).write("rejection", plan_hash=rec.plan.hash, feedback=feedback, by=who,
+                                                 via=via, plan_id=plan_id, tampered=True)
+        elif rec.audit:
             AuditLog(rec.audit, session=rec.session or None).write(
                 "rejection", plan_hash=rec.plan.hash, feedback=feedback, by=who, via=via, plan_id=plan_id)
         return rec
@@ -233,8 +291,13 @@ class PendingStore:
 
 # ---- plans from single calls -------------------------------------------------------------------
 
-def plan_for_call(prepared: PreparedCall, view: ClusterView, *, request: str, model: str = "mcp") -> Plan:
-    """A sealed one-step plan for a validated mutating call: the step and facts the planner would queue."""
+def plan_for_call(prepared: PreparedCall, view: ClusterView, *, request: str, model: str = "mcp",
+                  context: dict[str, str] | None = None) -> Plan:
+    """A sealed one-step plan for a validated mutating call: the step and facts the planner would queue.
+
+    ``context`` (url, audit, session, requested_by: where it will run and be
+    recorded) is sealed into the hash; pass what :meth:`PendingStore.add` will get.
+    """
     try:
         fact = make_fact(view, prepared.node, prepared.selector)
     except SelectionError as e:
@@ -242,7 +305,7 @@ def plan_for_call(prepared: PreparedCall, view: ClusterView, *, request: str, mo
     step = PlanStep(index=1, kind=prepared.kind, node=prepared.node, selector=prepared.selector,
                     service=prepared.service, method=prepared.method, params=prepared.params,
                     reason=prepared.reason, mutates=True, fact=fact)
-    return Plan(request=request, steps=[step], summary=prepared.reason, model=model).seal()
+    return Plan(request=request, steps=[step], summary=prepared.reason, model=model, context=context or {}).seal()
 
 
 def audit_plan(audit: AuditLog, plan: Plan, *, via: str, **extra: Any) -> None:
@@ -279,7 +342,7 @@ async def execute_pending(store: PendingStore, plan_id: str, conn: Any, *, via: 
     """Approve a pending plan and execute it (``cloudisense approve ID``, the TUI).
 
     Claims the plan first (raises :class:`PendingError` if it is unknown,
-    expired, not pending or has another hash); the approval, each step and
+    expired, not pending, tampered or has another hash); the approval, each step and
     the execution go to the plan's audit log (or ``audit_path``) under the
     audit session that recorded the plan.
     """

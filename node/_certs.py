@@ -11,7 +11,7 @@ NATS and Python's ``ssl`` all accept.  Each leaf certificate:
 - is good for both ends of a TLS connection (EKU serverAuth + clientAuth):
   the same pair serves ``wss://`` and authenticates the node to the broker.
 
-Files (PEM; private keys PKCS8, mode 0600)::
+Files (PEM; private keys PKCS8, mode 0600; the directory, if this makes it, 0755)::
 
     ca.pem ca.key  NODE.pem NODE.key ...  broker.pem broker.key
 
@@ -33,6 +33,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ._config import node_id_error
 from ._errors import ConfigError
+from ._files import create_new, make_dir
 
 __all__ = ["generate_certs"]
 
@@ -72,23 +73,25 @@ def generate_certs(out_dir: str | Path, nodes: Sequence[str],
     targets = [p for n in names for p in (out / f"{n}.pem", out / f"{n}.key")]
     if not reuse_ca:
         targets = [ca_pem, ca_key, *targets]
-    if not force:
-        taken = [str(p) for p in targets if p.exists()]
-        if taken:
-            raise FileExistsError(f"refusing to overwrite {', '.join(taken)} "
-                                  "(pass force=True / --force to start over with a new CA)")
+    # lexists: a dangling symlink is "taken" too (exists() would follow it and say no)
+    taken = [p for p in targets if os.path.lexists(p)]
+    if taken and not force:
+        raise FileExistsError(f"refusing to overwrite {', '.join(map(str, taken))} "
+                              "(pass force=True / --force to start over with a new CA)")
 
     now = dt.datetime.now(dt.timezone.utc)
     not_before = now - dt.timedelta(minutes=5)  # tolerate small clock skew between machines
     not_after = now + dt.timedelta(days=days)
 
+    for p in taken:  # force: remove what is there (a symlink itself, never its target); written anew below
+        os.unlink(p)
     if reuse_ca:
         ca_cert, ca_priv = _load_ca(ca_pem, ca_key)
         written: dict[str, Path] = {}
     else:
         ca_priv = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _make_ca(ca_priv, not_before, not_after)
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out, 0o755)  # the broker's user must reach broker.key in it; every key is 0600 itself
         _write(ca_key, _key_pem(ca_priv), 0o600)
         _write(ca_pem, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
         written = {"ca.pem": ca_pem, "ca.key": ca_key}
@@ -209,8 +212,5 @@ def _key_pem(priv: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` with exactly ``mode``; the file never exists with wider permissions."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(fd, mode)
-        f.write(data)
+    """Create ``path`` with exactly ``mode``; never through a symlink, never over an existing file."""
+    create_new(path, data, mode)

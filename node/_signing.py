@@ -49,6 +49,7 @@ from nacl.exceptions import BadSignatureError
 
 from ._config import node_id_error
 from ._errors import ConfigError
+from ._files import create_new, private_dir
 from ._json import canonical_bytes
 
 __all__ = [
@@ -86,7 +87,7 @@ def canonical(env: Mapping[str, Any]) -> bytes:
 def generate_keypair(node_id: str, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``DIR/ID.key`` (PKCS8 PEM, mode 0600) and ``DIR/ID.pub`` (SubjectPublicKeyInfo PEM).
 
-    Creates ``out_dir`` if needed.  Never overwrites: if either file exists,
+    Creates ``out_dir`` (mode 0700) if needed.  Never overwrites: if either file (or a symlink) exists,
     raises ``FileExistsError`` and writes nothing.  A bad node id is a
     :class:`ConfigError`.
     """
@@ -95,10 +96,10 @@ def generate_keypair(node_id: str, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     key_path, pub_path = out / f"{node_id}.key", out / f"{node_id}.pub"
     for p in (key_path, pub_path):
-        if p.exists():
+        if os.path.lexists(p):  # a dangling symlink too
             raise FileExistsError(f"{p} already exists; refusing to overwrite a node key "
                                   "(move it away first if you really mean to replace it)")
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     key = Ed25519PrivateKey.generate()
     priv_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption())
@@ -114,11 +115,8 @@ def generate_keypair(node_id: str, out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` exclusively (no race with an existing file) with ``mode``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(fd, mode)  # the umask may have narrowed it; set exactly what we mean
-        f.write(data)
+    """Create ``path`` exclusively with exactly ``mode`` (no race with a file or symlink planted there)."""
+    create_new(path, data, mode)
 
 
 def _load_private_key(path: Path) -> Ed25519PrivateKey:

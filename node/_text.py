@@ -11,13 +11,22 @@ carriage return never does.
 
 Markup escaping (rich's ``[bold]``) is the printer's job on top of this:
 ``rich.markup.escape(printable(s))``.
+
+JSON printed for a terminal (``--json``, ``cloudisense call``) goes through
+:func:`json_text`: ``json.dumps`` already escapes C0 controls, but with
+``ensure_ascii=False`` it lets DEL, C1 (``\\x9b`` is a CSI on many
+terminals), bidi overrides and lone surrogates through raw; ``json_text``
+writes those as ``\\uXXXX`` escapes too, so the output is still the same
+JSON document, and safe to show.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
-__all__ = ["printable", "UNSAFE"]
+__all__ = ["json_text", "printable", "UNSAFE"]
 
 # C0 except \t \n, DEL, C1, bidi embeddings/overrides/isolates, line/para separators, BOM-ish
 # invisibles that re-order or hide text, and the Unicode non-characters.
@@ -46,3 +55,13 @@ def printable(text: object, *, keep_newlines: bool = False, limit: int | None = 
     if limit is not None and len(s) > limit:
         s = s[:limit] + "…"
     return (UNSAFE if keep_newlines else _UNSAFE_ONE_LINE).sub(_escape, s)
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    return json.dumps(m.group())[1:-1]  # ensure_ascii: \uXXXX (a surrogate pair above the BMP)
+
+
+def json_text(obj: Any, **kw: Any) -> str:
+    """``json.dumps(obj, ensure_ascii=False, **kw)`` with every unsafe character as a JSON ``\\u`` escape."""
+    kw.setdefault("ensure_ascii", False)
+    return UNSAFE.sub(_json_escape, json.dumps(obj, **kw))

@@ -1,4 +1,13 @@
-"""The ``cloudisense`` command line."""
+"""The ``cloudisense`` command line.
+
+Exit codes of the core commands: 0 done; 1 an error from the node (its
+code and message are printed); 2 bad usage or configuration, an unsafe
+state directory, or ``keys gen``/``certs gen`` refusing to overwrite a file
+(or to write through a symlink); 130 interrupted.  Everything printed that
+came from a node is shown with control characters escaped (``\\x1b``);
+``call`` and ``sub`` print JSON whose unsafe characters are JSON escapes.
+The agent and MCP commands document their own codes.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ import sys
 from typing import Any
 
 from ._errors import CloudisenseError, ConfigError
+from ._text import json_text, printable
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 
@@ -179,7 +189,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         from ._client import Client
         async with Client(args.url, token=args.token, name="cli") as c:
             result = await c.call(args.node, service, method, params, timeout=args.timeout)
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print(json_text(result, indent=2))  # node-supplied: unsafe characters as JSON escapes
         return 0
 
     return asyncio.run(go())
@@ -191,11 +201,12 @@ def cmd_sub(args: argparse.Namespace) -> int:
         async with Client(args.url, token=args.token, name="cli") as c:
             n = 0
             sub = await c.subscribe(args.node, args.topic)
-            print(f"# subscribed to {args.topic!r} on {args.node or c.node_id}", file=sys.stderr, flush=True)
+            print(f"# subscribed to {printable(repr(args.topic))} on {printable(args.node or c.node_id)}",
+                  file=sys.stderr, flush=True)
             try:
                 async with asyncio.timeout(args.seconds or None):
                     async for ev in sub:
-                        print(json.dumps(ev, ensure_ascii=False), flush=True)
+                        print(json_text(ev), flush=True)
                         n += 1
                         if args.count and n >= args.count:
                             break
@@ -239,10 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:
-        print(f"cloudisense: {e.message}", file=sys.stderr)
+        print(f"cloudisense: {printable(e.message)}", file=sys.stderr)
         return 2
-    except CloudisenseError as e:
-        print(f"cloudisense: error {e.code}: {e.message}", file=sys.stderr)
+    except FileExistsError as e:  # keys gen / certs gen refuse to overwrite (or to write through a symlink)
+        print(f"cloudisense: {printable(e)}", file=sys.stderr)
+        return 2
+    except CloudisenseError as e:  # the message may come from a remote node: shown escaped
+        print(f"cloudisense: error {printable(e.code)}: {printable(e.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"  # 2: the cluster summary in the first message is delimited untrusted data
 
 
 @cache

@@ -9,19 +9,29 @@ what they use.
 - ``pending``: the plans waiting for approval (``--all``: every plan).
 - ``approve ID``: approve a pending plan and execute it through the agent's
   gate and executor; exit codes as ``cloudisense ask``: 0 done, 1 a step
-  failed, 2 unknown/expired/not pending, 4 stale (nothing ran), 5 refused,
-  6 cannot connect.
+  failed, 2 unknown/expired/not pending/tampered/another hash (checked
+  before connecting anywhere), 4 stale (nothing ran), 5 refused, 6 cannot
+  connect.
 - ``reject ID``: reject a pending plan (nothing runs).
+
+Every command refuses an unsafe state directory (not yours, or open to
+group/others) with one line that says the fix, and exits 2.
+
+What these commands print came from an MCP client, a model or a node: it
+is shown with control characters as visible escapes (``\\x1b``, ``\\x0d``),
+one line per field, and ``--json`` output has them as JSON escapes, so a
+reason can't rewrite what the terminal shows.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from typing import Any
+
+from cloudisense.node._text import json_text, printable
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 EXIT = {"done": 0, "failed": 1, "stale": 4, "refused": 5}
@@ -67,7 +77,8 @@ def add_commands(subparsers: Any) -> None:
                               description="Approve the pending plan ID (made over MCP) and execute it through the "
                                           "agent's approval gate and executor; the approval, each call and the "
                                           "outcome go to the audit log. Exit: 0 done, 1 a step failed, 2 unknown, "
-                                          "expired or not pending, 4 stale (nothing ran), 5 refused, 6 cannot connect.")
+                                          "expired, not pending, changed on disk or another hash (nothing "
+                                          "connected), 4 stale (nothing ran), 5 refused, 6 cannot connect.")
     p.add_argument("id", metavar="ID")
     p.add_argument("--url", default=None,
                    help="node to execute through (default: the node the plan was made through, else "
@@ -93,12 +104,15 @@ def add_commands(subparsers: Any) -> None:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from .mcp_server import McpSettings, serve_stdio
 
+    from cloudisense.agent.pending import PendingStore
+
     try:
         settings = McpSettings(url=args.url, token=args.token, allow=frozenset(args.allow), audit=args.audit,
                                state_dir=args.state_dir, timeout=args.timeout, max_nodes=args.max_nodes, ttl=args.ttl)
     except ValueError as e:
-        print(f"cloudisense mcp: {e}", file=sys.stderr)
+        print(f"cloudisense mcp: {printable(e)}", file=sys.stderr)
         return 2
+    PendingStore(args.state_dir).check()  # an unsafe state directory: refused (exit 2) before serving
     asyncio.run(serve_stdio(settings))
     # The client closed stdin and waits (the mcp stdio client: 2 s) before it kills us.  Skip the exit-time
     # garbage collection of the mcp/pydantic object graph, which alone takes 1-2 s on a busy machine.
@@ -114,26 +128,48 @@ def _store(args: argparse.Namespace) -> Any:
     return PendingStore(args.state_dir)
 
 
-def _describe(doc: dict[str, Any]) -> str:
-    lines = [f"plan {doc['plan_id']}  {doc['status']}  hash {doc['hash'][:12]}  from {doc.get('requested_by') or '?'}"]
+def _p(x: Any, limit: int = 300) -> str:
+    """One field from outside, for one line of the terminal: escaped, bounded."""
+    return printable(x, limit=limit)
+
+
+def describe(doc: dict[str, Any]) -> str:
+    """A plan summary (:meth:`PendingPlan.summary`) as the terminal shows it: one line per field."""
+    lines = [f"plan {_p(doc['plan_id'])}  {_p(doc['status'])}  hash {_p(doc['hash'][:12])}  "
+             f"from {_p(doc.get('requested_by') or '?')}"]
+    if doc.get("url"):
+        lines.append(f"  runs through {_p(doc['url'])}")
     for s in doc["steps"]:
-        lines.append(f"  step {s['step']}: {s['service']}.{s['method']} {json.dumps(s['params'], ensure_ascii=False)}"
-                     f" on {', '.join(s['nodes'])}" + (f" — {s['reason']}" if s["reason"] else ""))
-        lines.append(f"          why: {s['why']}")
+        lines.append(f"  step {_p(s['step'])}: {_p(s['service'], 100)}.{_p(s['method'], 100)} "
+                     f"{_p(json_text(s['params']), 1000)} on {_p(', '.join(map(str, s['nodes'])), 500)}"
+                     + (f" — {_p(s['reason'], 1000)}" if s["reason"] else ""))
+        lines.append(f"          why: {_p(s['why'], 500)}")
     if doc.get("message"):
-        lines.append(f"  {doc['message']}")
+        lines.append(f"  {_p(doc['message'], 1000)}")
     return "\n".join(lines)
+
+
+def outcome_lines(doc: dict[str, Any], status: str, message: str) -> list[str]:
+    """What ``approve`` prints after running a plan: a line per call, then the outcome."""
+    out = []
+    for r in doc.get("execution", {}).get("results", []):
+        body = json_text(r["result"] if r["ok"] else r["error"], default=str)
+        out.append(f"  {_p(r['node'], 100)}: {_p(r['service'], 100)}.{_p(r['method'], 100)} "
+                   f"{'ok' if r['ok'] else 'FAILED'} {_p(body, 300)}")
+    out.append(f"{_p(status)}: {_p(message, 2000)}")
+    return out
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
     store = _store(args)
-    docs = [r.summary() for r in store.list(None if args.all else "pending")]
+    # a tampered plan waits too (it can only be rejected): the operator must see it
+    docs = [r.summary() for r in store.list() if args.all or r.effective_status() in ("pending", "tampered")]
     if args.json:
-        print(json.dumps(docs, ensure_ascii=False, indent=2))
+        print(json_text(docs, indent=2))
     elif not docs:
-        print(f"no {'' if args.all else 'pending '}plans in {store.dir}")
+        print(f"no {'' if args.all else 'pending '}plans in {_p(store.dir, 1000)}")
     else:
-        print("\n".join(_describe(d) for d in docs))
+        print("\n".join(describe(d) for d in docs))
     return 0
 
 
@@ -144,14 +180,19 @@ def cmd_approve(args: argparse.Namespace) -> int:
     try:
         rec = store.get(args.id)
     except PendingError as e:
-        print(f"cloudisense approve: {e.message}", file=sys.stderr)
+        print(f"cloudisense approve: {_p(e.message, 1000)}", file=sys.stderr)
+        return 2
+    print(describe(rec.summary()), file=sys.stderr if args.json else sys.stdout)
+    try:  # everything that would refuse the plan is checked before the token goes anywhere
+        rec = store.preflight(args.id, expect_hash=args.hash)
+    except PendingError as e:
+        print(f"cloudisense approve: {_p(e.message, 1000)}", file=sys.stderr)
         return 2
     url = args.url or rec.url or _url_default()
-    print(_describe(rec.summary()), file=sys.stderr if args.json else sys.stdout)
-    return asyncio.run(_approve(args, store, url))
+    return asyncio.run(_approve(args, store, url, rec.plan.hash))
 
 
-async def _approve(args: argparse.Namespace, store: Any, url: str) -> int:
+async def _approve(args: argparse.Namespace, store: Any, url: str, plan_hash: str) -> int:
     from cloudisense.agent.pending import PendingError, execute_pending
     from cloudisense.node import Client
 
@@ -160,25 +201,22 @@ async def _approve(args: argparse.Namespace, store: Any, url: str) -> int:
     try:
         await client.connect()
     except Exception as e:  # noqa: BLE001 - cannot connect: say so, exit 6, the plan stays pending
-        print(f"cannot connect to {url}: {getattr(e, 'message', None) or e}; plan {args.id} is still pending",
-              file=out)
+        print(f"cannot connect to {_p(url, 1000)}: {_p(getattr(e, 'message', None) or e, 1000)}; plan "
+              f"{_p(args.id)} is still pending", file=out)
         return 6
-    try:
+    try:  # the full hash preflight saw: what runs is exactly what was checked and shown
         rec = await execute_pending(store, args.id, client, via="cloudisense approve", audit_path=args.audit,
-                                    expect_hash=args.hash, max_nodes=args.max_nodes, timeout=args.timeout)
+                                    expect_hash=plan_hash, max_nodes=args.max_nodes, timeout=args.timeout)
     except PendingError as e:
-        print(f"cloudisense approve: {e.message}", file=sys.stderr)
+        print(f"cloudisense approve: {_p(e.message, 1000)}", file=sys.stderr)
         return 2
     finally:
         await client.close()
     doc = rec.summary()
     if args.json:
-        print(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+        print(json_text(doc, indent=2, default=str))
     else:
-        for r in doc.get("execution", {}).get("results", []):
-            body = json.dumps(r["result"] if r["ok"] else r["error"], ensure_ascii=False, default=str)
-            print(f"  {r['node']}: {r['service']}.{r['method']} {'ok' if r['ok'] else 'FAILED'} {body[:300]}", file=out)
-        print(f"{rec.status}: {rec.message}", file=out)
+        print("\n".join(outcome_lines(doc, rec.status, rec.message)), file=out)
     return EXIT.get(rec.status, 1)
 
 
@@ -188,7 +226,7 @@ def cmd_reject(args: argparse.Namespace) -> int:
     try:
         rec = _store(args).reject(args.id, feedback=args.reason, via="cloudisense reject")
     except PendingError as e:
-        print(f"cloudisense reject: {e.message}", file=sys.stderr)
+        print(f"cloudisense reject: {_p(e.message, 1000)}", file=sys.stderr)
         return 2
-    print(f"plan {rec.id} rejected; nothing was executed")
+    print(f"plan {_p(rec.id)} rejected; nothing was executed")
     return 0

@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudisense.agent import AuditLog, default_audit_path
+from cloudisense.node._text import printable
 from cloudisense.agent.pending import PendingError, PendingStore, audit_plan, plan_for_call, run_plan
 
 from . import (TOOLS, BroadcastArgs, CallArgs, ClusterConnection, ToolError, Toolbox, error_dict, fetch_cluster,
@@ -234,12 +235,14 @@ class ClusterMcp:
         request = (f"{prepared.kind} {prepared.service}.{prepared.method} "
                    f"{json.dumps(prepared.params, ensure_ascii=False, sort_keys=True)} on {target}"
                    + (f" — {prepared.reason}" if prepared.reason else ""))
-        plan = plan_for_call(prepared, view, request=request, model=f"mcp:{self.client_name}")
+        # Where it will run and be recorded is sealed into the hash the client (and so the operator) sees.
+        context = {"url": self.settings.url, "audit": str(self.audit.path), "session": self.audit.session,
+                   "requested_by": self._requested_by()}
+        plan = plan_for_call(prepared, view, request=request, model=f"mcp:{self.client_name}", context=context)
         key = f"{prepared.service}.{prepared.method}"
         allowed = key in self.settings.allow
-        audit_plan(self.audit, plan, via="mcp", requested_by=self._requested_by())
-        rec = self.store.add(plan, url=self.settings.url, requested_by=self._requested_by(),
-                             audit=str(self.audit.path), session=self.audit.session)
+        audit_plan(self.audit, plan, via="mcp", requested_by=context["requested_by"])
+        rec = self.store.add(plan, **context)
         if not allowed:
             out = rec.summary()
             out["message"] = (f"NOT executed: {key} changes state, so this is a pending plan. An operator approves "
@@ -263,7 +266,7 @@ class ClusterMcp:
         try:
             view = await fetch_cluster(await self.connection(), self.settings.timeout)
         except Exception as e:  # noqa: BLE001 - listing still offers the cluster table
-            log.warning("could not list the nodes' catalogs: %s", error_dict(e)["message"])
+            log.warning("could not list the nodes' catalogs: %s", printable(error_dict(e)["message"], limit=500))
             return out
         for n in view.nodes:
             out.append({"uri": SERVICES_URI.format(node=n.id), "name": f"{n.id} services",
@@ -306,7 +309,8 @@ class ClusterMcp:
                 desc = await fetch_describe(conn, node.id, self.settings.timeout)
                 return {"node": node.id, "online": True, "services": desc.get("services", {})}
             except Exception as e:  # noqa: BLE001 - fall back to the catalog in the cluster view
-                log.warning("describe %s failed: %s", node.id, error_dict(e)["message"])
+                log.warning("describe %s failed: %s", printable(node.id, limit=100),
+                            printable(error_dict(e)["message"], limit=500))
         return {"node": node.id, "online": node.online,
                 "note": "from the cluster view (the node did not answer node.describe): no params schemas",
                 "services": {s: {"description": svc.description,

@@ -21,6 +21,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, RichLog, Static
 
+from cloudisense.node._text import printable
+
 from .._state import PlanProgress, fmt_params
 
 COLUMNS = (("on", "✓"), ("n", "#"), ("node", "node"), ("call", "call"), ("params", "params"),
@@ -166,8 +168,10 @@ class PlanView(Vertical):
         mark = Text("✓" if st is None or st.checked else "·", style="bold green" if st is None or st.checked else "dim")
         status = st.label(self.clock()) if st else ""
         style = next((v for k, v in _STATUS_STYLE.items() if status.startswith(k)), "")
-        return [mark, str(s.index), nodes, f"{s.service}.{s.method}", fmt_params(s.params),
-                Text(status, style=style), s.fact.why or "—", s.reason or "—"]
+        # Text, not str: DataTable parses a str cell as markup, and a "[/]" in a model's reason crashed it.
+        return [mark, str(s.index), Text(printable(nodes)), Text(printable(f"{s.service}.{s.method}")),
+                Text(printable(fmt_params(s.params))), Text(status, style=style), Text(printable(s.fact.why or "—")),
+                Text(printable(s.reason or "—"))]
 
     def refresh_steps(self) -> None:
         if self.plan is None:

@@ -41,7 +41,8 @@ async def test_a_scripted_llm_style_session_plans_a_selector_step(fake):
     # the model saw the tool schemas, the request and a bounded cluster summary
     first = model.seen[0]
     assert first[0]["role"] == "system" and "Never guess or invent node ids" in first[0]["content"]
-    assert first[1]["content"].startswith("Request: restart logger on coolest node\nCluster: 3 nodes known")
+    assert first[1]["content"].startswith("Request: restart logger on coolest node\nCluster: <<untrusted-data id=")
+    assert "\n3 nodes known" in first[1]["content"]  # the summary, delimited as node-supplied data
     assert {t["function"]["name"] for t in model.tools_seen[0]} == {"find_nodes", "get_node", "describe_service",
                                                                     "call", "broadcast", "watch"}
 
