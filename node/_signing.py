@@ -88,6 +88,7 @@ __all__ = [
     "Signer",
     "TrustStore",
     "Verifier",
+    "add_trusted",
     "batch_canonical",
     "canonical",
     "fingerprint",
@@ -492,6 +493,57 @@ class TrustStore:
 
     def __repr__(self) -> str:
         return f"TrustStore({self.ids()!r}, source={self.source!r})"
+
+
+def raw_public_key(pem: bytes, where: str) -> bytes:
+    """The raw 32 bytes of the Ed25519 public key in a PEM (an ``ID.pub`` file); ConfigError naming ``where``."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise ConfigError(f"{where} is not a PEM public key: {e}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{where} holds a {type(key).__name__.lstrip('_')}, not an Ed25519 public key")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def add_trusted(store: str | Path, node_id: str, raw: bytes) -> tuple[Path, bool]:
+    """Add ``node_id``'s raw Ed25519 public key to the trust store ``store``.
+
+    A directory gets ``ID.pub`` (PEM); an existing list file gets an
+    ``ID BASE64`` line.  Returns (the file written or found, whether it was
+    added): the same key already trusted under that id is not added again; a
+    *different* one is a :class:`ConfigError` (replace it by hand: that is a
+    key rotation, or an impostor).
+    """
+    if err := node_id_error(node_id):
+        raise ConfigError(err)
+    if len(raw) != 32:
+        raise ConfigError(f"the key of {node_id!r} is {len(raw)} bytes; a raw Ed25519 public key is 32")
+    key = Ed25519PublicKey.from_public_bytes(raw)
+    p = Path(store)
+    if p.is_file():
+        current = TrustStore._load_list(p)   # may have no key yet
+        known = (current[node_id].public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+                 if node_id in current else None)
+        if known is not None:
+            if known != raw:
+                raise ConfigError(f"{p} already trusts another key for {node_id!r} ({fingerprint(known)}); "
+                                  "remove that line first if the node really has a new key")
+            return p, False
+        with open(p, "a", encoding="utf-8") as f:
+            f.write(f"{node_id} {base64.b64encode(raw).decode('ascii')}\n")
+        return p, True
+    p.mkdir(parents=True, exist_ok=True)
+    f = p / f"{node_id}.pub"
+    if f.exists():
+        known = raw_public_key(f.read_bytes(), str(f))
+        if known != raw:
+            raise ConfigError(f"{f} already holds another key for {node_id!r} ({fingerprint(known)}); "
+                              "move it away first if the node really has a new key")
+        return f, False
+    _write_new(f, key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+               0o644)
+    return f, True
 
 
 # --------------------------------------------------------------------------- verify
