@@ -532,8 +532,9 @@ def _pubkey(node: "Node") -> Response:
     signer = node.signer
     if signer is None:
         return _response(404, b"this node has no signing key (security.key)\n", "text/plain")
-    from ._signing import fingerprint
     import base64
+
+    from ._signing import fingerprint
     raw = base64.b64decode(signer.public_key_b64)
     return _response(200, dumps({"id": node.id, "public_key": signer.public_key_b64,
                                  "fingerprint": fingerprint(raw)}).encode(), "application/json")

@@ -162,13 +162,13 @@ class _Listener:
         self.queue.put_nowait(loads(text))
 
 
-
 def _unbatched(envs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A signed peer's batches opened, unverified (this node has no trust store: it trusts the broker)."""
     if not any(e.get("kind") == "batch" for e in envs):
         return envs
     from ._signing import open_batches
     return open_batches(envs)
+
 
 class Node:
     """A CloudiSENSE node.  ``await Node(settings).run()`` serves until cancelled or stopped."""

@@ -292,7 +292,7 @@ class PairKeys:
     ``max_cached`` are kept, the least recently used going first.
     """
 
-    __slots__ = ("node_id", "_sk", "_trust", "_cache", "max_cached")
+    __slots__ = ("_cache", "_sk", "_trust", "max_cached", "node_id")
 
     def __init__(self, signer: Signer, trust: TrustStore, max_cached: int = 1024) -> None:
         self.node_id = signer.node_id
@@ -341,7 +341,7 @@ class Sealer:
     every node accepts MACs.
     """
 
-    __slots__ = ("node_id", "unicast", "_signer", "_sk", "_keys")
+    __slots__ = ("_keys", "_signer", "_sk", "node_id", "unicast")
 
     def __init__(self, signer: Signer, keys: PairKeys | None, unicast: str = "mac") -> None:
         if unicast not in ("mac", "sig"):

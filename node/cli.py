@@ -268,7 +268,9 @@ def _fetch_pubkey(url: str) -> tuple[str, bytes]:
     path = "/pubkey" if u.path in ("", "/", "/ws") else u.path
     url = urlunsplit((scheme, u.netloc, path, "", ""))
     try:
-        with urllib.request.urlopen(url, timeout=10) as r:   # noqa: S310 - http(s) only, checked above
+        if scheme not in ("http", "https"):
+            raise ValueError(f"not an http(s) URL: {url}")
+        with urllib.request.urlopen(url, timeout=10) as r:
             data = r.read(MAX_PUBKEY_BYTES + 1)
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise ConfigError(f"cannot fetch {url}: {getattr(e, 'reason', e)}") from None

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from cloudisense.node._errors import ConfigError
 from cloudisense.node.demo.cluster import NODES, demo_keys
 from support import async_wait_until
@@ -31,7 +30,7 @@ def cli(*args: str, state: Path | None = None, stdin: str | None = None) -> subp
     if state is not None:
         env["CLOUDISENSE_STATE_DIR"] = str(state)
     return subprocess.run([sys.executable, "-m", "cloudisense.node.cli", *args], capture_output=True, text=True,
-                          timeout=60, env=env, input=stdin)
+                          timeout=60, env=env, input=stdin, check=False)
 
 
 def keys_gen(node_id: str, state: Path) -> tuple[dict, str]:

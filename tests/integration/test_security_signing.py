@@ -473,7 +473,7 @@ async def test_unsigned_node_cannot_join_a_signed_cluster(cluster, keys):
 async def test_macd_call_replayed_to_a_third_node_and_batches(cluster, keys, taps):
     """sa's real MAC'd call to sb, replayed into sc's inbox, is dropped there (K(sa, sc) doesn't check
     it); a batch under one MAC runs all its calls, and the same batch with one envelope changed runs none."""
-    a, b = pair(cluster, keys)
+    a, _ = pair(cluster, keys)
     c = cluster.start("sc", broker=BROKER, services=PLUG, **secured(keys, "sc"))
     p, trust = cluster.prefix, keys["trust"]
     inbox_b, inbox_c = f"{p}/node/sb/inbox", f"{p}/node/sc/inbox"
