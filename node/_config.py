@@ -157,6 +157,9 @@ class SecurityConfig(_Section):
     key: str = ""
     trust: str = ""
     replay_window: float = Field(30.0, gt=0)
+    unicast: Literal["mac", "sig"] = Field(
+        "mac", description="how unicast envelopes are authenticated: a pairwise MAC, or an Ed25519 signature "
+                           "like nodes before MACs (during a rolling upgrade)")
 
 
 class TokenConfig(_Section):

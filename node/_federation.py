@@ -6,7 +6,9 @@ reconnect, and hands every verified envelope to the node.  Routing decisions
 live in the node; this module only moves bytes.
 
 Coalescing: envelopes queued for the same MQTT topic while the previous
-publish was in flight go out together as one JSON array (no added delay).
+publish was in flight go out together in one MQTT message (no added delay):
+a JSON array of envelopes, or, when signing is on, one batch with one MAC or
+signature for all of them (the ``packer``, ``node._signing.Sealer``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ from ._json import dumpb, loads
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+
+
+class PlainPacker:
+    """Envelopes as they are (no signing): JSON, a JSON array for several.  The interface of
+    ``Sealer``: ``prepare`` each envelope as it is queued, ``pack`` one MQTT message's worth."""
+
+    @staticmethod
+    def prepare(env: dict[str, Any]) -> bytes:
+        return dumpb(env)
+
+    @staticmethod
+    def pack(items: list[bytes]) -> bytes:
+        return items[0] if len(items) == 1 else b"[" + b",".join(items) + b"]"
 
 
 def backoff(base: float = 0.1, cap: float = 2.0, rng: random.Random | None = None) -> Iterator[float]:
@@ -154,7 +169,7 @@ class Federation:
                  on_connected: Callable[[], None], on_disconnected: Callable[[str], None],
                  on_fatal: Callable[[str], None],
                  username: str = "", password: str = "",
-                 ca: str = "", cert: str = "", key: str = "") -> None:
+                 ca: str = "", cert: str = "", key: str = "", packer: Any = None) -> None:
         self.node_id = node_id
         self.host, self.port, self.tls = parse_broker_url(url)
         self.url = url
@@ -169,7 +184,9 @@ class Federation:
         self._on_fatal = on_fatal
         self._client: aiomqtt.Client | None = None
         self._subs: dict[str, int] = {}
-        self._out: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+        self._packer = packer or PlainPacker()
+        self._out: dict[tuple[str, int], list[Any]] = defaultdict(list)   # prepared envelopes per topic
+        self._raw: list[tuple[str, int, bytes]] = []
         self._out_ready = asyncio.Event()
         self._eager = False   # publishing a lone envelope: write it at once (see write_first)
         self._task: asyncio.Task | None = None
@@ -219,19 +236,21 @@ class Federation:
 
     def send(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
         """Queue an envelope; it goes out with others bound for the same topic."""
-        self._out[(topic, qos)].append(dumpb(env))
+        self._out[(topic, qos)].append(self._packer.prepare(env))
         self._out_ready.set()
 
     def send_raw(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        self._out[(topic, qos)].append(payload)
+        """Queue a payload as it is, in an MQTT message of its own."""
+        self._raw.append((topic, qos, payload))
         self._out_ready.set()
 
     async def publish_retained(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
         client = self._client
         if client is None or not self.connected.is_set():
             return
+        packer = self._packer
         try:
-            await client.publish(topic, dumpb(env), qos=qos, retain=True)
+            await client.publish(topic, packer.pack([packer.prepare(env)]), qos=qos, retain=True)
         except aiomqtt.MqttError as e:
             log.debug("retained publish to %s failed: %s", topic, e)
 
@@ -375,13 +394,14 @@ class Federation:
     async def _flush(self, client: aiomqtt.Client) -> None:
         self._out_ready.clear()
         out, self._out = self._out, defaultdict(list)
-        lone = len(out) == 1 and len(next(iter(out.values()))) == 1   # one envelope, nothing to batch
-        sends = []
-        for (topic, qos), payloads in out.items():
-            for i in range(0, len(payloads), MAX_BATCH):
-                chunk = payloads[i:i + MAX_BATCH]
-                body = chunk[0] if len(chunk) == 1 else b"[" + b",".join(chunk) + b"]"
-                sends.append(client.publish(topic, body, qos=qos))
+        raw, self._raw = self._raw, []
+        lone = not raw and len(out) == 1 and len(next(iter(out.values()))) == 1   # one envelope, nothing to batch
+        sends = [client.publish(topic, payload, qos=qos) for topic, qos, payload in raw]
+        pack = self._packer.pack
+        for (topic, qos), items in out.items():
+            for i in range(0, len(items), MAX_BATCH):
+                chunk = items[i:i + MAX_BATCH]
+                sends.append(client.publish(topic, pack(chunk), qos=qos))
                 self.counters["tx_messages"] += 1
                 self.counters["tx_envelopes"] += len(chunk)
         if len(sends) == 1:

@@ -185,7 +185,7 @@ def frame_schemas() -> dict[str, Any]:
 
 
 class Envelope(BaseModel):
-    """Federation envelope (MQTT payload; a JSON array of envelopes when several are coalesced)."""
+    """Federation envelope (MQTT payload; several coalesced: a JSON array of them, or a batch when signed)."""
     model_config = ConfigDict(extra="forbid")
     v: Literal[1] = 1
     kind: Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state"]
@@ -195,7 +195,10 @@ class Envelope(BaseModel):
     ts: float = Field(description="sender clock, seconds since the epoch; signed envelopes outside the "
                                   "replay window are dropped")
     body: dict[str, Any]
-    sig: str | None = Field(None, description="base64 Ed25519 signature over the canonical JSON of every other field")
+    sig: str | None = Field(None, description="base64 Ed25519 signature over the canonical JSON of every field but "
+                                              "sig and mac (multicast envelopes; accepted on unicast too)")
+    mac: str | None = Field(None, description="base64 BLAKE2b-128 keyed with the sender's and receiver's pairwise "
+                                              "key, over the same bytes (unicast envelopes); never with sig")
 
 
 def envelope_schema() -> dict[str, Any]:

@@ -683,6 +683,8 @@ class Gateway:
             path = "/static/index.html"
         if path == "/healthz":
             return _response(200, b"ok\n", "text/plain")
+        if path == "/pubkey":
+            return _pubkey(self.node)
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
             if "/" not in name and ".." not in name and name:
@@ -734,6 +736,22 @@ class Gateway:
 
 
 _REASONS = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}
+
+
+def _pubkey(node: "Node") -> Response:
+    """``GET /pubkey``: this node's id and Ed25519 public key, for ``cloudisense trust add URL``.
+
+    Public by nature; whether to trust it is the operator's call (the command shows its fingerprint).
+    """
+    signer = node.signer
+    if signer is None:
+        return _response(404, b"this node has no signing key (security.key)\n", "text/plain")
+    import base64
+
+    from ._signing import fingerprint
+    raw = base64.b64decode(signer.public_key_b64)
+    return _response(200, dumps({"id": node.id, "public_key": signer.public_key_b64,
+                                 "fingerprint": fingerprint(raw)}).encode(), "application/json")
 
 
 def _response(status: int, body: bytes, ctype: str) -> Response:

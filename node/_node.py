@@ -162,6 +162,14 @@ class _Listener:
         self.queue.put_nowait(loads(text))
 
 
+def _unbatched(envs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A signed peer's batches opened, unverified (this node has no trust store: it trusts the broker)."""
+    if not any(e.get("kind") == "batch" for e in envs):
+        return envs
+    from ._signing import open_batches
+    return open_batches(envs)
+
+
 class Node:
     """A CloudiSENSE node.  ``await Node(settings).run()`` serves until cancelled or stopped."""
 
@@ -188,6 +196,7 @@ class Node:
         self.fed: Any = None
         self.supervisor: Any = None
         self.signer: Any = None
+        self.sealer: Any = None     # seals what the federation sends (MAC or signature)
         self.verifier: Any = None
         self.gateway = Gateway(self, settings)
         self.system = SystemService(settings.system.temperature, seed=self.id)
@@ -229,12 +238,23 @@ class Node:
     def _setup_security(self) -> None:
         sec = self.settings.security
         if not (sec.key or sec.trust):
+            if self.settings.broker.url != "none":
+                log.warning("federation is UNAUTHENTICATED: no [security] key and trust, so this node accepts "
+                            "whatever any client of the broker publishes, and signs nothing "
+                            "(cloudisense keys gen %s prints the lines that turn it on)", self.id)
             return
         if not (sec.key and sec.trust):
             raise ConfigError("security.key and security.trust go together: set both to sign and verify")
-        from ._signing import Signer, TrustStore, Verifier
+        from ._signing import PairKeys, Sealer, Signer, TrustStore, Verifier
         self.signer = Signer(self.id, sec.key)
-        self.verifier = Verifier(TrustStore.load(sec.trust), window=sec.replay_window)
+        trust = TrustStore.load(sec.trust)
+        keys = PairKeys(self.signer, trust)
+        self.sealer = Sealer(self.signer, keys, unicast=sec.unicast)
+        self.verifier = Verifier(trust, window=sec.replay_window, keys=keys)
+
+    def _wire(self, env: dict[str, Any]) -> bytes:
+        """One envelope as an MQTT payload, sealed when signing is on (the will, the final presence)."""
+        return self.sealer.wire([env]) if self.sealer is not None else dumps(env).encode()
 
     # --- topics ----------------------------------------------------------------
 
@@ -253,11 +273,9 @@ class Node:
     # --- envelopes -------------------------------------------------------------
 
     def envelope(self, kind: str, to: str | None, body: dict[str, Any], ts: float | None = None) -> dict[str, Any]:
-        env = {"v": 1, "kind": kind, "from": self.id, "to": to, "id": f"{self._id_prefix}{next(self._id_seq):x}",
-               "ts": ts if ts is not None else time.time(), "body": body}
-        if self.signer is not None:
-            self.signer.sign(env)
-        return env
+        # Sealed (MAC or signature) by the federation as it goes out: one for a whole batch.
+        return {"v": 1, "kind": kind, "from": self.id, "to": to, "id": f"{self._id_prefix}{next(self._id_seq):x}",
+                "ts": ts if ts is not None else time.time(), "body": body}
 
     def _presence(self, state: str, ts: float | None = None) -> dict[str, Any]:
         return self.envelope("presence", None, {"state": state, "session": self.session}, ts)
@@ -273,7 +291,7 @@ class Node:
         does not.
         """
         self._conn_ts = time.time()
-        return self.presence_topic(self.id), dumps(self._presence("offline", self._conn_ts)).encode()
+        return self.presence_topic(self.id), self._wire(self._presence("offline", self._conn_ts))
 
     # --- public programmatic API --------------------------------------------------
 
@@ -577,6 +595,8 @@ class Node:
                            "broker": fed.url if fed else None,
                            "rejected": dict(self.verifier.counts) if self.verifier else {},
                            "signing": self.signer is not None,
+                           "unicast_auth": self.sealer.unicast if self.sealer else None,
+                           "batches": dict(self.verifier.batches) if self.verifier else {},
                            **(fed.counters if fed else {})},
         }
 
@@ -584,13 +604,9 @@ class Node:
 
     def on_envelopes(self, topic: str, envs: list[dict[str, Any]]) -> None:
         verifier = self.verifier
+        envs = verifier.accept(envs) if verifier is not None else _unbatched(envs)
         for env in envs:
             kind = env.get("kind")
-            if verifier is not None:
-                fresh = kind not in ("presence", "state")
-                reason = verifier.verify(env, fresh=fresh)
-                if reason is not None:
-                    continue
             frm = env.get("from")
             if not isinstance(frm, str) or frm == self.id and kind != "presence":
                 continue
@@ -882,7 +898,8 @@ class Node:
             will=self._will,
             on_envelopes=self._on_envelopes_first, on_connected=lambda: None,
             on_disconnected=self._on_disconnected, on_fatal=self._on_fatal,
-            username=b.username, password=b.password, ca=b.ca, cert=b.cert, key=b.key)
+            username=b.username, password=b.password, ca=b.ca, cert=b.cert, key=b.key,
+            packer=self.sealer)
         await self.fed.__aenter__()
         try:
             async with asyncio.timeout(b.connect_timeout):
@@ -987,5 +1004,5 @@ class Node:
                 log.exception("stopping service %s failed", svc.name)
         if self.fed is not None:
             log.info("node %s: leaving the federation", self.id)
-            await self.fed.close(final=(self.presence_topic(self.id), dumps(self._presence("offline")).encode()))
+            await self.fed.close(final=(self.presence_topic(self.id), self._wire(self._presence("offline"))))
         log.info("node %s stopped", self.id)

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from ._errors import CloudisenseError, ConfigError
@@ -37,7 +38,15 @@ def _add_url(p: argparse.ArgumentParser) -> None:
                    help="auth token when the node requires one (default: $CLOUDISENSE_TOKEN)")
 
 
-CORE_COMMANDS = {"node", "call", "sub", "keys", "certs"}
+CORE_COMMANDS = {"node", "call", "sub", "keys", "trust", "certs"}
+
+
+def state_dir() -> Path:
+    """``$CLOUDISENSE_STATE_DIR``, else ``$XDG_STATE_HOME/cloudisense``, else ``~/.local/state/cloudisense``."""
+    env = os.environ.get("CLOUDISENSE_STATE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "cloudisense"
 
 
 def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
@@ -86,10 +95,32 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
 
     p = sub.add_parser("keys", help="node signing keys (Ed25519)")
     ks = p.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
-    g = ks.add_parser("gen", help="make DIR/ID.key and DIR/ID.pub")
+    g = ks.add_parser("gen", help="make DIR/ID.key and DIR/ID.pub, and print the config lines that use them",
+                      description="Write this node's key pair (DIR/ID.key, mode 0600, and DIR/ID.pub) and print "
+                                  "the [security] lines to paste into its config. DIR is also its trust "
+                                  "directory: add the other nodes' keys with 'cloudisense trust add'.")
     g.add_argument("id", metavar="ID")
-    g.add_argument("--out", required=True, help="directory")
+    g.add_argument("--out", help="directory (default: $CLOUDISENSE_STATE_DIR/keys, "
+                                 "i.e. ~/.local/state/cloudisense/keys)")
     g.set_defaults(func=cmd_keys_gen)
+
+    p = sub.add_parser("trust", help="the trust store: public keys of the nodes this node accepts")
+    ts = p.add_subparsers(dest="trust_cmd", required=True, metavar="ACTION")
+    g = ts.add_parser("add", help="trust a node's public key, from its ID.pub file or its /pubkey URL",
+                      description="Add a node's Ed25519 public key to a trust store, after showing its "
+                                  "fingerprint: from an ID.pub file, or from the node itself (http://HOST:PORT, "
+                                  "its /pubkey). Compare the fingerprint with the one 'keys gen' printed on that "
+                                  "machine: trusting it is your decision. Exit 0 added (or already trusted), "
+                                  "1 not confirmed, 2 refused (another key under that id, fingerprint mismatch, "
+                                  "unreadable file or URL, no terminal to confirm on).")
+    g.add_argument("source", metavar="FILE|URL")
+    g.add_argument("--dir", help="trust store: a directory of ID.pub files or a list file (default: "
+                                 "security.trust of --config, else $CLOUDISENSE_STATE_DIR/keys)")
+    g.add_argument("--config", help="the node's TOML config: its security.trust is the trust store")
+    g.add_argument("--id", help="node id (default: the file name ID.pub, or what the URL answers)")
+    g.add_argument("--fingerprint", metavar="SHA256:…", help="add only if the key has this fingerprint (no question)")
+    g.add_argument("--yes", action="store_true", help="add without asking (the fingerprint is still printed)")
+    g.set_defaults(func=cmd_trust_add)
 
     p = sub.add_parser("certs", help="TLS certificates for a cluster")
     cs = p.add_subparsers(dest="certs_cmd", required=True, metavar="ACTION")
@@ -219,9 +250,99 @@ def cmd_sub(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:
-    from ._signing import generate_keypair
-    key, pub = generate_keypair(args.id, args.out)
-    print(f"wrote {key} (private, keep it on {args.id}) and {pub} (copy it into every node's trust directory)")
+    from ._signing import fingerprint, generate_keypair, raw_public_key
+    out = Path(args.out) if args.out else state_dir() / "keys"
+    key, pub = generate_keypair(args.id, out)
+    key, pub = key.resolve(), pub.resolve()
+    fp = fingerprint(raw_public_key(pub.read_bytes(), str(pub)))
+    print(f"wrote {key} (private: it stays on {args.id}) and {pub}\n"
+          f"{args.id} key fingerprint: {fp}\n"
+          f"other nodes trust it with: cloudisense trust add http://<this node's ws listen>/pubkey "
+          f"(or a copy of {pub.name}), checking that fingerprint\n"
+          f"paste into {args.id}'s config:", file=sys.stderr)
+    print(f"[security]\nkey = {json.dumps(str(key))}\ntrust = {json.dumps(str(key.parent))}")
+    return 0
+
+
+MAX_PUBKEY_BYTES = 64 * 1024
+
+
+def _fetch_pubkey(url: str) -> tuple[str, bytes]:
+    """(node id, raw key) from a node's ``GET /pubkey`` (a ws:// URL or a bare host:port is mapped to it)."""
+    import base64
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(u.scheme, u.scheme)
+    path = "/pubkey" if u.path in ("", "/", "/ws") else u.path
+    url = urlunsplit((scheme, u.netloc, path, "", ""))
+    try:
+        if scheme not in ("http", "https"):
+            raise ValueError(f"not an http(s) URL: {url}")
+        with urllib.request.urlopen(url, timeout=10) as r:
+            data = r.read(MAX_PUBKEY_BYTES + 1)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise ConfigError(f"cannot fetch {url}: {getattr(e, 'reason', e)}") from None
+    if len(data) > MAX_PUBKEY_BYTES:
+        raise ConfigError(f"{url} answered more than {MAX_PUBKEY_BYTES} bytes: not a node's /pubkey")
+    try:
+        doc = json.loads(data)
+        node_id, raw = doc["id"], base64.b64decode(doc["public_key"], validate=True)
+        if not isinstance(node_id, str):
+            raise TypeError("id")
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{url} did not answer a node's /pubkey JSON ({{\"id\", \"public_key\"}})") from None
+    return node_id, raw
+
+
+def cmd_trust_add(args: argparse.Namespace) -> int:
+    from ._signing import add_trusted, fingerprint, raw_public_key
+    from ._text import printable
+
+    src = args.source
+    if "://" in src:
+        node_id, raw = _fetch_pubkey(src)
+        if args.id and args.id != node_id:
+            raise ConfigError(f"{src} says it is {printable(node_id, limit=80)!r}, not {args.id!r}")
+    else:
+        f = Path(src)
+        try:
+            raw = raw_public_key(f.read_bytes(), str(f))
+        except OSError as e:
+            raise ConfigError(f"cannot read {f}: {e.strerror or e}") from None
+        node_id = args.id or f.name.removesuffix(".pub")
+    if args.dir:
+        store = Path(args.dir)
+    elif args.config:
+        from ._config import load_settings
+        trust = load_settings(args.config, {}).security.trust
+        if not trust:
+            raise ConfigError(f"{args.config} sets no security.trust: give --dir")
+        store = Path(trust)
+    else:
+        store = state_dir() / "keys"
+    from ._config import node_id_error
+    if err := node_id_error(node_id):
+        raise ConfigError(printable(err, limit=200))
+    fp = fingerprint(raw)
+    print(f"{node_id} key fingerprint: {fp}", file=sys.stderr)
+    if args.fingerprint:
+        if args.fingerprint.strip() != fp:
+            raise ConfigError(f"the key of {node_id} has fingerprint {fp}, not {args.fingerprint.strip()}: "
+                              "not added")
+    elif not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("no terminal to confirm on: compare the fingerprint with the one 'cloudisense keys "
+                              "gen' printed on that node, then run again with --fingerprint FP (or --yes)")
+        answer = input(f"trust {node_id} with this key (in {store})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not added", file=sys.stderr)
+            return 1
+    path, added = add_trusted(store, node_id, raw)
+    print(f"{'added' if added else 'already trusted'}: {node_id} ({fp}) in {path}"
+          + ("; restart the node to load it" if added else ""))
     return 0
 
 

@@ -19,8 +19,35 @@ from .._supervisor import die_with_parent
 NODES = [("node-a", 61.0), ("node-b", 38.0), ("node-c", 52.0)]
 
 
-def _config(node_id: str, temp: float, ws_port: int, broker_url: str, prefix: str) -> str:
+def demo_keys(state: Path) -> Path:
+    """Key pairs of the demo's nodes in ``STATE/demo/keys`` (made on the first run, reused after) and
+    their public keys in ``STATE/demo/trust``; returns the demo directory."""
+    from .._signing import generate_keypair, raw_public_key
+    demo = state / "demo"
+    keys, trust = demo / "keys", demo / "trust"
+    for node_id, _ in NODES:
+        key, pub = keys / f"{node_id}.key", keys / f"{node_id}.pub"
+        if not key.exists() and not pub.exists():
+            generate_keypair(node_id, keys)
+        elif not (key.exists() and pub.exists()):
+            raise ConfigError(f"{keys} has only one of {key.name} and {pub.name}: remove it to make a new pair")
+    trust.mkdir(parents=True, exist_ok=True)
+    for node_id, _ in NODES:
+        pem = (keys / f"{node_id}.pub").read_bytes()
+        raw_public_key(pem, str(keys / f"{node_id}.pub"))   # a broken file fails here, named
+        (trust / f"{node_id}.pub").write_bytes(pem)
+    return demo
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _config(node_id: str, temp: float, ws_port: int, broker_url: str, prefix: str, demo: Path) -> str:
     return f'''id = "{node_id}"
+[security]
+key = {_toml_str(str(demo / "keys" / f"{node_id}.key"))}
+trust = {_toml_str(str(demo / "trust"))}
 [ws]
 listen = "127.0.0.1:{ws_port}"
 [broker]
@@ -50,6 +77,9 @@ async def _wait_ready(proc: asyncio.subprocess.Process, node_id: str, timeout: f
 
 
 async def run_demo(args: Any) -> int:
+    from ..cli import state_dir
+    demo = demo_keys(state_dir())   # before anything runs that would need stopping
+    print(f"signed federation: keys and trust store in {demo}", file=sys.stderr, flush=True)
     broker = EmbeddedBroker(f"127.0.0.1:{args.broker_port}")
     print(f"starting the embedded MQTT broker on 127.0.0.1:{args.broker_port} …", file=sys.stderr, flush=True)
     try:
@@ -67,7 +97,7 @@ async def run_demo(args: Any) -> int:
         urls = []
         for i, (node_id, temp) in enumerate(NODES):
             cfg = Path(tmp.name) / f"{node_id}.toml"
-            cfg.write_text(_config(node_id, temp, args.port + i, broker.url, prefix))
+            cfg.write_text(_config(node_id, temp, args.port + i, broker.url, prefix, demo))
             log = open(Path(tmp.name) / f"{node_id}.log", "wb")
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cloudisense.node.cli", "node", "--config", str(cfg),

@@ -1,6 +1,7 @@
 """`cloudisense demo`: embedded broker + three nodes, Ctrl-C stops everything."""
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -26,10 +27,11 @@ def start_demo(tmp_path):
     while ws_port + 2 >= 65535:
         ws_port = free_port()
     out = tmp_path / "demo.out"
+    env = {**os.environ, "CLOUDISENSE_STATE_DIR": str(tmp_path / "state")}   # its keys go there
     with open(out, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "cloudisense.node.cli", "demo", "--no-tui", "--port",
                                  str(ws_port), "--broker-port", str(broker_port)], stdout=f,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     wait_until(lambda: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None, 60,
                what="the demo cluster")
     return proc, out, ws_port
@@ -73,7 +75,14 @@ def test_demo_runs_three_nodes_and_ctrl_c_stops_everything(tmp_path):
                 r = await request(ws, {"type": "call", "id": "p", "node": "node-c", "service": "supervisor",
                                        "method": "status", "params": {"name": "logger"}})
                 assert r["result"]["state"] == "running"
+                # signed by default: keys made under the state dir, MACs between the nodes, nothing dropped
+                r = await request(ws, {"type": "call", "id": "s", "service": "pubsub", "method": "stats"})
+                fed = r["result"]["federation"]
+                assert fed["signing"] and fed["unicast_auth"] == "mac", fed
+                assert not any(fed["rejected"].values()), fed
         asyncio.run(check())
+        keys = tmp_path / "state" / "demo" / "keys"
+        assert sorted(p.name for p in keys.glob("*.key")) == ["node-a.key", "node-b.key", "node-c.key"]
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 7   # broker + 3 nodes + 3 loggers
         proc.send_signal(signal.SIGINT)

@@ -1,11 +1,12 @@
-"""Signed federation against a hostile peer on the broker (issue: secure messaging).
+"""Signed federation against a hostile peer on the broker (issues: secure messaging; pairwise MACs).
 
 The attacker is ``mosquitto_pub``, a client no one in this project wrote: it
-injects unsigned, forged, wrong-key, unknown-sender, tampered, stale,
-misrouted and replayed envelopes into a signing node's inbox and into the
-broadcast topic.  The envelopes are signed here with ``cryptography`` straight
-from the format in docs/security.md (not with the node's own signer), so the
-test also pins the documented wire format.
+injects unsigned, forged, wrong-key, wrong-pair-key, unknown-sender, tampered,
+stale, misrouted and replayed envelopes and batches into a signing node's
+inbox and into the broadcast topic.  The envelopes are signed and MAC'd here
+with ``cryptography`` and ``hashlib`` straight from the format in
+docs/security.md (not with the node's own code), so the test also pins the
+documented wire format.
 
 What must hold: nothing executes (the supervised logger keeps its PID, the
 ``relay`` counter does not move), every drop is counted under its reason in
@@ -16,8 +17,10 @@ still takes a crashed node offline, and signed nodes federate as usual.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
+import hashlib
 import json
 import subprocess
 import sys
@@ -30,6 +33,7 @@ import psutil
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from support import async_wait_until, wait_until
 from wsutil import next_event, open_ws, request
@@ -44,8 +48,50 @@ BROKER = f"mqtt://{HOST}:{PORT}"
 # --- an independent implementation of the documented envelope signature ----------------------
 
 def canonical(env: dict[str, Any]) -> bytes:
-    return json.dumps({k: v for k, v in env.items() if k != "sig"}, sort_keys=True,
+    return json.dumps({k: v for k, v in env.items() if k not in ("sig", "mac")}, sort_keys=True,
                       separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+MAC_CONTEXT = b"cloudisense/v1 pairwise envelope MAC key"
+_P = 2**255 - 19
+
+
+def pair_key(key_path: Path, node_id: str, peer_pub: Path, peer_id: str) -> bytes:
+    """K_AB as docs/security.md defines it: X25519 of the Ed25519 keys (RFC 7748 scalar from the seed,
+    Montgomery u of the peer's point), then BLAKE2b-256 keyed with the context over the ids."""
+    seed = load_key(key_path).private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                            serialization.NoEncryption())
+    pub = serialization.load_pem_public_key(peer_pub.read_bytes()).public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    y = int.from_bytes(pub, "little") & ((1 << 255) - 1)
+    u = (1 + y) * pow(1 - y, _P - 2, _P) % _P
+    shared = X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32]).exchange(
+        X25519PublicKey.from_public_bytes(u.to_bytes(32, "little")))
+    lo, hi = sorted((node_id, peer_id))
+    return hashlib.blake2b(shared + lo.encode() + b"\0" + hi.encode() + b"\0", digest_size=32,
+                           key=MAC_CONTEXT).digest()
+
+
+def mac(env: dict[str, Any], key: bytes) -> dict[str, Any]:
+    env = {k: v for k, v in env.items() if k != "sig"}
+    env["mac"] = base64.b64encode(hashlib.blake2b(canonical(env), digest_size=16, key=key).digest()).decode()
+    return env
+
+
+def batch(frm: str, to: str | None, envs: list[dict[str, Any]], key: bytes) -> dict[str, Any]:
+    """One MAC over the batch: the canonical JSON of {v, kind: batch, from, to, envs}."""
+    return mac({"v": 1, "kind": "batch", "from": frm, "to": to, "envs": envs}, key)
+
+
+def mac_ok(obj: dict[str, Any], key: bytes) -> bool:
+    return "mac" in obj and mac(obj, key)["mac"] == obj["mac"]
+
+
+def opened(obj: Any) -> list[dict[str, Any]]:
+    """The envelopes of one MQTT payload: an envelope, a JSON array of them, or a batch."""
+    if isinstance(obj, list):
+        return obj
+    return obj["envs"] if obj.get("kind") == "batch" else [obj]
 
 
 def load_key(path: Path) -> Ed25519PrivateKey:
@@ -115,12 +161,11 @@ class Tap:
 
     def envelopes(self, topic: str) -> list[tuple[str, list[dict]]]:
         """(raw payload, envelopes in it) of every message on ``topic``."""
-        out = []
-        for t, payload in self.messages():
-            if t == topic:
-                obj = json.loads(payload)
-                out.append((payload, obj if isinstance(obj, list) else [obj]))
-        return out
+        return [(raw, opened(obj)) for raw, obj in self.payloads(topic)]
+
+    def payloads(self, topic: str) -> list[tuple[str, Any]]:
+        """(raw payload, parsed payload) of every message on ``topic``."""
+        return [(payload, json.loads(payload)) for t, payload in self.messages() if t == topic]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -208,6 +253,11 @@ async def test_injected_envelopes_never_execute_and_are_counted_by_reason(cluste
     p = cluster.prefix
     inbox_b, inbox_fx, broadcast = f"{p}/node/sb/inbox", f"{p}/node/fx/inbox", f"{p}/broadcast"
     fx, mallory = load_key(keys["fx"]), load_key(keys["mallory"])
+    trust = keys["trust"]
+    k_fx_sb = pair_key(keys["fx"], "fx", trust / "sb.pub", "sb")   # what fx really shares with sb
+    k_fx_sa = pair_key(keys["fx"], "fx", trust / "sa.pub", "sa")   # ... and with sa
+    k_sa_sb = pair_key(keys["sa"], "sa", trust / "sb.pub", "sb")   # to recognise sa's real calls
+    assert k_sa_sb == pair_key(keys["sb"], "sb", trust / "sa.pub", "sa")
     tap_b = taps(inbox_b)
     tap_fx = taps(inbox_fx)
 
@@ -242,8 +292,20 @@ async def test_injected_envelopes_never_execute_and_are_counted_by_reason(cluste
                     ("stale", sign(call_env("fx", to, svc, m, params, ts=time.time() + 300), fx)),
                     ("malformed", malformed),
                 ]
-                if to == "sb":   # validly signed by fx, but for sa: replayed across inboxes
-                    out.append(("misrouted", sign(call_env("fx", "sa", svc, m, params), fx)))
+                if to == "sb":
+                    out += [
+                        # validly signed by fx, but for sa: replayed across inboxes
+                        ("misrouted", sign(call_env("fx", "sa", svc, m, params), fx)),
+                        # MACs: fx forging sa -> sb with K(sa, fx), then with its own K(fx, sb)
+                        ("bad_signature", mac(call_env("sa", to, svc, m, params), k_fx_sa)),
+                        ("bad_signature", mac(call_env("sa", to, svc, m, params), k_fx_sb)),
+                        ("unknown_sender", mac(call_env("mallory", to, svc, m, params), b"\1" * 32)),
+                        ("stale", mac(call_env("fx", to, svc, m, params, ts=time.time() - 300), k_fx_sb)),
+                        ("misrouted", mac(call_env("fx", "sa", svc, m, params), k_fx_sb)),
+                        ("malformed", {**mac(call_env("fx", to, svc, m, params), k_fx_sb), "sig": "AAAA"}),
+                    ]
+                else:   # a MAC on a broadcast: many receivers, so only a signature will do
+                    out.append(("multicast_mac", mac(call_env("fx", to, svc, m, params), k_fx_sb)))
             return out
 
         expected: dict[str, int] = {}
@@ -251,6 +313,12 @@ async def test_injected_envelopes_never_execute_and_are_counted_by_reason(cluste
             for reason, env in variants(to):
                 mqtt_pub(topic, json.dumps(env))
                 expected[reason] = expected.get(reason, 0) + 1
+        # A batch under one MAC in which one envelope was changed after the MAC: all of it goes.
+        tampered = batch("fx", "sb", [call_env("fx", "sb", "relay", "bump"),
+                                      call_env("fx", "sb", "supervisor", "restart", {"name": "logger"})], k_fx_sb)
+        tampered["envs"][0]["body"]["params"] = {"n": 2}
+        mqtt_pub(inbox_b, json.dumps(tampered))
+        expected["bad_signature"] += 2
 
         async def counted():
             got = await rejected(wb)
@@ -270,16 +338,13 @@ async def test_injected_envelopes_never_execute_and_are_counted_by_reason(cluste
         assert (await result(wa, "sb", "relay.bump"))["count"] == 1
         pid1 = (await result(wa, "sb", "supervisor.restart", {"name": "logger"}))["pid"]
         assert pid1 != pid0
-        def genuine(e: dict) -> bool:   # sa's own envelopes, not the forgeries above
-            try:
-                verify(e, keys["trust"] / "sa.pub")
-            except Exception:
-                return False
-            return e.get("kind") == "call" and e["body"]["method"] in ("bump", "restart")
-        captured = wait_until(lambda: [(raw, envs) for raw, envs in tap_b.envelopes(inbox_b)
-                                       if any(genuine(e) for e in envs)],
+        def call_of_sa(e: dict) -> bool:
+            return e.get("from") == "sa" and e.get("kind") == "call" and e["body"]["method"] in ("bump", "restart")
+        # sa's own messages (MAC'd with K(sa, sb), as the docs say), not the forgeries above
+        captured = wait_until(lambda: [(raw, opened(obj)) for raw, obj in tap_b.payloads(inbox_b)
+                                       if mac_ok(obj, k_sa_sb) and any(call_of_sa(e) for e in opened(obj))],
                               10, what="the tap to capture sa's calls")
-        assert {e["body"]["method"] for _, envs in captured for e in envs if genuine(e)} == {"bump", "restart"}
+        assert {e["body"]["method"] for _, envs in captured for e in envs if call_of_sa(e)} == {"bump", "restart"}
         n_envs = sum(len(envs) for _, envs in captured)
         for raw, _ in captured:
             mqtt_pub(inbox_b, raw)
@@ -297,13 +362,13 @@ async def test_injected_envelopes_never_execute_and_are_counted_by_reason(cluste
         good = sign(call_env("fx", "sb", "relay", "bump"), fx)
         mqtt_pub(inbox_b, json.dumps(good))
         mqtt_pub(inbox_b, json.dumps(good))   # and once more: a replay
-        replies = wait_until(lambda: [e for _, envs in tap_fx.envelopes(inbox_fx) for e in envs
+        replies = wait_until(lambda: [(obj, e) for _, obj in tap_fx.payloads(inbox_fx) for e in opened(obj)
                                       if e.get("body", {}).get("re") == good["id"]], 10,
                              what="sb's answer to fx")
-        (reply,) = replies
+        ((obj, reply),) = replies
         assert reply["kind"] == "result" and reply["from"] == "sb" and reply["to"] == "fx"
         assert reply["body"]["result"] == {"count": 2}
-        verify(reply, keys["trust"] / "sb.pub")   # answers are signed too
+        assert mac_ok(obj, k_fx_sb) and "sig" not in obj   # answers are MAC'd with K(sb, fx)
         assert (await result(wb, None, "relay.count"))["count"] == 2
 
         async def one_more_replay():
@@ -400,3 +465,114 @@ async def test_unsigned_node_cannot_join_a_signed_cluster(cluster, keys):
         r = await call(wp, "sb", "relay.bump", timeout=1.5)
         assert r["type"] == "error" and r["error"]["code"] == "timeout", r
         assert (await result(wb, None, "relay.count"))["count"] == 0
+    # The node without keys said so, once, however much traffic it then had.
+    assert plain.log().count("federation is UNAUTHENTICATED") == 1, plain.log()[-2000:]
+    assert "federation is UNAUTHENTICATED" not in b.log()
+
+
+async def test_macd_call_replayed_to_a_third_node_and_batches(cluster, keys, taps):
+    """sa's real MAC'd call to sb, replayed into sc's inbox, is dropped there (K(sa, sc) doesn't check
+    it); a batch under one MAC runs all its calls, and the same batch with one envelope changed runs none."""
+    a, _ = pair(cluster, keys)
+    c = cluster.start("sc", broker=BROKER, services=PLUG, **secured(keys, "sc"))
+    p, trust = cluster.prefix, keys["trust"]
+    inbox_b, inbox_c = f"{p}/node/sb/inbox", f"{p}/node/sc/inbox"
+    k_sa_sb = pair_key(keys["sa"], "sa", trust / "sb.pub", "sb")
+    k_fx_sc = pair_key(keys["fx"], "fx", trust / "sc.pub", "sc")
+    tap_b = taps(inbox_b)
+    async with await open_ws(a.url) as wa, await open_ws(c.url) as wc:
+        await until_online(wa, ["sa", "sb", "sc"])
+        await until_online(wc, ["sa", "sb", "sc"])
+        assert (await result(wa, "sb", "relay.bump"))["count"] == 1
+        captured = wait_until(lambda: [(raw, opened(obj)) for raw, obj in tap_b.payloads(inbox_b)
+                                       if mac_ok(obj, k_sa_sb) and any(e["body"].get("method") == "bump"
+                                                                       for e in opened(obj))],
+                              10, what="sa's MAC'd call to sb")
+        base = await rejected(wc)
+        assert not any(base.values()), base
+        n = 0
+        for raw, envs in captured:
+            mqtt_pub(inbox_c, raw)
+            n += len(envs)
+
+        async def counted():
+            return (await rejected(wc))["bad_signature"] >= n
+        await async_wait_until(counted, 15, what=f"sc to drop {n} replayed envelopes")
+        assert (await result(wc, None, "relay.count"))["count"] == 0
+
+        # A batch of three calls under one MAC, one of them changed: all rejected, all counted.
+        def three() -> list[dict]:
+            return [call_env("fx", "sc", "relay", "bump") for _ in range(3)]
+        bad = batch("fx", "sc", three(), k_fx_sc)
+        bad["envs"][1]["body"]["method"] = "count"
+        before = (await rejected(wc))["bad_signature"]
+        mqtt_pub(inbox_c, json.dumps(bad))
+
+        async def batch_counted():
+            return (await rejected(wc))["bad_signature"] == before + 3
+        await async_wait_until(batch_counted, 15, what="sc to count the 3 envelopes of the tampered batch")
+        assert (await result(wc, None, "relay.count"))["count"] == 0
+        stats = (await result(wc, None, "pubsub.stats"))["federation"]
+        assert stats["batches"]["rejected"] >= 1 and stats["unicast_auth"] == "mac"
+        # Control: the same path with an intact batch runs every call in it, once.
+        good = batch("fx", "sc", three(), k_fx_sc)
+        mqtt_pub(inbox_c, json.dumps(good))
+        mqtt_pub(inbox_c, json.dumps(good))   # and a replay of it
+
+        async def ran():
+            return (await result(wc, None, "relay.count"))["count"] == 3
+        await async_wait_until(ran, 15, what="the intact batch's three calls to run")
+
+        async def replay_counted():
+            return (await rejected(wc))["replayed"] == 3
+        await async_wait_until(replay_counted, 15, what="the second copy of the batch to count as replayed")
+        assert (await result(wc, None, "relay.count"))["count"] == 3
+
+
+async def test_rolling_upgrade_a_node_that_signs_unicast_talks_to_a_mac_node(cluster, keys, taps):
+    """sa runs with security.unicast = "sig" (what nodes wrote before MACs: a signature on every
+    envelope, a JSON array for several); sb MACs.  Calls, subscriptions and events flow both ways, and
+    nothing is rejected."""
+    p, trust = cluster.prefix, keys["trust"]
+    inbox_a, inbox_b = f"{p}/node/sa/inbox", f"{p}/node/sb/inbox"
+    tap = taps(inbox_a, inbox_b)
+    old_style = secured(keys, "sa")
+    old_style["security"]["unicast"] = "sig"
+    a = cluster.spawn("sa", broker=BROKER, services=PLUG, **old_style).wait_ready()
+    b = cluster.spawn("sb", broker=BROKER, services=PLUG, **secured(keys, "sb")).wait_ready()
+    k_sa_sb = pair_key(keys["sb"], "sb", trust / "sa.pub", "sa")
+    async with await open_ws(a.url) as wa, await open_ws(b.url) as wb:
+        await until_online(wa, ["sa", "sb"])
+        await until_online(wb, ["sa", "sb"])
+        for _ in range(3):
+            assert (await result(wa, "sb", "node.ping"))["node"] == "sb"
+            assert (await result(wb, "sa", "node.ping"))["node"] == "sa"
+        for i in range(20):   # 20 in flight: they coalesce into arrays of signed envelopes
+            await wa.send(json.dumps({"type": "call", "id": f"m{i}", "node": "sb", "service": "relay",
+                                      "method": "bump", "params": {}}))
+        got_ids: set[str] = set()
+        async with asyncio.timeout(15):
+            while len(got_ids) < 20:
+                m = json.loads(await wa.recv())
+                if str(m.get("id", "")).startswith("m"):
+                    assert m["type"] == "result", m
+                    got_ids.add(m["id"])
+        assert (await result(wb, None, "relay.count"))["count"] == 20
+        await request(wa, {"type": "subscribe", "id": "s1", "node": "sb", "topic": "up/#"})
+        await request(wb, {"type": "publish", "id": "p1", "topic": "up/x", "data": {"n": 1}})
+        ev = await next_event(wa, lambda m: m.get("topic") == "up/x", timeout=10)
+        assert ev["data"] == {"n": 1}
+        assert (await result(wa, None, "pubsub.stats"))["federation"]["unicast_auth"] == "sig"
+        for ws in (wa, wb):
+            got = await rejected(ws)
+            assert not any(got.values()), got
+    from_a = [obj for _, obj in tap.payloads(inbox_b)]
+    from_b = [obj for _, obj in tap.payloads(inbox_a)]
+    assert from_a and from_b
+    for obj in from_a:   # exactly the old format: every envelope signed, arrays for several
+        assert isinstance(obj, list) or obj.get("kind") != "batch"
+        for e in opened(obj):
+            assert "mac" not in e
+            verify(e, trust / "sa.pub")
+    assert all(mac_ok(obj, k_sa_sb) for obj in from_b if not isinstance(obj, list))
+    assert any("mac" in obj for obj in from_b)
