@@ -55,6 +55,8 @@ class PlanResult(BaseModel):
     error: str | None = None
     observations: list[Observation] = Field(default_factory=list)
     turns: int = 0
+    outcome: str | None = None  # answer | clarify | refuse, when the model said so (see ModelReply)
+    options: list[str] = Field(default_factory=list)
 
 
 class Planner:
@@ -82,9 +84,11 @@ class Planner:
         self.request = request
         toolbox = Toolbox(self.conn, timeout=self.timeout, max_fanout=self.max_nodes)
         try:
-            summary = summarize(await toolbox.view())
+            view = await toolbox.view()
         except ToolError as e:
             return PlanResult(ok=False, error=e.message, message=f"Cannot plan: {e.message}")
+        self._bind(view)
+        summary = summarize(view)
         self.messages = [{"role": "system", "content": load_prompt("system")},
                          {"role": "user", "content": request_message(request, summary)}]
         return await self._run(toolbox)
@@ -94,7 +98,18 @@ class Planner:
         if not self.messages:
             raise RuntimeError("revise() before plan()")
         self.messages.append({"role": "user", "content": feedback_message(feedback)})
-        return await self._run(Toolbox(self.conn, timeout=self.timeout, max_fanout=self.max_nodes))
+        toolbox = Toolbox(self.conn, timeout=self.timeout, max_fanout=self.max_nodes)
+        try:
+            self._bind(await toolbox.view())
+        except ToolError as e:
+            return PlanResult(ok=False, error=e.message, message=f"Cannot plan: {e.message}")
+        return await self._run(toolbox)
+
+    def _bind(self, view: ClusterView) -> None:
+        """A model that reads the cluster itself (the offline parser's lexicon) gets the same view."""
+        bind = getattr(self.model, "bind_view", None)
+        if callable(bind):
+            bind(view, max_nodes=self.max_nodes)
 
     def _fail(self, why: str, observations: list[Observation], turns: int) -> PlanResult:
         msg = f"Planning failed: {why}. Nothing was executed."
@@ -118,7 +133,8 @@ class Planner:
                 plan = Plan(request=self.request, steps=steps, summary=(reply.content or "").strip(),
                             model=getattr(self.model, "name", "?")).seal()
                 self.record("plan", {"plan": plan.model_dump(mode="json")})
-                return PlanResult(ok=True, plan=plan, message=plan.summary, observations=observations, turns=turn)
+                return PlanResult(ok=True, plan=plan, message=plan.summary, observations=observations, turns=turn,
+                                  outcome=reply.outcome, options=list(reply.options))
             for i, tc in enumerate(reply.tool_calls):
                 if i < self.max_calls_per_turn:
                     status, payload = await self._handle(tc, toolbox, steps, repeats)

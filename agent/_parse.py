@@ -1,0 +1,896 @@
+"""Stage 3 of the offline parse: lexemes → a typed intermediate form (steps with target expressions).
+
+Every lexeme must be consumed by a rule or be a listed filler word; any other
+word ends the parse with a :class:`Refusal` that names it.  Where the words
+are clear but the request leaves a choice open ("restart it", "stop
+everything", "on na or nb"), the parse ends with a :class:`Clarification`:
+a question and the options.  Nothing is guessed.
+
+    request   := clause { (then | and then | , | ; | and VERB) clause }
+    clause    := VERB objects [target] | question
+    objects   := PROC {and PROC} | it | every process | everything
+    target    := [on] union { except union }
+    union     := term { (and | ,) term }
+    term      := all [nodes] post* | [N|ORD] SUPERLATIVE [node] post* | node post* [which is SUPERLATIVE]
+               | ID | the others | there
+    post      := CMP NUMBER [UNIT] | METRIC CMP NUMBER | between N and N | running PROC | that has it | ...
+
+Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._lexicon import (ARTICLES, MUTATING, SUPERLATIVES, Lexeme, Lexicon, lex, normalise)
+from ._target import (All, Cond, Except, Expr, Filter, Has, Ids, Others, Rank, Same, Union)
+
+MAX_WORDS = 80
+
+
+class Refusal(Exception):
+    """The request can't be planned; ``str(e)`` says why, naming the words at fault."""
+
+
+class Clarification(Exception):
+    """The request is clear in its words but leaves a choice open."""
+
+    def __init__(self, question: str, options: list[str]) -> None:
+        super().__init__(question)
+        self.question = question
+        self.options = options
+
+
+@dataclass
+class Step:
+    """One step of the intermediate form."""
+
+    verb: str                        # restart stop start status logs processes metrics nodes node describe info
+    processes: list[str] = field(default_factory=list)
+    all_processes: bool = False      # "every process"
+    pronoun: bool = False            # "it" as the process
+    target: Expr | None = None
+    metric: str | None = None        # focus of a metrics question
+    lines: int | None = None
+    service: str | None = None
+    limit: int | None = None
+    include_offline: bool = False    # a plain node listing shows offline nodes too
+    words: str = ""
+
+    @property
+    def mutating(self) -> bool:
+        return self.verb in MUTATING
+
+    def show(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"verb": self.verb}
+        if self.processes:
+            d["processes"] = self.processes
+        if self.all_processes:
+            d["processes"] = "every process"
+        if self.pronoun:
+            d["processes"] = "it"
+        d["target"] = self.target.show() if self.target is not None else None
+        for k in ("metric", "lines", "service"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+
+@dataclass
+class Parsed:
+    steps: list[Step]
+    corrections: list[tuple[str, str]] = field(default_factory=list)
+    reason: str = ""
+
+    def show(self) -> dict[str, Any]:
+        return {"steps": [s.show() for s in self.steps],
+                "corrections": [f"read {a!r} as {b!r}" for a, b in self.corrections],
+                **({"reason": self.reason} if self.reason else {})}
+
+
+_ALLWORDS = {"all", "every", "each", "everywhere"}
+_EXCEPT1 = {"except", "excluding", "exclude", "besides", "minus", "save"}
+_RUNWORDS = {"runs", "run", "running", "has", "have", "having", "hosting", "hosts", "supervise", "supervises",
+             "supervising", "with", "host"}
+_STATEWORDS = {"running", "up", "alive", "doing", "ok", "fine", "healthy", "down", "stopped"}
+_Q = {"how", "what", "which", "where", "who", "is", "are", "does", "do"}
+_NEG = {"not", "no", "never", "dont", "don"}
+
+
+def _is(x: Lexeme | None, *words: str) -> bool:
+    return x is not None and x.kind in ("word", "count", "ord", "filler", "article", "punct", "unit", "verb",
+                                        "adj", "nnoun", "pnoun") and x.words[-1] in words and len(x.words) == 1
+
+
+class _Clause:
+    """A cursor over one clause's lexemes."""
+
+    def __init__(self, lexemes: list[Lexeme]) -> None:
+        self.x = lexemes
+        self.i = 0
+
+    def peek(self, k: int = 0) -> Lexeme | None:
+        j = self.i + k
+        return self.x[j] if j < len(self.x) else None
+
+    def take(self) -> Lexeme:
+        t = self.x[self.i]
+        self.i += 1
+        return t
+
+    def word(self, *words: str) -> bool:
+        if _is(self.peek(), *words):
+            self.i += 1
+            return True
+        return False
+
+    def kind(self, kind: str) -> Lexeme | None:
+        t = self.peek()
+        if t is not None and t.kind == kind:
+            self.i += 1
+            return t
+        return None
+
+    def done(self) -> bool:
+        return self.i >= len(self.x)
+
+    def rest(self) -> str:
+        return " ".join(t.text for t in self.x[self.i:])
+
+
+def _refuse_word(t: Lexeme, why: str = "") -> Refusal:
+    return Refusal(f"I don't understand {t.text!r}" + (f" {why}" if why else "") + "; nothing was planned")
+
+
+# ---- the request ------------------------------------------------------------------------------
+
+def parse(text: str, lx: Lexicon) -> Parsed:
+    tokens = normalise(text)
+    if len(tokens) > MAX_WORDS:
+        raise Refusal(f"the request is too long ({len(tokens)} words; at most {MAX_WORDS})")
+    lexemes, corrections, unknown = lex(tokens, lx)
+    reason = ""
+    because = next((k for k, t in enumerate(lexemes) if _is(t, "because")), None)
+    if because is not None:
+        tail = lexemes[because + 1:]
+        if not tail or any(t.kind in ("node", "verb", "proc") or _is(t, *_NEG, "except", "but", "and", "then")
+                           or t.kind == "seq" for t in tail):
+            raise Refusal("I only take a short reason after 'because' (no nodes, processes, actions or "
+                          "exclusions in it); nothing was planned")
+        reason = " ".join(t.text for t in tail)
+        lexemes = lexemes[:because]
+        unknown = [u for u in unknown if u.pos < because]
+    if unknown:
+        words = ", ".join(repr(u.text) for u in unknown[:5])
+        looks_like_node = [u.text for u in unknown if any(c.isdigit() or c == "-" for c in u.text)]
+        extra = ""
+        if looks_like_node:
+            extra = f" ({', '.join(looks_like_node)}: no such node or process in the cluster)"
+        raise Refusal(f"I don't understand {words}{extra}; nothing was planned")
+    # fillers go; a node called "a" was lexed as a node already, so articles here are articles
+    lexemes = [t for t in lexemes if t.kind not in ("filler", "article")]
+    while lexemes and lexemes[-1].kind in ("seq", "punct"):   # "..., thanks." / "restart it everywhere."
+        lexemes.pop()
+    while lexemes and lexemes[0].kind in ("seq", "punct"):
+        lexemes.pop(0)
+    if lexemes and all(t.kind == "node" or _is(t, "and") or t.kind == "punct" for t in lexemes):
+        raise Refusal(f"what should I do with {' '.join(t.text for t in lexemes)!r}? Nothing was planned")
+    if not lexemes:
+        raise Refusal("there is nothing to do in that request")
+    steps = _Request(lexemes, lx).parse()
+    return Parsed(steps=steps, corrections=corrections, reason=reason)
+
+
+class _Request:
+    def __init__(self, lexemes: list[Lexeme], lx: Lexicon) -> None:
+        self.c = _Clause(lexemes)
+        self.lx = lx
+
+    def parse(self) -> list[Step]:
+        c = self.c
+        steps: list[Step] = []
+        while True:
+            start = c.i
+            prev = steps[-1] if steps else None
+            step = self.clause(prev)
+            step.words = " ".join(t.text for t in c.x[start:c.i])
+            steps.append(step)
+            if c.done():
+                break
+            if not self.joiner():
+                raise _refuse_word(c.peek(), f"after {step.words!r}")  # type: ignore[arg-type]
+            if c.done():
+                raise Refusal(f"the request ends after {c.x[-1].text!r}; nothing was planned")
+        if any(s.mutating for s in steps):
+            first_mut = next(k for k, s in enumerate(steps) if s.mutating)
+            if any(not s.mutating for s in steps[first_mut:]):
+                raise Refusal("a question after an action would be answered before the action runs; ask it "
+                              "after the plan has run. Nothing was planned")
+        return steps
+
+    def joiner(self) -> bool:
+        """A step boundary: then / and then / after that / , / ; / and (before a verb) / also."""
+        c = self.c
+        found = False
+        while True:
+            t = c.peek()
+            if t is None:
+                return found
+            if t.kind == "seq" or _is(t, "then", "afterwards", "also", "next") or (t.kind == "punct"):
+                c.i += 1
+                found = True
+                continue
+            if _is(t, "and") and self._clause_start(c.peek(1)):
+                c.i += 1
+                found = True
+                continue
+            if _is(t, "after") and _is(c.peek(1), "that"):
+                c.i += 2
+                found = True
+                continue
+            return found
+
+    def _clause_start(self, t: Lexeme | None) -> bool:
+        return t is not None and (t.kind in ("verb", "proc", "seq") or _is(t, "then", "it", "also", "after"))
+
+    # ---- one clause -----------------------------------------------------------------------
+
+    def clause(self, prev: Step | None) -> Step:
+        c = self.c
+        t = c.peek()
+        assert t is not None
+        if _is(t, *_NEG) or (_is(t, "do") and _is(c.peek(1), *_NEG)):
+            raise Refusal(f"the request is negated ({t.text!r} ...): I plan nothing for it")
+        if t.kind == "verb" and t.value in MUTATING:
+            if t.words[0] in ("reboot", "shutdown", "power") and c.peek(1) is not None and c.peek(1).kind == "node":  # type: ignore[union-attr]
+                raise Refusal(f"{t.text} a whole node is not something the planner does; it restarts, stops "
+                              "and starts supervised processes. Nothing was planned")
+            return self.action(c.take().value)
+        if t.kind == "verb" and t.value in ("status", "logs"):
+            return self.read_process(c.take().value)
+        if prev is not None and prev.mutating and (t.kind == "proc" or _is(t, "it", "them", *_ALLWORDS, "on", "at",
+                                                                          "in", "others", "rest", "there",
+                                                                          "except", "everywhere", "not")
+                                                   or t.kind in ("node", "sup", "nnoun")):
+            return self.action(prev.verb, prev=prev)   # "..., then the others", "and worker on nb"
+        return self.question()
+
+    def action(self, verb: str, prev: Step | None = None) -> Step:
+        c = self.c
+        step = Step(verb=verb)
+        self.objects(step)
+        if not (step.processes or step.all_processes or step.pronoun) and prev is not None:
+            step.processes = list(prev.processes)
+            step.all_processes = prev.all_processes
+        t = c.peek()
+        if t is not None and t.kind == "node" and not _is(c.peek(-1) if c.i else None, "on") and \
+                not (step.processes or step.all_processes or step.pronoun):
+            raise Clarification(f"what should I {verb} on {t.value}? Name a process (restarting a whole node is "
+                                "not something the planner does)", self._procs_of([t.value]))
+        step.target = self.target_opt()
+        self._lines(step)
+        return step
+
+    def objects(self, step: Step) -> None:
+        c = self.c
+        if c.word("everything") or (_is(c.peek(), *_ALLWORDS) and _is(c.peek(1), "processes", "process", "procs",
+                                                                        "services", "service", "daemons", "jobs")):
+            if not _is(c.peek(-1), "everything"):
+                c.i += 2
+            step.all_processes = True
+            return
+        if _is(c.peek(), "all") and (c.peek(1) is None or _is(c.peek(1), "on", "at", "in", "across")):
+            c.i += 1
+            step.all_processes = True
+            return
+        if c.word("it", "them"):
+            step.pronoun = True
+            return
+        while True:
+            c.kind("pnoun") if c.peek() is not None and c.peek().kind == "pnoun" and \
+                c.peek(1) is not None and c.peek(1).kind == "proc" else None  # type: ignore[union-attr]
+            p = c.kind("proc")
+            if p is None:
+                break
+            step.processes.append(p.value)
+            if c.peek() is not None and c.peek().kind == "pnoun" and not c.peek().value:  # type: ignore[union-attr]
+                c.i += 1
+            if _is(c.peek(), "or") and c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+                raise Clarification("which process: " + " or ".join([p.value, c.peek(1).value]) + "?",  # type: ignore[union-attr]
+                                    [p.value, c.peek(1).value])  # type: ignore[union-attr]
+            if (_is(c.peek(), "and", "plus") or (c.peek() is not None and c.peek().kind == "punct")) and \
+                    c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+                c.i += 1
+                continue
+            if (_is(c.peek(), "and", ",") or (c.peek() is not None and c.peek().kind == "punct")) \
+                    and c.peek(1) is not None and c.peek(1).kind == "pnoun" and c.peek(2) is not None \
+                    and c.peek(2).kind == "proc":  # type: ignore[union-attr]
+                c.i += 1
+                continue
+            break
+        step.processes = list(dict.fromkeys(step.processes))
+
+    def _lines(self, step: Step) -> None:
+        c = self.c
+        # "[the] last N lines" at the end of a logs clause
+        j = c.i
+        c.word("last")
+        n = c.kind("num")
+        if n is not None and c.word("lines", "line"):
+            step.lines = int(n.value)
+            return
+        c.i = j
+
+    def target_opt(self) -> Expr | None:
+        c = self.c
+        t = c.peek()
+        if t is None or self._at_boundary():
+            return None
+        if c.word("not"):  # "restart logger not on na"
+            self._prep()
+            return Except(All(), self.union())
+        if _is(t, "except") or (_is(t, "but") and _is(c.peek(1), "not")) or \
+                (_is(t, "other") and _is(c.peek(1), "than")):
+            c.i += 2 if not _is(t, "except") else 1
+            c.word("for")
+            self._prep()
+            return Except(All(), self.union())
+        self._prep()
+        return self.texpr()
+
+    def _prep(self) -> bool:
+        return self.c.word("on", "at", "in", "across", "from", "for", "onto", "within", "of", "over")
+
+    def _at_boundary(self) -> bool:
+        c = self.c
+        t = c.peek()
+        return t is None or t.kind == "seq" or _is(t, "then", "also") or \
+            (_is(t, "and") and _is(c.peek(1), "then")) or (t.kind == "punct" and _is(c.peek(1), "then"))
+
+    # ---- target expressions ---------------------------------------------------------------
+
+    def texpr(self) -> Expr:
+        c = self.c
+        e = self.union()
+        while True:
+            j = c.i
+            if self._except_word():
+                c.word("for")
+                self._prep()
+                e = Except(e, self.union())
+                continue
+            c.i = j
+            return e
+
+    def _except_word(self) -> bool:
+        c = self.c
+        t = c.peek()
+        if t is None:
+            return False
+        if _is(t, *_EXCEPT1):
+            c.i += 1
+            return True
+        if _is(t, "but") and _is(c.peek(1), "not"):
+            c.i += 2
+            return True
+        if _is(t, "other") and _is(c.peek(1), "than"):
+            c.i += 2
+            return True
+        if _is(t, "apart") and _is(c.peek(1), "from"):
+            c.i += 2
+            return True
+        if (t.kind == "punct" or _is(t, "and")) and _is(c.peek(1), "not"):
+            c.i += 2
+            return True
+        if (t.kind == "punct") and _is(c.peek(1), "but") and _is(c.peek(2), "not"):
+            c.i += 3
+            return True
+        if _is(t, "but") and self._broad_before():
+            c.i += 1
+            return True
+        return False
+
+    def _broad_before(self) -> bool:
+        c = self.c
+        prev = c.x[c.i - 1] if c.i else None
+        return _is(prev, "everywhere", "anywhere", "everything", "all", "nodes", "hosts", "servers", "machines",
+                   "boxes")
+
+    def union(self) -> Expr:
+        c = self.c
+        parts = [self.term()]
+        while True:
+            t = c.peek()
+            if t is None:
+                break
+            if _is(t, "or"):
+                raise Clarification("'or' leaves the choice to me: which one do you mean?", [])
+            joined = (_is(t, "and", "plus") or (t.kind == "punct" and t.value in (",", "&")))
+            if not joined:
+                break
+            nxt = c.peek(1)
+            if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but"):
+                break
+            if _is(t, "and") and _is(nxt, "also"):
+                break
+            c.i += 1
+            if _is(c.peek(), "and"):   # "na, nb, and nc"
+                c.i += 1
+            parts.append(self.term())
+        return parts[0] if len(parts) == 1 else Union(parts)
+
+    def term(self) -> Expr:
+        c = self.c
+        t = c.peek()
+        if t is None:
+            raise Refusal(f"the request ends where a target was expected; nothing was planned")
+        # all / every / everywhere
+        if t.kind == "word" and t.value in _ALLWORDS | {"everything", "whole", "entire", "anywhere", "any"}:
+            if _is(t, "anywhere"):
+                c.i += 1
+                nxt = c.peek()
+                if not (_is(nxt, "but", "except") or (_is(nxt, "other") and _is(c.peek(1), "than"))):
+                    raise Clarification("'anywhere' leaves the choice to me: which node?", [])
+                return All()
+            if _is(t, "any"):
+                raise Clarification("'any' leaves the choice to me: which node?", [])
+            c.i += 1
+            if t.value in ("whole", "entire"):
+                if not c.word("cluster"):
+                    raise _refuse_word(t)
+                return All()
+            if t.value == "everywhere" and c.word("else"):
+                return Others()
+            c.word("of")
+            if c.word("other", "others", "rest", "remaining"):
+                c.kind("nnoun")
+                return Others()
+            n = c.peek()
+            if n is not None and n.kind == "sup":  # "all the hottest" is not a thing
+                raise _refuse_word(n, "after 'all'")
+            c.kind("nnoun")
+            c.word("cluster")
+            c.word("them")
+            return self.posts(All())
+        if _is(t, "others", "rest"):
+            c.i += 1
+            c.word("of")
+            c.word("them")
+            c.kind("nnoun")
+            return Others()
+        if _is(t, "other", "remaining") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+            c.i += 2
+            return Others()
+        if _is(t, "there") or (_is(t, "it", "them") and self._target_pronoun_ok()):
+            c.i += 1
+            return Same()
+        if _is(t, "same") or (_is(t, "that") and c.peek(1) is not None and c.peek(1).kind == "nnoun"):  # type: ignore[union-attr]
+            c.i += 1
+            if not c.kind("nnoun"):
+                raise _refuse_word(t)
+            return Same()
+        if _is(t, "those", "ones", "these"):
+            c.i += 1
+            c.kind("nnoun")
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise Clarification(f"which nodes do you mean by {t.text!r}?", [])
+            return e
+        # ranked: [N|ORD|top N] SUPERLATIVE [N] [node] post*
+        count, ordinal = 1, None
+        j = c.i
+        if c.word("top"):
+            n = c.kind("num")
+            count = int(n.value) if n else 1
+        elif t.kind == "ord":
+            ordinal = int(c.take().value)
+        elif t.kind == "num" and c.peek(1) is not None and c.peek(1).kind == "sup":  # type: ignore[union-attr]
+            count = int(c.take().value)
+        elif t.kind == "count" and t.value > 0 and c.peek(1) is not None and c.peek(1).kind == "sup":  # type: ignore[union-attr]
+            count = int(c.take().value)
+        s = c.kind("sup")
+        if s is not None:
+            n = c.kind("num")
+            if n is not None:
+                count = int(n.value)
+            if not c.kind("nnoun"):
+                c.word("one", "ones")
+            base = self.posts(All(), allow_rank=False)
+            return Rank(base, s.value[0], s.value[1], count, ordinal)
+        c.i = j
+        if t.kind in ("num", "count") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+            c.i += 2
+            e = self.posts(All())
+            if isinstance(e, Rank):
+                if t.kind == "num":
+                    e.count = int(t.value)
+                    return e
+            raise Clarification(f"which {t.text} nodes? Name them, or say e.g. 'the {t.text} coolest nodes'", [])
+        if t.kind == "ord" and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+            raise Clarification(f"the {t.text} node by what? Say e.g. 'the {t.text} hottest node'", [])
+        # node [ID] post* | ID [node]
+        if t.kind == "nnoun":
+            c.i += 1
+            idl = c.kind("node")
+            if idl is not None:
+                return Ids([idl.value])
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise Clarification(f"which node{'s' if t.value else ''}? Name {'them' if t.value else 'it'}, or "
+                                    "say 'all nodes' or e.g. 'the coolest node'", [])
+            return e
+        if t.kind == "node":
+            c.i += 1
+            c.kind("nnoun")
+            return Ids([t.value])
+        if t.kind in ("cmp",):
+            return self.posts(All())
+        raise _refuse_word(t, "where a node or a set of nodes was expected")
+
+    def _target_pronoun_ok(self) -> bool:
+        c = self.c
+        prev = c.x[c.i - 1] if c.i else None
+        return _is(prev, "on", "at", "in", "from")
+
+    def posts(self, base: Expr, *, allow_rank: bool = True) -> Expr:
+        """Filters after a node noun: comparisons, 'running X', 'that has it', 'which is hottest'."""
+        c = self.c
+        e = base
+        while True:
+            j = c.i
+            cond = self.post()
+            if cond is None:
+                c.i = j
+                # "node which is hottest", "node that is the coolest", "node with the most free memory"
+                k = c.i
+                c.word("that", "which", "who", "whichever")
+                c.word("is", "are", "has", "have")
+                s = c.kind("sup")
+                if s is not None and allow_rank:
+                    c.word("one")
+                    e = Rank(e, s.value[0], s.value[1])
+                    continue
+                c.i = k
+                return e
+            if isinstance(cond, list):
+                for x in cond:
+                    e = Filter(e, x)
+            else:
+                e = Filter(e, cond)
+
+    def post(self) -> Cond | Has | list[Cond] | None:
+        c = self.c
+        c.word("online")
+        rel = c.word("that", "which", "who", "where", "whose")
+        # running X / that has it / with X
+        j = c.i
+        if c.word("is", "are"):
+            if c.word("running") and c.peek() is not None and (c.peek().kind == "proc" or _is(c.peek(), "it")):  # type: ignore[union-attr]
+                return Has(self._proc_or_it(), running=True)
+            c.i = j
+        t = c.peek()
+        if _is(t, *_RUNWORDS) and c.peek(1) is not None and (c.peek(1).kind == "proc" or _is(c.peek(1), "it", "one")):  # type: ignore[union-attr]
+            word = c.take().words[0]
+            proc = self._proc_or_it()
+            running = word in ("running", "runs", "run") or c.word("running")
+            return Has(proc, running=running)
+        # comparisons
+        c.word("with", "having", "has", "have", "where", "whose")
+        c.word("is", "are")
+        metric = None
+        m = c.kind("metric")
+        if m is not None:
+            metric = m.value
+            c.word("is", "are", "of")
+        cm = c.kind("cmp")
+        if cm is None:
+            if rel or m is not None:
+                c.i = j - (1 if rel else 0)
+            return None
+        op, hint = cm.value
+        if op == "between":
+            lo = self._number()
+            if not c.word("and"):
+                raise Refusal("'between' needs two numbers ('between 40 and 50'); nothing was planned")
+            hi = self._number()
+            unit = self._unit()
+            key = self._metric_for(metric, hint, unit, cm)
+            return [Cond(key, "ge", min(lo, hi)), Cond(key, "le", max(lo, hi))]
+        v = self._number()
+        unit = self._unit()
+        key = self._metric_for(metric, hint, unit, cm)
+        return Cond(key, op, v)
+
+    def _proc_or_it(self) -> str:
+        c = self.c
+        if c.word("it", "one"):
+            return "$it"
+        p = c.kind("proc")
+        assert p is not None
+        return p.value
+
+    def _number(self) -> float:
+        c = self.c
+        n = c.kind("num")
+        if n is None:
+            t = c.peek()
+            if t is None:
+                raise Refusal("a comparison needs a number; nothing was planned")
+            raise _refuse_word(t, "where a number was expected")
+        return float(n.value)
+
+    def _unit(self) -> str | None:
+        u = self.c.kind("unit")
+        return None if u is None else u.value
+
+    def _metric_for(self, metric: str | None, hint: str | None, unit: str | None, cm: Lexeme) -> str:
+        if metric is None:
+            metric = hint
+        if metric is None and unit == "temperature_c":
+            metric = "temperature_c"
+        if metric is None:
+            raise Clarification(f"{cm.text!r} what? Say which metric: temperature, cpu, load, memory or disk",
+                                ["temperature", "cpu", "load", "memory", "disk"])
+        if unit == "temperature_c" and metric != "temperature_c":
+            raise Refusal(f"degrees don't measure {metric}; nothing was planned")
+        if unit == "percent" and metric in ("temperature_c", "load_1m"):
+            raise Refusal(f"{metric} is not a percentage; nothing was planned")
+        return metric
+
+    def _procs_of(self, ids: list[str]) -> list[str]:
+        return sorted(set(self.lx.processes.values()))
+
+    # ---- questions and reads --------------------------------------------------------------
+
+    def read_process(self, verb: str) -> Step:
+        """status/logs [of] PROC... [on TARGET] [N lines]."""
+        c = self.c
+        step = Step(verb=verb)
+        while c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+            c.i += 1
+        c.word("of", "for", "on")
+        self._lines(step)
+        c.word("of", "for", "from")
+        self.objects(step)
+        if _is(c.peek(), "logs", "log", "status", "state", "output"):
+            c.i += 1
+        self._lines(step)
+        step.target = self.target_opt()
+        self._lines(step)
+        return step
+
+    def question(self) -> Step:
+        c = self.c
+        x = c.x[c.i:]
+        end = next((k for k, t in enumerate(x) if k and (t.kind == "seq" or _is(t, "then"))), len(x))
+        words = x[:end]
+        kinds = {t.kind for t in words}
+        ws = {t.words[0] for t in words if len(t.words) == 1}
+        has_proc = "proc" in kinds
+        verbs = {t.value for t in words if t.kind == "verb"}
+        # a read with a status or logs verb later in the clause ("show worker status on all nodes")
+        if verbs & {"status", "logs"} or ("lines" in ws and has_proc):
+            return self._scaffold_then(lambda: self._proc_read("logs" if ("logs" in verbs or "lines" in ws)
+                                                               else "status"))
+        if verbs & MUTATING:
+            raise Refusal("I can only take an action at the start of a step ('restart logger on na'); "
+                          "nothing was planned")
+        if has_proc and ("where" in ws or "who" in ws or "nnoun" in kinds or ws & {"which"}):
+            return self._scaffold_then(self._where_runs)
+        if has_proc and ws & _STATEWORDS and ws & {"is", "are", "how"}:
+            return self._scaffold_then(lambda: self._proc_read("status", state_word=True))
+        if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS)):
+            return self._scaffold_then(self._processes)
+        if "metric" in kinds or "adj" in kinds or ws & {"metrics", "stats", "temperatures", "temps"}:
+            return self._scaffold_then(self._metrics)
+        if "service" in kinds and ("describe" in verbs or "pnoun" not in kinds):
+            return self._scaffold_then(self._describe)
+        if kinds & {"nnoun", "sup", "cmp", "node"}:
+            return self._scaffold_then(self._nodes)
+        t = c.peek()
+        assert t is not None
+        raise _refuse_word(t, "(the offline planner understands restart, stop, start, status, logs and "
+                              "questions about nodes, processes and metrics)")
+
+    def _scaffold_then(self, f: Any) -> Step:
+        c = self.c
+        while c.peek() is not None and (_is(c.peek(), *_Q, "there", "me", "us") or
+                                        (c.peek().kind == "verb" and c.peek().value in ("show", "describe")  # type: ignore[union-attr]
+                                         and f != self._describe)):
+            c.i += 1
+        return f()
+
+    def _proc_read(self, verb: str, state_word: bool = False) -> Step:
+        c = self.c
+        step = Step(verb=verb)
+        self._lines(step)
+        c.word("of", "from")
+        if c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+            c.i += 1
+            c.word("of", "for", "from")
+        self._lines(step)
+        self.objects(step)
+        c.word("is", "are")
+        if state_word:
+            c.word(*_STATEWORDS)
+        if c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+            c.i += 1
+        self._lines(step)
+        step.target = self.target_opt()
+        if state_word:
+            c.word(*_STATEWORDS)
+        self._lines(step)
+        if not step.processes and not step.pronoun and not step.all_processes:
+            raise Clarification(f"{verb} of which process?", sorted(set(self.lx.processes.values())))
+        return step
+
+    def _where_runs(self) -> Step:
+        """where is X running / which nodes run X / nodes running X / who has X."""
+        c = self.c
+        c.kind("nnoun")
+        c.word("is", "are", "does", "do")
+        self._nodes_word = c.kind("nnoun")
+        procs: list[tuple[str, bool]] = []
+        while True:
+            w = c.peek()
+            running = False
+            if _is(w, *_RUNWORDS) or _is(w, "is", "are"):
+                running = w.words[0] in ("running", "runs", "run")  # type: ignore[union-attr]
+                c.i += 1
+                if _is(c.peek(), "running"):
+                    running = True
+                    c.i += 1
+            p = c.kind("proc")
+            if p is None:
+                break
+            c.kind("pnoun")
+            if _is(c.peek(), "running", "run", "runs"):
+                running = True
+                c.i += 1
+            c.word("is", "are")
+            if _is(c.peek(), "running", "run", "runs", "supervised", "hosted"):
+                running = running or c.peek().words[0] != "supervised"  # type: ignore[union-attr]
+                c.i += 1
+            procs.append((p.value, running or True))
+            if not c.word("and"):
+                break
+        if not procs:
+            t = c.peek()
+            raise _refuse_word(t) if t else Refusal("which process?")
+        e: Expr = All()
+        for p, running in procs:
+            e = Filter(e, Has(p, running=running))
+        if not c.done() and not self._at_boundary():
+            e2 = self.posts(e)
+            e = e2
+            if not c.done() and not self._at_boundary():
+                if self._except_word():
+                    e = Except(e, self.union())
+        return Step(verb="nodes", target=e)
+
+    def _processes(self) -> Step:
+        """which processes does X supervise / what runs on X / processes on X / what does X run."""
+        c = self.c
+        step = Step(verb="processes")
+        c.word("all", "every", "each")
+        c.kind("pnoun")
+        c.word("does", "do", "is", "are")
+        if c.word("running", "runs", "run", "supervised", "hosted", "supervises", "hosts", "has", "have"):
+            c.word("on", "at", "in", "by")
+            if c.word("where"):
+                step.verb, step.include_offline = "nodes", True
+                return step
+        if c.done() or self._at_boundary():
+            step.verb, step.include_offline = "nodes", True
+            return step
+        self._prep()
+        step.target = self.texpr()
+        c.word("supervise", "supervises", "run", "runs", "have", "has", "host", "hosts", "running")
+        return step
+
+    def _metrics(self) -> Step:
+        """how hot is X / temperature of X / metrics on X / how much memory is free on X / temperatures."""
+        c = self.c
+        step = Step(verb="metrics")
+        c.word("much", "many")
+        for _ in range(3):
+            t = c.peek()
+            if t is not None and t.kind == "metric":
+                step.metric = t.value
+                c.i += 1
+            elif t is not None and t.kind == "adj":
+                step.metric = t.value
+                c.i += 1
+            elif _is(t, "metrics", "stats", "temperatures", "temps", "is", "are", "free", "used", "of"):
+                if t.words[0] in ("temperatures", "temps"):  # type: ignore[union-attr]
+                    step.metric = "temperature_c"
+                if t.words[0] == "free" and step.metric == "memory_percent":  # type: ignore[union-attr]
+                    step.metric = "free_memory_percent"
+                c.i += 1
+            else:
+                break
+        if c.done() or self._at_boundary():
+            step.target = All()
+            return step
+        self._prep()
+        step.target = self.texpr()
+        c.word("is", "are")
+        t = c.peek()
+        if t is not None and t.kind in ("metric", "adj"):
+            step.metric = t.value
+            c.i += 1
+        c.word("metrics", "stats", "free", "used")
+        return step
+
+    def _describe(self) -> Step:
+        c = self.c
+        c.word("describe")
+        if c.peek() is not None and c.peek().kind == "verb":  # type: ignore[union-attr]
+            c.i += 1
+        c.kind("pnoun")
+        s = c.kind("service")
+        if s is None:
+            raise _refuse_word(c.peek()) if c.peek() else Refusal("describe which service?")  # type: ignore[arg-type]
+        c.kind("pnoun")
+        return Step(verb="describe", service=s.value)
+
+    def _nodes(self) -> Step:
+        """show nodes / which node is the hottest / show the 2 hottest nodes / show node X."""
+        c = self.c
+        step = Step(verb="nodes")
+        t = c.peek()
+        if t is not None and t.kind == "nnoun" and c.peek(1) is not None and c.peek(1).kind == "node" \
+                and (c.i + 2 >= len(c.x) or self._boundary_at(c.i + 2)):  # type: ignore[union-attr]
+            c.i += 1
+            step.verb, step.target = "node", Ids([c.take().value])
+            return step
+        if t is not None and t.kind == "node" and (c.i + 1 >= len(c.x) or self._boundary_at(c.i + 1)):
+            c.i += 1
+            step.verb, step.target = "node", Ids([t.value])
+            return step
+        if t is not None and t.kind == "nnoun" and (c.i + 1 >= len(c.x) or self._boundary_at(c.i + 1)):
+            c.i += 1
+            step.include_offline = True
+            step.target = All()
+            return step
+        if _is(t, "all", "every") and c.peek(1) is not None and c.peek(1).kind == "nnoun" and \
+                (c.i + 2 >= len(c.x) or self._boundary_at(c.i + 2)):  # type: ignore[union-attr]
+            c.i += 2
+            step.include_offline = True
+            step.target = All()
+            return step
+        # "which node is the hottest": node noun, is, superlative
+        if t is not None and t.kind == "nnoun" and _is(c.peek(1), "is", "are") and c.peek(2) is not None \
+                and c.peek(2).kind == "sup":  # type: ignore[union-attr]
+            c.i += 3
+            c.word("one")
+            c.kind("nnoun")
+            step.target = Rank(self.posts(All(), allow_rank=False), c.x[c.i - 1].value[0]
+                               if c.x[c.i - 1].kind == "sup" else "", "")
+            s = next(x for x in reversed(c.x[:c.i]) if x.kind == "sup")
+            step.target = Rank(step.target.base, s.value[0], s.value[1])  # type: ignore[union-attr]
+            return step
+        step.target = self.texpr()
+        c.word("is", "are")
+        c.word("online")
+        return step
+
+    def _boundary_at(self, k: int) -> bool:
+        t = self.c.x[k]
+        return t.kind == "seq" or _is(t, "then")
+
+
+def explain(p: Parsed) -> str:
+    """The intermediate form as a few lines of text (``--explain``)."""
+    out = []
+    for a, b in p.corrections:
+        out.append(f"read {a!r} as {b!r}")
+    for k, s in enumerate(p.steps, 1):
+        out.append(f"step {k}: " + ", ".join(f"{key}={val}" for key, val in s.show().items()))
+    if p.reason:
+        out.append(f"reason: {p.reason}")
+    return "\n".join(out)
+
+
+__all__ = ["ARTICLES", "SUPERLATIVES", "Clarification", "Parsed", "Refusal", "Step", "explain", "parse"]
