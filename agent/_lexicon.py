@@ -111,7 +111,14 @@ COMPARISONS: dict[tuple[str, ...], tuple[str, str | None]] = {
     ("cooler", "than"): ("lt", "temperature_c"), ("colder", "than"): ("lt", "temperature_c"),
     ("busier", "than"): ("gt", "load_1m"), ("less", "busy", "than"): ("lt", "load_1m"),
     ("between",): ("between", None), ("exactly",): ("eq", None), ("equal", "to"): ("eq", None),
+    ("at", "or", "above"): ("ge", None), ("at", "or", "over"): ("ge", None), ("at", "or", "below"): ("le", None),
+    ("at", "or", "under"): ("le", None),
 }
+# "50 degrees or more": the comparison after the number
+OR_MORE = {("or", "more"): "ge", ("or", "higher"): "ge", ("or", "above"): "ge", ("or", "over"): "ge",
+           ("or", "less"): "le", ("or", "lower"): "le", ("or", "below"): "le", ("or", "under"): "le",
+           ("and", "above"): "ge", ("and", "up"): "ge", ("and", "over"): "ge", ("and", "below"): "le",
+           ("and", "under"): "le"}
 UNITS = {"degrees": "temperature_c", "degree": "temperature_c", "deg": "temperature_c", "°c": "temperature_c",
          "°": "temperature_c", "celsius": "temperature_c", "c": "temperature_c", "%": "percent",
          "percent": "percent", "pct": "percent"}
@@ -141,7 +148,7 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
-           "sir", "folks", "team", "guys", "quick", "soon", "promptly", "gently", "safely", "actually"}
+           "sir", "folks", "team", "guys", "quick", "soon", "promptly", "gently", "safely"}
 ARTICLES = {"the", "a", "an"}
 
 # structural words the parser consumes (kept in the fuzzy vocabulary too)
@@ -155,6 +162,7 @@ STRUCTURAL = {
     "much", "many", "because", "up", "down", "online", "offline", "doing", "alive", "ok", "fine", "healthy",
     "where", "whichever", "stopped", "both", "also", "next", "never", "don", "dont", "metrics", "stats",
     "statistics", "info", "supervised", "hosted", "by", "top", "else", "between", "whose", "single",
+    "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "many",
 }
 
 
@@ -287,6 +295,7 @@ def lex(tokens: list[str], lx: Lexicon) -> tuple[list[Lexeme], list[tuple[str, s
             if fixed is not None:
                 corrections.append((t, fixed))
                 toks[i] = fixed
+    toks = _join_ids(toks, lx)
     toks = [t for k, t in enumerate(toks) if not _article(toks, k, lx)]
     out: list[Lexeme] = []
     i = 0
@@ -323,6 +332,27 @@ def lex(tokens: list[str], lx: Lexicon) -> tuple[list[Lexeme], list[tuple[str, s
             i += 1
     unknown = [x for x in out if x.kind == "unknown"]
     return out, corrections, unknown
+
+
+def _join_ids(toks: list[str], lx: Lexicon) -> list[str]:
+    """'node a' → 'node-a', 'edge 1' → 'edge-1' where exactly that node id exists (and the words alone don't)."""
+    out: list[str] = []
+    i = 0
+    while i < len(toks):
+        if i + 1 < len(toks) and toks[i] not in lx.nodes:
+            for sep in ("-", "_", ""):
+                joined = toks[i] + sep + toks[i + 1]
+                if joined in lx.nodes and toks[i + 1] not in lx.nodes:
+                    out.append(joined)
+                    i += 2
+                    break
+            else:
+                out.append(toks[i])
+                i += 1
+            continue
+        out.append(toks[i])
+        i += 1
+    return out
 
 
 def _article(toks: list[str], k: int, lx: Lexicon) -> bool:

@@ -217,6 +217,8 @@ class Compiler:
         v = step.verb
         if v in ("status", "logs"):
             procs = self._processes(step, prev_procs) if not step.all_processes else []
+            if step.all_processes and v == "status" and step.target is not None:
+                return self._read(Step(verb="processes", target=step.target), previous, prev_procs)
             if step.all_processes or not procs:
                 raise Unplannable(f"{v} of which process?", clarify=True,
                                   options=sorted({p.name for n in self.view.nodes for p in n.processes}))

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._lexicon import (ARTICLES, MUTATING, SUPERLATIVES, Lexeme, Lexicon, lex, normalise)
-from ._target import (All, Cond, Except, Expr, Filter, Has, Ids, Others, Rank, Same, Union)
+from ._lexicon import ARTICLES, MUTATING, OR_MORE, SUPERLATIVES, Lexeme, Lexicon, lex, normalise
+from ._target import All, Cond, Except, Expr, Filter, Has, Ids, Others, Rank, Same, Union, is_broad
 
 MAX_WORDS = 80
 
@@ -168,8 +168,13 @@ def parse(text: str, lx: Lexicon) -> Parsed:
         if looks_like_node:
             extra = f" ({', '.join(looks_like_node)}: no such node or process in the cluster)"
         raise Refusal(f"I don't understand {words}{extra}; nothing was planned")
+    for k in range(len(lexemes) - 1):
+        if _is(lexemes[k], *_NEG) and (_is(lexemes[k + 1], "just", "only", "all", "every", "everywhere")
+                                        or lexemes[k + 1].text == "just"):
+            raise Refusal(f"'{lexemes[k].text} {lexemes[k + 1].text}' leaves the targets open; name the nodes. "
+                          "Nothing was planned")
     # fillers go; a node called "a" was lexed as a node already, so articles here are articles
-    lexemes = [t for t in lexemes if t.kind not in ("filler", "article")]
+    lexemes = [t for t in lexemes if t.kind not in ("filler", "article") and not _is(t, "only")]
     while lexemes and lexemes[-1].kind in ("seq", "punct"):   # "..., thanks." / "restart it everywhere."
         lexemes.pop()
     while lexemes and lexemes[0].kind in ("seq", "punct"):
@@ -186,6 +191,8 @@ class _Request:
     def __init__(self, lexemes: list[Lexeme], lx: Lexicon) -> None:
         self.c = _Clause(lexemes)
         self.lx = lx
+        self._prev_step: Step | None = None
+        self._implied_all = False
 
     def parse(self) -> list[Step]:
         c = self.c
@@ -193,6 +200,7 @@ class _Request:
         while True:
             start = c.i
             prev = steps[-1] if steps else None
+            self._prev_step = prev
             step = self.clause(prev)
             step.words = " ".join(t.text for t in c.x[start:c.i])
             steps.append(step)
@@ -238,8 +246,18 @@ class _Request:
 
     def clause(self, prev: Step | None) -> Step:
         c = self.c
+        while _is(c.peek(), "first", "firstly", "finally", "lastly") and c.peek(1) is not None \
+                and c.peek(1).kind == "verb":  # type: ignore[union-attr]
+            c.i += 1
         t = c.peek()
         assert t is not None
+        if prev is not None and prev.mutating and (_is(t, "same") or (_is(t, "do") and _is(c.peek(1), "same"))):
+            c.i += 1 if _is(t, "same") else 2      # "then do the same on nb"
+            step = Step(verb=prev.verb, processes=list(prev.processes), all_processes=prev.all_processes)
+            step.target = self.target_opt()
+            if step.target is None:
+                raise Clarification("the same where? Name the nodes", [])
+            return step
         if _is(t, *_NEG) or (_is(t, "do") and _is(c.peek(1), *_NEG)):
             raise Refusal(f"the request is negated ({t.text!r} ...): I plan nothing for it")
         if t.kind == "verb" and t.value in MUTATING:
@@ -259,6 +277,7 @@ class _Request:
     def action(self, verb: str, prev: Step | None = None) -> Step:
         c = self.c
         step = Step(verb=verb)
+        self._implied_all = False
         self.objects(step)
         if not (step.processes or step.all_processes or step.pronoun) and prev is not None:
             step.processes = list(prev.processes)
@@ -269,6 +288,10 @@ class _Request:
             raise Clarification(f"what should I {verb} on {t.value}? Name a process (restarting a whole node is "
                                 "not something the planner does)", self._procs_of([t.value]))
         step.target = self.target_opt()
+        if step.target is None and step.pronoun and prev is None and self._prev_step is not None:
+            step.target = Same()   # "stop worker on nb then start it": on the same nodes
+        if step.target is None and self._implied_all:
+            step.target = All()
         self._lines(step)
         return step
 
@@ -287,6 +310,10 @@ class _Request:
         if c.word("it", "them"):
             step.pronoun = True
             return
+        if _is(c.peek(), "all", "every", "each") and c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+            c.i += 1
+            self._implied_all = True   # "restart all loggers": the logger on every node
+        c.word("both")
         while True:
             c.kind("pnoun") if c.peek() is not None and c.peek().kind == "pnoun" and \
                 c.peek(1) is not None and c.peek(1).kind == "proc" else None  # type: ignore[union-attr]
@@ -355,7 +382,7 @@ class _Request:
         e = self.union()
         while True:
             j = c.i
-            if self._except_word():
+            if self._except_word(e):
                 c.word("for")
                 self._prep()
                 e = Except(e, self.union())
@@ -363,7 +390,7 @@ class _Request:
             c.i = j
             return e
 
-    def _except_word(self) -> bool:
+    def _except_word(self, e: Expr | None = None) -> bool:
         c = self.c
         t = c.peek()
         if t is None:
@@ -386,7 +413,7 @@ class _Request:
         if (t.kind == "punct") and _is(c.peek(1), "but") and _is(c.peek(2), "not"):
             c.i += 3
             return True
-        if _is(t, "but") and self._broad_before():
+        if _is(t, "but") and (self._broad_before() or (e is not None and is_broad(e))):
             c.i += 1
             return True
         return False
@@ -406,11 +433,15 @@ class _Request:
                 break
             if _is(t, "or"):
                 raise Clarification("'or' leaves the choice to me: which one do you mean?", [])
+            if t.kind == "node" and isinstance(parts[-1], Ids):   # "on na nc"
+                parts.append(self.term())
+                continue
             joined = (_is(t, "and", "plus") or (t.kind == "punct" and t.value in (",", "&")))
             if not joined:
                 break
             nxt = c.peek(1)
-            if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but"):
+            if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but", "after",
+                                                                         "first", "finally", "same", "do"):
                 break
             if _is(t, "and") and _is(nxt, "also"):
                 break
@@ -449,10 +480,27 @@ class _Request:
             n = c.peek()
             if n is not None and n.kind == "sup":  # "all the hottest" is not a thing
                 raise _refuse_word(n, "after 'all'")
+            if _is(c.peek(), "offline"):
+                raise Refusal("actions run on online nodes only; nothing was planned")
+            c.word("online")
             c.kind("nnoun")
-            c.word("cluster")
+            c.word("cluster", "fleet")
             c.word("them")
+            self._in_cluster()
             return self.posts(All())
+        if _is(t, "cluster", "fleet"):
+            c.i += 1
+            return All()
+        if _is(t, "both") and c.peek(1) is not None and c.peek(1).kind in ("node", "nnoun"):  # type: ignore[union-attr]
+            c.i += 1
+            c.kind("nnoun")
+            e = self.union()
+            if not (isinstance(e, Union) and len(e.parts) == 2):
+                raise Clarification("'both' should name two nodes: which two?", [])
+            return e
+        if _is(t, "whichever") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+            c.i += 1
+            return self.term()
         if _is(t, "others", "rest"):
             c.i += 1
             c.word("of")
@@ -480,6 +528,7 @@ class _Request:
         # ranked: [N|ORD|top N] SUPERLATIVE [N] [node] post*
         count, ordinal = 1, None
         j = c.i
+        topped = _is(t, "top")
         if c.word("top"):
             n = c.kind("num")
             count = int(n.value) if n else 1
@@ -492,10 +541,23 @@ class _Request:
         s = c.kind("sup")
         if s is not None:
             n = c.kind("num")
+            if n is None and c.peek() is not None and c.peek().kind == "count" and c.peek().value > 0:  # type: ignore[union-attr]
+                n = c.take()
             if n is not None:
                 count = int(n.value)
-            if not c.kind("nnoun"):
-                c.word("one", "ones")
+            c.word("online")
+            noun = c.kind("nnoun")
+            if noun is None:
+                noun = c.kind("word") if _is(c.peek(), "one", "ones") else None
+            plural = noun is not None and (noun.value is True or noun.words[0] == "ones")
+            if c.word("of"):     # "the hottest of the nodes", "the coolest of na and nb"
+                c.word("all")
+                if c.kind("nnoun") is None:
+                    inner = self.union()
+                    base = self.posts(inner, allow_rank=False)
+                    return Rank(base, s.value[0], s.value[1], count, ordinal)
+            if plural and n is None and ordinal is None and not topped and count == 1 and c.i - j <= 3:
+                raise Clarification(f"how many of the {s.text} nodes? Say e.g. 'the 2 {s.text} nodes'", [])
             base = self.posts(All(), allow_rank=False)
             return Rank(base, s.value[0], s.value[1], count, ordinal)
         c.i = j
@@ -527,6 +589,11 @@ class _Request:
         if t.kind in ("cmp",):
             return self.posts(All())
         raise _refuse_word(t, "where a node or a set of nodes was expected")
+
+    def _in_cluster(self) -> None:
+        c = self.c
+        if _is(c.peek(), "in", "of", "across", "within") and _is(c.peek(1), "cluster", "fleet"):
+            c.i += 2
 
     def _target_pronoun_ok(self) -> bool:
         c = self.c
@@ -585,6 +652,19 @@ class _Request:
             c.word("is", "are", "of")
         cm = c.kind("cmp")
         if cm is None:
+            k = c.i
+            c.word("at")
+            n = c.kind("num")
+            if n is not None:
+                unit = self._unit()
+                if metric is None and c.peek() is not None and c.peek().kind == "metric":  # type: ignore[union-attr]
+                    metric = c.take().value
+                pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
+                if pair in OR_MORE:
+                    c.i += 2
+                    key = self._metric_for(metric, None, unit, n)
+                    return Cond(key, OR_MORE[pair], float(n.value))  # type: ignore[index]
+            c.i = k
             if rel or m is not None:
                 c.i = j - (1 if rel else 0)
             return None
@@ -599,6 +679,15 @@ class _Request:
             return [Cond(key, "ge", min(lo, hi)), Cond(key, "le", max(lo, hi))]
         v = self._number()
         unit = self._unit()
+        if metric is None and c.peek() is not None and c.peek().kind == "metric":  # type: ignore[union-attr]
+            metric = c.take().value        # "less than 50% memory used"
+            if c.word("free") and metric == "memory_percent":
+                metric = "free_memory_percent"
+            c.word("used", "usage", "use")
+        pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
+        if pair in OR_MORE and op in ("gt", "lt", "eq"):
+            c.i += 2
+            op = OR_MORE[pair]  # type: ignore[index]
         key = self._metric_for(metric, hint, unit, cm)
         return Cond(key, op, v)
 
@@ -676,11 +765,21 @@ class _Request:
         if verbs & MUTATING:
             raise Refusal("I can only take an action at the start of a step ('restart logger on na'); "
                           "nothing was planned")
-        if has_proc and ("where" in ws or "who" in ws or "nnoun" in kinds or ws & {"which"}):
+        if has_proc and ("where" in ws or "who" in ws or "nnoun" in kinds or ws & {"which"}) and \
+                not _is(words[0], "is", "are"):
             return self._scaffold_then(self._where_runs)
         if has_proc and ws & _STATEWORDS and ws & {"is", "are", "how"}:
             return self._scaffold_then(lambda: self._proc_read("status", state_word=True))
-        if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS)):
+        if "service" in kinds and ("describe" in verbs or "pnoun" not in kinds or
+                                   any(t.kind == "pnoun" and t.words[0] == "service" for t in words)):
+            return self._scaffold_then(self._describe)
+        if has_proc and _is(words[0], "is", "are") and not ("nnoun" in kinds and "where" in ws):
+            return self._scaffold_then(lambda: self._proc_read("status", state_word=True))
+        if "many" in ws and "nnoun" in kinds and ws & {"how"}:
+            return self._scaffold_then(self._how_many)
+        if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS)
+                             or (ws & {"what"} and len(words) >= 3 and _is(words[1], "is", "are")
+                                 and _is(words[2], "on", "at") and "metric" not in kinds and "adj" not in kinds)):
             return self._scaffold_then(self._processes)
         if "metric" in kinds or "adj" in kinds or ws & {"metrics", "stats", "temperatures", "temps"}:
             return self._scaffold_then(self._metrics)
@@ -710,6 +809,10 @@ class _Request:
             c.i += 1
             c.word("of", "for", "from")
         self._lines(step)
+        pre = None
+        if c.peek() is not None and c.peek().kind in ("node",) and c.peek(1) is not None \
+                and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+            pre = Ids([c.take().value])       # "node-b logger logs"
         self.objects(step)
         c.word("is", "are")
         if state_word:
@@ -717,7 +820,7 @@ class _Request:
         if c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
             c.i += 1
         self._lines(step)
-        step.target = self.target_opt()
+        step.target = self.target_opt() if pre is None else pre
         if state_word:
             c.word(*_STATEWORDS)
         self._lines(step)
@@ -768,6 +871,24 @@ class _Request:
                 if self._except_word():
                     e = Except(e, self.union())
         return Step(verb="nodes", target=e)
+
+    def _how_many(self) -> Step:
+        c = self.c
+        c.word("many")
+        c.kind("nnoun")
+        c.word("are", "is", "do", "does")
+        c.word("there")
+        step = Step(verb="nodes", target=All(), include_offline=True)
+        if c.word("online", "up", "alive"):
+            step.include_offline = False
+        elif _is(c.peek(), "offline", "down"):
+            raise Refusal("I can list the nodes ('how many nodes are there') but not filter on offline ones; "
+                          "nothing was planned")
+        self._in_cluster()
+        c.word("in", "of")
+        c.word("cluster", "fleet")
+        c.word("we", "have")
+        return step
 
     def _processes(self) -> Step:
         """which processes does X supervise / what runs on X / processes on X / what does X run."""
@@ -821,6 +942,7 @@ class _Request:
             step.metric = t.value
             c.i += 1
         c.word("metrics", "stats", "free", "used")
+        c.word("at", "right")
         return step
 
     def _describe(self) -> Step:
@@ -861,7 +983,7 @@ class _Request:
             step.target = All()
             return step
         # "which node is the hottest": node noun, is, superlative
-        if t is not None and t.kind == "nnoun" and _is(c.peek(1), "is", "are") and c.peek(2) is not None \
+        if t is not None and (t.kind == "nnoun" or _is(t, "one")) and _is(c.peek(1), "is", "are") and c.peek(2) is not None \
                 and c.peek(2).kind == "sup":  # type: ignore[union-attr]
             c.i += 3
             c.word("one")
