@@ -46,6 +46,9 @@ GRAMMAR_HELP = ("The offline planner understands actions ('restart|stop|start PR
                 "'nodes running PROCESS', '... except ID', 'anywhere but ID', 'the others'; steps joined by 'then'.")
 MAX_LIST = 20
 ParseError = Refusal  # the old name
+_ID = r"[A-Za-z0-9][\w.\-]*"
+_NEG_CUES = re.compile(r"\b(?:not|no|don'?t|never|except|exclude|excluding|skip|avoid|without|maintenance|down|busy|"
+                       r"broken|offline|leave|spare)\b", re.I)
 
 
 class Unplannable(Exception):

@@ -6,10 +6,16 @@ nothing heavy at import time (no litellm, no rich, no websockets), so
 ``cloudisense node`` stays fast.  It also runs standalone:
 ``python -m cloudisense.agent.cli ask "restart logger on coolest node"``.
 
-Exit codes: 0 done (or a read-only answer), 1 a step failed, 2 not planned
-(planning failed, the request was not understood or named nothing that
-exists) or bad usage, 3 the operator rejected the plan, 4 stale facts
-(nothing ran), 5 refused (node cap, cluster unverifiable), 6 cannot connect.
+Exit codes: 0 done (or a read-only answer, or a dry run's plan), 1 a step
+failed, 2 not planned (planning failed, the request was not understood, named
+nothing that exists, or needs a clarification) or bad usage, 3 the operator
+rejected the plan, 4 stale facts (nothing ran), 5 refused (node cap, cluster
+unverifiable), 6 cannot connect.
+
+``--json`` prints ``status`` from a closed set: ``planned`` (dry run with
+steps), ``done``, ``answered`` (a question answered by read-only tools),
+``clarify`` (a question back, with ``options``), ``refused``, ``failed``,
+``stale``, ``rejected``.
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ def add_commands(subparsers: Any) -> None:
                    help="litellm model string (openai/gpt-4o-mini, anthropic/..., ollama/...) or offline, the "
                         "deterministic rules planner (env CLOUDISENSE_MODEL; default %(default)s)")
     p.add_argument("--record", default=None, metavar="FILE", help="write the session as JSONL (for replay)")
+    p.add_argument("--explain", action="store_true",
+                   help="show how the offline parser reads the request (its intermediate form) before planning")
     _common(p)
     p.set_defaults(func=cmd_ask)
 
@@ -72,7 +80,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--set", dest="set_dir", default=os.environ.get("CLOUDISENSE_EVAL_SET") or "tests/agent_eval",
                    help="evaluation set directory (cases.jsonl + snapshots/; default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--min-accuracy", type=float, default=0.0, help="exit 1 below this accuracy (0..1)")
+    p.add_argument("--min-accuracy", type=float, default=0.0,
+                   help="exit 1 below this accuracy (0..1); any wrong plan or unsafe case exits 1 too")
     p.set_defaults(func=cmd_eval)
 
 
@@ -111,6 +120,7 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
                       timeout=args.timeout)
         shown: set[int] = set()
         ask = terminal_decider(out, input_fn)
+        explained = await _explain(out, conn, request, args) if getattr(args, "explain", False) else None
 
         async def decide(result: Any) -> Any:
             render_plan(out, result)
@@ -129,13 +139,40 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
             render_report(out, outcome.report)
         elif outcome.status == "rejected":
             out.print("rejected: nothing executed")
+        if outcome.status == "clarify" and outcome.last is not None and outcome.last.options:
+            from rich.markup import escape
+
+            out.print("options: " + escape(", ".join(outcome.last.options)))
         if args.json:
-            print(json.dumps(outcome_json(request, getattr(model, "name", "?"), outcome, dry_run=args.dry_run),
+            extra: dict[str, Any] = {"dry_run": args.dry_run}
+            if explained is not None:
+                extra["explain"] = explained
+            print(json.dumps(outcome_json(request, getattr(model, "name", "?"), outcome, **extra),
                              ensure_ascii=False, indent=2, default=str))
         return outcome, outcome.exit_code
     finally:
         if own and conn is not None:
             await conn.close()
+
+
+async def _explain(out: Any, conn: Any, request: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The offline parser's reading of ``request`` on the live cluster (``--explain``)."""
+    from rich.markup import escape
+
+    from cloudisense.tools import ToolError, Toolbox
+
+    from ._offline import explain_request
+
+    try:
+        view = await Toolbox(conn, timeout=args.timeout).view()
+    except ToolError as e:
+        return {"status": "failed", "message": e.message}
+    doc = explain_request(request, view, max_nodes=args.max_nodes)
+    out.print("[bold]how the offline parser reads it:[/bold]")
+    out.print(escape(doc.get("text") or doc.get("message") or ""))
+    if doc.get("message") and doc.get("text"):
+        out.print(escape(doc["message"]))
+    return doc
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -180,12 +217,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import make_model
     from ._eval import run_eval
 
-    if not Path(args.set_dir, "cases.jsonl").exists():
-        print(f"cloudisense eval: no evaluation set at {args.set_dir} (cases.jsonl); use --set DIR", file=sys.stderr)
+    if not any(Path(args.set_dir).glob("*.jsonl")):
+        print(f"cloudisense eval: no evaluation set at {args.set_dir} (*.jsonl case files); use --set DIR",
+              file=sys.stderr)
         return 2
     report = asyncio.run(run_eval(lambda: make_model(args.model), args.set_dir))
     print(report.model_dump_json(indent=2) if args.json else report.text())
-    return 0 if report.accuracy >= args.min_accuracy and not report.unsafe else 1
+    return 0 if report.accuracy >= args.min_accuracy and not report.unsafe and not report.wrong_plans else 1
 
 
 def main(argv: list[str] | None = None) -> int:
