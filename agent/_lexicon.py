@@ -202,6 +202,12 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"(\d)°", r"\1 °", s)
     s = re.sub(r"(\d)\s*%", r"\1 %", s)
     s = re.sub(r"(\d)(degrees?|deg|c)\b", r"\1 \2", s)  # 45c, 40degrees
+    s = re.sub(r"[\"`]|(?<![a-z0-9])'|'(?![a-z0-9])", " ", s)   # quotes around words (brackets stay: refused)
+    s = re.sub(r":(?!\d)", " ", s)                     # "on: nb"
+    s = re.sub(r"\s*\.{2,}\s*$", "", s)                # a trailing "..." (inside, ".." stays: edge-1..edge-3 is refused)
+    s = re.sub(r"\b(teh|hte)\b", "the", s)
+    s = re.sub(r"\badn\b", "and", s)
+    s = re.sub(r"\s\+\s", " and ", s)
     s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary
     s = re.sub(r"[!?]+", " ", s)
     return [t for t in _TOKEN.findall(s) if t.strip() or t == "\n"]
@@ -246,9 +252,12 @@ class Lexicon:
         if not found:
             return None, []
         # a typo drops, adds or swaps a letter more often than it changes one: ties go to the smaller Indel
-        scored = sorted((d, Indel.distance(word, w), w) for w, d, _ in found)
-        best = scored[0][:2]
-        top = [w for d, i, w in scored if (d, i) == best]
+        def kind(w: str) -> int:  # 0: a swap, a missing or an extra letter; 1: a changed letter
+            return 0 if sorted(w) == sorted(word) or len(w) != len(word) else 1
+
+        scored = sorted((d, kind(w), Indel.distance(word, w), w) for w, d, _ in found)
+        best = scored[0][:3]
+        top = [x[3] for x in scored if x[:3] == best]
         cands = [w for w, _, _ in found]
         if len(top) != 1:
             return None, cands

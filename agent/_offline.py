@@ -248,7 +248,12 @@ class Compiler:
                                                                             "service": step.service}))], [], []
         if v == "node":
             i = step.target.ids[0]  # type: ignore[union-attr]
+            if self.view.get(i) is None:
+                raise Unplannable(f"there is no node {i!r} in the cluster")
             return [ToolCall(name="get_node", arguments=json.dumps({"node": i}))], [i], []
+        if v == "offline":
+            return [ToolCall(name="find_nodes", arguments=json.dumps({
+                "where": {"online": False}, "limit": MAX_LIST}))], [], []
         if v == "processes":
             if step.target is None:
                 return [self._find(sorted(n.id for n in self.view.nodes), None, None)], [], []
@@ -256,7 +261,12 @@ class Compiler:
             self._fanout(targets)
             return [self._sys_call("supervisor", "list", targets)], targets, []
         if v == "metrics":
-            targets = self._eval(step.target or All(), self.online, previous, None)
+            e = step.target or All()
+            if isinstance(e, Ids) and len(e.ids) == 1 and self.view.get(e.ids[0]) is not None \
+                    and not self.view.get(e.ids[0]).online:  # type: ignore[union-attr]
+                # an offline node: what the cluster last knew of it
+                return [ToolCall(name="get_node", arguments=json.dumps({"node": e.ids[0]}))], e.ids, []
+            targets = self._eval(e, self.online, previous, None)
             if len(targets) == 1:
                 return [self._sys_call("system", "metrics", targets)], targets, []
             return [self._find(targets, None, None)], targets, []

@@ -163,6 +163,10 @@ def parse(text: str, lx: Lexicon) -> Parsed:
         unknown = [u for u in unknown if u.pos < because]
     if unknown:
         words = ", ".join(repr(u.text) for u in unknown[:5])
+        close = {u.text: lx.correct(u.text)[1] for u in unknown[:5]}
+        hints = [f"{w!r}: did you mean {' or '.join(repr(x) for x in c[:3])}?" for w, c in close.items() if c]
+        if hints:
+            raise Refusal(f"I don't understand {words} ({'; '.join(hints)}); nothing was planned")
         looks_like_node = [u.text for u in unknown if any(c.isdigit() or c == "-" for c in u.text)]
         extra = ""
         if looks_like_node:
@@ -287,6 +291,8 @@ class _Request:
                 not (step.processes or step.all_processes or step.pronoun):
             raise Clarification(f"what should I {verb} on {t.value}? Name a process (restarting a whole node is "
                                 "not something the planner does)", self._procs_of([t.value]))
+        if c.peek() is not None and c.peek().kind == "punct" and _is(c.peek(1), "on", "at", "in", "across"):  # type: ignore[union-attr]
+            c.i += 1   # "restart logger, on nb"
         step.target = self.target_opt()
         if step.target is None and step.pronoun and prev is None and self._prev_step is not None:
             step.target = Same()   # "stop worker on nb then start it": on the same nodes
@@ -739,6 +745,13 @@ class _Request:
         while c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
             c.i += 1
         c.word("of", "for", "on")
+        if verb == "status" and c.peek() is not None and (c.peek().kind == "node" or (c.peek().kind == "nnoun"  # type: ignore[union-attr]
+                                                                                        and c.peek(1) is not None and c.peek(1).kind == "node")):  # type: ignore[union-attr]
+            c.kind("nnoun")
+            n = c.take()
+            if c.done() or self._at_boundary():   # "status edge-1", "check node-b": the node itself
+                return Step(verb="node", target=Ids([n.value]))
+            c.i -= 1
         self._lines(step)
         c.word("of", "for", "from")
         self.objects(step)
@@ -775,6 +788,15 @@ class _Request:
             return self._scaffold_then(self._describe)
         if has_proc and _is(words[0], "is", "are") and not ("nnoun" in kinds and "where" in ws):
             return self._scaffold_then(lambda: self._proc_read("status", state_word=True))
+        if _is(words[0], "is", "are") and len(words) >= 3 and words[1].kind == "node" and \
+                _is(words[2], "online", "up", "down", "offline", "alive", "reachable", "ok", "healthy") and len(words) == 3:
+            c.i += 3
+            return Step(verb="node", target=Ids([words[1].value]))
+        if "offline" in ws and "nnoun" in kinds and not kinds & {"proc", "sup", "cmp", "node", "metric"} and \
+                all(t.kind == "nnoun" or _is(t, *_Q, "offline", "down", "all", "show", "list", "there", "currently")
+                    or (t.kind == "verb" and t.value == "show") for t in words):
+            c.i += len(words)
+            return Step(verb="offline")
         if "many" in ws and "nnoun" in kinds and ws & {"how"}:
             return self._scaffold_then(self._how_many)
         if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS)
