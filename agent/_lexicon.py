@@ -20,6 +20,7 @@ from rapidfuzz.distance import OSA, Indel
 from rapidfuzz.process import extract
 
 from cloudisense.tools import ClusterView
+from cloudisense.tools._cluster import BUILTIN_METHODS
 
 # ---- synonym tables (phrases are tuples of words, longest match wins) -------------------------
 
@@ -228,14 +229,21 @@ class Lexicon:
     def from_view(cls, view: ClusterView) -> Lexicon:
         nodes: dict[str, str] = {}
         ambiguous: set[str] = set()
+        procs: dict[str, str] = {}
+        services: dict[str, str] = {s: s for s in BUILTIN_METHODS}
+        methods: set[str] = set()
         for n in view.nodes:
             k = n.id.lower()
             if k in nodes and nodes[k] != n.id:
                 ambiguous.add(k)
             nodes[k] = n.id
-        procs = {p.name.lower(): p.name for n in view.nodes for p in n.processes}
-        services = {s.lower(): s for n in view.nodes for s in n.service_names()}
-        methods = {m for n in view.nodes for s in n.services.values() for m in s.methods}
+            for p in n.processes:
+                procs[p.name.lower()] = p.name
+            for name, svc in n.services.items():
+                if name not in services:   # the method names of each service, from the first node offering it
+                    services[name] = name
+                    methods.update(svc.methods)
+        services = {k.lower(): v for k, v in services.items()}
         vocab = sorted(BASE_VOCAB | set(procs) | set(services))
         return cls(nodes=nodes, processes=procs, services=services, methods=methods, ambiguous_ids=ambiguous,
                    vocab=vocab)

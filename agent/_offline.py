@@ -68,8 +68,8 @@ class Compiled:
     mutating: bool = False
 
 
-def _procs_on(view: ClusterView, ids: list[str]) -> list[str]:
-    return sorted({p.name for i in ids for p in (view.get(i).processes if view.get(i) else [])})  # type: ignore[union-attr]
+def _procs_on(index: dict[str, Any], ids: list[str]) -> list[str]:
+    return sorted({p.name for i in ids for p in (index[i].processes if i in index else [])})
 
 
 def _node_list(ids: list[str], limit: int = 10) -> str:
@@ -83,8 +83,10 @@ class Compiler:
     def __init__(self, view: ClusterView, *, max_nodes: int = 10, excludes: list[str] | None = None) -> None:
         self.view = view
         self.max_nodes = max_nodes
-        self.excludes = [e for e in (excludes or []) if view.get(e) is not None]
+        self.excludes = [e for e in (excludes or []) if any(n.id == e for n in view.nodes)]
         self.online = sorted(n.id for n in view.nodes if n.online)
+        self.index = {n.id: n for n in view.nodes}
+        self.procs = {n.id: {p.name for p in n.processes} for n in view.nodes}
 
     def compile(self, p: Parsed, request: str) -> Compiled:
         out = Compiled()
@@ -127,7 +129,7 @@ class Compiler:
             if step.target is not None:
                 try:
                     where = " on " + ", ".join(self._eval(step.target, self.online, previous, None))
-                    names = _procs_on(self.view, self._eval(step.target, self.online, previous, None))
+                    names = _procs_on(self.index, self._eval(step.target, self.online, previous, None))
                 except (TargetError, Unplannable):
                     pass
             raise Unplannable(f"which process should I {step.verb}{where}? {', '.join(names) or 'none'}",
@@ -146,25 +148,28 @@ class Compiler:
         if step.all_processes:
             targets = self._eval(step.target, self.online, previous, None)
             if is_broad(step.target):
-                pairs = [f"{pr} on {t}" for t in targets for pr in _procs_on(self.view, [t])]
+                pairs = [f"{pr} on {t}" for t in targets for pr in _procs_on(self.index, [t])]
                 raise Unplannable(f"'{step.words}' would {step.verb} {len(pairs)} process(es): {_node_list(pairs, 12)}."
                                   " Confirm the scope: name the processes (e.g. "
                                   f"'{step.verb} logger on all nodes')", clarify=True, options=pairs[:20])
-            procs = _procs_on(self.view, targets)
+            procs = _procs_on(self.index, targets)
             calls = []
             for pr in procs:
-                on = [t for t in targets if self.view.get(t).process(pr)]  # type: ignore[union-attr]
+                on = [t for t in targets if self.index.get(t).process(pr)]  # type: ignore[union-attr]
                 calls.append(self._call(step, pr, Ids(on), on, request, p))
             return calls, targets, procs
-        domain = [i for i in self.online if all(self.view.get(i).process(x) for x in procs)]  # type: ignore[union-attr]
+        domain = [i for i in self.online if self.procs[i].issuperset(procs)]
         target = _subst_it(step.target, procs)
         targets = self._eval(target, domain, previous, procs[0] if len(procs) == 1 else " and ".join(procs))
+        if len(targets) > self.max_nodes:
+            raise Unplannable(f"that would {step.verb} {' and '.join(procs)} on {len(targets)} nodes "
+                              f"({_node_list(targets)}); at most {self.max_nodes} per plan. Narrow the target")
         return [self._call(step, pr, target, targets, request, p) for pr in procs], targets, procs
 
     def _eval(self, e: Expr, domain: list[str], previous: list[str] | None, process: str | None) -> list[str]:
         if self.excludes:
             e = Except(e, Ids(self.excludes))
-        ctx = Context(view=self.view, domain=domain, previous=previous, process=process)
+        ctx = Context(view=self.view, domain=domain, previous=previous, process=process, index=self.index)
         try:
             targets = evaluate(e, ctx)
         except TargetQuestion as err:
@@ -184,7 +189,7 @@ class Compiler:
         if p.corrections:
             reason += " (" + "; ".join(f"read {a!r} as {b!r}" for a, b in p.corrections) + ")"
         for t in targets:
-            n = self.view.get(t)
+            n = self.index.get(t)
             if n is None or n.method("supervisor", step.verb) is None:
                 raise Unplannable(f"node {t} does not offer supervisor.{step.verb}")
         args = {"node": node, "selector": sel.model_dump(mode="json") if sel else None, "service": "supervisor",
@@ -228,7 +233,7 @@ class Compiler:
             calls = []
             all_targets: list[str] = []
             for pr in procs:
-                domain = [i for i in self.online if self.view.get(i).process(pr)]  # type: ignore[union-attr]
+                domain = [i for i in self.online if pr in self.procs[i]]
                 if not domain:
                     raise Unplannable(f"no online node supervises {pr}")
                 targets = self._eval(_subst_it(step.target or All(), [pr]), domain, previous, pr)
@@ -248,7 +253,7 @@ class Compiler:
                                                                             "service": step.service}))], [], []
         if v == "node":
             i = step.target.ids[0]  # type: ignore[union-attr]
-            if self.view.get(i) is None:
+            if self.index.get(i) is None:
                 raise Unplannable(f"there is no node {i!r} in the cluster")
             return [ToolCall(name="get_node", arguments=json.dumps({"node": i}))], [i], []
         if v == "offline":
@@ -262,8 +267,8 @@ class Compiler:
             return [self._sys_call("supervisor", "list", targets)], targets, []
         if v == "metrics":
             e = step.target or All()
-            if isinstance(e, Ids) and len(e.ids) == 1 and self.view.get(e.ids[0]) is not None \
-                    and not self.view.get(e.ids[0]).online:  # type: ignore[union-attr]
+            if isinstance(e, Ids) and len(e.ids) == 1 and self.index.get(e.ids[0]) is not None \
+                    and not self.index.get(e.ids[0]).online:  # type: ignore[union-attr]
                 # an offline node: what the cluster last knew of it
                 return [ToolCall(name="get_node", arguments=json.dumps({"node": e.ids[0]}))], e.ids, []
             targets = self._eval(e, self.online, previous, None)

@@ -167,6 +167,14 @@ class Context:
     previous: list[str] | None = None     # the previous step's targets ("the others", "there")
     process: str | None = None            # the step's process (for messages)
     notes: list[str] = field(default_factory=list)
+    index: dict[str, NodeInfo] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.index:
+            self.index = {n.id: n for n in self.view.nodes}
+
+    def get(self, i: str) -> NodeInfo | None:
+        return self.index.get(i)
 
 
 def evaluate(e: Expr, ctx: Context) -> list[str]:
@@ -233,7 +241,7 @@ def _excluded(e: Expr, ctx: Context) -> list[str]:
     """What an exclusion removes: named ids count whether or not they are in the domain (they must exist)."""
     if isinstance(e, Ids):
         for i in e.ids:
-            if ctx.view.get(i) is None:
+            if ctx.get(i) is None:
                 raise TargetError(f"there is no node {i!r} to exclude")
         return list(e.ids)
     if isinstance(e, Union):
@@ -247,13 +255,13 @@ def _minus(a: list[str], b: list[str]) -> list[str]:
 
 
 def _node(ctx: Context, i: str) -> NodeInfo:
-    n = ctx.view.get(i)
+    n = ctx.index.get(i)
     assert n is not None
     return n
 
 
 def _why_not(ctx: Context, i: str) -> str:
-    n = ctx.view.get(i)
+    n = ctx.get(i)
     if n is None:
         return f"there is no node {i!r} in the cluster"
     if not n.online:
