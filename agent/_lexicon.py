@@ -163,7 +163,7 @@ STRUCTURAL = {
     "much", "many", "because", "up", "down", "online", "offline", "doing", "alive", "ok", "fine", "healthy",
     "where", "whichever", "stopped", "both", "also", "next", "never", "don", "dont", "metrics", "stats",
     "statistics", "info", "supervised", "hosted", "by", "top", "else", "between", "whose", "single",
-    "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "many",
+    "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "many", "wherever",
 }
 
 
@@ -209,6 +209,8 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\b(teh|hte)\b", "the", s)
     s = re.sub(r"\badn\b", "and", s)
     s = re.sub(r"\s\+\s", " and ", s)
+    s = re.sub(r"\s@\s", " at ", s)
+    s = re.sub(r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 ", s)
     s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary
     s = re.sub(r"[!?]+", " ", s)
     return [t for t in _TOKEN.findall(s) if t.strip() or t == "\n"]

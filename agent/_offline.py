@@ -312,7 +312,7 @@ def _subst_it(e: Expr, procs: list[str]) -> Expr:
             if len(procs) != 1:
                 raise Unplannable("'it' in the target needs exactly one process named before it", clarify=True,
                                   options=procs)
-            c = Has(procs[0], c.running)
+            c = Has(procs[0], c.running, c.stopped)
         return Filter(_subst_it(e.base, procs), c)
     if isinstance(e, Rank):
         return Rank(_subst_it(e.base, procs), e.metric, e.order, e.count, e.ordinal)
@@ -349,6 +349,8 @@ def _as_filter(e: Expr, proc: str | None) -> NodeFilter | None:
     while True:
         if isinstance(e, All):
             break
+        if isinstance(e, Filter) and isinstance(e.cond, Has) and e.cond.stopped:
+            return None
         if isinstance(e, Filter) and isinstance(e.cond, Has):
             if running is not None or e.cond.process != proc or not e.cond.running:
                 if e.cond.process == proc and not e.cond.running:

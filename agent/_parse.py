@@ -20,6 +20,7 @@ Pure logic, no I/O.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,10 +168,10 @@ def parse(text: str, lx: Lexicon) -> Parsed:
         hints = [f"{w!r}: did you mean {' or '.join(repr(x) for x in c[:3])}?" for w, c in close.items() if c]
         if hints:
             raise Refusal(f"I don't understand {words} ({'; '.join(hints)}); nothing was planned")
-        looks_like_node = [u.text for u in unknown if any(c.isdigit() or c == "-" for c in u.text)]
-        extra = ""
-        if looks_like_node:
-            extra = f" ({', '.join(looks_like_node)}: no such node or process in the cluster)"
+        looks_like_node = [u.text for u in unknown if re.fullmatch(r"[a-z0-9]+(?:[-_.][a-z0-9]+)+|[a-z]*\d+[a-z\d]*",
+                                                                    u.text)]
+        extra = "".join(f"; there is no node {w!r} in the cluster (nor a process of that name)"
+                        for w in looks_like_node[:3])
         raise Refusal(f"I don't understand {words}{extra}; nothing was planned")
     for k in range(len(lexemes) - 1):
         if _is(lexemes[k], *_NEG) and (_is(lexemes[k + 1], "just", "only", "all", "every", "everywhere")
@@ -276,7 +277,43 @@ class _Request:
                                                                           "except", "everywhere", "not")
                                                    or t.kind in ("node", "sup", "nnoun")):
             return self.action(prev.verb, prev=prev)   # "..., then the others", "and worker on nb"
+        fronted = self._fronted()
+        if fronted is not None:
+            return fronted
         return self.question()
+
+    def _fronted(self) -> Step | None:
+        """'logger restart on nb' (the process first), 'on nb, restart logger' / 'nb: restart logger'."""
+        c = self.c
+        j = c.i
+        end = next((k for k in range(c.i, len(c.x)) if c.x[k].kind == "seq" or _is(c.x[k], "then")), len(c.x))
+        verb_at = next((k for k in range(c.i, end) if c.x[k].kind == "verb"), None)
+        if verb_at is None or c.x[verb_at].value not in MUTATING or verb_at == c.i:
+            return None
+        t = c.peek()
+        if t is not None and t.kind == "proc":
+            step = Step(verb=c.x[verb_at].value)
+            self.objects(step)
+            if c.i != verb_at:
+                c.i = j
+                return None
+            c.i += 1
+            step.target = self.target_opt()
+            return step
+        if t is not None and (t.kind == "node" or _is(t, "on", "at", "in", "for", "across")):
+            self._prep()
+            target = self.texpr()
+            if c.peek() is not None and c.peek().kind == "punct":  # type: ignore[union-attr]
+                c.i += 1
+            if c.i != verb_at:
+                c.i = j
+                return None
+            step = self.action(c.take().value)
+            if step.target is not None:
+                raise Refusal("the request names its nodes twice; nothing was planned")
+            step.target = target
+            return step
+        return None
 
     def action(self, verb: str, prev: Step | None = None) -> Step:
         c = self.c
@@ -360,6 +397,13 @@ class _Request:
         t = c.peek()
         if t is None or self._at_boundary():
             return None
+        if _is(t, "wherever") or (_is(t, "where") and c.peek(1) is not None and c.peek(1).kind != "node"):  # type: ignore[union-attr]
+            if _is(t, "wherever"):
+                c.i += 1
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise _refuse_word(t)
+            return e
         if c.word("not"):  # "restart logger not on na"
             self._prep()
             return Except(All(), self.union())
@@ -648,7 +692,20 @@ class _Request:
             proc = self._proc_or_it()
             running = word in ("running", "runs", "run") or c.word("running")
             return Has(proc, running=running)
+        # "where it is stopped", "where logger is not running", "that have it stopped"
+        k = c.i
+        subj = None
+        if _is(c.peek(), "it") or (c.peek() is not None and c.peek().kind == "proc"):  # type: ignore[union-attr]
+            subj = "$it" if _is(c.peek(), "it") else c.peek().value  # type: ignore[union-attr]
+            c.i += 1
+            c.word("is", "are")
+            if c.word("stopped", "down", "dead") or (c.word("not") and c.word("running")):
+                return Has(subj, running=False, stopped=True)
+            if c.word("running", "up"):
+                return Has(subj, running=True)
+        c.i = k
         # comparisons
+        c.word("running")   # "machines running hotter than 65 degrees"
         c.word("with", "having", "has", "have", "where", "whose")
         c.word("is", "are")
         metric = None
@@ -779,7 +836,7 @@ class _Request:
             raise Refusal("I can only take an action at the start of a step ('restart logger on na'); "
                           "nothing was planned")
         if has_proc and ("where" in ws or "who" in ws or "nnoun" in kinds or ws & {"which"}) and \
-                not _is(words[0], "is", "are"):
+                not _is(words[0], "is", "are") and not kinds & {"sup", "cmp", "ord"}:
             return self._scaffold_then(self._where_runs)
         if has_proc and ws & _STATEWORDS and ws & {"is", "are", "how"}:
             return self._scaffold_then(lambda: self._proc_read("status", state_word=True))

@@ -81,13 +81,18 @@ class Cond:
 class Has:
     process: str
     running: bool = False
+    stopped: bool = False   # supervises it, and it is not running
 
     def show(self) -> str:
-        return f"{'running' if self.running else 'has'} {self.process}"
+        return f"{'running' if self.running else 'stopped' if self.stopped else 'has'} {self.process}"
 
     def holds(self, n: NodeInfo) -> bool:
         p = n.process(self.process)
-        return p is not None and (not self.running or p.state == "running")
+        if p is None:
+            return False
+        if self.stopped:
+            return p.state != "running"
+        return not self.running or p.state == "running"
 
 
 @dataclass
