@@ -256,6 +256,9 @@ class _Request:
             c.i += 1
         t = c.peek()
         assert t is not None
+        if prev is not None and (_is(t, *_EXCEPT1, "but", "not", "other", "apart") or t.kind == "punct"):
+            raise Refusal(f"{t.text!r} starts a new step here, so it can't exclude anything from the step "
+                          f"before; put the exclusion in the same sentence. Nothing was planned")
         if prev is not None and prev.mutating and (_is(t, "same") or (_is(t, "do") and _is(c.peek(1), "same"))):
             c.i += 1 if _is(t, "same") else 2      # "then do the same on nb"
             step = Step(verb=prev.verb, processes=list(prev.processes), all_processes=prev.all_processes)
@@ -274,7 +277,7 @@ class _Request:
             return self.read_process(c.take().value)
         if prev is not None and prev.mutating and (t.kind == "proc" or _is(t, "it", "them", *_ALLWORDS, "on", "at",
                                                                           "in", "others", "rest", "there",
-                                                                          "except", "everywhere", "not")
+                                                                          "everywhere")
                                                    or t.kind in ("node", "sup", "nnoun")):
             return self.action(prev.verb, prev=prev)   # "..., then the others", "and worker on nb"
         fronted = self._fronted()
@@ -445,6 +448,12 @@ class _Request:
         t = c.peek()
         if t is None:
             return False
+        if t.kind == "punct" and _is(c.peek(1), *_EXCEPT1, "other", "apart", "excluding"):
+            c.i += 1   # "all nodes, except na"
+            if self._except_word(e):
+                return True
+            c.i -= 1
+            return False
         if _is(t, *_EXCEPT1):
             c.i += 1
             return True
@@ -491,7 +500,8 @@ class _Request:
                 break
             nxt = c.peek(1)
             if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but", "after",
-                                                                         "first", "finally", "same", "do"):
+                                                                         "first", "finally", "same", "do", "other",
+                                                                         "apart", *_EXCEPT1):
                 break
             if _is(t, "and") and _is(nxt, "also"):
                 break
@@ -656,6 +666,9 @@ class _Request:
         e = base
         while True:
             j = c.i
+            if e is not base and _is(c.peek(), "and") and c.peek(1) is not None and (
+                    c.peek(1).kind in ("cmp", "metric") or _is(c.peek(1), "with", "where", "whose", "that", "running")):  # type: ignore[union-attr]
+                c.i += 1   # "under 50 and over 40 degrees", "with load over 1 and temperature under 50": both hold
             cond = self.post()
             if cond is None:
                 c.i = j
@@ -723,7 +736,8 @@ class _Request:
                 if metric is None and c.peek() is not None and c.peek().kind == "metric":  # type: ignore[union-attr]
                     metric = c.take().value
                 pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
-                if pair in OR_MORE:
+                after = c.peek(2)
+                if pair in OR_MORE and not (after is not None and after.kind == "num"):
                     c.i += 2
                     key = self._metric_for(metric, None, unit, n)
                     return Cond(key, OR_MORE[pair], float(n.value))  # type: ignore[index]
@@ -748,9 +762,12 @@ class _Request:
                 metric = "free_memory_percent"
             c.word("used", "usage", "use")
         pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
-        if pair in OR_MORE and op in ("gt", "lt", "eq"):
-            c.i += 2
-            op = OR_MORE[pair]  # type: ignore[index]
+        after = c.peek(2)
+        if pair in OR_MORE and not (after is not None and after.kind == "num"):   # not "under 50 and over 40"
+            new = OR_MORE[pair]  # type: ignore[index]
+            if op == "eq" or (op in ("gt", "ge") and new == "ge") or (op in ("lt", "le") and new == "le"):
+                c.i += 2
+                op = new
         key = self._metric_for(metric, hint, unit, cm)
         return Cond(key, op, v)
 

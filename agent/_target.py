@@ -213,11 +213,27 @@ def evaluate(e: Expr, ctx: Context) -> list[str]:
         return ranked[:e.count]
     if isinstance(e, Except):
         if isinstance(e.base, Rank):   # "the hottest node except nb": rank among the rest
-            rest = _minus(evaluate(e.base.base, ctx), _excluded(e.excluded, ctx))
+            gone = _excluded(e.excluded, ctx)
+            if e.base.count > 1 or e.base.ordinal is not None:
+                # "the 2 hottest except nb": two readings (rank among the rest, or drop nb from the two)
+                # that differ exactly when nb is among them
+                top = evaluate(e.base, ctx)
+                if e.base.ordinal is not None:   # "the second hottest except nb": nb above it shifts the rank
+                    top = evaluate(Rank(e.base.base, e.base.metric, e.base.order, e.base.ordinal), ctx)
+                if set(top) & set(gone):
+                    raise TargetQuestion(f"{', '.join(sorted(set(top) & set(gone)))} is one of the {_words(e.base)}: "
+                                         f"should I skip it and take the next one, or leave it out (fewer nodes)? "
+                                         "Name the nodes")
+            rest = _minus(evaluate(e.base.base, ctx), gone)
             return evaluate(Rank(Ids(rest) if rest else Ids([]), e.base.metric, e.base.order, e.base.count,
                                  e.base.ordinal), ctx) if rest else []
         base = evaluate(e.base, ctx)
         gone = _excluded(e.excluded, ctx)
+        for part in (e.base.parts if isinstance(e.base, Union) else []):
+            if isinstance(part, Rank) and set(evaluate(part, ctx)) & set(gone):
+                # "the coolest and the hottest node except nb", nb the hottest: the next hottest, or none?
+                raise TargetQuestion(f"{', '.join(sorted(set(evaluate(part, ctx)) & set(gone)))} is the "
+                                     f"{_words(part)} you named and also excluded: which nodes do you mean?")
         if isinstance(e.excluded, (Rank, Filter)) and not set(gone) & set(base):
             raise TargetError(f"the excluded {_words(e.excluded)} ({', '.join(gone) or 'none'}) is not among the "
                               f"nodes named first ({', '.join(base)}); say exactly which nodes")
@@ -279,7 +295,7 @@ def _why_not(ctx: Context, i: str) -> str:
 def _words(e: Expr) -> str:
     if isinstance(e, Rank):
         w = _ORDER_WORDS.get((e.metric, e.order), e.metric)
-        return f"{e.ordinal}. {w} node" if e.ordinal else (f"{w} node" if e.count == 1 else f"{e.count} {w} nodes")
+        return f"top {e.ordinal} {w} nodes" if e.ordinal else (f"{w} node" if e.count == 1 else f"{e.count} {w} nodes")
     return "nodes"
 
 
