@@ -354,14 +354,15 @@ def lex(tokens: list[str], lx: Lexicon) -> tuple[list[Lexeme], list[tuple[str, s
 
 
 def _join_ids(toks: list[str], lx: Lexicon) -> list[str]:
-    """'node a' → 'node-a', 'edge 1' → 'edge-1' where exactly that node id exists (and the words alone don't)."""
+    """'node a' → 'node-a', 'log shipper' → 'log-shipper' where exactly that node id or process exists."""
     out: list[str] = []
     i = 0
     while i < len(toks):
-        if i + 1 < len(toks) and toks[i] not in lx.nodes:
+        if i + 1 < len(toks) and toks[i] not in lx.nodes and toks[i] not in lx.processes:
             for sep in ("-", "_", ""):
                 joined = toks[i] + sep + toks[i + 1]
-                if joined in lx.nodes and toks[i + 1] not in lx.nodes:
+                if (joined in lx.nodes or joined in lx.processes) and toks[i + 1] not in lx.nodes \
+                        and toks[i + 1] not in lx.processes:
                     out.append(joined)
                     i += 2
                     break

@@ -158,13 +158,20 @@ class Compiler:
                 on = [t for t in targets if self.index.get(t).process(pr)]  # type: ignore[union-attr]
                 calls.append(self._call(step, pr, Ids(on), on, request, p))
             return calls, targets, procs
-        domain = [i for i in self.online if self.procs[i].issuperset(procs)]
         target = _subst_it(step.target, procs)
-        targets = self._eval(target, domain, previous, procs[0] if len(procs) == 1 else " and ".join(procs))
+        per: dict[str, list[str]] = {}
+        for pr in procs:   # each process on the nodes that supervise it
+            domain = [i for i in self.online if pr in self.procs[i]]
+            per[pr] = self._eval(target, domain, previous, pr)
+        if len(procs) > 1 and _has_rank(target) and len({tuple(sorted(v)) for v in per.values()}) > 1:
+            raise Unplannable(f"'{step.words}' ranks differently for each process ("
+                              + "; ".join(f"{pr}: {', '.join(v)}" for pr, v in per.items())
+                              + "): which nodes do you mean?", clarify=True)
+        targets = list(dict.fromkeys(i for v in per.values() for i in v))
         if len(targets) > self.max_nodes:
             raise Unplannable(f"that would {step.verb} {' and '.join(procs)} on {len(targets)} nodes "
                               f"({_node_list(targets)}); at most {self.max_nodes} per plan. Narrow the target")
-        return [self._call(step, pr, target, targets, request, p) for pr in procs], targets, procs
+        return [self._call(step, pr, target, per[pr], request, p) for pr in procs], targets, procs
 
     def _eval(self, e: Expr, domain: list[str], previous: list[str] | None, process: str | None) -> list[str]:
         if self.excludes:
@@ -321,6 +328,18 @@ def _subst_it(e: Expr, procs: list[str]) -> Expr:
     if isinstance(e, Union):
         return Union([_subst_it(x, procs) for x in e.parts])
     return e
+
+
+def _has_rank(e: Expr) -> bool:
+    if isinstance(e, Rank):
+        return True
+    if isinstance(e, (Filter,)):
+        return _has_rank(e.base)
+    if isinstance(e, Except):
+        return _has_rank(e.base) or _has_rank(e.excluded)
+    if isinstance(e, Union):
+        return any(_has_rank(x) for x in e.parts)
+    return False
 
 
 def _conds(e: Expr) -> list[Any]:
