@@ -164,6 +164,7 @@ STRUCTURAL = {
     "where", "whichever", "stopped", "both", "also", "next", "never", "don", "dont", "metrics", "stats",
     "statistics", "info", "supervised", "hosted", "by", "top", "else", "between", "whose", "single",
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "many", "wherever",
+    "details", "detail", "information", "about", "we",
 }
 
 

@@ -871,6 +871,15 @@ class _Request:
                     or (t.kind == "verb" and t.value == "show") for t in words):
             c.i += len(words)
             return Step(verb="offline")
+        if ws & {"details", "detail", "information", "about", "info"} and "node" in kinds and not has_proc \
+                and sum(t.kind == "node" for t in words) == 1:
+            for t in words:
+                if not (t.kind == "node" or t.kind == "nnoun" or _is(t, *_Q, "details", "detail", "information",
+                                                                      "about", "info", "of", "on", "for", "me", "all")
+                        or (t.kind == "verb" and t.value in ("show", "describe"))):
+                    raise _refuse_word(t)
+            c.i += len(words)
+            return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
         if "many" in ws and "nnoun" in kinds and ws & {"how"}:
             return self._scaffold_then(self._how_many)
         if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS)
@@ -927,7 +936,9 @@ class _Request:
     def _where_runs(self) -> Step:
         """where is X running / which nodes run X / nodes running X / who has X."""
         c = self.c
+        c.word("all", "every", "each")
         c.kind("nnoun")
+        c.word("that", "which", "who")
         c.word("is", "are", "does", "do")
         self._nodes_word = c.kind("nnoun")
         procs: list[tuple[str, bool]] = []
@@ -1011,7 +1022,7 @@ class _Request:
         c = self.c
         step = Step(verb="metrics")
         c.word("much", "many")
-        for _ in range(3):
+        for _ in range(4):
             t = c.peek()
             if t is not None and t.kind == "metric":
                 step.metric = t.value
@@ -1019,7 +1030,7 @@ class _Request:
             elif t is not None and t.kind == "adj":
                 step.metric = t.value
                 c.i += 1
-            elif _is(t, "metrics", "stats", "temperatures", "temps", "is", "are", "free", "used", "of"):
+            elif _is(t, "metrics", "stats", "temperatures", "temps", "is", "are", "free", "used", "of", "does", "do"):
                 if t.words[0] in ("temperatures", "temps"):  # type: ignore[union-attr]
                     step.metric = "temperature_c"
                 if t.words[0] == "free" and step.metric == "memory_percent":  # type: ignore[union-attr]
@@ -1037,7 +1048,7 @@ class _Request:
         if t is not None and t.kind in ("metric", "adj"):
             step.metric = t.value
             c.i += 1
-        c.word("metrics", "stats", "free", "used")
+        c.word("metrics", "stats", "free", "used", "have", "has")
         c.word("at", "right")
         return step
 
@@ -1089,9 +1100,17 @@ class _Request:
             s = next(x for x in reversed(c.x[:c.i]) if x.kind == "sup")
             step.target = Rank(step.target.base, s.value[0], s.value[1])  # type: ignore[union-attr]
             return step
+        if t is not None and t.kind == "nnoun" and _is(c.peek(1), "are", "is") and _is(c.peek(2), "online", "up") \
+                and (c.i + 3 >= len(c.x) or self._boundary_at(c.i + 3)):
+            c.i += 3     # "which hosts are online"
+            step.target = All()
+            return step
         step.target = self.texpr()
         c.word("is", "are")
         c.word("online")
+        if _is(c.peek(), "do", "does") and _is(c.peek(1), "we") and _is(c.peek(2), "have"):
+            c.i += 3     # "what nodes do we have"
+            step.include_offline = isinstance(step.target, All)
         return step
 
     def _boundary_at(self, k: int) -> bool:
