@@ -534,7 +534,8 @@ class _Request:
             if t.value == "everywhere" and c.word("else"):
                 return Others()
             c.word("of")
-            if c.word("other", "others", "rest", "remaining"):
+            if _is(c.peek(), "other", "others", "rest", "remaining") and not _is(c.peek(1), "than"):
+                c.i += 1
                 c.kind("nnoun")
                 return Others()
             n = c.peek()
