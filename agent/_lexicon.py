@@ -149,7 +149,7 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
-           "sir", "folks", "team", "guys", "quick", "soon", "promptly", "gently", "safely"}
+           "sir", "folks", "team", "guys", "quick", "promptly"}
 ARTICLES = {"the", "a", "an"}
 
 # structural words the parser consumes (kept in the fuzzy vocabulary too)
