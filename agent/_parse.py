@@ -508,6 +508,7 @@ class _Request:
             c.i += 1
             if _is(c.peek(), "and"):   # "na, nb, and nc"
                 c.i += 1
+            self._prep()               # "the coolest node and on nb"
             parts.append(self.term())
         return parts[0] if len(parts) == 1 else Union(parts)
 
