@@ -17,7 +17,7 @@ from ._bench import PromptSize, count_tokens, measure_prompt_size
 from ._executor import ExecutionReport, Executor, StepResult
 from ._messages import defang, unwrap_untrusted, wrap_untrusted
 from ._model import LiteLLMModel, Model, ModelError, ModelReply, ScriptedModel, ToolCall, as_reply
-from ._offline import GRAMMAR_HELP, OfflineModel, ParseError, parse_command
+from ._offline import GRAMMAR_HELP, OfflineModel, ParseError, explain_request, parse_command
 from ._plan import Approval, Fact, NotApproved, Plan, PlanStep, approve, check_approval, make_fact, recheck
 from ._planner import Observation, PlanResult, Planner
 from ._session import RecordedSession, ReplayModel, SessionRecorder, load_session
@@ -39,6 +39,6 @@ __all__ = [
     "ReplayModel", "SettingsError", "build_model", "load_model_settings",
     "ScriptedModel", "SessionOutcome", "SessionRecorder", "StepResult", "ToolCall", "approve", "as_reply",
     "check_approval", "count_tokens", "default_audit_path", "defang", "load_session", "make_fact", "make_model",
-    "measure_prompt_size", "parse_command", "read_audit", "recheck", "run_session", "unwrap_untrusted",
+    "measure_prompt_size", "explain_request", "parse_command", "read_audit", "recheck", "run_session", "unwrap_untrusted",
     "wrap_untrusted",
 ]

@@ -102,12 +102,25 @@ class Decision:
 Decide = Callable[[PlanResult], Awaitable[Decision]]
 
 
+# The closed set of session statuses scripts see (``--json``), and what each internal status shows as.
+PUBLIC_STATUSES = ("planned", "done", "answered", "clarify", "refused", "failed", "stale", "rejected")
+_PUBLIC = {"not_planned": "refused", "planning_failed": "failed", "model_failed": "failed"}
+
+
 @dataclass
 class SessionOutcome:
-    """How an ask/replay session ended; ``exit_code`` is the CLI's (see cloudisense.agent.cli)."""
+    """How an ask/replay session ended; ``exit_code`` is the CLI's (see cloudisense.agent.cli).
 
-    status: Literal["done", "no_action", "not_planned", "rejected", "planning_failed", "failed", "stale", "refused",
-                    "model_failed", "clarify"]
+    ``planned``: a dry run with steps; ``answered``: a question answered from
+    read-only tools; ``clarify``: the planner asked a question back;
+    ``not_planned``: refused by the planner (shown as ``refused``);
+    ``planning_failed``: the planner loop failed (shown as ``failed``);
+    ``model_failed``: the model's provider failed (shown as ``failed``, with ``failure`` saying why);
+    ``refused``: the executor refused (node cap, cluster unverifiable).
+    """
+
+    status: Literal["done", "planned", "answered", "clarify", "not_planned", "rejected", "planning_failed", "failed",
+                    "stale", "refused", "model_failed"]
     results: list[PlanResult] = field(default_factory=list)
     report: ExecutionReport | None = None
     approval: Approval | None = None
@@ -117,9 +130,14 @@ class SessionOutcome:
         return self.results[-1] if self.results else None
 
     @property
+    def public_status(self) -> str:
+        """The status in the documented closed set (:data:`PUBLIC_STATUSES`)."""
+        return _PUBLIC.get(self.status, self.status)
+
+    @property
     def exit_code(self) -> int:
-        return {"done": 0, "no_action": 0, "not_planned": 2, "rejected": 3, "planning_failed": 2, "failed": 1,
-                "stale": 4, "refused": 5, "model_failed": 7, "clarify": 8}[self.status]
+        return {"done": 0, "planned": 0, "answered": 0, "clarify": 8, "not_planned": 2, "rejected": 3,
+                "planning_failed": 2, "failed": 1, "stale": 4, "refused": 5, "model_failed": 7}[self.status]
 
 
 async def run_session(agent: Agent, request: str, decide: Decide, *, replay_feedback: list[str] | None = None,
@@ -143,12 +161,17 @@ async def run_session(agent: Agent, request: str, decide: Decide, *, replay_feed
             out.status = "not_planned"  # the model's words claimed an action; nothing ran
             return out
         if not r.plan.steps:
-            # answered from successful reads (a status query): fine; nothing read and nothing queued
-            # (a question back, a refusal, every tool call failed): the request was not carried out
-            out.status = "no_action" if any(o.status == "ok" for o in r.observations) else "not_planned"
+            # answered from successful reads (a question); a question back; else (a refusal, every tool
+            # call failed) the request was not carried out
+            if r.outcome == "clarify":
+                out.status = "clarify"
+            elif r.outcome != "refuse" and any(o.status == "ok" for o in r.observations):
+                out.status = "answered"
+            else:
+                out.status = "not_planned"
             return out
         if dry_run:
-            out.status = "no_action"
+            out.status = "planned"
             return out
         if pending:
             d = Decision("reject", feedback=pending.pop(0), via="replay")

@@ -63,6 +63,11 @@ class _Measuring:
         self.sizes: list[int] = []
         self.method = ""
 
+    def bind_view(self, view: Any, **kw: Any) -> None:
+        bind = getattr(self.inner, "bind_view", None)
+        if callable(bind):
+            bind(view, **kw)
+
     async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
         n, self.method = count_tokens(json.dumps(messages, ensure_ascii=False) + json.dumps(tools, ensure_ascii=False))
         self.sizes.append(n)

@@ -56,9 +56,9 @@ def request_of(messages: list[dict[str, Any]]) -> str | None:
     """The operator's request, from the first user message."""
     for m in messages:
         if m.get("role") == "user":
-            first = _text(m).split("\n", 1)[0]
-            if first.startswith(REQUEST_PREFIX):
-                return first[len(REQUEST_PREFIX):]
+            text = _text(m)
+            if text.startswith(REQUEST_PREFIX):  # the whole request, every line of it: up to the cluster line
+                return text[len(REQUEST_PREFIX):].rsplit("\n" + CLUSTER_PREFIX, 1)[0]
     return None
 
 
@@ -67,7 +67,7 @@ def feedback_of(messages: list[dict[str, Any]]) -> list[str]:
     out = []
     for m in messages:
         if m.get("role") == "user":
-            first = _text(m).split("\n", 1)[0]
-            if first.startswith(FEEDBACK_PREFIX):
-                out.append(first[len(FEEDBACK_PREFIX):])
+            text = _text(m)
+            if text.startswith(FEEDBACK_PREFIX):
+                out.append(text[len(FEEDBACK_PREFIX):].rsplit("\n" + FEEDBACK_SUFFIX, 1)[0])
     return out

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +35,10 @@ class ToolCall(BaseModel):
 class ModelReply(BaseModel):
     content: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    # What a final reply is, when the model says so (the offline planner does; an LLM leaves it None):
+    # an answer to a question, a question back (with options), or a refusal.
+    outcome: Literal["answer", "clarify", "refuse"] | None = None
+    options: list[str] = Field(default_factory=list)
 
     def message(self) -> dict[str, Any]:
         """The assistant message for the conversation (OpenAI format)."""

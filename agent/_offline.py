@@ -1,27 +1,22 @@
-"""The ``offline`` model: a deterministic rules planner for a small command language.
+"""The ``offline`` model: a deterministic planner that parses operators' requests (no LLM, no network).
 
-It needs no provider and no network, and it emits ordinary tool calls through
-the same planner loop as an LLM; targets are always selectors or ids that
-code resolves and validates against the live cluster.
+It emits ordinary tool calls through the same planner loop as an LLM.  The
+parse runs in stages (see docs/agent.md):
 
-Grammar (case-insensitive; "please", "the" and similar are ignored)::
+1. normalise case, punctuation, contractions and units (``°C``, "degrees", ``%``);
+2. read the words against a lexicon of the live cluster (node ids, process,
+   service and method names) and synonym tables; correct typos with
+   rapidfuzz (reported: "read 'retsart' as 'restart'"); :mod:`._lexicon`;
+3. parse into a typed intermediate form: steps with verbs, processes and a
+   target expression (:mod:`._parse`, :mod:`._target`), shown by ``--explain``;
+4. evaluate each target expression as set algebra on the live view, check
+   it (named nodes exist, are online, supervise the process; the node cap),
+   and emit one tool call per step.  Targets go out as selectors that code
+   resolves again, so the plan's facts and staleness checks apply.
 
-    VERB PROCESS [on TARGET]        VERB: restart | start | stop | status | logs
-                                    (also: bounce=restart, kill/halt=stop, launch=start,
-                                     "show logs of X", "show X status", "last 50 lines of X logs")
-    show nodes [running PROCESS]    list nodes (compact)
-    show the [N] SUPERLATIVE node(s)
-    show processes | metrics | info [on TARGET]
-    show node ID                    one node in detail
-    describe SERVICE                a service's methods and params
-
-    TARGET: a node id | ID, ID and ID | all nodes | every node | everywhere
-          | [the] SUPERLATIVE node [running PROCESS] | nodes running PROCESS
-          | ... except ID[, ID]
-    SUPERLATIVE: coolest | hottest | least loaded | most loaded | least busy | busiest
-          | with the most free memory | with the least free memory | emptiest disk | fullest disk
-
-A mutating verb without a target is not guessed: the model asks which node.
+Every word is consumed by the parse or is a listed filler word; anything
+else is refused, naming the word.  A request that leaves a choice open gets
+a question back (``outcome="clarify"`` with options), never a guess.
 After a rejection, "not ID" / "skip ID" / "ID is in maintenance" excludes
 those nodes and plans again.
 """
@@ -33,258 +28,389 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudisense.tools import NodeFilter, NodeSelector
+from cloudisense.tools import ClusterView, NodeFilter, NodeSelector, SelectionError
+from cloudisense.tools._cluster import Condition, resolve
 
+from ._lexicon import Lexicon
 from ._messages import FEEDBACK_PREFIX, feedback_of, request_of, unwrap_untrusted
 from ._model import ModelReply, ToolCall
+from ._parse import Clarification, Parsed, Refusal, Step, explain, parse
+from ._target import (All, Context, Except, Expr, Filter, Has, Ids, Rank, TargetError, TargetQuestion, Union, evaluate, is_broad,
+                      named_ids)
 
-GRAMMAR_HELP = ("The offline planner understands: 'restart|start|stop|status|logs PROCESS on TARGET', "
-                "'show nodes [running PROCESS]', 'show the coolest node', 'show processes|metrics|info on TARGET', "
-                "'show node ID', 'describe SERVICE'. TARGET: a node id, 'all nodes', 'the coolest|hottest|"
-                "least loaded|most loaded node', 'the node with the most free memory', 'nodes running PROCESS', "
-                "optionally '... except ID'.")
-
+GRAMMAR_HELP = ("The offline planner understands actions ('restart|stop|start PROCESS on TARGET', with synonyms "
+                "such as recycle, bounce, terminate, kill, launch), reads ('status|logs PROCESS [on TARGET]') and "
+                "questions ('how hot is NODE?', 'which processes does NODE supervise?', 'where is PROCESS "
+                "running?', 'which node is the coolest?'). TARGET: node ids, 'all nodes', 'the coolest|hottest|"
+                "least loaded node', 'the 2 hottest nodes', 'the third coolest node', 'nodes under 40 degrees', "
+                "'nodes running PROCESS', '... except ID', 'anywhere but ID', 'the others'; steps joined by 'then'.")
+MAX_LIST = 20
+ParseError = Refusal  # the old name
 _ID = r"[A-Za-z0-9][\w.\-]*"
-_FILLER = {"the", "a", "an", "node", "nodes", "one", "ones", "machine", "machines", "host", "hosts", "on", "that",
-           "which", "is", "are", "with", "online", "in", "cluster", "of", "please", "server", "servers"}
-_SUPERLATIVES: list[tuple[str, tuple[str, str]]] = [
-    (r"(?:with\s+(?:the\s+)?)?(?:most|max(?:imum)?)\s+(?:free|available|spare)\s+(?:memory|ram|mem)"
-     r"|(?:with\s+(?:the\s+)?)?most\s+(?:memory|ram)\s+(?:free|available)|(?:with\s+(?:the\s+)?)?lowest\s+memory(?:\s+usage)?",
-     ("free_memory_percent", "desc")),
-    (r"(?:with\s+(?:the\s+)?)?least\s+(?:free|available|spare)\s+(?:memory|ram|mem)|(?:with\s+(?:the\s+)?)?highest\s+memory(?:\s+usage)?",
-     ("free_memory_percent", "asc")),
-    (r"cool(?:est)?|cold(?:est)?|(?:with\s+(?:the\s+)?)?lowest\s+temp(?:erature)?", ("temperature_c", "asc")),
-    (r"hott?(?:est)?|warmest|(?:with\s+(?:the\s+)?)?highest\s+temp(?:erature)?", ("temperature_c", "desc")),
-    (r"least[\s-]+(?:loaded|busy)|idlest|(?:with\s+(?:the\s+)?)?(?:lowest|least)\s+load", ("load_1m", "asc")),
-    (r"most[\s-]+loaded|busiest|(?:with\s+(?:the\s+)?)?(?:highest|most)\s+load", ("load_1m", "desc")),
-    (r"(?:with\s+(?:the\s+)?)?(?:lowest|least)\s+cpu(?:\s+usage)?", ("cpu_percent", "asc")),
-    (r"(?:with\s+(?:the\s+)?)?(?:highest|most)\s+cpu(?:\s+usage)?", ("cpu_percent", "desc")),
-    (r"(?:with\s+(?:the\s+)?)?(?:emptiest|most\s+free)\s+disk(?:\s+space)?", ("disk_percent", "asc")),
-    (r"(?:with\s+(?:the\s+)?)?fullest\s+disk", ("disk_percent", "desc")),
-]
-_ALL = re.compile(r"\b(?:all|every|each|everywhere|whole\s+cluster|entire\s+cluster)\b", re.I)
 _NEG_CUES = re.compile(r"\b(?:not|no|don'?t|never|except|exclude|excluding|skip|avoid|without|maintenance|down|busy|"
                        r"broken|offline|leave|spare)\b", re.I)
-_VERBS = {"restart": "restart", "bounce": "restart", "reload": "restart", "start": "start", "launch": "start",
-          "stop": "stop", "kill": "stop", "halt": "stop", "terminate": "stop", "status": "status", "state": "status",
-          "check": "status", "logs": "logs", "log": "logs", "tail": "logs"}
-MUTATING_VERBS = {"restart", "start", "stop"}
 
 
-class ParseError(ValueError):
-    pass
+class Unplannable(Exception):
+    """Raised while compiling a parse into calls: a refusal or a question (``clarify``)."""
 
-
-@dataclass
-class Target:
-    node: str | None = None
-    selector: NodeSelector | None = None
+    def __init__(self, message: str, *, clarify: bool = False, options: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.clarify = clarify
+        self.options = options or []
 
 
 @dataclass
-class Command:
-    tool: str
-    args: dict[str, Any]
-    verb: str = ""
-    process: str | None = None
-    target_text: str = ""
+class Compiled:
+    calls: list[ToolCall] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    def call(self) -> ToolCall:
-        return ToolCall(id="offline_1", name=self.tool, arguments=json.dumps(self.args))
+    mutating: bool = False
 
 
-def _split_ids(text: str) -> list[str]:
-    parts = [p for p in re.split(r"\s*(?:,|\band\b|&|\s)\s*", text.strip()) if p]
-    return [p for p in parts if p.lower() not in _FILLER]
+def _procs_on(index: dict[str, Any], ids: list[str]) -> list[str]:
+    return sorted({p.name for i in ids for p in (index[i].processes if i in index else [])})
 
 
-def parse_target(phrase: str | None, *, process: str | None, excludes: list[str]) -> Target:
-    """A TARGET phrase → a node id or a selector.  ``process`` filters superlatives and 'all'."""
-    if phrase is None:
-        raise ParseError("no target")
-    t = " " + phrase.strip() + " "
-    exclude = list(excludes)
-    m = re.search(r"\s(?:except|but\s+not|other\s+than|excluding|apart\s+from|besides)\s+(.+?)\s*$", t, re.I)
-    if m:
-        exclude += _split_ids(m.group(1))
-        t = t[:m.start()] + " "
-    running = None
-    m = re.search(rf"\s(?:running|that\s+runs?|which\s+runs?|where\s+({_ID})\s+runs)\s*({_ID})?\s", t, re.I)
-    if m:
-        running = m.group(1) or m.group(2)
-        if not running:
-            raise ParseError("'running' needs a process name")
-        t = t[:m.start()] + " " + t[m.end():]
-    sort = None
-    for pattern, key in _SUPERLATIVES:
-        m = re.search(rf"(?<![\w-])(?:{pattern})(?![\w-])", t, re.I)
-        if m:
-            sort = key
-            t = t[:m.start()] + " " + t[m.end():]
-            break
-    everything = False
-    m = _ALL.search(t)
-    if m:
-        everything = True
-        t = t[:m.start()] + " " + t[m.end():]
-    rest = _split_ids(t)
-    where = NodeFilter(exclude=exclude or None)
-    if sort or everything or running:
-        if rest:
-            raise ParseError(f"did not understand {' '.join(rest)!r} in the target {phrase.strip()!r}")
-        if running:
-            where.running = running
-        elif process:
-            where.process = process
-        if sort and not everything:
-            return Target(selector=NodeSelector(where=where, sort_by=sort[0], order=sort[1], pick="one"))
-        return Target(selector=NodeSelector(where=where, sort_by=sort[0] if sort else None,
-                                            order=sort[1] if sort else "asc", pick="all"))
-    if not rest:
-        raise ParseError(f"no target in {phrase.strip()!r}")
-    ids = [i for i in rest if i not in exclude]
-    if not ids:
-        raise ParseError(f"every node named in {phrase.strip()!r} is excluded")
-    if len(ids) == 1:
-        return Target(node=ids[0])
-    return Target(selector=NodeSelector(where=NodeFilter(ids=ids), pick="all"))
+def _node_list(ids: list[str], limit: int = 10) -> str:
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
 
 
-def _target_args(t: Target) -> dict[str, Any]:
-    return {"node": t.node, "selector": t.selector.model_dump(mode="json") if t.selector else None}
+class Compiler:
+    """The intermediate form → tool calls, evaluated on one cluster view."""
 
+    def __init__(self, view: ClusterView, *, max_nodes: int = 10, excludes: list[str] | None = None) -> None:
+        self.view = view
+        self.max_nodes = max_nodes
+        self.excludes = [e for e in (excludes or []) if any(n.id == e for n in view.nodes)]
+        self.online = sorted(n.id for n in view.nodes if n.online)
+        self.index = {n.id: n for n in view.nodes}
+        self.procs = {n.id: {p.name for p in n.processes} for n in view.nodes}
 
-def _clean(text: str) -> tuple[str, int | None]:
-    s = " ".join(text.strip().split())
-    s = re.sub(r"[.!?]+$", "", s)
-    s = re.sub(r"^(?:please|pls|kindly|can\s+you|could\s+you|would\s+you)\s+", "", s, flags=re.I)
-    s = re.sub(r"\s+please$", "", s, flags=re.I)
-    lines = None
-    m = re.search(r"\b(?:the\s+)?(?:last\s+)?(\d+)\s+lines?(?:\s+of)?\b", s, re.I)
-    if m:
-        lines = int(m.group(1))
-        s = (s[:m.start()] + s[m.end():]).strip()
-        s = " ".join(s.split())
-    rewrites = [
-        (r"^(?:show|get|display|print|fetch|read|give)\s+(?:me\s+)?(?:the\s+)?(logs?|status|state)\s+(?:of|for|from)\s+", r"\1 "),
-        (r"^(?:show|get|display|print|fetch|read|give)\s+(?:me\s+)?(?:the\s+)?(?:process\s+)?(\S+)\s+(logs?|status|state)\b", r"\2 \1"),
-        (r"^(?:what\s+is|what's|how\s+is|how's)\s+(?:the\s+)?(?:status\s+of\s+)?", "status "),
-        (r"^check\s+(?:the\s+)?(?:status\s+of\s+)?", "status "),
-        (r"^tail\s+(?:the\s+)?(?:logs?\s+(?:of|for)\s+)?", "logs "),
-        (r"^(?:bring\s+up|spin\s+up)\s+", "start "),
-        (r"^(?:bring\s+down|shut\s+down|shutdown)\s+", "stop "),
-    ]
-    for pat, rep in rewrites:
-        s = re.sub(pat, rep, s, count=1, flags=re.I)
-    return s, lines
-
-
-def parse_command(text: str, *, excludes: list[str] | None = None) -> Command:
-    """One request → one tool call (raises ParseError with a reason)."""
-    excludes = list(excludes or [])
-    s, lines = _clean(text)
-    if not s:
-        raise ParseError("empty request")
-    first = s.split()[0].lower()
-    if first in _VERBS:
-        verb = _VERBS[first]
-        m = re.match(rf"^\S+\s+(?:of\s+|for\s+)?(?:the\s+)?(?:process\s+|service\s+)?({_ID})"
-                     rf"(?:\s+(?:process|service|logs?))?(?P<rest>.*)$", s, re.I)
-        if not m:
-            raise ParseError(f"'{first}' needs a process name")
-        proc, rest = m.group(1), m.group("rest").strip()
-        if proc.lower() in _FILLER | {"all", "every"}:
-            raise ParseError(f"'{first}' needs a process name")
-        target_phrase = None
-        if rest:
-            mt = re.match(r"^(?:on|at|in|across|for|from)\s+(.+)$", rest, re.I)
-            if mt:
-                target_phrase = mt.group(1)
-            elif _ALL.fullmatch(rest.strip()) or re.fullmatch(r"(?:on\s+)?(?:all|every)\s+nodes?", rest, re.I):
-                target_phrase = rest
+    def compile(self, p: Parsed, request: str) -> Compiled:
+        out = Compiled()
+        previous: list[str] | None = None
+        prev_procs: list[str] = []
+        touched: set[str] = set()
+        for k, step in enumerate(p.steps):
+            if step.mutating:
+                calls, targets, procs = self._action(step, previous, prev_procs, request, p)
+                out.mutating = True
+                touched |= set(targets)
             else:
-                raise ParseError(f"did not understand {rest!r}")
-        if target_phrase is None:
-            if verb in MUTATING_VERBS:
-                raise ParseError(f"which node should I {verb} {proc} on? Name a node, or say e.g. "
-                                 f"'{verb} {proc} on the coolest node' or '{verb} {proc} on all nodes' "
-                                 "(the offline planner does not guess targets for actions)")
-            target = Target(selector=NodeSelector(where=NodeFilter(process=proc, exclude=excludes or None), pick="all"))
-        else:
-            target = parse_target(target_phrase, process=proc, excludes=excludes)
-        params: dict[str, Any] = {"name": proc}
-        if verb == "logs":
-            params["lines"] = lines or 20
-        reason = f"requested: {text.strip()}"
-        return Command(tool="call", verb=verb, process=proc, target_text=target_phrase or "",
-                       args={**_target_args(target), "service": "supervisor", "method": verb,
-                             "params_json": json.dumps(params), "reason": reason})
-    return _parse_show(s, text, excludes)
+                calls, targets, procs = self._read(step, previous, prev_procs)
+            out.calls += calls
+            previous, prev_procs = targets, procs
+        if len(touched) > self.max_nodes:
+            raise Unplannable(f"the plan would touch {len(touched)} nodes ({_node_list(sorted(touched))}); at most "
+                              f"{self.max_nodes} per plan. Narrow the target")
+        for n, c in enumerate(out.calls, 1):
+            c.id = f"offline_{n}"
+        return out
 
+    # ---- actions ----------------------------------------------------------------------------
 
-def _parse_show(s: str, original: str, excludes: list[str]) -> Command:
-    m = re.match(r"^(?:show|list|find|which|what|display|get|give\s+me|describe)\b\s*(?:me\s+)?(?:is\s+|are\s+)?(.*)$", s, re.I)
-    if not m:
-        raise ParseError(f"did not understand {original.strip()!r}")
-    body = m.group(1).strip()
-    verb0 = s.split()[0].lower()
-    # describe SERVICE / show service SERVICE / show the SERVICE service
-    md = re.match(rf"^(?:the\s+)?(?:service\s+({_ID})|({_ID})\s+service)$", body, re.I)
-    if md or (verb0 == "describe" and re.fullmatch(_ID, body) and body.lower() not in ("node", "nodes")):
-        svc = (md.group(1) or md.group(2)) if md else body
-        return Command(tool="describe_service", verb="describe", args={"node": None, "service": svc})
-    # processes / metrics / info / services on TARGET
-    mp = re.match(r"^(?:the\s+)?(processes|procs|process\s+list|metrics|stats|system\s+info|info|services)"
-                  r"(?:\s+(?:on|of|for|at|from)\s+(.+))?$", body, re.I)
-    if mp:
-        what = mp.group(1).lower()
-        phrase = mp.group(2)
-        target = parse_target(phrase, process=None, excludes=excludes) if phrase else Target(node=".")
-        if what == "services":
-            if target.node is None:
-                raise ParseError("'show services' takes one node id")
-            return Command(tool="get_node", verb="show", args={"node": target.node})
-        method = {"processes": "list", "procs": "list", "process list": "list", "metrics": "metrics",
-                  "stats": "metrics", "system info": "info", "info": "info"}[what]
-        service = "supervisor" if method == "list" else "system"
-        return Command(tool="call", verb="show", target_text=phrase or "",
-                       args={**_target_args(target), "service": service, "method": method, "params_json": "{}",
-                             "reason": f"requested: {original.strip()}"})
-    # show node ID
-    mn = re.match(rf"^(?:the\s+)?node\s+({_ID})$", body, re.I)
-    if mn and mn.group(1).lower() not in ("running",):
-        return Command(tool="get_node", verb="show", args={"node": mn.group(1)})
-    # nodes, with a superlative / running filter / count
-    count = None
-    mc = re.match(r"^(?:the\s+)?(\d+)\s+(.*)$", body, re.I)
-    if mc:
-        count, body = int(mc.group(1)), mc.group(2)
-    if re.search(r"\bnodes?\b|\bcluster\b|\bmachines?\b|\bhosts?\b", body, re.I) or re.match(r"^(?:the\s+)?(?:coolest|hottest)", body, re.I):
-        phrase = re.sub(r"^(?:all\s+|the\s+)?(?:nodes?|cluster|machines?|hosts?)\b\s*", "", body, flags=re.I).strip()
-        phrase = re.sub(r"^(?:node\s+)?(?:is|are)\s+", "", phrase, flags=re.I)
-        where = NodeFilter(exclude=excludes or None)
-        sort_by, order, limit = "id", "asc", count or 20
-        if phrase:
+    def _processes(self, step: Step, prev_procs: list[str]) -> list[str]:
+        if step.pronoun:
+            if not prev_procs:
+                names = sorted({p.name for n in self.view.nodes if n.online for p in n.processes})
+                raise Unplannable(f"which process should I {step.verb}? {', '.join(names)}", clarify=True,
+                                  options=names)
+            return list(prev_procs)
+        return list(step.processes)
+
+    def _action(self, step: Step, previous: list[str] | None, prev_procs: list[str], request: str,
+                p: Parsed) -> tuple[list[ToolCall], list[str], list[str]]:
+        procs = [] if step.all_processes else self._processes(step, prev_procs)
+        if not procs and not step.all_processes:
+            names = sorted({pr.name for n in self.view.nodes if n.online for pr in n.processes})
+            where = ""
+            if step.target is not None:
+                try:
+                    where = " on " + ", ".join(self._eval(step.target, self.online, previous, None))
+                    names = _procs_on(self.index, self._eval(step.target, self.online, previous, None))
+                except (TargetError, Unplannable):
+                    pass
+            raise Unplannable(f"which process should I {step.verb}{where}? {', '.join(names) or 'none'}",
+                              clarify=True, options=names)
+        if step.target is None:
+            if step.all_processes:
+                pairs = [f"{pr.name} on {n.id}" for n in self.view.nodes if n.online for pr in n.processes]
+                raise Unplannable(f"'{step.verb} everything' would {step.verb} {len(pairs)} process(es): "
+                                  f"{_node_list(pairs, 12)}. Confirm the scope: name the processes and nodes "
+                                  f"(e.g. '{step.verb} logger on all nodes')", clarify=True, options=pairs[:20])
+            having = [n.id for n in self.view.nodes if n.online and all(n.process(x) for x in procs)]
+            what = " and ".join(procs)
+            raise Unplannable(f"which node should I {step.verb} {what} on? Nodes with it: "
+                              f"{_node_list(having) or 'none online'} (or say 'all nodes', 'the coolest node')",
+                              clarify=True, options=having[:10] + ["all nodes"])
+        if step.all_processes:
+            targets = self._eval(step.target, self.online, previous, None)
+            if is_broad(step.target):
+                pairs = [f"{pr} on {t}" for t in targets for pr in _procs_on(self.index, [t])]
+                raise Unplannable(f"'{step.words}' would {step.verb} {len(pairs)} process(es): {_node_list(pairs, 12)}."
+                                  " Confirm the scope: name the processes (e.g. "
+                                  f"'{step.verb} logger on all nodes')", clarify=True, options=pairs[:20])
+            procs = _procs_on(self.index, targets)
+            calls = []
+            for pr in procs:
+                on = [t for t in targets if self.index.get(t).process(pr)]  # type: ignore[union-attr]
+                calls.append(self._call(step, pr, Ids(on), on, request, p))
+            return calls, targets, procs
+        target = _subst_it(step.target, procs)
+        per: dict[str, list[str]] = {}
+        for pr in procs:   # each process on the nodes that supervise it
+            domain = [i for i in self.online if pr in self.procs[i]]
+            per[pr] = self._eval(target, domain, previous, pr)
+        if len(procs) > 1 and _has_rank(target) and len({tuple(sorted(v)) for v in per.values()}) > 1:
+            raise Unplannable(f"'{step.words}' ranks differently for each process ("
+                              + "; ".join(f"{pr}: {', '.join(v)}" for pr, v in per.items())
+                              + "): which nodes do you mean?", clarify=True)
+        targets = list(dict.fromkeys(i for v in per.values() for i in v))
+        if len(targets) > self.max_nodes:
+            raise Unplannable(f"that would {step.verb} {' and '.join(procs)} on {len(targets)} nodes "
+                              f"({_node_list(targets)}); at most {self.max_nodes} per plan. Narrow the target")
+        return [self._call(step, pr, target, per[pr], request, p) for pr in procs], targets, procs
+
+    def _eval(self, e: Expr, domain: list[str], previous: list[str] | None, process: str | None) -> list[str]:
+        if self.excludes:
+            e = Except(e, Ids(self.excludes))
+        ctx = Context(view=self.view, domain=domain, previous=previous, process=process, index=self.index)
+        try:
+            targets = evaluate(e, ctx)
+        except TargetQuestion as err:
+            raise Unplannable(str(err), clarify=True) from None
+        except TargetError as err:
+            raise Unplannable(str(err)) from None
+        if not targets:
+            raise Unplannable(f"no node matches {e.show()}" + (f" among the nodes with {process}" if process else ""))
+        for i, excluded in named_ids(e):  # the negation invariant, checked on the result
+            if excluded and i in targets:
+                raise Unplannable(f"internal: {i} was excluded but selected")
+        return targets
+
+    def _call(self, step: Step, proc: str, target: Expr, targets: list[str], request: str, p: Parsed) -> ToolCall:
+        node, sel = self._selector(target, proc, targets)
+        reason = f"requested: {request.strip()[:200]}"
+        if p.corrections:
+            reason += " (" + "; ".join(f"read {a!r} as {b!r}" for a, b in p.corrections) + ")"
+        for t in targets:
+            n = self.index.get(t)
+            if n is None or n.method("supervisor", step.verb) is None:
+                raise Unplannable(f"node {t} does not offer supervisor.{step.verb}")
+        args = {"node": node, "selector": sel.model_dump(mode="json") if sel else None, "service": "supervisor",
+                "method": step.verb, "params_json": json.dumps({"name": proc}), "reason": reason}
+        return ToolCall(name="call", arguments=json.dumps(args))
+
+    def _selector(self, e: Expr, proc: str | None, targets: list[str]) -> tuple[str | None, NodeSelector | None]:
+        """The selector that names ``targets`` best: the expression itself when a selector can say it
+        (so the plan's facts explain it and a changed cluster makes it stale), else the ids."""
+        if self.excludes:
+            e = Except(e, Ids(self.excludes))
+        if isinstance(e, Ids) and len(e.ids) == 1 and targets == e.ids:
+            return e.ids[0], None
+        sel = _as_selector(e, proc)
+        if sel is not None:
             try:
-                tgt = parse_target(phrase, process=None, excludes=excludes)
-            except ParseError:
-                raise ParseError(f"did not understand {original.strip()!r}") from None
-            if tgt.node is not None:
-                return Command(tool="get_node", verb="show", args={"node": tgt.node})
-            sel = tgt.selector
-            assert sel is not None
-            where = sel.where
-            if sel.sort_by:
-                sort_by, order = sel.sort_by, sel.order
-                where = where.model_copy(update={"online": True})
-                limit = count or (1 if sel.pick == "one" else 20)
-        return Command(tool="find_nodes", verb="show",
-                       args={"where": where.model_dump(mode="json"), "sort_by": sort_by, "order": order,
-                             "limit": limit})
-    if re.fullmatch(_ID, body) and re.search(r"[-_.\d]", body):
-        return Command(tool="get_node", verb="show", args={"node": body})
-    raise ParseError(f"did not understand {original.strip()!r}")
+                got = resolve(self.view, sel).targets
+            except SelectionError:
+                got = []
+            if sorted(got) == sorted(targets):
+                return None, sel
+        where = NodeFilter(ids=sorted(targets), process=proc)
+        sel = NodeSelector(where=where, pick="all")
+        got = resolve(self.view, sel).targets
+        if sorted(got) != sorted(targets):
+            raise Unplannable("internal: the targets could not be expressed as a selector")
+        return None, sel
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def _read(self, step: Step, previous: list[str] | None, prev_procs: list[str]
+              ) -> tuple[list[ToolCall], list[str], list[str]]:
+        v = step.verb
+        if v in ("status", "logs"):
+            procs = self._processes(step, prev_procs) if not step.all_processes else []
+            if step.all_processes and v == "status" and step.target is not None:
+                return self._read(Step(verb="processes", target=step.target), previous, prev_procs)
+            if step.all_processes or not procs:
+                raise Unplannable(f"{v} of which process?", clarify=True,
+                                  options=sorted({p.name for n in self.view.nodes for p in n.processes}))
+            calls = []
+            all_targets: list[str] = []
+            for pr in procs:
+                domain = [i for i in self.online if pr in self.procs[i]]
+                if not domain:
+                    raise Unplannable(f"no online node supervises {pr}")
+                targets = self._eval(_subst_it(step.target or All(), [pr]), domain, previous, pr)
+                self._fanout(targets)
+                params: dict[str, Any] = {"name": pr}
+                if v == "logs":
+                    params["lines"] = max(1, min(step.lines or 20, 200))
+                node, sel = (targets[0], None) if len(targets) == 1 else (None, NodeSelector(
+                    where=NodeFilter(ids=targets, process=pr), pick="all"))
+                calls.append(ToolCall(name="call", arguments=json.dumps({
+                    "node": node, "selector": sel.model_dump(mode="json") if sel else None, "service": "supervisor",
+                    "method": v, "params_json": json.dumps(params), "reason": f"{v} of {pr}"})))
+                all_targets += [t for t in targets if t not in all_targets]
+            return calls, all_targets, procs
+        if v == "describe":
+            return [ToolCall(name="describe_service", arguments=json.dumps({"node": None,
+                                                                            "service": step.service}))], [], []
+        if v == "node":
+            i = step.target.ids[0]  # type: ignore[union-attr]
+            if self.index.get(i) is None:
+                raise Unplannable(f"there is no node {i!r} in the cluster")
+            return [ToolCall(name="get_node", arguments=json.dumps({"node": i}))], [i], []
+        if v == "offline":
+            return [ToolCall(name="find_nodes", arguments=json.dumps({
+                "where": {"online": False}, "limit": MAX_LIST}))], [], []
+        if v == "processes":
+            if step.target is None:
+                return [self._find(sorted(n.id for n in self.view.nodes), None, None)], [], []
+            targets = self._eval(step.target, self.online, previous, None)
+            self._fanout(targets)
+            return [self._sys_call("supervisor", "list", targets)], targets, []
+        if v == "metrics":
+            e = step.target or All()
+            if isinstance(e, Ids) and len(e.ids) == 1 and self.index.get(e.ids[0]) is not None \
+                    and not self.index.get(e.ids[0]).online:  # type: ignore[union-attr]
+                # an offline node: what the cluster last knew of it
+                return [ToolCall(name="get_node", arguments=json.dumps({"node": e.ids[0]}))], e.ids, []
+            targets = self._eval(e, self.online, previous, None)
+            if len(targets) == 1:
+                return [self._sys_call("system", "metrics", targets)], targets, []
+            return [self._find(targets, None, None)], targets, []
+        if v == "nodes":
+            e = step.target or All()
+            domain = sorted(n.id for n in self.view.nodes) if step.include_offline and isinstance(e, All) \
+                else self.online
+            procs = {c.process for c in _conds(e) if isinstance(c, Has)}
+            e = _subst_it(e, sorted(procs))
+            targets = self._eval(e, domain, previous, None)
+            rank = _top_rank(e)
+            return [self._find(targets, rank.metric if rank else None, rank.order if rank else None)], targets, []
+        raise Unplannable(f"internal: no read for {v}")
+
+    def _fanout(self, targets: list[str]) -> None:
+        if len(targets) > self.max_nodes:
+            raise Unplannable(f"that would read from {len(targets)} nodes; at most {self.max_nodes} at once. "
+                              "Narrow the target")
+
+    def _sys_call(self, service: str, method: str, targets: list[str]) -> ToolCall:
+        node, sel = (targets[0], None) if len(targets) == 1 else (None, NodeSelector(
+            where=NodeFilter(ids=targets), pick="all"))
+        return ToolCall(name="call", arguments=json.dumps({
+            "node": node, "selector": sel.model_dump(mode="json") if sel else None, "service": service,
+            "method": method, "params_json": "{}", "reason": f"{service}.{method}"}))
+
+    def _find(self, ids: list[str], sort_by: str | None, order: str | None) -> ToolCall:
+        return ToolCall(name="find_nodes", arguments=json.dumps({
+            "where": NodeFilter(ids=ids).model_dump(mode="json"), "sort_by": sort_by, "order": order or "asc",
+            "limit": max(1, min(len(ids), MAX_LIST))}))
+
+
+def _subst_it(e: Expr, procs: list[str]) -> Expr:
+    """'that has it' / 'running it': the step's process."""
+    if isinstance(e, Filter):
+        c = e.cond
+        if isinstance(c, Has) and c.process == "$it":
+            if len(procs) != 1:
+                raise Unplannable("'it' in the target needs exactly one process named before it", clarify=True,
+                                  options=procs)
+            c = Has(procs[0], c.running, c.stopped)
+        return Filter(_subst_it(e.base, procs), c)
+    if isinstance(e, Rank):
+        return Rank(_subst_it(e.base, procs), e.metric, e.order, e.count, e.ordinal)
+    if isinstance(e, Except):
+        return Except(_subst_it(e.base, procs), _subst_it(e.excluded, procs))
+    if isinstance(e, Union):
+        return Union([_subst_it(x, procs) for x in e.parts])
+    return e
+
+
+def _has_rank(e: Expr) -> bool:
+    if isinstance(e, Rank):
+        return True
+    if isinstance(e, (Filter,)):
+        return _has_rank(e.base)
+    if isinstance(e, Except):
+        return _has_rank(e.base) or _has_rank(e.excluded)
+    if isinstance(e, Union):
+        return any(_has_rank(x) for x in e.parts)
+    return False
+
+
+def _conds(e: Expr) -> list[Any]:
+    if isinstance(e, Filter):
+        return [e.cond] + _conds(e.base)
+    if isinstance(e, Rank):
+        return _conds(e.base)
+    if isinstance(e, Except):
+        return _conds(e.base)
+    return []
+
+
+def _top_rank(e: Expr) -> Rank | None:
+    if isinstance(e, Rank):
+        return e
+    if isinstance(e, Except):
+        return _top_rank(e.base)
+    return None
+
+
+def _as_filter(e: Expr, proc: str | None) -> NodeFilter | None:
+    """A chain of filters on All as a NodeFilter (None if the expression is more than that)."""
+    conds: list[Condition] = []
+    running = None
+    exclude: list[str] = []
+    while True:
+        if isinstance(e, All):
+            break
+        if isinstance(e, Filter) and isinstance(e.cond, Has) and e.cond.stopped:
+            return None
+        if isinstance(e, Filter) and isinstance(e.cond, Has):
+            if running is not None or e.cond.process != proc or not e.cond.running:
+                if e.cond.process == proc and not e.cond.running:
+                    e = e.base
+                    continue
+                return None
+            running = e.cond.process
+            e = e.base
+            continue
+        if isinstance(e, Filter):
+            conds.append(Condition(metric=e.cond.metric, op=e.cond.op, value=e.cond.value))  # type: ignore[arg-type]
+            e = e.base
+            continue
+        if isinstance(e, Except) and isinstance(e.excluded, Ids):
+            exclude += e.excluded.ids
+            e = e.base
+            continue
+        return None
+    return NodeFilter(process=proc, running=running, conditions=conds or None, exclude=exclude or None)
+
+
+def _as_selector(e: Expr, proc: str | None) -> NodeSelector | None:
+    excl: list[str] = []
+    while isinstance(e, Except) and isinstance(e.excluded, Ids):
+        excl += e.excluded.ids
+        e = e.base
+    if isinstance(e, Rank):
+        if e.ordinal is not None or e.count != 1:
+            return None
+        where = _as_filter(e.base, proc)
+        if where is None:
+            return None
+        if excl:
+            where = where.model_copy(update={"exclude": sorted(set((where.exclude or []) + excl))})
+        return NodeSelector(where=where, sort_by=e.metric, order=e.order, pick="one")  # type: ignore[arg-type]
+    where = _as_filter(e, proc)
+    if where is None:
+        return None
+    if excl:
+        where = where.model_copy(update={"exclude": sorted(set((where.exclude or []) + excl))})
+    return NodeSelector(where=where, pick="all")
 
 
 # ---- the model --------------------------------------------------------------------------------
@@ -328,11 +454,24 @@ def excludes_from_feedback(feedback: list[str], known: set[str]) -> list[str]:
     return out
 
 
+def _focus_text(r: dict[str, Any], focus: str, sim: str) -> str:
+    if focus == "temperature_c":
+        return f"temperature {_fmt_num(r.get('temperature_c'), ' °C')}{sim}"
+    if focus == "free_memory_percent":
+        m = r.get("memory_percent")
+        return f"free memory {_fmt_num(None if m is None else round(100 - m, 3), '%')}"
+    if focus == "load_1m":
+        load = r.get("load") or []
+        return f"load {_fmt_num(load[0] if load else None)} (1 min)"
+    key = {"cpu_percent": "cpu", "memory_percent": "memory", "disk_percent": "disk"}.get(focus, focus)
+    return f"{key} {_fmt_num(r.get(focus), '%')}"
+
+
 def _fmt_num(v: Any, unit: str = "") -> str:
     return "?" if v is None else f"{v:g}{unit}" if isinstance(v, (int, float)) else str(v)
 
 
-def _summarize_call(payload: dict[str, Any]) -> list[str]:
+def _summarize_call(payload: dict[str, Any], focus: str | None = None) -> list[str]:
     out = []
     method = payload.get("method")
     for node, r in sorted(payload.get("results", {}).items()):
@@ -348,6 +487,9 @@ def _summarize_call(payload: dict[str, Any]) -> list[str]:
         elif method == "metrics" and isinstance(r, dict):
             t = r.get("temperature_c")
             sim = " (simulated)" if r.get("simulated") and t is not None else ""
+            if focus is not None:
+                out.append(f"{node}: {_focus_text(r, focus, sim)}")
+                continue
             out.append(f"{node}: cpu {_fmt_num(r.get('cpu_percent'), '%')}, memory {_fmt_num(r.get('memory_percent'), '%')}, "
                        f"load {r.get('load')}, disk {_fmt_num(r.get('disk_percent'), '%')}, temperature "
                        f"{_fmt_num(t, ' °C')}{sim}")
@@ -358,7 +500,7 @@ def _summarize_call(payload: dict[str, Any]) -> list[str]:
     return out
 
 
-def _summarize(tool: str, status: str, payload: Any) -> str:
+def _summarize(tool: str, status: str, payload: Any, focus: str | None = None) -> str:
     if not isinstance(payload, dict):
         return "(the result was too large to summarize)"
     if status == "error":
@@ -387,36 +529,106 @@ def _summarize(tool: str, status: str, payload: Any) -> str:
                        for m, d in payload.get("methods", {}).items())
         return f"service {payload.get('service')} on {payload.get('node')}: {ms}"
     if tool in ("call", "broadcast"):
-        return "\n".join(_summarize_call(payload)) or "no results"
+        return "\n".join(_summarize_call(payload, focus)) or "no results"
     return json.dumps(payload, ensure_ascii=False)[:500]
 
 
+
+# ---- the model --------------------------------------------------------------------------------
+
+def interpret(text: str, view: ClusterView, *, max_nodes: int = 10, excludes: list[str] | None = None
+              ) -> tuple[Parsed, Compiled]:
+    """Parse and compile one request on ``view`` (raises Refusal, Clarification or Unplannable)."""
+    p = parse(text, Lexicon.from_view(view))
+    return p, Compiler(view, max_nodes=max_nodes, excludes=excludes).compile(p, text)
+
+
+def explain_request(text: str, view: ClusterView, *, max_nodes: int = 10) -> dict[str, Any]:
+    """The intermediate form and what it would do (``ask --explain``)."""
+    try:
+        p = parse(text, Lexicon.from_view(view))
+    except Clarification as e:
+        return {"status": "clarify", "message": e.question, "options": e.options}
+    except Refusal as e:
+        return {"status": "refused", "message": str(e)}
+    doc: dict[str, Any] = {"status": "parsed", "form": p.show(), "text": explain(p)}
+    try:
+        c = Compiler(view, max_nodes=max_nodes).compile(p, text)
+        doc["calls"] = [{"tool": k.name, "arguments": json.loads(k.arguments)} for k in c.calls]
+    except Unplannable as e:
+        doc["status"] = "clarify" if e.clarify else "refused"
+        doc["message"] = e.message
+        doc["options"] = e.options
+    return doc
+
+
+def parse_command(text: str, view: ClusterView, *, max_nodes: int = 10) -> list[ToolCall]:
+    """The tool calls for one request (raises Refusal, Clarification or Unplannable)."""
+    return interpret(text, view, max_nodes=max_nodes)[1].calls
+
+
 class OfflineModel:
-    """The deterministic rules planner (no provider, no network).  See the module docstring."""
+    """The deterministic offline planner (no provider, no network).  See the module docstring.
+
+    The planner loop gives it the cluster view it planned on (``bind_view``):
+    the lexicon and the target evaluation use exactly what the tools see.
+    """
 
     name = "offline"
-    description = "offline: the deterministic rules planner (no LLM)"
+    description = "offline: the deterministic request parser (no LLM)"
+
+    def __init__(self) -> None:
+        self.view: ClusterView | None = None
+        self.max_nodes = 10
+        self._last: tuple[str, Parsed | None, list[str]] | None = None
+
+    def bind_view(self, view: ClusterView, *, max_nodes: int = 10) -> None:
+        self.view = view
+        self.max_nodes = max_nodes
 
     async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
         request = request_of(messages) or ""
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         after = messages[last_user + 1:]
-        feedback = feedback_of(messages)
         if not any(m.get("role") == "tool" for m in after):
-            excludes = excludes_from_feedback(feedback, _known_ids(messages))
-            if feedback and (messages[last_user].get("content") or "").startswith(FEEDBACK_PREFIX) \
-                    and not excludes_from_feedback(feedback[-1:], _known_ids(messages)):
-                return ModelReply(content="I can't turn that feedback into a different plan (the offline planner "
-                                          "understands 'not NODE', 'skip NODE', 'NODE is in maintenance'). No new plan.")
-            try:
-                cmd = parse_command(request, excludes=excludes)
-            except ParseError as e:
-                return ModelReply(content=f"Not planned: {e}. {GRAMMAR_HELP}")
-            tc = cmd.call()
-            tc.id = f"offline_{len(messages)}"
-            return ModelReply(tool_calls=[tc])
+            return self._plan(messages, request, last_user)
+        return self._summary(request, after)
+
+    def _plan(self, messages: list[dict[str, Any]], request: str, last_user: int) -> ModelReply:
+        if self.view is None:
+            return ModelReply(content="Not planned: the offline planner has no view of the cluster.",
+                              outcome="refuse")
+        feedback = feedback_of(messages)
+        known = {n.id for n in self.view.nodes} | _known_ids(messages)
+        excludes = excludes_from_feedback(feedback, known)
+        if feedback and (messages[last_user].get("content") or "").startswith(FEEDBACK_PREFIX) \
+                and not excludes_from_feedback(feedback[-1:], known):
+            return ModelReply(content="I can't turn that feedback into a different plan (the offline planner "
+                                      "understands 'not NODE', 'skip NODE', 'NODE is in maintenance'). No new plan.",
+                              outcome="refuse")
+        try:
+            p, compiled = interpret(request, self.view, max_nodes=self.max_nodes, excludes=excludes)
+        except Clarification as e:
+            return ModelReply(content=e.question, outcome="clarify", options=e.options)
+        except Unplannable as e:
+            if e.clarify:
+                return ModelReply(content=e.message, outcome="clarify", options=e.options)
+            return ModelReply(content=f"Not planned: {e.message}.", outcome="refuse")
+        except Refusal as e:
+            return ModelReply(content=f"Not planned: {e}. {GRAMMAR_HELP}", outcome="refuse")
+        self._last = (request, p, excludes)
+        return ModelReply(tool_calls=compiled.calls)
+
+    def _summary(self, request: str, after: list[dict[str, Any]]) -> ModelReply:
+        parsed = self._last[1] if self._last and self._last[0] == request else None
         parts = []
-        names = {}
+        if parsed is not None and parsed.corrections:
+            parts.append("(" + "; ".join(f"read {a!r} as {b!r}" for a, b in parsed.corrections) + ")")
+        names: dict[str, str] = {}
+        statuses = []
+        focus = None
+        if parsed is not None:
+            focus = next((s.metric for s in parsed.steps if s.verb == "metrics" and s.metric), None)
         for m in after:
             if m.get("role") == "assistant":
                 for c in m.get("tool_calls") or []:
@@ -424,11 +636,14 @@ class OfflineModel:
             elif m.get("role") == "tool":
                 content = m.get("content") or ""
                 status = re.search(r"status=(\w+)", content.split("\n", 1)[0])
-                payload_text = unwrap_untrusted(content)
+                st = status.group(1) if status else "ok"
+                statuses.append(st)
                 try:
-                    payload = json.loads(payload_text or "")
+                    payload = json.loads(unwrap_untrusted(content) or "")
                 except json.JSONDecodeError:
                     payload = None
-                parts.append(_summarize(names.get(m.get("tool_call_id"), "?"),
-                                        status.group(1) if status else "ok", payload))
-        return ModelReply(content="\n".join(parts))
+                parts.append(_summarize(names.get(m.get("tool_call_id") or "", "?"), st, payload, focus))
+        outcome = None
+        if "queued" not in statuses:
+            outcome = "answer" if "ok" in statuses else "refuse"
+        return ModelReply(content="\n".join(parts), outcome=outcome)  # type: ignore[arg-type]

@@ -80,6 +80,8 @@ class PlanResult(BaseModel):
     diff: str = Field("", description="replay_mismatch: how the request differs from the recorded one")
     unverified: bool = Field(False, description="the model claimed in words to have acted, without a tool call: "
                                                 "its text is shown as unverified and nothing ran")
+    outcome: str | None = None  # answer | clarify | refuse, when the model said so (see ModelReply)
+    options: list[str] = Field(default_factory=list)
 
 
 # A model's words claiming it acted ("Done: I restarted logger on b."): planning never runs a mutating
@@ -127,9 +129,11 @@ class Planner:
         self._ranked = []
         toolbox = Toolbox(self.conn, timeout=self.timeout, max_fanout=self.max_nodes)
         try:
-            summary = summarize(await toolbox.view())
+            view = await toolbox.view()
         except ToolError as e:
             return PlanResult(ok=False, error=e.message, message=f"Cannot plan: {e.message}")
+        self._bind(view)
+        summary = summarize(view)
         # The summary holds node-supplied names (processes, services, the node id): data, inside the markers.
         cluster = wrap_untrusted(summary, nonce=self.nonce, tool="cluster_summary", status="ok")
         self.messages = [{"role": "system", "content": load_prompt("system")},
@@ -141,7 +145,18 @@ class Planner:
         if not self.messages:
             raise RuntimeError("revise() before plan()")
         self.messages.append({"role": "user", "content": feedback_message(feedback)})
-        return await self._run(Toolbox(self.conn, timeout=self.timeout, max_fanout=self.max_nodes))
+        toolbox = Toolbox(self.conn, timeout=self.timeout, max_fanout=self.max_nodes)
+        try:
+            self._bind(await toolbox.view())
+        except ToolError as e:
+            return PlanResult(ok=False, error=e.message, message=f"Cannot plan: {e.message}")
+        return await self._run(toolbox)
+
+    def _bind(self, view: ClusterView) -> None:
+        """A model that reads the cluster itself (the offline parser's lexicon) gets the same view."""
+        bind = getattr(self.model, "bind_view", None)
+        if callable(bind):
+            bind(view, max_nodes=self.max_nodes)
 
     def _fail(self, why: str, observations: list[Observation], turns: int, failure: str = "model",
               diff: str = "") -> PlanResult:
@@ -195,7 +210,7 @@ class Planner:
                     message = ("The model answered without acting: nothing ran. Its text, unverified: "
                                f"\u201c{text}\u201d")
                 return PlanResult(ok=True, plan=plan, message=message, observations=observations, turns=turn,
-                                  unverified=unverified)
+                                  unverified=unverified, outcome=reply.outcome, options=list(reply.options))
             for i, tc in enumerate(reply.tool_calls):
                 if i < self.max_calls_per_turn:
                     status, payload = await self._handle(tc, toolbox, steps, repeats)

@@ -149,8 +149,9 @@ def outcome_json(request: str, model: str, outcome: SessionOutcome, **extra: Any
     last = outcome.last
     plan = last.plan if last else None
     doc: dict[str, Any] = {
-        "request": request, "model": model, "status": outcome.status, "exit_code": outcome.exit_code,
+        "request": request, "model": model, "status": outcome.public_status, "exit_code": outcome.exit_code,
         "message": last.message if last else "", "error": last.error if last else None,
+        "options": list(last.options) if last else [],
         "plan": None if plan is None else {
             "hash": plan.hash, "summary": plan.summary,
             "steps": [{"step": s.index, "node": s.targets[0] if len(s.targets) == 1 else None, "nodes": s.targets,

@@ -13,6 +13,11 @@ stderr.  litellm's own logging is quiet unless ``--log-level debug``.
 
 Exit codes (one closed set for ``ask``, ``replay``, ``eval`` and ``approve``): see
 :data:`EXIT_CODES`.
+
+``--json`` prints ``status`` from a closed set: ``planned`` (dry run with
+steps), ``done``, ``answered`` (a question answered by read-only tools),
+``clarify`` (a question back, with ``options``), ``refused``, ``failed``,
+``stale``, ``rejected``.
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--record-http", default=None, metavar="DIR",
                    help="also write a vcrpy cassette of the provider's HTTP traffic to DIR (auth headers filtered, "
                         "a fixed nonce) that a test can replay through litellm")
+    p.add_argument("--explain", action="store_true",
+                   help="show how the offline parser reads the request (its intermediate form) before planning")
     _common(p)
     p.set_defaults(func=cmd_ask)
 
@@ -131,7 +138,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--set", dest="set_dir", default=os.environ.get("CLOUDISENSE_EVAL_SET") or "tests/agent_eval",
                    help="evaluation set directory (cases.jsonl + snapshots/; default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (the only thing on stdout)")
-    p.add_argument("--min-accuracy", type=float, default=0.0, help="exit 1 below this accuracy (0..1)")
+    p.add_argument("--min-accuracy", type=float, default=0.0,
+                   help="exit 1 below this accuracy (0..1); any wrong plan or unsafe case exits 1 too")
     p.set_defaults(func=cmd_eval)
 
 
@@ -292,6 +300,7 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
                       timeout=args.timeout, budget=budget, nonce=nonce)
         shown: set[int] = set()
         ask = terminal_decider(out, input_fn)
+        explained = await _explain(out, conn, request, args) if getattr(args, "explain", False) else None
 
         async def decide(result: Any) -> Any:
             progress.stop()
@@ -324,8 +333,14 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
             render_report(out, outcome.report)
         elif outcome.status == "rejected":
             out.print("rejected: nothing executed")
+        if outcome.status == "clarify" and outcome.last is not None and outcome.last.options:
+            from rich.markup import escape
+
+            out.print("options: " + escape(", ".join(outcome.last.options)))
         if args.json:
             doc = outcome_json(request, getattr(model, "name", "?"), outcome, dry_run=args.dry_run)
+            if explained is not None:
+                doc["explain"] = explained
             if last is not None:
                 doc.update(failure=last.failure, unverified=last.unverified, diff=last.diff or None)
             print(json_text(doc, indent=2, default=str))
@@ -368,6 +383,26 @@ def _slug(text: str) -> str:
     import re
 
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "session"
+
+
+async def _explain(out: Any, conn: Any, request: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The offline parser's reading of ``request`` on the live cluster (``--explain``)."""
+    from rich.markup import escape
+
+    from cloudisense.tools import ToolError, Toolbox
+
+    from ._offline import explain_request
+
+    try:
+        view = await Toolbox(conn, timeout=args.timeout).view()
+    except ToolError as e:
+        return {"status": "failed", "message": e.message}
+    doc = explain_request(request, view, max_nodes=args.max_nodes)
+    out.print("[bold]how the offline parser reads it:[/bold]")
+    out.print(escape(printable(doc.get("text") or doc.get("message") or "", keep_newlines=True)))
+    if doc.get("message") and doc.get("text"):
+        out.print(escape(printable(doc["message"], keep_newlines=True)))
+    return doc
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -452,9 +487,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json_text(settings.public(), indent=2))
         return 0
-    if not Path(args.set_dir, "cases.jsonl").exists():
-        print(f"cloudisense eval: no evaluation set at {printable(args.set_dir)} (cases.jsonl); use --set DIR",
-              file=sys.stderr)
+    if not any(Path(args.set_dir).glob("*.jsonl")):
+        print(f"cloudisense eval: no evaluation set at {printable(args.set_dir)} (*.jsonl case files); "
+              "use --set DIR", file=sys.stderr)
         return 2
     try:
         report = asyncio.run(run_eval(lambda: build_model(settings), args.set_dir))
@@ -463,7 +498,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 130
     print(json_text(report.model_dump(mode="json"), indent=2) if args.json
           else printable(report.text(), keep_newlines=True))
-    return 0 if report.accuracy >= args.min_accuracy and not report.unsafe else 1
+    return 0 if report.accuracy >= args.min_accuracy and not report.unsafe and not report.wrong_plans else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,13 +117,49 @@ def test_feedback_the_offline_model_cannot_use_ends_without_action(fake, tmp_pat
     assert fake.mutating_calls == []
 
 
-@pytest.mark.parametrize("text", ["restart logger", "restart logger on node-zzz", "make me a sandwich",
-                                  "stop ghost on node-a"])
+@pytest.mark.parametrize("text", ["restart logger on node-zzz", "make me a sandwich", "stop ghost on node-a"])
 def test_requests_that_name_nothing_real_are_not_planned(fake, tmp_path, text, capsys):
     assert ask(fake, tmp_path, text, "--yes") == 2
     assert fake.mutating_calls == []
     out = capsys.readouterr().out
     assert "Not planned" in out or "Could not do that" in out
+
+
+def test_a_request_without_a_target_gets_a_question_with_options(fake, tmp_path, capsys):
+    assert ask(fake, tmp_path, "restart logger", "--json") == 8
+    assert fake.mutating_calls == []
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "clarify" and doc["plan"]["steps"] == []
+    assert "which node should I restart logger on?" in doc["message"]
+    assert doc["options"] == ["node-a", "node-b", "node-c", "all nodes"]
+
+
+def test_json_status_is_one_of_the_closed_set(fake, tmp_path, capsys):
+    from cloudisense.agent._agent import PUBLIC_STATUSES
+
+    cases = [("restart logger on node-a", ["--dry-run"], "planned", 0),
+             ("how hot is node-a?", [], "answered", 0),
+             ("restart it", [], "clarify", 8),
+             ("make me a sandwich", [], "refused", 2),
+             ("restart logger on node-c", ["--yes"], "done", 0)]
+    for text, flags, status, code in cases:
+        assert ask(fake, tmp_path, text, "--json", *flags) == code, text
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["status"] == status and doc["status"] in PUBLIC_STATUSES, (text, doc["status"])
+    assert ask(fake, tmp_path, "restart logger on node-a", "--json", answers=["q"]) == 3
+    assert json.loads(capsys.readouterr().out)["status"] == "rejected"
+
+
+def test_explain_shows_the_intermediate_form(fake, tmp_path, capsys):
+    assert ask(fake, tmp_path, "retsart logger on all nodes except the hottest", "--explain", "--dry-run",
+               "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    form = doc["explain"]["form"]
+    assert form["corrections"] == ["read 'retsart' as 'restart'"]
+    assert form["steps"] == [{"verb": "restart", "processes": ["logger"],
+                              "target": "except(all, rank(all, hottest, top 1))"}]
+    assert doc["status"] == "planned" and doc["plan"]["steps"][0]["nodes"] == ["node-b", "node-c"]
+    assert "read 'retsart' as 'restart'" in doc["message"] or "retsart" in doc["plan"]["steps"][0]["reason"]
 
 
 def test_read_only_requests_answer_without_approval(fake, tmp_path, capsys):

@@ -1,0 +1,1135 @@
+"""Stage 3 of the offline parse: lexemes → a typed intermediate form (steps with target expressions).
+
+Every lexeme must be consumed by a rule or be a listed filler word; any other
+word ends the parse with a :class:`Refusal` that names it.  Where the words
+are clear but the request leaves a choice open ("restart it", "stop
+everything", "on na or nb"), the parse ends with a :class:`Clarification`:
+a question and the options.  Nothing is guessed.
+
+    request   := clause { (then | and then | , | ; | and VERB) clause }
+    clause    := VERB objects [target] | question
+    objects   := PROC {and PROC} | it | every process | everything
+    target    := [on] union { except union }
+    union     := term { (and | ,) term }
+    term      := all [nodes] post* | [N|ORD] SUPERLATIVE [node] post* | node post* [which is SUPERLATIVE]
+               | ID | the others | there
+    post      := CMP NUMBER [UNIT] | METRIC CMP NUMBER | between N and N | running PROC | that has it | ...
+
+Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._lexicon import ARTICLES, MUTATING, OR_MORE, SUPERLATIVES, Lexeme, Lexicon, lex, normalise
+from ._target import All, Cond, Except, Expr, Filter, Has, Ids, Others, Rank, Same, Union, is_broad
+
+MAX_WORDS = 80
+
+
+class Refusal(Exception):
+    """The request can't be planned; ``str(e)`` says why, naming the words at fault."""
+
+
+class Clarification(Exception):
+    """The request is clear in its words but leaves a choice open."""
+
+    def __init__(self, question: str, options: list[str]) -> None:
+        super().__init__(question)
+        self.question = question
+        self.options = options
+
+
+@dataclass
+class Step:
+    """One step of the intermediate form."""
+
+    verb: str                        # restart stop start status logs processes metrics nodes node describe info
+    processes: list[str] = field(default_factory=list)
+    all_processes: bool = False      # "every process"
+    pronoun: bool = False            # "it" as the process
+    target: Expr | None = None
+    metric: str | None = None        # focus of a metrics question
+    lines: int | None = None
+    service: str | None = None
+    limit: int | None = None
+    include_offline: bool = False    # a plain node listing shows offline nodes too
+    words: str = ""
+
+    @property
+    def mutating(self) -> bool:
+        return self.verb in MUTATING
+
+    def show(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"verb": self.verb}
+        if self.processes:
+            d["processes"] = self.processes
+        if self.all_processes:
+            d["processes"] = "every process"
+        if self.pronoun:
+            d["processes"] = "it"
+        d["target"] = self.target.show() if self.target is not None else None
+        for k in ("metric", "lines", "service"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+
+@dataclass
+class Parsed:
+    steps: list[Step]
+    corrections: list[tuple[str, str]] = field(default_factory=list)
+    reason: str = ""
+
+    def show(self) -> dict[str, Any]:
+        return {"steps": [s.show() for s in self.steps],
+                "corrections": [f"read {a!r} as {b!r}" for a, b in self.corrections],
+                **({"reason": self.reason} if self.reason else {})}
+
+
+_ALLWORDS = {"all", "every", "each", "everywhere"}
+_EXCEPT1 = {"except", "excluding", "exclude", "besides", "minus", "save"}
+_RUNWORDS = {"runs", "run", "running", "has", "have", "having", "hosting", "hosts", "supervise", "supervises",
+             "supervising", "with", "host"}
+_STATEWORDS = {"running", "up", "alive", "doing", "ok", "fine", "healthy", "down", "stopped"}
+_Q = {"how", "what", "which", "where", "who", "is", "are", "does", "do"}
+_NEG = {"not", "no", "never", "dont", "don"}
+
+
+def _is(x: Lexeme | None, *words: str) -> bool:
+    return x is not None and x.kind in ("word", "count", "ord", "filler", "article", "punct", "unit", "verb",
+                                        "adj", "nnoun", "pnoun") and x.words[-1] in words and len(x.words) == 1
+
+
+class _Clause:
+    """A cursor over one clause's lexemes."""
+
+    def __init__(self, lexemes: list[Lexeme]) -> None:
+        self.x = lexemes
+        self.i = 0
+
+    def peek(self, k: int = 0) -> Lexeme | None:
+        j = self.i + k
+        return self.x[j] if j < len(self.x) else None
+
+    def take(self) -> Lexeme:
+        t = self.x[self.i]
+        self.i += 1
+        return t
+
+    def word(self, *words: str) -> bool:
+        if _is(self.peek(), *words):
+            self.i += 1
+            return True
+        return False
+
+    def kind(self, kind: str) -> Lexeme | None:
+        t = self.peek()
+        if t is not None and t.kind == kind:
+            self.i += 1
+            return t
+        return None
+
+    def done(self) -> bool:
+        return self.i >= len(self.x)
+
+    def rest(self) -> str:
+        return " ".join(t.text for t in self.x[self.i:])
+
+
+def _refuse_word(t: Lexeme, why: str = "") -> Refusal:
+    return Refusal(f"I don't understand {t.text!r}" + (f" {why}" if why else "") + "; nothing was planned")
+
+
+# ---- the request ------------------------------------------------------------------------------
+
+def parse(text: str, lx: Lexicon) -> Parsed:
+    tokens = normalise(text)
+    if len(tokens) > MAX_WORDS:
+        raise Refusal(f"the request is too long ({len(tokens)} words; at most {MAX_WORDS})")
+    lexemes, corrections, unknown = lex(tokens, lx)
+    reason = ""
+    because = next((k for k, t in enumerate(lexemes) if _is(t, "because")), None)
+    if because is not None:
+        tail = lexemes[because + 1:]
+        if not tail or any(t.kind in ("node", "verb", "proc") or _is(t, *_NEG, "except", "but", "and", "then")
+                           or t.kind == "seq" for t in tail):
+            raise Refusal("I only take a short reason after 'because' (no nodes, processes, actions or "
+                          "exclusions in it); nothing was planned")
+        reason = " ".join(t.text for t in tail)
+        lexemes = lexemes[:because]
+        unknown = [u for u in unknown if u.pos < because]
+    if unknown:
+        words = ", ".join(repr(u.text) for u in unknown[:5])
+        close = {u.text: lx.correct(u.text)[1] for u in unknown[:5]}
+        hints = [f"{w!r}: did you mean {' or '.join(repr(x) for x in c[:3])}?" for w, c in close.items() if c]
+        if hints:
+            raise Refusal(f"I don't understand {words} ({'; '.join(hints)}); nothing was planned")
+        looks_like_node = [u.text for u in unknown if re.fullmatch(r"[a-z0-9]+(?:[-_.][a-z0-9]+)+|[a-z]*\d+[a-z\d]*",
+                                                                    u.text)]
+        extra = "".join(f"; there is no node {w!r} in the cluster (nor a process of that name)"
+                        for w in looks_like_node[:3])
+        raise Refusal(f"I don't understand {words}{extra}; nothing was planned")
+    for k in range(len(lexemes) - 1):
+        if _is(lexemes[k], *_NEG) and (_is(lexemes[k + 1], "just", "only", "all", "every", "everywhere")
+                                        or lexemes[k + 1].text == "just"):
+            raise Refusal(f"'{lexemes[k].text} {lexemes[k + 1].text}' leaves the targets open; name the nodes. "
+                          "Nothing was planned")
+    # fillers go; a node called "a" was lexed as a node already, so articles here are articles
+    lexemes = [t for t in lexemes if t.kind not in ("filler", "article") and not _is(t, "only")]
+    while lexemes and lexemes[-1].kind in ("seq", "punct"):   # "..., thanks." / "restart it everywhere."
+        lexemes.pop()
+    while lexemes and lexemes[0].kind in ("seq", "punct"):
+        lexemes.pop(0)
+    if lexemes and all(t.kind == "node" or _is(t, "and") or t.kind == "punct" for t in lexemes):
+        raise Refusal(f"what should I do with {' '.join(t.text for t in lexemes)!r}? Nothing was planned")
+    if not lexemes:
+        raise Refusal("there is nothing to do in that request")
+    steps = _Request(lexemes, lx).parse()
+    return Parsed(steps=steps, corrections=corrections, reason=reason)
+
+
+class _Request:
+    def __init__(self, lexemes: list[Lexeme], lx: Lexicon) -> None:
+        self.c = _Clause(lexemes)
+        self.lx = lx
+        self._prev_step: Step | None = None
+        self._implied_all = False
+
+    def parse(self) -> list[Step]:
+        c = self.c
+        steps: list[Step] = []
+        while True:
+            start = c.i
+            prev = steps[-1] if steps else None
+            self._prev_step = prev
+            step = self.clause(prev)
+            step.words = " ".join(t.text for t in c.x[start:c.i])
+            steps.append(step)
+            if c.done():
+                break
+            if not self.joiner():
+                raise _refuse_word(c.peek(), f"after {step.words!r}")  # type: ignore[arg-type]
+            if c.done():
+                raise Refusal(f"the request ends after {c.x[-1].text!r}; nothing was planned")
+        if any(s.mutating for s in steps):
+            first_mut = next(k for k, s in enumerate(steps) if s.mutating)
+            if any(not s.mutating for s in steps[first_mut:]):
+                raise Refusal("a question after an action would be answered before the action runs; ask it "
+                              "after the plan has run. Nothing was planned")
+        return steps
+
+    def joiner(self) -> bool:
+        """A step boundary: then / and then / after that / , / ; / and (before a verb) / also."""
+        c = self.c
+        found = False
+        while True:
+            t = c.peek()
+            if t is None:
+                return found
+            if t.kind == "seq" or _is(t, "then", "afterwards", "also", "next") or (t.kind == "punct"):
+                c.i += 1
+                found = True
+                continue
+            if _is(t, "and") and self._clause_start(c.peek(1)):
+                c.i += 1
+                found = True
+                continue
+            if _is(t, "after") and _is(c.peek(1), "that"):
+                c.i += 2
+                found = True
+                continue
+            return found
+
+    def _clause_start(self, t: Lexeme | None) -> bool:
+        return t is not None and (t.kind in ("verb", "proc", "seq") or _is(t, "then", "it", "also", "after"))
+
+    # ---- one clause -----------------------------------------------------------------------
+
+    def clause(self, prev: Step | None) -> Step:
+        c = self.c
+        while _is(c.peek(), "first", "firstly", "finally", "lastly") and c.peek(1) is not None \
+                and c.peek(1).kind == "verb":  # type: ignore[union-attr]
+            c.i += 1
+        t = c.peek()
+        assert t is not None
+        if prev is not None and (_is(t, *_EXCEPT1, "but", "not", "other", "apart") or t.kind == "punct"):
+            raise Refusal(f"{t.text!r} starts a new step here, so it can't exclude anything from the step "
+                          f"before; put the exclusion in the same sentence. Nothing was planned")
+        if prev is not None and prev.mutating and (_is(t, "same") or (_is(t, "do") and _is(c.peek(1), "same"))):
+            c.i += 1 if _is(t, "same") else 2      # "then do the same on nb"
+            step = Step(verb=prev.verb, processes=list(prev.processes), all_processes=prev.all_processes)
+            step.target = self.target_opt()
+            if step.target is None:
+                raise Clarification("the same where? Name the nodes", [])
+            return step
+        if _is(t, *_NEG) or (_is(t, "do") and _is(c.peek(1), *_NEG)):
+            raise Refusal(f"the request is negated ({t.text!r} ...): I plan nothing for it")
+        if t.kind == "verb" and t.value in MUTATING:
+            if t.words[0] in ("reboot", "shutdown", "power") and c.peek(1) is not None and c.peek(1).kind == "node":  # type: ignore[union-attr]
+                raise Refusal(f"{t.text} a whole node is not something the planner does; it restarts, stops "
+                              "and starts supervised processes. Nothing was planned")
+            return self.action(c.take().value)
+        if t.kind == "verb" and t.value in ("status", "logs"):
+            return self.read_process(c.take().value)
+        if prev is not None and prev.mutating and (t.kind == "proc" or _is(t, "it", "them", *_ALLWORDS, "on", "at",
+                                                                          "in", "others", "rest", "there",
+                                                                          "everywhere")
+                                                   or t.kind in ("node", "sup", "nnoun")):
+            return self.action(prev.verb, prev=prev)   # "..., then the others", "and worker on nb"
+        fronted = self._fronted()
+        if fronted is not None:
+            return fronted
+        return self.question()
+
+    def _fronted(self) -> Step | None:
+        """'logger restart on nb' (the process first), 'on nb, restart logger' / 'nb: restart logger'."""
+        c = self.c
+        j = c.i
+        end = next((k for k in range(c.i, len(c.x)) if c.x[k].kind == "seq" or _is(c.x[k], "then")), len(c.x))
+        verb_at = next((k for k in range(c.i, end) if c.x[k].kind == "verb"), None)
+        if verb_at is None or c.x[verb_at].value not in MUTATING or verb_at == c.i:
+            return None
+        t = c.peek()
+        if t is not None and t.kind == "proc":
+            step = Step(verb=c.x[verb_at].value)
+            self.objects(step)
+            if c.i != verb_at:
+                c.i = j
+                return None
+            c.i += 1
+            step.target = self.target_opt()
+            return step
+        if t is not None and (t.kind == "node" or _is(t, "on", "at", "in", "for", "across")):
+            self._prep()
+            target = self.texpr()
+            if c.peek() is not None and c.peek().kind == "punct":  # type: ignore[union-attr]
+                c.i += 1
+            if c.i != verb_at:
+                c.i = j
+                return None
+            step = self.action(c.take().value)
+            if step.target is not None:
+                raise Refusal("the request names its nodes twice; nothing was planned")
+            step.target = target
+            return step
+        return None
+
+    def action(self, verb: str, prev: Step | None = None) -> Step:
+        c = self.c
+        step = Step(verb=verb)
+        self._implied_all = False
+        self.objects(step)
+        if not (step.processes or step.all_processes or step.pronoun) and prev is not None:
+            step.processes = list(prev.processes)
+            step.all_processes = prev.all_processes
+        t = c.peek()
+        if t is not None and t.kind == "node" and not _is(c.peek(-1) if c.i else None, "on") and \
+                not (step.processes or step.all_processes or step.pronoun):
+            raise Clarification(f"what should I {verb} on {t.value}? Name a process (restarting a whole node is "
+                                "not something the planner does)", self._procs_of([t.value]))
+        if c.peek() is not None and c.peek().kind == "punct" and _is(c.peek(1), "on", "at", "in", "across"):  # type: ignore[union-attr]
+            c.i += 1   # "restart logger, on nb"
+        step.target = self.target_opt()
+        if step.target is None and step.pronoun and prev is None and self._prev_step is not None:
+            step.target = Same()   # "stop worker on nb then start it": on the same nodes
+        if step.target is None and self._implied_all:
+            step.target = All()
+        self._lines(step)
+        return step
+
+    def objects(self, step: Step) -> None:
+        c = self.c
+        if c.word("everything") or (_is(c.peek(), *_ALLWORDS) and _is(c.peek(1), "processes", "process", "procs",
+                                                                        "services", "service", "daemons", "jobs")):
+            if not _is(c.peek(-1), "everything"):
+                c.i += 2
+            step.all_processes = True
+            return
+        if _is(c.peek(), "all") and (c.peek(1) is None or _is(c.peek(1), "on", "at", "in", "across")):
+            c.i += 1
+            step.all_processes = True
+            return
+        if c.word("it", "them"):
+            step.pronoun = True
+            return
+        if _is(c.peek(), "all", "every", "each") and c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+            c.i += 1
+            self._implied_all = True   # "restart all loggers": the logger on every node
+        c.word("both")
+        while True:
+            c.kind("pnoun") if c.peek() is not None and c.peek().kind == "pnoun" and \
+                c.peek(1) is not None and c.peek(1).kind == "proc" else None  # type: ignore[union-attr]
+            p = c.kind("proc")
+            if p is None:
+                break
+            step.processes.append(p.value)
+            if c.peek() is not None and c.peek().kind == "pnoun" and not c.peek().value:  # type: ignore[union-attr]
+                c.i += 1
+            if _is(c.peek(), "or") and c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+                raise Clarification("which process: " + " or ".join([p.value, c.peek(1).value]) + "?",  # type: ignore[union-attr]
+                                    [p.value, c.peek(1).value])  # type: ignore[union-attr]
+            if (_is(c.peek(), "and", "plus") or (c.peek() is not None and c.peek().kind == "punct")) and \
+                    c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+                c.i += 1
+                continue
+            if (_is(c.peek(), "and", ",") or (c.peek() is not None and c.peek().kind == "punct")) \
+                    and c.peek(1) is not None and c.peek(1).kind == "pnoun" and c.peek(2) is not None \
+                    and c.peek(2).kind == "proc":  # type: ignore[union-attr]
+                c.i += 1
+                continue
+            break
+        step.processes = list(dict.fromkeys(step.processes))
+
+    def _lines(self, step: Step) -> None:
+        c = self.c
+        # "[the] last N lines" at the end of a logs clause
+        j = c.i
+        c.word("last")
+        n = c.kind("num")
+        if n is not None and c.word("lines", "line"):
+            step.lines = int(n.value)
+            return
+        c.i = j
+
+    def target_opt(self) -> Expr | None:
+        c = self.c
+        t = c.peek()
+        if t is None or self._at_boundary():
+            return None
+        if _is(t, "wherever") or (_is(t, "where") and c.peek(1) is not None and c.peek(1).kind != "node"):  # type: ignore[union-attr]
+            if _is(t, "wherever"):
+                c.i += 1
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise _refuse_word(t)
+            return e
+        if c.word("not"):  # "restart logger not on na"
+            self._prep()
+            return Except(All(), self.union())
+        if _is(t, "except") or (_is(t, "but") and _is(c.peek(1), "not")) or \
+                (_is(t, "other") and _is(c.peek(1), "than")):
+            c.i += 2 if not _is(t, "except") else 1
+            c.word("for")
+            self._prep()
+            return Except(All(), self.union())
+        self._prep()
+        return self.texpr()
+
+    def _prep(self) -> bool:
+        return self.c.word("on", "at", "in", "across", "from", "for", "onto", "within", "of", "over")
+
+    def _at_boundary(self) -> bool:
+        c = self.c
+        t = c.peek()
+        return t is None or t.kind == "seq" or _is(t, "then", "also") or \
+            (_is(t, "and") and _is(c.peek(1), "then")) or (t.kind == "punct" and _is(c.peek(1), "then"))
+
+    # ---- target expressions ---------------------------------------------------------------
+
+    def texpr(self) -> Expr:
+        c = self.c
+        e = self.union()
+        while True:
+            j = c.i
+            if self._except_word(e):
+                c.word("for")
+                self._prep()
+                e = Except(e, self.union())
+                continue
+            c.i = j
+            return e
+
+    def _except_word(self, e: Expr | None = None) -> bool:
+        c = self.c
+        t = c.peek()
+        if t is None:
+            return False
+        if t.kind == "punct" and _is(c.peek(1), *_EXCEPT1, "other", "apart", "excluding"):
+            c.i += 1   # "all nodes, except na"
+            if self._except_word(e):
+                return True
+            c.i -= 1
+            return False
+        if _is(t, *_EXCEPT1):
+            c.i += 1
+            return True
+        if _is(t, "but") and _is(c.peek(1), "not"):
+            c.i += 2
+            return True
+        if _is(t, "other") and _is(c.peek(1), "than"):
+            c.i += 2
+            return True
+        if _is(t, "apart") and _is(c.peek(1), "from"):
+            c.i += 2
+            return True
+        if (t.kind == "punct" or _is(t, "and")) and _is(c.peek(1), "not"):
+            c.i += 2
+            return True
+        if (t.kind == "punct") and _is(c.peek(1), "but") and _is(c.peek(2), "not"):
+            c.i += 3
+            return True
+        if _is(t, "but") and (self._broad_before() or (e is not None and is_broad(e))):
+            c.i += 1
+            return True
+        return False
+
+    def _broad_before(self) -> bool:
+        c = self.c
+        prev = c.x[c.i - 1] if c.i else None
+        return _is(prev, "everywhere", "anywhere", "everything", "all", "nodes", "hosts", "servers", "machines",
+                   "boxes")
+
+    def union(self) -> Expr:
+        c = self.c
+        parts = [self.term()]
+        while True:
+            t = c.peek()
+            if t is None:
+                break
+            if _is(t, "or"):
+                raise Clarification("'or' leaves the choice to me: which one do you mean?", [])
+            if t.kind == "node" and isinstance(parts[-1], Ids):   # "on na nc"
+                parts.append(self.term())
+                continue
+            joined = (_is(t, "and", "plus") or (t.kind == "punct" and t.value in (",", "&")))
+            if not joined:
+                break
+            nxt = c.peek(1)
+            if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but", "after",
+                                                                         "first", "finally", "same", "do", "other",
+                                                                         "apart", *_EXCEPT1):
+                break
+            if _is(t, "and") and _is(nxt, "also"):
+                break
+            c.i += 1
+            if _is(c.peek(), "and"):   # "na, nb, and nc"
+                c.i += 1
+            self._prep()               # "the coolest node and on nb"
+            parts.append(self.term())
+        return parts[0] if len(parts) == 1 else Union(parts)
+
+    def term(self) -> Expr:
+        c = self.c
+        t = c.peek()
+        if t is None:
+            raise Refusal("the request ends where a target was expected; nothing was planned")
+        # all / every / everywhere
+        if t.kind == "word" and t.value in _ALLWORDS | {"everything", "whole", "entire", "anywhere", "any"}:
+            if _is(t, "anywhere"):
+                c.i += 1
+                nxt = c.peek()
+                if not (_is(nxt, "but", "except") or (_is(nxt, "other") and _is(c.peek(1), "than"))):
+                    raise Clarification("'anywhere' leaves the choice to me: which node?", [])
+                return All()
+            if _is(t, "any"):
+                raise Clarification("'any' leaves the choice to me: which node?", [])
+            c.i += 1
+            if t.value in ("whole", "entire"):
+                if not c.word("cluster"):
+                    raise _refuse_word(t)
+                return All()
+            if t.value == "everywhere" and c.word("else"):
+                return Others()
+            c.word("of")
+            if _is(c.peek(), "other", "others", "rest", "remaining") and not _is(c.peek(1), "than"):
+                c.i += 1
+                c.kind("nnoun")
+                return Others()
+            n = c.peek()
+            if n is not None and n.kind == "sup":  # "all the hottest" is not a thing
+                raise _refuse_word(n, "after 'all'")
+            if _is(c.peek(), "offline"):
+                raise Refusal("actions run on online nodes only; nothing was planned")
+            c.word("online")
+            c.kind("nnoun")
+            c.word("cluster", "fleet")
+            c.word("them")
+            self._in_cluster()
+            return self.posts(All())
+        if _is(t, "cluster", "fleet"):
+            c.i += 1
+            return All()
+        if _is(t, "both") and c.peek(1) is not None and c.peek(1).kind in ("node", "nnoun"):  # type: ignore[union-attr]
+            c.i += 1
+            c.kind("nnoun")
+            e = self.union()
+            if not (isinstance(e, Union) and len(e.parts) == 2):
+                raise Clarification("'both' should name two nodes: which two?", [])
+            return e
+        if _is(t, "whichever") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+            c.i += 1
+            return self.term()
+        if _is(t, "others", "rest"):
+            c.i += 1
+            c.word("of")
+            c.word("them")
+            c.kind("nnoun")
+            return Others()
+        if _is(t, "other", "remaining") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+            c.i += 2
+            return Others()
+        if _is(t, "there") or (_is(t, "it", "them") and self._target_pronoun_ok()):
+            c.i += 1
+            return Same()
+        if _is(t, "same") or (_is(t, "that") and c.peek(1) is not None and c.peek(1).kind == "nnoun"):  # type: ignore[union-attr]
+            c.i += 1
+            if not c.kind("nnoun"):
+                raise _refuse_word(t)
+            return Same()
+        if _is(t, "those", "ones", "these"):
+            c.i += 1
+            c.kind("nnoun")
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise Clarification(f"which nodes do you mean by {t.text!r}?", [])
+            return e
+        # ranked: [N|ORD|top N] SUPERLATIVE [N] [node] post*
+        count, ordinal = 1, None
+        j = c.i
+        topped = _is(t, "top")
+        if c.word("top"):
+            n = c.kind("num")
+            count = int(n.value) if n else 1
+        elif t.kind == "ord":
+            ordinal = int(c.take().value)
+        elif t.kind == "num" and c.peek(1) is not None and c.peek(1).kind == "sup":  # type: ignore[union-attr]
+            count = int(c.take().value)
+        elif t.kind == "count" and t.value > 0 and c.peek(1) is not None and c.peek(1).kind == "sup":  # type: ignore[union-attr]
+            count = int(c.take().value)
+        s = c.kind("sup")
+        if s is not None:
+            n = c.kind("num")
+            if n is None and c.peek() is not None and c.peek().kind == "count" and c.peek().value > 0:  # type: ignore[union-attr]
+                n = c.take()
+            if n is not None:
+                count = int(n.value)
+            c.word("online")
+            noun = c.kind("nnoun")
+            if noun is None:
+                noun = c.kind("word") if _is(c.peek(), "one", "ones") else None
+            plural = noun is not None and (noun.value is True or noun.words[0] == "ones")
+            if c.word("of"):     # "the hottest of the nodes", "the coolest of na and nb"
+                c.word("all")
+                if c.kind("nnoun") is None:
+                    inner = self.union()
+                    base = self.posts(inner, allow_rank=False)
+                    return Rank(base, s.value[0], s.value[1], count, ordinal)
+            if plural and n is None and ordinal is None and not topped and count == 1 and c.i - j <= 3:
+                raise Clarification(f"how many of the {s.text} nodes? Say e.g. 'the 2 {s.text} nodes'", [])
+            base = self.posts(All(), allow_rank=False)
+            return Rank(base, s.value[0], s.value[1], count, ordinal)
+        c.i = j
+        if t.kind in ("num", "count") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+            c.i += 2
+            e = self.posts(All())
+            if isinstance(e, Rank):
+                if t.kind == "num":
+                    e.count = int(t.value)
+                    return e
+            raise Clarification(f"which {t.text} nodes? Name them, or say e.g. 'the {t.text} coolest nodes'", [])
+        if t.kind == "ord" and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+            raise Clarification(f"the {t.text} node by what? Say e.g. 'the {t.text} hottest node'", [])
+        # node [ID] post* | ID [node]
+        if t.kind == "nnoun":
+            c.i += 1
+            idl = c.kind("node")
+            if idl is not None:
+                return Ids([idl.value])
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise Clarification(f"which node{'s' if t.value else ''}? Name {'them' if t.value else 'it'}, or "
+                                    "say 'all nodes' or e.g. 'the coolest node'", [])
+            return e
+        if t.kind == "node":
+            c.i += 1
+            c.kind("nnoun")
+            return Ids([t.value])
+        if t.kind in ("cmp",):
+            return self.posts(All())
+        raise _refuse_word(t, "where a node or a set of nodes was expected")
+
+    def _in_cluster(self) -> None:
+        c = self.c
+        if _is(c.peek(), "in", "of", "across", "within") and _is(c.peek(1), "cluster", "fleet"):
+            c.i += 2
+
+    def _target_pronoun_ok(self) -> bool:
+        c = self.c
+        prev = c.x[c.i - 1] if c.i else None
+        return _is(prev, "on", "at", "in", "from")
+
+    def posts(self, base: Expr, *, allow_rank: bool = True) -> Expr:
+        """Filters after a node noun: comparisons, 'running X', 'that has it', 'which is hottest'."""
+        c = self.c
+        e = base
+        while True:
+            j = c.i
+            if e is not base and _is(c.peek(), "and") and c.peek(1) is not None and (
+                    c.peek(1).kind in ("cmp", "metric") or _is(c.peek(1), "with", "where", "whose", "that", "running")):  # type: ignore[union-attr]
+                c.i += 1   # "under 50 and over 40 degrees", "with load over 1 and temperature under 50": both hold
+            cond = self.post()
+            if cond is None:
+                c.i = j
+                # "node which is hottest", "node that is the coolest", "node with the most free memory"
+                k = c.i
+                c.word("that", "which", "who", "whichever")
+                c.word("is", "are", "has", "have")
+                s = c.kind("sup")
+                if s is not None and allow_rank:
+                    c.word("one")
+                    e = Rank(e, s.value[0], s.value[1])
+                    continue
+                c.i = k
+                return e
+            if isinstance(cond, list):
+                for x in cond:
+                    e = Filter(e, x)
+            else:
+                e = Filter(e, cond)
+
+    def post(self) -> Cond | Has | list[Cond] | None:
+        c = self.c
+        c.word("online")
+        rel = c.word("that", "which", "who", "where", "whose")
+        # running X / that has it / with X
+        j = c.i
+        if c.word("is", "are"):
+            if c.word("running") and c.peek() is not None and (c.peek().kind == "proc" or _is(c.peek(), "it")):  # type: ignore[union-attr]
+                return Has(self._proc_or_it(), running=True)
+            c.i = j
+        t = c.peek()
+        if _is(t, *_RUNWORDS) and c.peek(1) is not None and (c.peek(1).kind == "proc" or _is(c.peek(1), "it", "one")):  # type: ignore[union-attr]
+            word = c.take().words[0]
+            proc = self._proc_or_it()
+            running = word in ("running", "runs", "run") or c.word("running")
+            return Has(proc, running=running)
+        # "where it is stopped", "where logger is not running", "that have it stopped"
+        k = c.i
+        subj = None
+        if _is(c.peek(), "it") or (c.peek() is not None and c.peek().kind == "proc"):  # type: ignore[union-attr]
+            subj = "$it" if _is(c.peek(), "it") else c.peek().value  # type: ignore[union-attr]
+            c.i += 1
+            c.word("is", "are")
+            if c.word("stopped", "down", "dead") or (c.word("not") and c.word("running")):
+                return Has(subj, running=False, stopped=True)
+            if c.word("running", "up"):
+                return Has(subj, running=True)
+        c.i = k
+        # comparisons
+        c.word("running")   # "machines running hotter than 65 degrees"
+        c.word("with", "having", "has", "have", "where", "whose")
+        c.word("is", "are")
+        metric = None
+        m = c.kind("metric")
+        if m is not None:
+            metric = m.value
+            c.word("is", "are", "of")
+        cm = c.kind("cmp")
+        if cm is None:
+            k = c.i
+            c.word("at")
+            n = c.kind("num")
+            if n is not None:
+                unit = self._unit()
+                if metric is None and c.peek() is not None and c.peek().kind == "metric":  # type: ignore[union-attr]
+                    metric = c.take().value
+                pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
+                after = c.peek(2)
+                if pair in OR_MORE and not (after is not None and after.kind == "num"):
+                    c.i += 2
+                    key = self._metric_for(metric, None, unit, n)
+                    return Cond(key, OR_MORE[pair], float(n.value))  # type: ignore[index]
+            c.i = k
+            if rel or m is not None:
+                c.i = j - (1 if rel else 0)
+            return None
+        op, hint = cm.value
+        if op == "between":
+            lo = self._number()
+            if not c.word("and"):
+                raise Refusal("'between' needs two numbers ('between 40 and 50'); nothing was planned")
+            hi = self._number()
+            unit = self._unit()
+            key = self._metric_for(metric, hint, unit, cm)
+            return [Cond(key, "ge", min(lo, hi)), Cond(key, "le", max(lo, hi))]
+        v = self._number()
+        unit = self._unit()
+        if metric is None and c.peek() is not None and c.peek().kind == "metric":  # type: ignore[union-attr]
+            metric = c.take().value        # "less than 50% memory used"
+            if c.word("free") and metric == "memory_percent":
+                metric = "free_memory_percent"
+            c.word("used", "usage", "use")
+        pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
+        after = c.peek(2)
+        if pair in OR_MORE and not (after is not None and after.kind == "num"):   # not "under 50 and over 40"
+            new = OR_MORE[pair]  # type: ignore[index]
+            if op == "eq" or (op in ("gt", "ge") and new == "ge") or (op in ("lt", "le") and new == "le"):
+                c.i += 2
+                op = new
+        key = self._metric_for(metric, hint, unit, cm)
+        return Cond(key, op, v)
+
+    def _proc_or_it(self) -> str:
+        c = self.c
+        if c.word("it", "one"):
+            return "$it"
+        p = c.kind("proc")
+        assert p is not None
+        return p.value
+
+    def _number(self) -> float:
+        c = self.c
+        n = c.kind("num")
+        if n is None:
+            t = c.peek()
+            if t is None:
+                raise Refusal("a comparison needs a number; nothing was planned")
+            raise _refuse_word(t, "where a number was expected")
+        return float(n.value)
+
+    def _unit(self) -> str | None:
+        u = self.c.kind("unit")
+        return None if u is None else u.value
+
+    def _metric_for(self, metric: str | None, hint: str | None, unit: str | None, cm: Lexeme) -> str:
+        if metric is None:
+            metric = hint
+        if metric is None and unit == "temperature_c":
+            metric = "temperature_c"
+        if metric is None:
+            raise Clarification(f"{cm.text!r} what? Say which metric: temperature, cpu, load, memory or disk",
+                                ["temperature", "cpu", "load", "memory", "disk"])
+        if unit == "temperature_c" and metric != "temperature_c":
+            raise Refusal(f"degrees don't measure {metric}; nothing was planned")
+        if unit == "percent" and metric in ("temperature_c", "load_1m"):
+            raise Refusal(f"{metric} is not a percentage; nothing was planned")
+        return metric
+
+    def _procs_of(self, ids: list[str]) -> list[str]:
+        return sorted(set(self.lx.processes.values()))
+
+    # ---- questions and reads --------------------------------------------------------------
+
+    def read_process(self, verb: str) -> Step:
+        """status/logs [of] PROC... [on TARGET] [N lines]."""
+        c = self.c
+        step = Step(verb=verb)
+        while c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+            c.i += 1
+        c.word("of", "for", "on")
+        if verb == "status" and c.peek() is not None and (c.peek().kind == "node" or (c.peek().kind == "nnoun"  # type: ignore[union-attr]
+                                                                                        and c.peek(1) is not None and c.peek(1).kind == "node")):  # type: ignore[union-attr]
+            c.kind("nnoun")
+            n = c.take()
+            if c.done() or self._at_boundary():   # "status edge-1", "check node-b": the node itself
+                return Step(verb="node", target=Ids([n.value]))
+            c.i -= 1
+        self._lines(step)
+        c.word("of", "for", "from")
+        self.objects(step)
+        if _is(c.peek(), "logs", "log", "status", "state", "output"):
+            c.i += 1
+        self._lines(step)
+        step.target = self.target_opt()
+        self._lines(step)
+        return step
+
+    def question(self) -> Step:
+        c = self.c
+        x = c.x[c.i:]
+        end = next((k for k, t in enumerate(x) if k and (t.kind == "seq" or _is(t, "then"))), len(x))
+        words = x[:end]
+        kinds = {t.kind for t in words}
+        ws = {t.words[0] for t in words if len(t.words) == 1}
+        has_proc = "proc" in kinds
+        verbs = {t.value for t in words if t.kind == "verb"}
+        # a read with a status or logs verb later in the clause ("show worker status on all nodes")
+        if verbs & {"status", "logs"} or ("lines" in ws and has_proc):
+            return self._scaffold_then(lambda: self._proc_read("logs" if ("logs" in verbs or "lines" in ws)
+                                                               else "status"))
+        if verbs & MUTATING:
+            raise Refusal("I can only take an action at the start of a step ('restart logger on na'); "
+                          "nothing was planned")
+        if has_proc and ("where" in ws or "who" in ws or "nnoun" in kinds or ws & {"which"}) and \
+                not _is(words[0], "is", "are") and not kinds & {"sup", "cmp", "ord"}:
+            return self._scaffold_then(self._where_runs)
+        if has_proc and ws & _STATEWORDS and ws & {"is", "are", "how"}:
+            return self._scaffold_then(lambda: self._proc_read("status", state_word=True))
+        if "service" in kinds and ("describe" in verbs or "pnoun" not in kinds or
+                                   any(t.kind == "pnoun" and t.words[0] == "service" for t in words)):
+            return self._scaffold_then(self._describe)
+        if has_proc and _is(words[0], "is", "are") and not ("nnoun" in kinds and "where" in ws):
+            return self._scaffold_then(lambda: self._proc_read("status", state_word=True))
+        if _is(words[0], "is", "are") and len(words) >= 3 and words[1].kind == "node" and \
+                _is(words[2], "online", "up", "down", "offline", "alive", "reachable", "ok", "healthy") and len(words) == 3:
+            c.i += 3
+            return Step(verb="node", target=Ids([words[1].value]))
+        if "offline" in ws and "nnoun" in kinds and not kinds & {"proc", "sup", "cmp", "node", "metric"} and \
+                all(t.kind == "nnoun" or _is(t, *_Q, "offline", "down", "all", "show", "list", "there", "currently")
+                    or (t.kind == "verb" and t.value == "show") for t in words):
+            c.i += len(words)
+            return Step(verb="offline")
+        if ws & {"details", "detail", "information", "about", "info"} and "node" in kinds and not has_proc \
+                and sum(t.kind == "node" for t in words) == 1:
+            for t in words:
+                if not (t.kind == "node" or t.kind == "nnoun" or _is(t, *_Q, "details", "detail", "information",
+                                                                      "about", "info", "of", "on", "for", "me", "all")
+                        or (t.kind == "verb" and t.value in ("show", "describe"))):
+                    raise _refuse_word(t)
+            c.i += len(words)
+            return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
+        if "many" in ws and "nnoun" in kinds and ws & {"how"}:
+            return self._scaffold_then(self._how_many)
+        if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS)
+                             or (ws & {"what"} and len(words) >= 3 and _is(words[1], "is", "are")
+                                 and _is(words[2], "on", "at") and "metric" not in kinds and "adj" not in kinds)):
+            return self._scaffold_then(self._processes)
+        if "metric" in kinds or "adj" in kinds or ws & {"metrics", "stats", "temperatures", "temps"}:
+            return self._scaffold_then(self._metrics)
+        if "service" in kinds and ("describe" in verbs or "pnoun" not in kinds):
+            return self._scaffold_then(self._describe)
+        if kinds & {"nnoun", "sup", "cmp", "node"}:
+            return self._scaffold_then(self._nodes)
+        t = c.peek()
+        assert t is not None
+        raise _refuse_word(t, "(the offline planner understands restart, stop, start, status, logs and "
+                              "questions about nodes, processes and metrics)")
+
+    def _scaffold_then(self, f: Any) -> Step:
+        c = self.c
+        while c.peek() is not None and (_is(c.peek(), *_Q, "there", "me", "us") or
+                                        (c.peek().kind == "verb" and c.peek().value in ("show", "describe")  # type: ignore[union-attr]
+                                         and f != self._describe)):
+            c.i += 1
+        return f()
+
+    def _proc_read(self, verb: str, state_word: bool = False) -> Step:
+        c = self.c
+        step = Step(verb=verb)
+        self._lines(step)
+        c.word("of", "from")
+        if c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+            c.i += 1
+            c.word("of", "for", "from")
+        self._lines(step)
+        pre = None
+        if c.peek() is not None and c.peek().kind in ("node",) and c.peek(1) is not None \
+                and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+            pre = Ids([c.take().value])       # "node-b logger logs"
+        self.objects(step)
+        c.word("is", "are")
+        if state_word:
+            c.word(*_STATEWORDS)
+        if c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+            c.i += 1
+        self._lines(step)
+        step.target = self.target_opt() if pre is None else pre
+        if state_word:
+            c.word(*_STATEWORDS)
+        self._lines(step)
+        if not step.processes and not step.pronoun and not step.all_processes:
+            raise Clarification(f"{verb} of which process?", sorted(set(self.lx.processes.values())))
+        return step
+
+    def _where_runs(self) -> Step:
+        """where is X running / which nodes run X / nodes running X / who has X."""
+        c = self.c
+        c.word("all", "every", "each")
+        c.kind("nnoun")
+        c.word("that", "which", "who")
+        c.word("is", "are", "does", "do")
+        self._nodes_word = c.kind("nnoun")
+        procs: list[tuple[str, bool]] = []
+        while True:
+            w = c.peek()
+            running = False
+            if _is(w, *_RUNWORDS) or _is(w, "is", "are"):
+                running = w.words[0] in ("running", "runs", "run")  # type: ignore[union-attr]
+                c.i += 1
+                if _is(c.peek(), "running"):
+                    running = True
+                    c.i += 1
+            p = c.kind("proc")
+            if p is None:
+                break
+            c.kind("pnoun")
+            if _is(c.peek(), "running", "run", "runs"):
+                running = True
+                c.i += 1
+            c.word("is", "are")
+            if _is(c.peek(), "running", "run", "runs", "supervised", "hosted"):
+                running = running or c.peek().words[0] != "supervised"  # type: ignore[union-attr]
+                c.i += 1
+            procs.append((p.value, running or True))
+            if not c.word("and"):
+                break
+        if not procs:
+            t = c.peek()
+            raise _refuse_word(t) if t else Refusal("which process?")
+        e: Expr = All()
+        for p, running in procs:
+            e = Filter(e, Has(p, running=running))
+        if not c.done() and not self._at_boundary():
+            e2 = self.posts(e)
+            e = e2
+            if not c.done() and not self._at_boundary():
+                if self._except_word():
+                    e = Except(e, self.union())
+        return Step(verb="nodes", target=e)
+
+    def _how_many(self) -> Step:
+        c = self.c
+        c.word("many")
+        c.kind("nnoun")
+        c.word("are", "is", "do", "does")
+        c.word("there")
+        step = Step(verb="nodes", target=All(), include_offline=True)
+        if c.word("online", "up", "alive"):
+            step.include_offline = False
+        elif _is(c.peek(), "offline", "down"):
+            raise Refusal("I can list the nodes ('how many nodes are there') but not filter on offline ones; "
+                          "nothing was planned")
+        self._in_cluster()
+        c.word("in", "of")
+        c.word("cluster", "fleet")
+        c.word("we", "have")
+        return step
+
+    def _processes(self) -> Step:
+        """which processes does X supervise / what runs on X / processes on X / what does X run."""
+        c = self.c
+        step = Step(verb="processes")
+        c.word("all", "every", "each")
+        c.kind("pnoun")
+        c.word("does", "do", "is", "are")
+        if c.word("running", "runs", "run", "supervised", "hosted", "supervises", "hosts", "has", "have"):
+            c.word("on", "at", "in", "by")
+            if c.word("where"):
+                step.verb, step.include_offline = "nodes", True
+                return step
+        if c.done() or self._at_boundary():
+            step.verb, step.include_offline = "nodes", True
+            return step
+        self._prep()
+        step.target = self.texpr()
+        c.word("supervise", "supervises", "run", "runs", "have", "has", "host", "hosts", "running")
+        return step
+
+    def _metrics(self) -> Step:
+        """how hot is X / temperature of X / metrics on X / how much memory is free on X / temperatures."""
+        c = self.c
+        step = Step(verb="metrics")
+        c.word("much", "many")
+        for _ in range(4):
+            t = c.peek()
+            if t is not None and t.kind == "metric":
+                step.metric = t.value
+                c.i += 1
+            elif t is not None and t.kind == "adj":
+                step.metric = t.value
+                c.i += 1
+            elif _is(t, "metrics", "stats", "temperatures", "temps", "is", "are", "free", "used", "of", "does", "do"):
+                if t.words[0] in ("temperatures", "temps"):  # type: ignore[union-attr]
+                    step.metric = "temperature_c"
+                if t.words[0] == "free" and step.metric == "memory_percent":  # type: ignore[union-attr]
+                    step.metric = "free_memory_percent"
+                c.i += 1
+            else:
+                break
+        if c.done() or self._at_boundary():
+            step.target = All()
+            return step
+        self._prep()
+        step.target = self.texpr()
+        c.word("is", "are")
+        t = c.peek()
+        if t is not None and t.kind in ("metric", "adj"):
+            step.metric = t.value
+            c.i += 1
+        c.word("metrics", "stats", "free", "used", "have", "has")
+        c.word("at", "right")
+        return step
+
+    def _describe(self) -> Step:
+        c = self.c
+        c.word("describe")
+        if c.peek() is not None and c.peek().kind == "verb":  # type: ignore[union-attr]
+            c.i += 1
+        c.kind("pnoun")
+        s = c.kind("service")
+        if s is None:
+            raise _refuse_word(c.peek()) if c.peek() else Refusal("describe which service?")  # type: ignore[arg-type]
+        c.kind("pnoun")
+        return Step(verb="describe", service=s.value)
+
+    def _nodes(self) -> Step:
+        """show nodes / which node is the hottest / show the 2 hottest nodes / show node X."""
+        c = self.c
+        step = Step(verb="nodes")
+        t = c.peek()
+        if t is not None and t.kind == "nnoun" and c.peek(1) is not None and c.peek(1).kind == "node" \
+                and (c.i + 2 >= len(c.x) or self._boundary_at(c.i + 2)):  # type: ignore[union-attr]
+            c.i += 1
+            step.verb, step.target = "node", Ids([c.take().value])
+            return step
+        if t is not None and t.kind == "node" and (c.i + 1 >= len(c.x) or self._boundary_at(c.i + 1)):
+            c.i += 1
+            step.verb, step.target = "node", Ids([t.value])
+            return step
+        if t is not None and t.kind == "nnoun" and (c.i + 1 >= len(c.x) or self._boundary_at(c.i + 1)):
+            c.i += 1
+            step.include_offline = True
+            step.target = All()
+            return step
+        if _is(t, "all", "every") and c.peek(1) is not None and c.peek(1).kind == "nnoun" and \
+                (c.i + 2 >= len(c.x) or self._boundary_at(c.i + 2)):  # type: ignore[union-attr]
+            c.i += 2
+            step.include_offline = True
+            step.target = All()
+            return step
+        # "which node is the hottest": node noun, is, superlative
+        if t is not None and (t.kind == "nnoun" or _is(t, "one")) and _is(c.peek(1), "is", "are") and c.peek(2) is not None \
+                and c.peek(2).kind == "sup":  # type: ignore[union-attr]
+            c.i += 3
+            c.word("one")
+            c.kind("nnoun")
+            step.target = Rank(self.posts(All(), allow_rank=False), c.x[c.i - 1].value[0]
+                               if c.x[c.i - 1].kind == "sup" else "", "")
+            s = next(x for x in reversed(c.x[:c.i]) if x.kind == "sup")
+            step.target = Rank(step.target.base, s.value[0], s.value[1])  # type: ignore[union-attr]
+            return step
+        if t is not None and t.kind == "nnoun" and _is(c.peek(1), "are", "is") and _is(c.peek(2), "online", "up") \
+                and (c.i + 3 >= len(c.x) or self._boundary_at(c.i + 3)):
+            c.i += 3     # "which hosts are online"
+            step.target = All()
+            return step
+        step.target = self.texpr()
+        c.word("is", "are")
+        c.word("online")
+        if _is(c.peek(), "do", "does") and _is(c.peek(1), "we") and _is(c.peek(2), "have"):
+            c.i += 3     # "what nodes do we have"
+            step.include_offline = isinstance(step.target, All)
+        return step
+
+    def _boundary_at(self, k: int) -> bool:
+        t = self.c.x[k]
+        return t.kind == "seq" or _is(t, "then")
+
+
+def explain(p: Parsed) -> str:
+    """The intermediate form as a few lines of text (``--explain``)."""
+    out = []
+    for a, b in p.corrections:
+        out.append(f"read {a!r} as {b!r}")
+    for k, s in enumerate(p.steps, 1):
+        out.append(f"step {k}: " + ", ".join(f"{key}={val}" for key, val in s.show().items()))
+    if p.reason:
+        out.append(f"reason: {p.reason}")
+    return "\n".join(out)
+
+
+__all__ = ["ARTICLES", "SUPERLATIVES", "Clarification", "Parsed", "Refusal", "Step", "explain", "parse"]
