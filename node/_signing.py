@@ -50,6 +50,8 @@ from nacl.exceptions import BadSignatureError
 from ._config import node_id_error
 from ._errors import ConfigError
 from ._json import canonical_bytes
+from ._ratelog import RateLimitedLog
+from ._text import printable
 
 __all__ = [
     "Reason",
@@ -351,9 +353,9 @@ def _is_timestamp(ts: object) -> bool:
 
 
 def _label(sender: object) -> str:
-    """A sender for logs and rate-limit keys: attacker-controlled, so bounded and quoted."""
+    """A sender for logs and rate-limit keys: attacker-controlled, so bounded and escaped."""
     if isinstance(sender, str):
-        return sender if len(sender) <= 64 else sender[:64] + "…"
+        return printable(sender, limit=64)
     return f"<{type(sender).__name__}>"
 
 
@@ -373,8 +375,7 @@ class Verifier:
         self.counts: dict[str, int] = {str(r): 0 for r in Reason}
         self.accepted = 0
         self._seen = _SeenCache()
-        self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._flood_logged_at = -math.inf
+        self._log = RateLimitedLog(log, interval=LOG_INTERVAL, max_keys=LOG_MAX_KEYS, clock=clock)
 
     def verify(self, env: Any, *, fresh: bool = True) -> Reason | None:
         """``None`` if ``env`` is accepted, else the :class:`Reason` it was dropped for.
@@ -441,27 +442,9 @@ class Verifier:
         """
         reason = Reason(reason)
         self.counts[reason] = self.counts.get(reason, 0) + 1
-        now = self.clock()
-        logged = self._logged
-        while logged:  # prune pairs whose minute is over (front = oldest)
-            k, at = next(iter(logged.items()))
-            if now - at < LOG_INTERVAL:
-                break
-            del logged[k]
         label = _label(env_from)
-        key = (label, str(reason))
-        if key in logged:
-            return
-        if len(logged) >= LOG_MAX_KEYS:
-            if now - self._flood_logged_at >= LOG_INTERVAL:
-                self._flood_logged_at = now
-                log.warning("dropping envelopes from more than %d distinct senders a minute; "
-                            "further rejections are counted but not logged (see $sys/stats)",
-                            LOG_MAX_KEYS)
-            return
-        logged[key] = now
-        log.warning("dropped envelope from %r: %s (counted; the same from this sender is "
-                    "logged again in %.0f s at the earliest)", label, reason, LOG_INTERVAL)
+        self._log.warning((label, reason.value), "dropped envelope from %r: %s (counted; the same from this "
+                          "sender is logged again in %.0f s at the earliest)", label, reason, LOG_INTERVAL)
 
     @property
     def seen_size(self) -> int:
