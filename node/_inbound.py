@@ -57,9 +57,27 @@ RETAINED = frozenset({"presence", "state"})
 _KNOWN_IDS_MAX = 20_000
 
 
-def _sender(frm: object) -> str:
-    """A sender for a log line: outside text, so escaped and cut."""
-    return printable(frm if isinstance(frm, str) else repr(frm), limit=64)
+_NOBODY = object()   # a rejection of a whole message, before any sender is known
+
+
+class _Sender:
+    """Who sent a rejected envelope, for a log line; made into text only if the line is logged.
+
+    Outside text, so escaped and cut; a sender that is not a string shows as its type only.
+    """
+
+    __slots__ = ("frm",)
+
+    def __init__(self, frm: object) -> None:
+        self.frm = frm
+
+    def __str__(self) -> str:
+        frm = self.frm
+        if frm is _NOBODY:
+            return "a message"
+        if isinstance(frm, str):
+            return "an envelope from " + printable(repr(frm[:64]) + ("…" if len(frm) > 64 else ""))
+        return f"an envelope whose 'from' is a JSON {type(frm).__name__}"
 
 
 class Inbound:
@@ -81,21 +99,22 @@ class Inbound:
             envs: list[Any] = [obj]
         elif type(obj) is list:
             if len(obj) > self.max_envelopes:
-                self.reject("batch_too_large", None, f"a batch of {len(obj)} envelopes "
+                self.reject("batch_too_large", _NOBODY, f"a batch of {len(obj)} envelopes "
                             f"(the limit is {self.max_envelopes})", n=len(obj))
                 return []
             envs = obj
         else:
-            self.reject("malformed", None, f"a message that is a JSON {type(obj).__name__}, not an envelope")
+            self.reject("malformed", _NOBODY, f"a message that is a JSON {type(obj).__name__}, not an envelope")
             return []
         out = []
         verifier = self.verifier
         for env in envs:
             if type(env) is not dict:
-                self.reject("malformed", None, f"a batch holding a JSON {type(env).__name__}")
+                self.reject("malformed", _NOBODY, f"a batch holding a JSON {type(env).__name__}")
                 return []
             kind = env.get("kind")
-            if verifier is not None and verifier.verify(env, fresh=kind not in RETAINED) is not None:
+            known = type(kind) is str and kind in self.kinds
+            if verifier is not None and verifier.verify(env, fresh=not (known and kind in RETAINED)) is not None:
                 return []   # counted and logged by the verifier
             frm = env.get("from")
             if type(frm) is not str or frm not in self._ids:
@@ -113,7 +132,7 @@ class Inbound:
                 else:
                     self.reject("bad_to", frm, f"'to' is a JSON {type(to).__name__}")
                 return []
-            if kind not in self.kinds:
+            if not known:
                 self.reject("unknown_kind", frm, f"unknown kind {printable(repr(kind), limit=40)}")
                 return []
             env_id = env.get("id")
@@ -123,10 +142,9 @@ class Inbound:
             out.append(env)
         return out
 
-    def reject(self, reason: str, sender: object, detail: str = "", *, n: int = 1) -> None:
+    def reject(self, reason: str, sender: object = _NOBODY, detail: str = "", *, n: int = 1) -> None:
         """Count ``n`` rejections for ``reason`` and log (rate-limited per reason) why."""
         self.counts[reason] = self.counts.get(reason, 0) + n
-        self._log.warning(reason, "dropped an envelope from %s: %s (%s; counted in federation.rejected, "
+        self._log.warning(reason, "dropped %s: %s (%s; counted in federation.rejected, "
                           "the same reason is logged again in a minute at the earliest)",
-                          _sender(sender) if sender is not None else "the broker", printable(detail, limit=300),
-                          reason)
+                          _Sender(sender), printable(detail, limit=300), reason)
