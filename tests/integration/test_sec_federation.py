@@ -12,10 +12,13 @@ The send loop's own failure handling is shown on a real :class:`Federation` agai
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
+import os
 import subprocess
+import sys
 import time
 import uuid
 
@@ -328,3 +331,43 @@ async def test_a_failed_send_loop_is_logged_reports_disconnected_and_reconnects(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors and errors[0].exc_info and "send loop broke" in str(errors[0].exc_info[1]), \
         [r.getMessage() for r in caplog.records]
+
+
+# --- batches: one MQTT message of 50,000 forged envelopes ---------------------------------------------
+
+@pytest.fixture
+def keys(tmp_path):
+    trust = tmp_path / "trust"
+    for node_id in ("ea", "eb", "fx"):
+        r = subprocess.run([sys.executable, "-m", "cloudisense.node.cli", "keys", "gen", node_id, "--out", str(trust)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    return trust
+
+
+async def test_a_message_of_50000_forged_envelopes_costs_no_verification(cluster, keys):
+    def secured(node_id):
+        return {"security": {"key": str(keys / f"{node_id}.key"), "trust": str(keys)}}
+    a = cluster.spawn("ea", broker=BROKER, **secured("ea"))
+    b = cluster.spawn("eb", broker=BROKER, services=["plugins.testsvc:RelayService"], **secured("eb"))
+    a.wait_ready(), b.wait_ready()
+    p = cluster.prefix
+
+    def forged(i):   # from a trusted id, with a signature that is 64 random bytes
+        return {**call_env("fx", "eb", "relay", "bump"), "id": f"forged-{i}",
+                "sig": base64.b64encode(os.urandom(64)).decode()}
+    async with await open_ws(a.url) as wa, await open_ws(b.url) as wb:
+        await until_online(wb, ["ea", "eb"])
+        mqtt_pub(f"{p}/node/eb/inbox", json.dumps([forged(i) for i in range(50_000)]))   # ~15 MB
+        mqtt_pub(f"{p}/node/eb/inbox", json.dumps([forged(i) for i in range(200)]))      # under the bound
+
+        async def counted():
+            r = (await fed_stats(wb))["rejected"]
+            return r.get("batch_too_large", 0) >= 50_000 and r.get("bad_signature", 0) >= 1 and r
+        r = await async_wait_until(counted, 30, what="eb to refuse both batches")
+        # The big one was refused before any envelope of it was verified; the small one stopped at its
+        # first forgery: one Ed25519 verification for 50,200 forged envelopes.
+        assert r["batch_too_large"] == 50_000 and r["bad_signature"] == 1, r
+        assert (await result(wb, None, "relay.count"))["count"] == 0
+        await federation_works(wa, wb)
+    assert b.log().count("batch_too_large") == 1
