@@ -636,7 +636,7 @@ class Node:
             return
         self._seen_calls[key] = now
         reply_by = float(body.get("reply_by") or now + self.settings.rpc.timeout)
-        if reply_by <= now:
+        if not reply_by > now:   # (NaN too)
             self.stats.late_calls += 1
             return
         self.stats.remote_calls_in += 1
@@ -660,7 +660,8 @@ class Node:
 
         params = body.get("params")
         self._spawn(self._run_local(service, method, params if isinstance(params, dict) else {},
-                                    reply_by - now, str(body.get("role", "viewer")), done))
+                                    min(reply_by - now, self.settings.rpc.max_timeout),
+                                    str(body.get("role", "viewer")), done))
 
     def _h_reply(self, frm: str, env: dict[str, Any], topic: str) -> None:
         body = env["body"]
@@ -853,7 +854,7 @@ class Node:
         if other is None:
             return
         st = self._other_state or {}
-        age = time.time() - float(st.get("ts", 0))
+        age = time.time() - float(st.get("ts") or 0)
         alive = age < 3 * float(st.get("interval", 5.0))
         if st.get("host") == socket.gethostname() and st.get("pid"):
             try:
@@ -948,7 +949,8 @@ class Node:
                 continue
             if env.get("kind") == "presence" and body.get("state") == "online" and body.get("session") != self.session:
                 self._other_self = env
-            elif env.get("kind") == "state" and body.get("session") != self.session:
+            elif (env.get("kind") == "state" and body.get("session") != self.session
+                  and heartbeat_error(body) is None):
                 self._other_state = body
 
     async def _loop_metrics(self) -> None:
