@@ -355,6 +355,8 @@ def _is_timestamp(ts: object) -> bool:
 def _label(sender: object) -> str:
     """A sender for logs and rate-limit keys: attacker-controlled, so bounded and escaped."""
     if isinstance(sender, str):
+        if len(sender) <= 64 and sender.isascii() and sender.isprintable():
+            return sender   # the usual case, without a regex
         return printable(sender, limit=64)
     return f"<{type(sender).__name__}>"
 
@@ -440,11 +442,13 @@ class Verifier:
         envelopes it drops before verifying (e.g. JSON that doesn't parse:
         ``note_rejection(None, Reason.MALFORMED)``).
         """
-        reason = Reason(reason)
+        if type(reason) is not Reason:
+            reason = Reason(reason)   # (an enum lookup costs as much as the rest of this method)
         self.counts[reason] = self.counts.get(reason, 0) + 1
         label = _label(env_from)
-        self._log.warning((label, reason.value), "dropped envelope from %r: %s (counted; the same from this "
-                          "sender is logged again in %.0f s at the earliest)", label, reason, LOG_INTERVAL)
+        self._log.log(logging.WARNING, (label, reason._value_),
+                      "dropped envelope from %r: %s (counted; the same from this sender is logged again in "
+                      "%.0f s at the earliest)", label, reason, LOG_INTERVAL)
 
     @property
     def seen_size(self) -> int:

@@ -49,7 +49,8 @@ def test_a_bad_to_is_dropped_and_counted(inbound, to, reason):
 
 @pytest.mark.parametrize("change,reason", [
     ({"kind": "explode"}, "unknown_kind"), ({"kind": ["call"]}, "unknown_kind"), ({"kind": None}, "unknown_kind"),
-    ({"id": 5}, "malformed"), ({"id": "x" * 300}, "malformed"), ({"body": []}, "malformed"), ({"body": "x"}, "malformed"),
+    ({"id": 5}, "malformed"), ({"id": "x" * 300}, "malformed"),
+    ({"body": []}, "malformed"), ({"body": "x"}, "malformed"),
 ])
 def test_malformed_envelopes_are_dropped_and_counted(inbound, change, reason):
     assert inbound.admit({**env(), **change}) == []
@@ -127,11 +128,13 @@ def test_outside_text_in_a_log_line_is_escaped(inbound, caplog):
     assert "\x1b" not in rec.getMessage() and "\\x1b" in rec.getMessage()
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                           max_leaves=10)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10)
 fields = st.fixed_dictionaries({}, optional={
-    "kind": st.sampled_from(sorted(KINDS)) | json_values, "from": st.sampled_from(["peer", "me", "evil/#"]) | json_values,
+    "kind": st.sampled_from(sorted(KINDS)) | json_values,
+    "from": st.sampled_from(["peer", "me", "evil/#"]) | json_values,
     "to": st.sampled_from(["me", "*", None, "other"]) | json_values, "id": st.text(max_size=5) | json_values,
     "body": st.just({}) | json_values})
 
