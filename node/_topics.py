@@ -33,7 +33,9 @@ def topic_error(topic: object, *, wildcards: bool) -> str | None:
         return "topic must be a non-empty string"
     if len(topic) > MAX_TOPIC_LEN:
         return f"topic is longer than {MAX_TOPIC_LEN} characters"
-    if bad := _FORBIDDEN.search(topic):
+    # isprintable() is False for every forbidden character (and for some allowed ones, such as
+    # U+00A0): a cheap test that spares the usual topic the regex.
+    if not topic.isprintable() and (bad := _FORBIDDEN.search(topic)):
         return (f"topic contains the character U+{ord(bad.group()):04X} (control characters and Unicode "
                 "non-characters are not allowed in topics)")
     levels = topic.split("/")

@@ -102,3 +102,11 @@ def test_a_valid_topic_is_plain_mqtt_text(topic):
                                   "\ufffd", "\U0010fffd"])
 def test_ordinary_unicode_stays_allowed(good):
     assert topic_error(good, wildcards=True) is None
+
+
+def test_the_fast_path_misses_no_forbidden_character():
+    """topic_error skips its regex for printable topics: every forbidden character must be non-printable."""
+    from cloudisense.node._topics import _FORBIDDEN
+    forbidden = [chr(c) for c in range(0x110000) if _FORBIDDEN.match(chr(c))]
+    assert len(forbidden) == 32 + 33 + 2048 + 32 + 34   # C0, DEL + C1, surrogates, U+FDD0-FDEF, U+xFFFE/F
+    assert not [c for c in forbidden if c.isprintable()]
