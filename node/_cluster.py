@@ -2,7 +2,8 @@
 
 * :class:`Membership` — the membership table built from presence and state
   messages: online/offline, since, last seen, metrics, service catalog;
-  :func:`state_error` says whether a heartbeat's body may go into it.
+  bounded in size, offline members expire (heartbeats are validated before,
+  by ``_heartbeat.heartbeat_error``).
 * :class:`PendingTable` — calls waiting for a reply from another node, and
   broadcast gathers; guarantees exactly one completion per call.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -26,6 +26,8 @@ class Member:
     last_seen: float = 0.0
     session: str = ""
     state: dict[str, Any] = field(default_factory=dict)
+    presence_ts: float = 0.0   # ts of the newest presence / state envelope taken (retained ones replay)
+    state_ts: float = 0.0
 
     def view(self) -> dict[str, Any]:
         s = self.state
@@ -43,38 +45,34 @@ class Member:
         }
 
 
-def state_error(state: Any) -> str | None:
-    """Why a heartbeat body cannot go into the membership table, or None.
-
-    The table's readers trust what they dereference: the heartbeat ``interval``
-    (the stale check), the ``catalog`` of services and methods (role checks),
-    ``metrics`` and ``processes`` (the cluster view).
-    """
-    if not isinstance(state, dict):
-        return "the body is not an object"
-    interval = state.get("interval", 5.0)
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < math.inf:
-        return f"interval {interval!r} is not a positive number of seconds"
-    if not isinstance(state.get("metrics", {}), dict):
-        return "metrics is not an object"
-    if not isinstance(state.get("processes", []), list):
-        return "processes is not a list"
-    catalog = state.get("catalog", {})
-    if not isinstance(catalog, dict):
-        return "catalog is not an object"
-    for name, svc in catalog.items():
-        methods = svc.get("methods", {}) if isinstance(svc, dict) else None
-        if not isinstance(methods, dict) or not all(isinstance(m, dict) for m in methods.values()):
-            return f"catalog entry {name!r} is not a service with an object of methods"
-    return None
+FULL = "full"   # what on_presence/on_state return when a new member would exceed the cap
 
 
 class Membership:
-    """Who is in the cluster.  Methods return the transition they caused, if any."""
+    """Who is in the cluster.  Methods return the transition they caused, if any.
 
-    def __init__(self, self_id: str) -> None:
+    Bounded: at most ``max_members`` entries, this node included.  A new node
+    that finds the table full takes the place of the member that has been
+    offline longest; when every member is online it is refused (the methods
+    return :data:`FULL`, the node counts it).  :meth:`expire` forgets members
+    offline for longer than the configured time.  Offline members are kept in
+    the order they went offline, so both cost O(1) per member touched, not a
+    scan of the table.
+
+    Bodies given to :meth:`on_state` have passed :func:`heartbeat_error`
+    (``_heartbeat``); the table trusts them.
+    """
+
+    def __init__(self, self_id: str, *, max_members: int = 10_000) -> None:
+        if max_members < 1:
+            raise ValueError("max_members must be at least 1")
         self.self_id = self_id
+        self.max_members = max_members
         self._m: dict[str, Member] = {}
+        self._offline: dict[str, float] = {}   # offline members -> since, oldest first
+
+    def __len__(self) -> int:
+        return len(self._m)
 
     def get(self, node: str) -> Member | None:
         return self._m.get(node)
@@ -89,13 +87,54 @@ class Membership:
     def online_ids(self) -> list[str]:
         return [n for n, m in self._m.items() if m.online]
 
-    def on_presence(self, node: str, state: str, session: str, now: float) -> str | None:
-        m = self._m.setdefault(node, Member(node))
+    def newer(self, node: str, kind: str, ts: float) -> bool:
+        """Whether a retained ``kind`` (presence/state) with ``ts`` is not older than the last one taken.
+
+        Retained messages are verified without the replay window, so only newer ones count.
+        """
+        m = self._m.get(node)
+        if m is None:
+            return True
+        last = m.presence_ts if kind == "presence" else m.state_ts
+        return ts >= last
+
+    def _member(self, node: str, now: float) -> Member | None:
+        """The entry of ``node``, made if there is room (see the class docstring); None if full."""
+        m = self._m.get(node)
+        if m is not None:
+            return m
+        if len(self._m) >= self.max_members and not self._evict_oldest_offline():
+            return None
+        m = self._m[node] = Member(node, since=now)
+        self._went_offline(m)   # a new member is offline until it says otherwise
+        return m
+
+    def _evict_oldest_offline(self) -> bool:
+        if not self._offline:
+            return False
+        oldest = next(iter(self._offline))
+        del self._offline[oldest]
+        del self._m[oldest]
+        return True
+
+    def _went_offline(self, m: Member) -> None:
+        self._offline.pop(m.id, None)
+        self._offline[m.id] = m.since
+
+    def _went_online(self, m: Member) -> None:
+        self._offline.pop(m.id, None)
+
+    def on_presence(self, node: str, state: str, session: str, now: float, ts: float = 0.0) -> str | None:
+        m = self._member(node, now)
+        if m is None:
+            return FULL
+        m.presence_ts = max(m.presence_ts, ts)
         if state == "online":
             m.last_seen = now
             if m.online and m.session == session:
                 return None
             m.online, m.session, m.since = True, session, now
+            self._went_online(m)
             return "online"
         if state == "offline":
             # Only the will of the session we know may take a node offline: an old
@@ -106,11 +145,15 @@ class Membership:
                 m.session = m.session or session
                 return None
             m.online, m.since = False, now
+            self._went_offline(m)
             return "offline"
         return None
 
-    def on_state(self, node: str, session: str, state: dict[str, Any], now: float) -> str | None:
-        m = self._m.setdefault(node, Member(node))
+    def on_state(self, node: str, session: str, state: dict[str, Any], now: float, ts: float = 0.0) -> str | None:
+        m = self._member(node, now)
+        if m is None:
+            return FULL
+        m.state_ts = max(m.state_ts, ts)
         if m.online:
             if session != m.session:
                 return None  # a stale retained state of an older session
@@ -120,6 +163,7 @@ class Membership:
             m.state = state  # the last state of the session that went offline: facts only
             return None
         m.online, m.session, m.since, m.state, m.last_seen = True, session, now, state, now
+        self._went_online(m)
         return "online"
 
     def mark_offline(self, node: str, now: float) -> bool:
@@ -127,6 +171,7 @@ class Membership:
         if not m or not m.online:
             return False
         m.online, m.since = False, now
+        self._went_offline(m)
         return True
 
     def stale(self, now: float, grace: float) -> list[str]:
@@ -140,10 +185,28 @@ class Membership:
                 out.append(n)
         return out
 
+    def expire(self, now: float, after: float) -> list[str]:
+        """Forget the members that have been offline for more than ``after`` seconds; their ids."""
+        gone = []
+        offline = self._offline
+        while offline:
+            node, since = next(iter(offline.items()))
+            if now - since <= after:
+                break
+            del offline[node]
+            if self._m.pop(node, None) is not None:
+                gone.append(node)
+        return gone
+
     def set_self(self, session: str, state: dict[str, Any], now: float) -> None:
-        m = self._m.setdefault(self.self_id, Member(self.self_id))
+        m = self._m.get(self.self_id)
+        if m is None:   # this node always has its place, even in a table filled by others
+            if len(self._m) >= self.max_members:
+                self._evict_oldest_offline()
+            m = self._m[self.self_id] = Member(self.self_id)
         if not m.online:
             m.online, m.since = True, now
+            self._went_online(m)
         m.session, m.state, m.last_seen = session, state, now
 
     def table(self) -> list[dict[str, Any]]:

@@ -16,8 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
+from ._topics import topic_error
 
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+#: Environment variable names that may hold a secret: never inherited by a pattern, redacted when shown.
+SECRET_NAME = re.compile(r"^CLOUDISENSE_|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH|COOKIE", re.IGNORECASE)
+#: Config fields whose values are secrets (``key``/``cert`` fields are file paths, shown as they are).
+_SECRET_FIELD = re.compile(r"passw|secret|token|sha256|api_?key|credential", re.IGNORECASE)
+REDACTED = "***"
 
 
 def node_id_error(node_id: object) -> str | None:
@@ -179,11 +185,21 @@ class AuthConfig(_Section):
     tokens: list[TokenConfig] = []
 
 
+#: What a supervised process inherits from the node's environment unless its ``inherit_env`` says
+#: otherwise: enough to run programs and speak the locale, nothing that holds a secret.
+DEFAULT_INHERIT_ENV = ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR",
+                       "TERM", "PYTHONPATH", "VIRTUAL_ENV"]
+
+
 class ProcessConfig(_Section):
     name: str
     command: list[str]
     cwd: str = ""
-    env: dict[str, str] = {}
+    env: dict[str, str] = Field({}, description="variables set for the process (over inherited ones)")
+    inherit_env: list[str] = Field(default_factory=lambda: list(DEFAULT_INHERIT_ENV), description=(
+        "names of the node's environment variables the process inherits; '*' patterns allowed, but a "
+        "pattern never matches a secret-looking name (CLOUDISENSE_*, *TOKEN*, *SECRET*, *PASSWORD*, *KEY*): "
+        "name those exactly to pass them on"))
     autostart: bool = True
     restart: bool = Field(True, description="restart with backoff when it exits on its own")
     stop_grace: float = Field(5.0, gt=0, description="seconds between SIGTERM and SIGKILL")
@@ -195,6 +211,21 @@ class ProcessConfig(_Section):
         if not v:
             raise ValueError("must name a program")
         return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # it becomes a level of the process's event topics (process/NAME/started)
+        if "/" in v or topic_error(v, wildcards=False):
+            raise ValueError(f"{v!r} can't be a process name: it goes into event topics (process/NAME/...), "
+                             "so no '/', '+', '#' or control characters")
+        return v
+
+
+class ClusterConfig(_Section):
+    max_members: int = Field(10_000, ge=2, description="members of the membership table, this node included; "
+                             "a new node that finds it full replaces the longest-offline member, or is refused")
+    offline_expiry: float = Field(3600.0, gt=0, description="seconds an offline member is kept before it is forgotten")
 
 
 class RpcConfig(_Section):
@@ -220,6 +251,7 @@ class Settings(BaseSettings):
     security: SecurityConfig = SecurityConfig()
     auth: AuthConfig = AuthConfig()
     rpc: RpcConfig = RpcConfig()
+    cluster: ClusterConfig = ClusterConfig()
     processes: list[ProcessConfig] = []
     services: list[str] = Field([], description="plug-in services as 'module:Class'")
 
@@ -292,3 +324,32 @@ def _explain(e: ValidationError, path: str | Path | None) -> str:
             msg = "unknown key"
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective config as JSON data with every secret replaced by ``***`` (``--print-config``).
+
+    Redacted: fields named like a password, secret, token or token hash (``broker.password``,
+    ``auth.tokens[].sha256``), a password in a URL (``mqtt://user:PASS@host``), and the values
+    of ``[[processes]] env`` entries whose names look secret (``OPENAI_API_KEY``, ``*_TOKEN`` …).
+    File paths (``security.key``, ``broker.key``, ``ws.tls_key``) are shown: they are not secrets.
+    """
+    return _redact(settings.model_dump(mode="json"), names=_SECRET_FIELD)
+
+
+def _redact(x: Any, names: re.Pattern[str]) -> Any:
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            if isinstance(v, str) and v and names.search(k):
+                out[k] = REDACTED
+            elif k == "env" and isinstance(v, dict):
+                out[k] = {n: REDACTED if SECRET_NAME.search(n) else val for n, val in v.items()}
+            elif k == "url" and isinstance(v, str):
+                out[k] = re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", rf"\1:{REDACTED}@", v)
+            else:
+                out[k] = _redact(v, names)
+        return out
+    if isinstance(x, list):
+        return [_redact(v, names) for v in x]
+    return x

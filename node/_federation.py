@@ -9,6 +9,13 @@ Coalescing: envelopes queued for the same MQTT topic while the previous
 publish was in flight go out together in one MQTT message (no added delay):
 a JSON array of envelopes, or, when signing is on, one batch with one MAC or
 signature for all of them (the ``packer``, ``node._signing.Sealer``).
+
+Failures never end the link silently.  A message paho refuses to send (a
+topic or payload it raises ValueError/TypeError for) is dropped, counted as
+``unsendable`` and logged; the link stays up.  Anything else that breaks the
+receive or send loop is logged with its traceback, the link reports itself
+down (``connected`` cleared, ``on_disconnected`` called) and reconnects with
+backoff, like after a lost connection.
 """
 
 from __future__ import annotations
@@ -28,10 +35,15 @@ from paho.mqtt.client import MQTTv311
 
 from ._errors import ConfigError
 from ._json import dumpb, loads
+from ._ratelog import RateLimitedLog
+from ._text import printable
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+#: What paho raises, before anything is sent, for a message it can't encode: a wildcard or
+#: empty topic, a lone surrogate, a payload of the wrong type or over MQTT's size.
+UNSENDABLE = (ValueError, TypeError)
 
 
 class PlainPacker:
@@ -200,8 +212,9 @@ class Federation:
         for f in [f for f in self._mqtt_log.filters if isinstance(f, _PahoErrors)]:
             self._mqtt_log.removeFilter(f)
         self._mqtt_log.addFilter(_PahoErrors(self))
+        self._warn = RateLimitedLog(log)
         self.counters = {"rx_messages": 0, "rx_envelopes": 0, "tx_messages": 0, "tx_envelopes": 0,
-                         "malformed": 0, "reconnects": 0}
+                         "malformed": 0, "reconnects": 0, "unsendable": 0, "link_failures": 0}
 
     async def __aenter__(self) -> "Federation":
         self._task = asyncio.create_task(self._run(), name=f"federation[{self.node_id}]")
@@ -253,6 +266,8 @@ class Federation:
             await client.publish(topic, packer.pack([packer.prepare(env)]), qos=qos, retain=True)
         except aiomqtt.MqttError as e:
             log.debug("retained publish to %s failed: %s", topic, e)
+        except UNSENDABLE as e:
+            self._unsendable(topic, e)
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         self._subs[topic] = qos
@@ -349,6 +364,14 @@ class Federation:
                 fatal = is_fatal(exc) if first else None
                 if first and not fatal:
                     fatal = tls_rejection(reason)
+            except* Exception as eg:
+                # Our bug, or paho's: never the end of the link.  Logged with its traceback,
+                # reported as a lost connection, and retried with backoff.
+                exc = eg.exceptions[0]
+                reason = f"the link failed: {type(exc).__name__}: {exc}"
+                self.counters["link_failures"] += 1
+                self._warn.log(logging.ERROR, ("link_failed", type(exc).__name__),
+                               "federation link to %s failed; reconnecting", self.url, exc_info=exc)
             self.last_error = reason
             if self._fatal_reported or self._closing:
                 self.connected.clear()
@@ -370,21 +393,23 @@ class Federation:
             await asyncio.sleep(next(delays))
 
     async def _rx(self, client: aiomqtt.Client) -> None:
+        """Parse each message and hand what it holds (an envelope, a batch, or anything else JSON
+        can be) to the node, which decides what of it may come in."""
         async for msg in client.messages:
             self.counters["rx_messages"] += 1
             try:
                 obj = loads(msg.payload)
             except (ValueError, TypeError, RecursionError):
                 self.counters["malformed"] += 1
-                log.warning("dropped a non-JSON message on %s", msg.topic)
+                self._warn.warning("non_json", "dropped a non-JSON message on %s (counted as "
+                                   "federation.malformed)", printable(msg.topic.value, limit=200))
                 continue
-            envs = obj if isinstance(obj, list) else [obj]
-            envs = [e for e in envs if isinstance(e, dict)]
-            self.counters["rx_envelopes"] += len(envs)
+            self.counters["rx_envelopes"] += len(obj) if isinstance(obj, list) else 1
             try:
-                self._on_envelopes(msg.topic.value, envs)
+                self._on_envelopes(msg.topic.value, obj)
             except Exception:
-                log.exception("handling a message on %s failed", msg.topic)
+                self._warn.log(logging.ERROR, "handler_failed", "handling a message on %s failed",
+                               printable(msg.topic.value, limit=200), exc_info=True)
 
     async def _tx(self, client: aiomqtt.Client) -> None:
         while True:
@@ -396,19 +421,37 @@ class Federation:
         out, self._out = self._out, defaultdict(list)
         raw, self._raw = self._raw, []
         lone = not raw and len(out) == 1 and len(next(iter(out.values()))) == 1   # one envelope, nothing to batch
-        sends = [client.publish(topic, payload, qos=qos) for topic, qos, payload in raw]
+        sends = [(topic, 1, client.publish(topic, payload, qos=qos)) for topic, qos, payload in raw]
         pack = self._packer.pack
         for (topic, qos), items in out.items():
             for i in range(0, len(items), MAX_BATCH):
                 chunk = items[i:i + MAX_BATCH]
-                sends.append(client.publish(topic, pack(chunk), qos=qos))
+                sends.append((topic, len(chunk), client.publish(topic, pack(chunk), qos=qos)))
                 self.counters["tx_messages"] += 1
                 self.counters["tx_envelopes"] += len(chunk)
         if len(sends) == 1:
             self._eager = lone
             try:
-                await sends[0]
+                await sends[0][2]
+            except UNSENDABLE as e:
+                self._unsendable(sends[0][0], e, sends[0][1])
             finally:
                 self._eager = False
         elif sends:
-            await asyncio.gather(*sends)
+            results = await asyncio.gather(*(c for _, _, c in sends), return_exceptions=True)
+            failed = None
+            for (topic, n, _), r in zip(sends, results):
+                if isinstance(r, UNSENDABLE):
+                    self._unsendable(topic, r, n)
+                elif isinstance(r, BaseException) and failed is None:
+                    failed = r
+            if failed is not None:
+                raise failed
+
+    def _unsendable(self, topic: str, e: BaseException, envelopes: int = 1) -> None:
+        """paho refused to encode a message: drop it, count it, keep the link."""
+        self.counters["unsendable"] += envelopes
+        self._warn.warning(("unsendable", type(e).__name__),
+                           "could not send %d envelope(s) to %s: %s: %s (dropped; counted as "
+                           "federation.unsendable)", envelopes, printable(topic, limit=200),
+                           type(e).__name__, printable(e, limit=200))

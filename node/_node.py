@@ -22,14 +22,18 @@ from typing import Any, Callable, Hashable
 
 from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
-from ._cluster import Deadlines, Done, Membership, PendingTable, state_error, wire_error
+from ._cluster import FULL, Deadlines, Done, Membership, PendingTable, wire_error
 from ._config import Settings, node_id_error
 from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, NodeOffline, UnknownNode,
                       from_wire, to_wire)
 from ._gateway import Gateway
+from ._heartbeat import heartbeat_error
+from ._inbound import MAX_ENVELOPES, RETAINED, Inbound
 from ._json import dumps, loads
 from ._pubsub import InterestTable, SubscriptionTable
+from ._ratelog import RateLimitedLog
 from ._services import Registry, Service
+from ._topics import topic_error
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +166,6 @@ class _Listener:
         self.queue.put_nowait(loads(text))
 
 
-def _unbatched(envs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A signed peer's batches opened, unverified (this node has no trust store: it trusts the broker)."""
-    if not any(e.get("kind") == "batch" for e in envs):
-        return envs
-    from ._signing import open_batches
-    return open_batches(envs)
-
-
 class Node:
     """A CloudiSENSE node.  ``await Node(settings).run()`` serves until cancelled or stopped."""
 
@@ -190,7 +186,7 @@ class Node:
         self.registry = Registry()
         self.subs = SubscriptionTable()
         self.interests = InterestTable()
-        self.members = Membership(self.id)
+        self.members = Membership(self.id, max_members=settings.cluster.max_members)
         self.pending = PendingTable()
         self.stats = Stats()
         self.fed: Any = None
@@ -201,18 +197,20 @@ class Node:
         self.gateway = Gateway(self, settings)
         self.system = SystemService(settings.system.temperature, seed=self.id)
         self._seen_calls: dict[tuple[str, str], float] = {}
-        self._last_ts: dict[tuple[str, str], float] = {}
+        self._valid_topics: set[str] = set()   # event topics that passed topic_error
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
         self._fatal: str | None = None
         self._ready = asyncio.Event()
-        self._rejected: dict[str, int] = {}
         self._offline_notice_sent = False
         self._conn_ts = 0.0   # ts of the current broker connection's presence (online and will)
         for svc in (NodeService(), self.system, PubSubService(), *(extra_services or [])):
             self._register(svc)
         self._load_plugins()
         self._setup_security()
+        self.inbound = Inbound(self.id, self._handlers, self.verifier)
+        # Membership changes are news, but peers (or fakes of them) decide how many there are.
+        self._member_log = RateLimitedLog(log, max_keys=256)
 
     # --- setup ----------------------------------------------------------------
 
@@ -327,6 +325,8 @@ class Node:
 
     def listen(self, node: str | None, topic: str) -> _Listener:
         """In-process subscription to local events (remote ones: use a client)."""
+        if err := topic_error(topic, wildcards=True):
+            raise BadRequest(err)
         listener = _Listener()
         self.subs.add(listener, self.resolve_target(node), topic)
         return listener
@@ -497,7 +497,13 @@ class Node:
         return len(subscribers)
 
     def publish(self, topic: str, data: Any) -> tuple[int, bool]:
-        """Publish an event as this node: to local subscribers, and to MQTT if another node wants it."""
+        """Publish an event as this node: to local subscribers, and to MQTT if another node wants it.
+
+        Raises :class:`BadRequest` for a topic that is not a plain MQTT topic (it would become
+        part of an MQTT topic name, and the broker would drop us for it).
+        """
+        if topic not in self._valid_topics:
+            self._check_topic(topic, wildcards=False)
         ts = time.time()
         self.stats.events += 1
         subs = self.subs.match(self.id, topic)
@@ -511,7 +517,15 @@ class Node:
             remote = True
         return n, remote
 
+    def _check_topic(self, topic: str, *, wildcards: bool) -> None:
+        """Raise :class:`BadRequest` unless ``topic`` is valid; remembers valid plain topics."""
+        if err := topic_error(topic, wildcards=wildcards):
+            raise BadRequest(err)
+        if not wildcards and len(self._valid_topics) < 10_000:
+            self._valid_topics.add(topic)
+
     async def subscribe(self, sub: Hashable, node: str, pattern: str) -> None:
+        self._check_topic(pattern, wildcards=True)
         if node == self.id:
             self.subs.add(sub, node, pattern)
             return
@@ -530,6 +544,7 @@ class Node:
             raise
 
     def unsubscribe(self, sub: Hashable, node: str, pattern: str) -> bool:
+        self._check_topic(pattern, wildcards=True)
         if not self.subs.has(sub, node, pattern):
             return False
         if self.subs.remove(sub, node, pattern) and node != self.id:
@@ -593,44 +608,35 @@ class Node:
                        "events_remote_out": s.events_remote_out, "events_remote_in": s.events_remote_in},
             "federation": {"enabled": fed is not None, "connected": bool(fed and fed.connected.is_set()),
                            "broker": fed.url if fed else None,
-                           "rejected": dict(self.verifier.counts) if self.verifier else {},
+                           "rejected": self._rejected(),
                            "signing": self.signer is not None,
                            "unicast_auth": self.sealer.unicast if self.sealer else None,
                            "batches": dict(self.verifier.batches) if self.verifier else {},
                            **(fed.counters if fed else {})},
         }
 
+    def _rejected(self) -> dict[str, int]:
+        """Inbound envelopes dropped, by reason: the verifier's and the edge's (``_inbound``)."""
+        out = dict(self.verifier.counts) if self.verifier else {}
+        for reason, n in self.inbound.counts.items():
+            out[reason] = out.get(reason, 0) + n
+        return out
+
     # --- federation: inbound ---------------------------------------------------------------
 
-    def on_envelopes(self, topic: str, envs: list[dict[str, Any]]) -> None:
-        verifier = self.verifier
-        envs = verifier.accept(envs) if verifier is not None else _unbatched(envs)
-        for env in envs:
-            kind = env.get("kind")
-            frm = env.get("from")
-            if not isinstance(frm, str) or frm == self.id and kind != "presence":
-                continue
-            to = env.get("to")
-            if to is not None and to != self.id and to != "*":
-                # signed for another node and replayed into our inbox
-                if verifier is not None:
-                    verifier.note_rejection(frm, "misrouted")
-                continue
-            if kind in ("presence", "state") and frm != self.id:
+    def on_envelopes(self, topic: str, message: Any) -> None:
+        """Route what one MQTT message carried (an envelope, a batch or an array), once the edge admitted it."""
+        for env in self.inbound.admit(message):
+            kind, frm = env["kind"], env["from"]
+            if kind in RETAINED and frm != self.id:
                 # retained and verified without the replay window: keep only newer ones
                 ts = env.get("ts")
-                last = self._last_ts.get((frm, kind), 0.0)
-                if not isinstance(ts, (int, float)) or ts < last:
+                if not isinstance(ts, (int, float)) or not self.members.newer(frm, kind, ts):
                     continue
-                self._last_ts[(frm, kind)] = float(ts)
             try:
-                handler = self._handlers.get(kind)
-                if handler is None:
-                    log.warning("dropped an envelope of unknown kind %r from %s", kind, frm)
-                    continue
-                handler(self, frm, env, topic)
+                self._handlers[kind](self, frm, env, topic)
             except (KeyError, TypeError, AttributeError, ValueError) as e:
-                log.warning("dropped a malformed %s envelope from %s: %s", kind, frm, e)
+                self.inbound.reject("malformed", frm, f"a {kind} envelope: {type(e).__name__}: {e}")
 
     def _h_call(self, frm: str, env: dict[str, Any], topic: str) -> None:
         body = env["body"]
@@ -642,7 +648,7 @@ class Node:
             return
         self._seen_calls[key] = now
         reply_by = float(body.get("reply_by") or now + self.settings.rpc.timeout)
-        if reply_by <= now:
+        if not reply_by > now:   # (NaN too)
             self.stats.late_calls += 1
             return
         self.stats.remote_calls_in += 1
@@ -666,7 +672,8 @@ class Node:
 
         params = body.get("params")
         self._spawn(self._run_local(service, method, params if isinstance(params, dict) else {},
-                                    reply_by - now, str(body.get("role", "viewer")), done))
+                                    min(reply_by - now, self.settings.rpc.max_timeout),
+                                    str(body.get("role", "viewer")), done))
 
     def _h_reply(self, frm: str, env: dict[str, Any], topic: str) -> None:
         body = env["body"]
@@ -680,8 +687,8 @@ class Node:
 
     def _h_sub(self, frm: str, env: dict[str, Any], topic: str) -> None:
         pattern = env["body"]["topic"]
-        from ._topics import topic_error
         if topic_error(pattern, wildcards=True):
+            self.inbound.reject("bad_topic", frm, "a subscription to an invalid topic filter")
             self.fed.send(self.inbox(frm), self.envelope("error", frm, {
                 "re": env["id"], "error": wire_error(ErrorCode.BAD_REQUEST, f"bad topic filter {pattern!r}")}))
             return
@@ -690,15 +697,26 @@ class Node:
         self._ack(frm, env, {"topic": pattern, "lease": lease})
 
     def _h_unsub(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        self.interests.remove(frm, env["body"]["topic"])
+        pattern = env["body"]["topic"]
+        if isinstance(pattern, str):
+            self.interests.remove(frm, pattern)
 
     def _h_lease(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        patterns = [p for p in env["body"]["topics"] if isinstance(p, str)]
+        patterns = env["body"]["topics"]
+        if not isinstance(patterns, list) or any(topic_error(p, wildcards=True) for p in patterns):
+            self.inbound.reject("bad_topic", frm, "a lease naming an invalid topic filter")
+            return
         self.interests.refresh(frm, patterns, time.time() + self.settings.broker.lease_seconds)
 
     def _h_event(self, frm: str, env: dict[str, Any], topic: str) -> None:
         body = env["body"]
         t = body["topic"]
+        if t not in self._valid_topics:
+            if topic_error(t, wildcards=False):
+                self.inbound.reject("bad_topic", frm, "an event on an invalid topic")
+                return
+            if len(self._valid_topics) < 10_000:
+                self._valid_topics.add(t)
         self.stats.events_remote_in += 1
         subs = self.subs.match(frm, t)
         if subs:
@@ -719,8 +737,11 @@ class Node:
                 self._spawn(self.fed.publish_retained(self.presence_topic(self.id),
                                                       self._presence("online", self._conn_ts)))
             return
-        change = self.members.on_presence(frm, body["state"], str(body.get("session", "")), time.time())
-        if change == "online":
+        change = self.members.on_presence(frm, body["state"], str(body.get("session", "")), time.time(),
+                                          env["ts"])
+        if change == FULL:
+            self._membership_full(frm)
+        elif change == "online":
             self._node_online(frm)
         elif change == "offline":
             self._node_offline(frm, "went offline")
@@ -734,13 +755,15 @@ class Node:
         body = env["body"]
         if frm == self.id:
             return
-        if (why := state_error(body)) is not None:
+        if (why := heartbeat_error(body)) is not None:
             # Taken in, it would break whatever reads it later: the housekeeping loop
-            # (stale check on "interval") died of it, role checks raised on a bad catalog.
-            log.warning("dropped a malformed state from %s: %s", frm, why)
+            # (stale check on "interval"), role checks, the tools' view of the cluster.
+            self.inbound.reject("bad_state", frm, f"a heartbeat that fails its model: {why}")
             return
-        change = self.members.on_state(frm, str(body.get("session", "")), body, time.time())
-        if change == "online":
+        change = self.members.on_state(frm, body.get("session", ""), body, time.time(), env["ts"])
+        if change == FULL:
+            self._membership_full(frm)
+        elif change == "online":
             self._node_online(frm)
         elif self.members.is_online(frm):
             m = self.members.get(frm)
@@ -753,6 +776,10 @@ class Node:
 
     # --- membership changes ------------------------------------------------------------
 
+    def _membership_full(self, node: str) -> None:
+        self.inbound.reject("membership_full", node, f"the membership table is full "
+                            f"({self.members.max_members} members, cluster.max_members; none offline to replace)")
+
     def _emit_cluster(self, what: str, node: str, data: dict[str, Any], extra: set | None = None) -> None:
         topic = f"$cluster/node/{what}"
         subs = self.subs.match(self.id, topic)
@@ -762,7 +789,7 @@ class Node:
             self._fan_out(subs, self._event_text(node, topic, data, time.time()))
 
     def _node_online(self, node: str) -> None:
-        log.info("node %s is online", node)
+        self._member_log.log(logging.INFO, ("online", node), "node %s is online", node)
         m = self.members.get(node)
         self._emit_cluster("online", node, m.view() if m else {"id": node}, self.subs.subscribers(node))
         # Re-establish our relayed subscriptions on it (it lost them when it went away).
@@ -775,7 +802,7 @@ class Node:
             self.fed.send(self.inbox(node), self.envelope("sub", node, {"topic": pattern}))
 
     def _node_offline(self, node: str, why: str) -> None:
-        log.info("node %s %s", node, why)
+        self._member_log.log(logging.INFO, ("offline", node), "node %s %s", node, why)
         dropped = self.interests.drop(node)
         failed = self.pending.fail_node(node, f"{node} {why}")
         m = self.members.get(node)
@@ -839,7 +866,7 @@ class Node:
         if other is None:
             return
         st = self._other_state or {}
-        age = time.time() - float(st.get("ts", 0))
+        age = time.time() - float(st.get("ts") or 0)
         alive = age < 3 * float(st.get("interval", 5.0))
         if st.get("host") == socket.gethostname() and st.get("pid"):
             try:
@@ -920,17 +947,23 @@ class Node:
             await self.fed.subscribe(topic, qos)
         self._on_connected()
 
-    def _on_envelopes_first(self, topic: str, envs: list[dict[str, Any]]) -> None:
+    def _on_envelopes_first(self, topic: str, message: Any) -> None:
         """Before we join: only look for another node with our id."""
-        for env in envs:
+        envs = message if isinstance(message, list) else [message]
+        for env in envs[:MAX_ENVELOPES]:
+            if not isinstance(env, dict):
+                continue
             if self.verifier is not None and self.verifier.verify(env, fresh=False) is not None:
                 continue
             if env.get("from") != self.id:
                 continue
-            body = env.get("body") or {}
+            body = env.get("body")
+            if not isinstance(body, dict):
+                continue
             if env.get("kind") == "presence" and body.get("state") == "online" and body.get("session") != self.session:
                 self._other_self = env
-            elif env.get("kind") == "state" and body.get("session") != self.session:
+            elif (env.get("kind") == "state" and body.get("session") != self.session
+                  and heartbeat_error(body) is None):
                 self._other_state = body
 
     async def _loop_metrics(self) -> None:
@@ -970,6 +1003,9 @@ class Node:
             for node in self.members.stale(now, grace):
                 if self.members.mark_offline(node, now):
                     self._node_offline(node, "stopped sending heartbeats")
+            for node in self.members.expire(now, self.settings.cluster.offline_expiry):
+                self._member_log.log(logging.INFO, ("forgot", node), "forgot node %s: offline for more than "
+                                     "%g s (cluster.offline_expiry)", node, self.settings.cluster.offline_expiry)
             if time.monotonic() - last_lease >= lease / 3 and self.fed.connected.is_set():
                 last_lease = time.monotonic()
                 for node in self.subs.nodes():

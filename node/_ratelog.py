@@ -36,8 +36,10 @@ class RateLimitedLog:
         self._window: dict[Hashable, list[float | int]] = {}  # reason -> [logged_at, suppressed]
         self._overflow_at = -float("inf")
 
-    def log(self, level: int, reason: Hashable, msg: str, *args: object) -> bool:
-        """Count one occurrence of ``reason``; log ``msg % args`` unless rate-limited. True if logged."""
+    def log(self, level: int, reason: Hashable, msg: str, *args: object, exc_info: object = None) -> bool:
+        """Count one occurrence of ``reason``; log ``msg % args`` unless rate-limited. True if logged.
+
+        ``exc_info`` is passed to the logger (a traceback with the line that is logged)."""
         self.counts[reason] = self.counts.get(reason, 0) + 1
         if len(self.counts) > 4 * self.max_keys:   # keep the totals table bounded as well
             self.counts.clear()
@@ -54,7 +56,7 @@ class RateLimitedLog:
                                 "further ones are counted but not logged", self.max_keys, self.interval)
             return False
         self._window[reason] = [now, 0]
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
     def warning(self, reason: Hashable, msg: str, *args: object) -> bool:

@@ -80,6 +80,8 @@ from ._config import node_id_error
 from ._errors import ConfigError
 from ._files import create_new, private_dir
 from ._json import canonical_bytes, dumpb
+from ._ratelog import RateLimitedLog
+from ._text import printable
 
 __all__ = [
     "MAC_CONTEXT",
@@ -609,9 +611,11 @@ def _present(auth: Any) -> Any:
 
 
 def _label(sender: object) -> str:
-    """A sender for logs and rate-limit keys: attacker-controlled, so bounded and quoted."""
+    """A sender for logs and rate-limit keys: attacker-controlled, so bounded and escaped."""
     if isinstance(sender, str):
-        return sender if len(sender) <= 64 else sender[:64] + "…"
+        if len(sender) <= 64 and sender.isascii() and sender.isprintable():
+            return sender   # the usual case, without a regex
+        return printable(sender, limit=64)
     return f"<{type(sender).__name__}>"
 
 
@@ -638,8 +642,7 @@ class Verifier:
         #: MQTT messages that were batches: accepted and rejected (their envelopes are in the counts).
         self.batches = {"accepted": 0, "rejected": 0}
         self._seen = _SeenCache()
-        self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._flood_logged_at = -math.inf
+        self._log = RateLimitedLog(log, interval=LOG_INTERVAL, max_keys=LOG_MAX_KEYS, clock=clock)
 
     def accept(self, envs: Iterable[Any]) -> list[dict[str, Any]]:
         """The envelopes of one MQTT message that pass, batches opened (their envelopes all or none)."""
@@ -804,29 +807,13 @@ class Verifier:
         envelopes it drops before verifying (e.g. JSON that doesn't parse:
         ``note_rejection(None, Reason.MALFORMED)``).
         """
-        reason = Reason(reason)
+        if type(reason) is not Reason:
+            reason = Reason(reason)   # (an enum lookup costs as much as the rest of this method)
         self.counts[reason] = self.counts.get(reason, 0) + 1
-        now = self.clock()
-        logged = self._logged
-        while logged:  # prune pairs whose minute is over (front = oldest)
-            k, at = next(iter(logged.items()))
-            if now - at < LOG_INTERVAL:
-                break
-            del logged[k]
         label = _label(env_from)
-        key = (label, str(reason))
-        if key in logged:
-            return
-        if len(logged) >= LOG_MAX_KEYS:
-            if now - self._flood_logged_at >= LOG_INTERVAL:
-                self._flood_logged_at = now
-                log.warning("dropping envelopes from more than %d distinct senders a minute; "
-                            "further rejections are counted but not logged (see $sys/stats)",
-                            LOG_MAX_KEYS)
-            return
-        logged[key] = now
-        log.warning("dropped envelope from %r: %s (counted; the same from this sender is "
-                    "logged again in %.0f s at the earliest)", label, reason, LOG_INTERVAL)
+        self._log.log(logging.WARNING, (label, reason._value_),
+                      "dropped envelope from %r: %s (counted; the same from this sender is logged again in "
+                      "%.0f s at the earliest)", label, reason, LOG_INTERVAL)
 
     @property
     def seen_size(self) -> int:

@@ -11,6 +11,10 @@ Each child
   when the node is ``kill -9``'d.  The kernel sends it when the *thread* that
   forked exits: run the supervisor on a thread that lives as long as the node
   (the event loop's thread);
+- gets an environment built from an allow-list (:func:`child_env`): the
+  variables its ``inherit_env`` names (default ``DEFAULT_INHERIT_ENV``: PATH,
+  HOME, the locale …), then its own ``env``.  The node's secrets (its token,
+  the broker password, API keys) are not passed on unless named exactly;
 - has stdout and stderr merged and captured line by line, with timestamps,
   into a bounded deque (``ProcessConfig.log_lines``).  Lines are collected by
   the subprocess protocol's callbacks rather than a reader task: nothing to
@@ -53,17 +57,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from typing import Any, Awaitable, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._config import ProcessConfig
+from ._config import SECRET_NAME, ProcessConfig
 from ._errors import CloudisenseError, ConfigError, InvalidParams
 from ._services import Service, method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backoff", "ProcessStatus", "Supervisor", "SupervisorService"]
+__all__ = ["Backoff", "ProcessStatus", "Supervisor", "SupervisorService", "child_env"]
 
 State = Literal["running", "stopped", "exited", "backoff", "starting", "stopping"]
 
@@ -74,6 +80,22 @@ PR_SET_PDEATHSIG = 1
 
 
 # --- pure logic -----------------------------------------------------------------
+
+def child_env(cfg: ProcessConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of ``cfg``'s process: an allow-list of ``environ``, then ``cfg.env``.
+
+    ``inherit_env`` entries are exact names or ``fnmatch`` patterns (``LC_*``).
+    A pattern never matches a secret-looking name (:data:`SECRET_NAME`); an
+    exact name always passes, so an operator can still hand one secret on
+    on purpose.
+    """
+    exact = {p for p in cfg.inherit_env if not any(c in p for c in "*?[")}
+    patterns = [p for p in cfg.inherit_env if p not in exact]
+    env = {k: v for k, v in environ.items()
+           if k in exact or (patterns and not SECRET_NAME.search(k) and any(fnmatchcase(k, p) for p in patterns))}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(cfg.env)
+    return env
 
 @dataclasses.dataclass
 class Backoff:
@@ -427,7 +449,7 @@ class Supervisor:
         argv = list(cfg.command)
         if argv[0] in ("python", "python3"):
             argv[0] = sys.executable
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **cfg.env}
+        env = child_env(cfg, os.environ)
         loop = asyncio.get_running_loop()
         m.state, m.error, m.exit_code, m.restart_at = "starting", None, None, None
         try:

@@ -71,7 +71,7 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="certificate for wss:// (with --tls-key)")
     p.add_argument("--tls-key", help="private key for wss://")
     p.add_argument("--temperature", help="auto, fixed:41.5 or sim:45")
-    p.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
+    p.add_argument("--print-config", action="store_true", help="print the effective config as JSON (secrets shown as ***) and exit")
     p.set_defaults(func=cmd_node)
 
     p = sub.add_parser("call", help="call a method on a node (one-off RPC)",
@@ -179,10 +179,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from ._config import load_settings
+    from ._config import load_settings, redacted
     settings = load_settings(args.config, _overrides(args))
     if args.print_config:
-        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+        print(json.dumps(redacted(settings), indent=2))
         return 0
     return asyncio.run(_run_node(settings))
 

@@ -62,7 +62,7 @@ async def async_wait_until(pred: Callable[[], Any], timeout: float = 10.0, inter
 
 
 def toml_value(v: Any) -> str:
-    """One TOML value (bool, number, string, list of those)."""
+    """One TOML value (bool, number, string, list, inline table)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -71,6 +71,8 @@ def toml_value(v: Any) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):   # an inline table, e.g. a process's env
+        return "{" + ", ".join(f"{toml_value(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(v)
 
 

@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# What a member is made of is the node's model: the node validates every heartbeat with it before
+# the heartbeat enters its membership table, so whatever node.cluster lists, these models read.
+from cloudisense.node._heartbeat import Metrics, MethodInfo, ProcessInfo, ServiceInfo
+
 SortKey = Literal[
     "id", "cpu_percent", "memory_percent", "free_memory_percent",
     "load_1m", "load_5m", "load_15m", "disk_percent", "temperature_c",
@@ -30,39 +34,9 @@ BUILTIN_METHODS: dict[str, dict[str, bool]] = {"node": {"ping": False, "describe
 
 
 class _Lenient(BaseModel):
-    """Models of what nodes send: unknown fields ignored, missing ones defaulted."""
+    """Models of what nodes send: unknown fields ignored, missing ones defaulted (as the node's own)."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class Metrics(_Lenient):
-    cpu_percent: float | None = None
-    memory_percent: float | None = None
-    load: list[float] = Field(default_factory=list)
-    disk_percent: float | None = None
-    temperature_c: float | None = None
-    simulated: bool = False
-    ts: float | None = None
-
-
-class ProcessInfo(_Lenient):
-    name: str
-    state: str = "unknown"
-    pid: int | None = None
-    restarts: int = 0
-    uptime: float | None = None
-    exit_code: int | None = None
-    command: list[str] | str | None = None
-
-
-class MethodInfo(_Lenient):
-    description: str = ""
-    mutates: bool = True  # a method that doesn't say is treated as mutating
-
-
-class ServiceInfo(_Lenient):
-    description: str = ""
-    methods: dict[str, MethodInfo] = Field(default_factory=dict)
 
 
 class NodeInfo(_Lenient):
