@@ -23,14 +23,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
+from textual.keys import _character_to_key
 from textual.screen import Screen
 
+from ._history import HISTORY_FILE, History
 from ._link import ClientFactory, LinkState, LiveConnection, backoff, default_client_factory, retryable
 from ._messages import LinkChanged, StatsArrived
 from ._state import ClusterModel, model_label
+from .commands import ConsoleCommands
 from .screens import MainScreen
 
 log = logging.getLogger(__name__)
@@ -64,13 +67,18 @@ class _StepTap:
 class CloudisenseApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "CloudiSENSE"
-    ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    COMMAND_PALETTE_DISPLAY = "Commands"
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help", priority=True),
+    ]
 
     def __init__(self, *, url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
                  client_factory: ClientFactory | None = None, audit: Any = None,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                 call_timeout: float = 10.0, backoff_cap: float = 5.0, recorder: Any = None) -> None:
+                 call_timeout: float = 10.0, backoff_cap: float = 5.0, recorder: Any = None,
+                 state_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         from cloudisense.agent import Agent, AuditLog, default_audit_path, make_model
 
@@ -88,10 +96,19 @@ class CloudisenseApp(App):
         self.stats: dict[str, Any] | None = None
         self.link_state = LinkState.CONNECTING
         self.step_listeners: list[Callable[[dict[str, Any]], None]] = []
+        given_audit = audit is not None
         if audit is None or isinstance(audit, (str, os.PathLike)):
             audit = AuditLog(audit or default_audit_path())
         self.agent = Agent(self.conn, self.model, audit=audit, recorder=_StepTap(self, recorder),
                            timeout=call_timeout)
+        # The state directory holds the request history (and the MCP pending plans): the one given, or the
+        # audit log's directory, so a console started on a scratch audit log leaves the real one alone.
+        if state_dir is None:
+            from cloudisense.agent.pending import default_state_dir
+
+            state_dir = Path(audit.path).parent if given_audit else default_state_dir()
+        self.state_dir = Path(state_dir)
+        self.history = History(self.state_dir / HISTORY_FILE)
         self.main_screen: MainScreen | None = None
 
     def get_default_screen(self) -> Screen:
@@ -100,6 +117,47 @@ class CloudisenseApp(App):
 
     def on_mount(self) -> None:
         self.run_link()
+
+    # ---- keys -------------------------------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        # Escape followed quickly by a key reaches us as alt+key (the terminal sends ESC then the key, and
+        # the parser joins them within ESCDELAY).  The console binds no alt+ keys, so it is both: Escape
+        # (its binding runs first, e.g. back to the Ask box), then the key, delivered to what has focus now.
+        if isinstance(event, events.Key) and not event.is_forwarded and (key := _escaped_key(event)) is not None \
+                and event.key not in self.active_bindings:
+            if not await self._check_bindings("escape", priority=True) and not await self._check_bindings("escape"):
+                await super().on_event(events.Key("escape", "\x1b"))
+            await super().on_event(key)
+            return
+        await super().on_event(event)
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):  # F1 again closes it
+            self.screen.dismiss(None)
+            return
+        from .screens.main import help_sections
+
+        rows = self.cluster.rows()
+        self.push_screen(HelpScreen(help_sections(), [r.id for r in rows],
+                                    sorted({str(p.get("name")) for r in rows for p in r.processes if p.get("name")})))
+
+    def go_to_node(self, node: str) -> None:
+        if self.main_screen is not None:
+            self.main_screen.go_to_node(node)
+
+    def watch_topic(self, node: str | None, topic: str) -> None:
+        if self.main_screen is not None:
+            self.main_screen.watch_topic(node, topic)
+
+    def pending_plans(self) -> list[Any]:
+        """Plans filed through MCP and waiting for approval (the Pending tab's list)."""
+        return []
+
+    def open_pending(self, plan_id: str) -> None:
+        pass
 
     # ---- the link ---------------------------------------------------------------------------
 
@@ -211,6 +269,15 @@ class CloudisenseApp(App):
             except json.JSONDecodeError:
                 continue
         return out
+
+
+def _escaped_key(event: events.Key) -> events.Key | None:
+    """For ``alt+x`` made of Escape then ``x``: the key ``x`` (None for any other key)."""
+    ch = event.character
+    if not event.key.startswith("alt+") or not ch or len(ch) != 1 or not ch.isprintable():
+        return None
+    name = ch if ch.isalnum() else _character_to_key(ch)
+    return events.Key(name, ch)
 
 
 def _short(e: BaseException) -> str:

@@ -23,7 +23,8 @@ from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from .._messages import (ExecutionFinished, LinkChanged, PlanEdited, PlanReady, PlanRejected, StatsArrived,
                          StepUpdate)
 from .._state import fmt_params
-from ..widgets import ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
+from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
+from ..widgets.plan_view import PlanTable
 from .edit_params import EditParamsScreen
 
 if TYPE_CHECKING:
@@ -32,11 +33,21 @@ if TYPE_CHECKING:
 TABS = ("tab-plan", "tab-events", "tab-rpc")
 
 
+def help_sections() -> list[tuple[str, Any]]:
+    """(section, class with BINDINGS) for the help screen, in the order the screen shows them."""
+    from ..app import CloudisenseApp
+
+    return [("Everywhere", CloudisenseApp), ("Main screen", MainScreen), ("Ask box", AskInput),
+            ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Edit params", EditParamsScreen)]
+
+
 class MainScreen(Screen):
     AUTO_FOCUS = "#request"
     BINDINGS = [
         Binding("f2", "next_tab", "Next tab"),
-        Binding("escape", "focus_request", "Request box", show=False),
+        # Synchronous on purpose: Escape-then-key (see CloudisenseApp.on_event) types the key where this
+        # put the focus.
+        Binding("escape", "focus_request", "Ask box"),
     ]
 
     app: CloudisenseApp  # type: ignore[assignment]
@@ -60,8 +71,7 @@ class MainScreen(Screen):
         yield RpcLine("RPC  waiting for $sys/stats…", id="rpc-line")
         with Horizontal(id="request-row"):
             yield Static("Ask ›", id="request-label")
-            yield Input(placeholder="restart logger on coolest node   (Enter plans; nothing runs before you approve)",
-                        id="request", compact=True)
+            yield AskInput(app.history, self._names, id="request", compact=True)
         with TabbedContent(id="tabs", initial="tab-plan"):
             with TabPane("Plan", id="tab-plan"):
                 yield PlanView(clock=app.monotonic, id="plan")
@@ -76,8 +86,13 @@ class MainScreen(Screen):
         return self.query_one(PlanView)
 
     @property
-    def request_box(self) -> Input:
-        return self.query_one("#request", Input)
+    def request_box(self) -> AskInput:
+        return self.query_one("#request", AskInput)
+
+    def _names(self) -> tuple[list[str], list[str]]:
+        """Node ids and process names of the live cluster (for Tab completion)."""
+        rows = self.app.cluster.rows()
+        return [r.id for r in rows], sorted({str(p.get("name")) for r in rows for p in r.processes if p.get("name")})
 
     @property
     def events(self) -> EventsPane:
@@ -122,11 +137,28 @@ class MainScreen(Screen):
             self.request_box.focus()
 
     def action_focus_request(self) -> None:
-        self.request_box.focus()
+        self.set_focus(self.request_box)  # now, not after a refresh (Widget.focus defers)
 
     @on(PlanView.Back)
     def _back(self, msg: PlanView.Back) -> None:
         self.request_box.focus()
+
+    def go_to_node(self, node: str) -> None:
+        table = self.query_one(ClusterTable)
+        try:
+            row = table.get_row_index(node)
+        except Exception:  # noqa: BLE001 - the node left the table meanwhile
+            self.notify(f"{node} is not in the cluster table", severity="warning")
+            return
+        table.move_cursor(row=row)
+        table.focus()
+
+    def watch_topic(self, node: str | None, topic: str) -> None:
+        self.query_one(TabbedContent).active = "tab-events"
+        inp = self.query_one("#watch-input", Input)
+        inp.value = f"{node or '.'} {topic}"
+        inp.focus()
+        self.events.post_message(EventsPane.Watch(node, topic))
 
     @on(ClusterTable.NodeChosen)
     def _node_chosen(self, msg: ClusterTable.NodeChosen) -> None:
@@ -148,6 +180,7 @@ class MainScreen(Screen):
         pv = self.plan_view
         if pv.awaiting_approval and pv.plan is not None:
             self.app.agent.reject(pv.plan, "superseded by a new request", via="tui")
+        self.request_box.remember(text)
         self.request_box.value = ""
         self.query_one(TabbedContent).active = "tab-plan"
         pv.clear_plan(f"Planning: {text} …")

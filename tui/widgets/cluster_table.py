@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
@@ -13,6 +14,12 @@ from .._state import CLUSTER_COLUMNS, ClusterModel
 
 class ClusterTable(DataTable):
     """One row per node; re-rendered at most a few times a second, only when the model changed."""
+
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Watch node"),
+        Binding("j", "cursor_down", "", show=False),
+        Binding("k", "cursor_up", "", show=False),
+    ]
 
     class NodeChosen(Message):
         """The operator picked a node (Enter or a click on a highlighted row)."""

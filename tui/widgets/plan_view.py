@@ -2,7 +2,7 @@
 
 Keys on the table (shown in the footer): ``a`` approve the checked steps (all
 of them unless some were toggled off), ``r`` reject, ``space`` toggle a step,
-``e`` edit a step's params, ``escape`` back to the request box.  The buttons
+``e`` edit a step's params (``escape``, the screen's key, goes back to the request box).  The buttons
 under the table do the same with the mouse.  The widget only displays and
 asks: it posts :class:`PlanView.Approve` / ``Reject`` / ``Edit`` / ``Back``
 and the screen decides.
@@ -37,7 +37,8 @@ class PlanTable(DataTable):
         Binding("r", "reject", "Reject"),
         Binding("space", "toggle", "Toggle step"),
         Binding("e", "edit", "Edit params"),
-        Binding("escape", "back", "Back"),
+        Binding("j", "cursor_down", "", show=False),
+        Binding("k", "cursor_up", "", show=False),
     ]
 
     def __init__(self, view: PlanView, **kw: Any) -> None:

@@ -1,0 +1,254 @@
+"""The console's operator aids, against an in-memory cluster: help, command palette, footer keys,
+j/k, Escape-then-typing, Ask box history and Tab completion.
+
+Each test drives the keys an operator would press and checks what the screen
+shows and what the (fake) cluster received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import pytest
+from textual import events
+from textual._xterm_parser import XTermParser
+from textual.command import CommandList, CommandPalette
+
+from cloudisense.tui import make_app
+from cloudisense.tui._grammar import examples, parses
+from cloudisense.tui._messages import ExecutionFinished, PlanReady
+from cloudisense.tui.screens import EditParamsScreen
+from cloudisense.tui.screens.help import HelpScreen
+from cloudisense.tui.testing import FakeLink, screen_text, three_nodes, wait_for, wait_for_text
+from cloudisense.tui.widgets import AskInput, ClusterTable
+from cloudisense.tui.widgets.plan_view import PlanTable
+
+pytestmark = pytest.mark.timeout(90)
+
+NOW = 1_000_000.0
+
+
+@contextlib.asynccontextmanager
+async def console(tmp_path, link: FakeLink | None = None, size: tuple[int, int] = (80, 24), **kw):
+    link = link or FakeLink(three_nodes(NOW))
+    kw.setdefault("model", "offline")
+    app = make_app(url="ws://127.0.0.1:8765/ws", client_factory=link.factory, audit=tmp_path / "audit.jsonl",
+                   clock=lambda: NOW, **kw)
+    seen: list = []
+    async with app.run_test(size=size, message_hook=seen.append) as pilot:
+        await wait_for(pilot, lambda: app.link_state == "connected" and app.cluster.counts()[1] > 0,
+                       what="connected")
+        yield app, pilot, seen, link
+
+
+async def ask(pilot, seen: list, text: str):
+    n = sum(isinstance(m, PlanReady) for m in seen)
+    await pilot.press(*text, "enter")
+    await wait_for(pilot, lambda: sum(isinstance(m, PlanReady) for m in seen) > n, what=f"a plan for {text!r}")
+    return [m for m in seen if isinstance(m, PlanReady)][-1].result
+
+
+def footer(app) -> str:
+    lines = [line for line in screen_text(app).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# ---- help ------------------------------------------------------------------------------------
+
+async def test_question_mark_and_f1_open_help_with_every_key_and_examples_the_planner_accepts(tmp_path):
+    async with console(tmp_path, size=(100, 40)) as (app, pilot, seen, link):
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
+        assert app.query_one("#request", AskInput).value == ""  # '?' was not typed into the box
+        text = screen_text(app)
+        for key_and_what in ("Approve", "Reject", "Toggle step", "Edit params", "Next tab", "History", "Complete",
+                             "Watch node", "ctrl+p"):
+            assert key_and_what in text, key_and_what
+        exs = examples(["node-a", "node-b", "node-c"], ["logger"])
+        assert "restart logger on the coolest node" in exs and all(parses(e) for e in exs)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help again on F1")
+        planner = str(app.screen.query_one("#help-planner").render())
+        assert "restart logger on the coolest node" in planner and "node-c" in planner  # this cluster's names
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), what="F1 closes it too")
+        # Once something is typed, '?' is a character.
+        await pilot.press("s", "question_mark")
+        assert app.query_one("#request", AskInput).value == "s?"
+        assert not isinstance(app.screen, HelpScreen)
+        # An example from the help, asked, becomes a plan (the help shows what the planner accepts).
+        await pilot.press("ctrl+u")
+        result = await ask(pilot, seen, "restart logger on the coolest node")
+        assert result.plan and result.plan.steps[0].targets == ["node-b"]
+
+
+# ---- command palette -------------------------------------------------------------------------
+
+async def palette(pilot, app, query: str) -> None:
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
+    await pilot.press(*query)
+    await wait_for(pilot, lambda: app.screen.query_one(CommandList).option_count > 0 and
+                   query.split()[0].lower() in screen_text(app).lower(), what=f"hits for {query!r}")
+    await pilot.pause(0.2)  # the palette's search is debounced; let the last query's hits land
+
+
+async def test_palette_watches_a_topic_on_a_node(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await palette(pilot, app, "watch process node-c")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: ("node-c", "process/#") in link.subscribed, what="the subscription")
+        await wait_for_text(pilot, app, "watching process/# on node-c")
+        link.emit("process/logger/restarted", {"name": "logger", "pid": 99}, node="node-c", ts=NOW)
+        await wait_for_text(pilot, app, "process/logger/restarted")
+
+
+async def test_palette_approves_the_plan_on_screen_and_the_node_restarts(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await ask(pilot, seen, "restart logger on the coolest node")
+        old_pid = link.fake.nodes["node-b"].processes["logger"]["pid"]
+        await palette(pilot, app, "approve plan")
+        await pilot.press("enter")
+        fin = await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
+        assert fin.report.status == "done"
+        assert [(c.node, c.method) for c in link.fake.mutating_calls] == [("node-b", "restart")]
+        assert link.fake.nodes["node-b"].processes["logger"]["pid"] != old_pid
+
+
+async def test_palette_goes_to_a_node_and_switches_theme(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await palette(pilot, app, "go to node-c")
+        await pilot.press("enter")
+        table = app.screen.query_one(ClusterTable)
+        await wait_for(pilot, lambda: app.focused is table and table.cursor_row == 2, what="node-c selected")
+        before = app.theme
+        target = "nord" if before != "nord" else "gruvbox"
+        await palette(pilot, app, f"switch theme {target}")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.theme == target, what="the theme")
+
+
+# ---- footer, keys ----------------------------------------------------------------------------
+
+async def test_footer_shows_the_focused_widgets_keys(tmp_path):
+    async with console(tmp_path, size=(100, 30)) as (app, pilot, seen, link):
+        await wait_for(pilot, lambda: "Plan it" in footer(app) and "History" in footer(app), what="Ask keys")
+        await pilot.press("shift+tab")
+        assert isinstance(app.focused, ClusterTable)
+        await wait_for(pilot, lambda: "Watch node" in footer(app), what="Enter in the footer")
+        await pilot.press("escape")
+        await ask(pilot, seen, "restart logger on the coolest node")
+        await wait_for(pilot, lambda: "Approve" in footer(app) and "Reject" in footer(app), what="plan keys")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, EditParamsScreen), what="the editor")
+        await wait_for(pilot, lambda: "Cancel" in footer(app), what="the editor's keys")
+        assert "Approve" not in footer(app) and "Next tab" not in footer(app)
+
+
+async def test_j_and_k_move_the_table_cursors(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        table = app.screen.query_one(ClusterTable)
+        await pilot.press("shift+tab")
+        assert app.focused is table and table.cursor_row == 0
+        await pilot.press("j", "j")
+        assert table.cursor_row == 2
+        await pilot.press("k")
+        assert table.cursor_row == 1
+        await pilot.press("enter")  # Enter on node-b: the Events tab, ready to watch node-b
+        await wait_for(pilot, lambda: app.screen.query_one("#watch-input").value.startswith("node-b"))
+
+
+async def test_tab_order_follows_the_screen_top_to_bottom(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        chain = [w.id or type(w).__name__ for w in app.screen.focus_chain]
+        assert chain[:2] == ["cluster", "request"]
+        assert app.focused.id == "request"
+        await pilot.press("shift+tab")
+        assert app.focused.id == "cluster"
+
+
+async def test_escape_then_a_letter_5ms_apart_both_take_effect(tmp_path):
+    """The terminal sends ESC, then 's' 5 ms later: Textual's parser joins them into alt+s within its
+    ESCDELAY.  The console still sees Escape (back to the Ask box) and types the 's' there."""
+    parser = XTermParser()
+    keys = list(parser.feed("\x1b"))
+    await asyncio.sleep(0.005)  # the operator's typing speed, not a synchronisation
+    keys += list(parser.feed("s"))
+    deadline = time.monotonic() + 2
+    while not keys and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        keys += list(parser.tick())
+    assert [k.key for k in keys] == ["alt+s"]  # what a terminal delivers: one key, the Escape swallowed
+
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await ask(pilot, seen, "restart logger on the coolest node")
+        assert isinstance(app.focused, PlanTable)
+        for k in keys:
+            app.post_message(k)
+        box = app.query_one("#request", AskInput)
+        await wait_for(pilot, lambda: app.focused is box and box.value == "s", what="escape, then 's' typed")
+        # In the Ask box an escaped letter is still the letter.
+        app.post_message(events.Key("alt+t", "t"))
+        await wait_for(pilot, lambda: box.value == "st", what="'t' typed")
+
+
+# ---- the Ask box -----------------------------------------------------------------------------
+
+async def test_placeholder_is_a_hint_and_the_box_looks_empty_after_enter(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        box = app.query_one("#request", AskInput)
+        assert box.placeholder.startswith("e.g. ")
+        line = next(line for line in screen_text(app).splitlines() if "Ask ›" in line)
+        assert "e.g." in line
+        await ask(pilot, seen, "show nodes")
+        assert box.value == ""
+        await pilot.press("escape")
+        await wait_for_text(pilot, app, "Ask › e.g.")
+
+
+async def test_history_up_down_and_it_survives_a_restart(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await ask(pilot, seen, "show nodes")
+        await pilot.press("escape")
+        await ask(pilot, seen, "status logger")
+        await pilot.press("escape")
+        box = app.query_one("#request", AskInput)
+        await pilot.press(*"sho")
+        await pilot.press("up")
+        assert box.value == "status logger"
+        await pilot.press("up")
+        assert box.value == "show nodes"
+        await pilot.press("up")
+        assert box.value == "show nodes"  # the oldest stays
+        await pilot.press("down", "down")
+        assert box.value == "sho"  # back to what was being typed
+    path = tmp_path / "tui-history.jsonl"
+    assert [json.loads(line) for line in path.read_text().splitlines()] == ["show nodes", "status logger"]
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await pilot.press("up")
+        assert app.query_one("#request", AskInput).value == "status logger"
+
+
+async def test_tab_completes_verbs_processes_and_nodes_from_the_live_cluster(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        box = app.query_one("#request", AskInput)
+        await pilot.press(*"resta", "tab")
+        assert box.value == "restart "
+        await pilot.press(*"log", "tab")
+        assert box.value == "restart logger "
+        await pilot.press(*"on node-", "tab")
+        assert box.value == "restart logger on node-"  # three nodes: no guess, the candidates are listed
+        assert box.last_candidates == ["node-a", "node-b", "node-c"]
+        # A node that joins is completed at once.
+        link.emit("$cluster/node/online", {"id": "zeta-7", "online": True}, node="zeta-7", ts=NOW)
+        await wait_for(pilot, lambda: "zeta-7" in app.cluster.nodes)
+        await pilot.press("ctrl+u", *"restart logger on ze", "tab")
+        assert box.value == "restart logger on zeta-7 "
+        # Nothing to complete: Tab moves focus on, as everywhere else.
+        await pilot.press("ctrl+u", "tab")
+        assert app.focused is not box
