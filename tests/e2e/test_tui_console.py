@@ -21,9 +21,10 @@ from cloudisense.tui import make_app
 from cloudisense.tui._grammar import examples, parses
 from cloudisense.tui._messages import ExecutionFinished, PlanReady
 from cloudisense.tui.screens import EditParamsScreen
+from cloudisense.tui.screens.dialogs import ConfirmScreen, FeedbackScreen
 from cloudisense.tui.screens.help import HelpScreen
 from cloudisense.tui.testing import FakeLink, screen_text, three_nodes, wait_for, wait_for_text
-from cloudisense.tui.widgets import AskInput, ClusterTable
+from cloudisense.tui.widgets import AskInput, ClusterTable, PlanView
 from cloudisense.tui.widgets.plan_view import PlanTable
 
 pytestmark = pytest.mark.timeout(90)
@@ -252,3 +253,96 @@ async def test_tab_completes_verbs_processes_and_nodes_from_the_live_cluster(tmp
         # Nothing to complete: Tab moves focus on, as everywhere else.
         await pilot.press("ctrl+u", "tab")
         assert app.focused is not box
+
+
+# ---- plans: reject with feedback, superseded, answers, confirmation ---------------------------
+
+def audit(tmp_path) -> list[dict]:
+    from cloudisense.agent import read_audit
+
+    return list(read_audit(tmp_path / "audit.jsonl"))
+
+
+async def test_reject_with_feedback_revises_the_plan_and_the_revision_runs(tmp_path):
+    async with console(tmp_path, size=(100, 30)) as (app, pilot, seen, link):
+        first = await ask(pilot, seen, "restart logger on the coolest node")
+        assert first.plan.steps[0].targets == ["node-b"]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, FeedbackScreen), what="the feedback field")
+        n = sum(isinstance(m, PlanReady) for m in seen)
+        await pilot.press(*"not node-b", "enter")
+        await wait_for(pilot, lambda: sum(isinstance(m, PlanReady) for m in seen) > n, what="the revised plan")
+        revised = [m for m in seen if isinstance(m, PlanReady)][-1].result
+        assert revised.plan.steps[0].targets == ["node-c"]  # the next coolest
+        await wait_for_text(pilot, app, "revised", "not node-b", "needs approval")
+        rej = [r for r in audit(tmp_path) if r["event"] == "rejection"]
+        assert rej[-1]["feedback"] == "not node-b" and rej[-1]["plan_hash"] == first.plan.hash
+        await pilot.press("a")
+        await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
+        assert [(c.node, c.method) for c in link.fake.mutating_calls] == [("node-c", "restart")]
+
+
+async def test_escape_in_the_feedback_field_keeps_the_plan_waiting(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await ask(pilot, seen, "restart logger on the coolest node")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, FeedbackScreen), what="the feedback field")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, FeedbackScreen))
+        assert app.screen.query_one(PlanView).awaiting_approval
+        assert "rejection" not in [r["event"] for r in audit(tmp_path)]
+
+
+async def test_a_waiting_plan_superseded_by_a_new_request_is_announced(tmp_path):
+    async with console(tmp_path, size=(120, 40)) as (app, pilot, seen, link):
+        old = await ask(pilot, seen, "restart logger on the coolest node")
+        await pilot.press("escape")
+        await ask(pilot, seen, "show nodes")
+        # In the plan's log, and as a toast.
+        await wait_for_text(pilot, app, f"plan {old.plan.hash[:12]} was waiting")
+        assert any("superseded by the new request" in n.message for n in app._notifications)
+        rej = [r for r in audit(tmp_path) if r["event"] == "rejection"]
+        assert rej and rej[-1]["plan_hash"] == old.plan.hash and "superseded" in rej[-1]["feedback"]
+        assert not link.fake.mutating_calls
+
+
+async def test_answers_and_failures_are_not_called_nothing_to_approve(tmp_path):
+    async with console(tmp_path, size=(100, 30)) as (app, pilot, seen, link):
+        await ask(pilot, seen, "show nodes")
+        text = await wait_for_text(pilot, app, "Answer (read-only")
+        assert "Nothing to approve" not in text and "node-b" in text
+        await pilot.press("escape")
+        r = await ask(pilot, seen, "frobnicate the wibble")
+        text = screen_text(app)
+        assert "Nothing to approve" not in text and "Answer" not in text.split("Plan  Events")[1]
+        assert ("Not planned" in text or "Planning failed" in text), (r, text)
+
+
+async def test_fan_out_asks_for_confirmation_naming_every_node(tmp_path):
+    async with console(tmp_path, size=(100, 30)) as (app, pilot, seen, link):
+        await ask(pilot, seen, "restart logger on all nodes")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        text = screen_text(app)
+        assert "Run on 3 nodes: node-a, node-b, node-c?" in text
+        await pilot.press("n")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        assert not link.fake.mutating_calls and app.screen.query_one(PlanView).awaiting_approval
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation again")
+        await pilot.press("y")
+        fin = await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
+        assert fin.report.status == "done"
+        assert sorted(c.node for c in link.fake.mutating_calls) == ["node-a", "node-b", "node-c"]
+
+
+async def test_a_stop_on_one_node_asks_for_confirmation_too(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await ask(pilot, seen, "stop logger on node-c")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert "Run on 1 node: node-c?" in screen_text(app) and "supervisor.stop" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
+        assert [(c.node, c.method) for c in link.fake.mutating_calls] == [("node-c", "stop")]
+        assert link.fake.nodes["node-c"].processes["logger"]["state"] == "stopped"

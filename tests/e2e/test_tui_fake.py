@@ -134,7 +134,7 @@ async def test_reject_runs_nothing_and_returns_to_the_request_box(tmp_path):
     link = FakeLink(three_nodes(NOW))
     async with console(tmp_path, link) as (app, pilot, seen):
         await ask(pilot, app, seen, "restart logger on all nodes")
-        await pilot.press("r")
+        await pilot.press("r", "enter")  # the feedback dialog: empty, just reject
         await wait_for(pilot, lambda: first(seen, PlanRejected))
         assert app.screen.focused is app.screen.query_one("#request")
         assert "Rejected plan" in screen_text(app)

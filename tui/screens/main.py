@@ -20,17 +20,22 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
+from cloudisense.node._text import printable
+
 from .._messages import (ExecutionFinished, LinkChanged, PlanEdited, PlanReady, PlanRejected, StatsArrived,
                          StepUpdate)
 from .._state import fmt_params
 from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
 from ..widgets.plan_view import PlanTable
+from .dialogs import ConfirmScreen, FeedbackScreen
 from .edit_params import EditParamsScreen
 
 if TYPE_CHECKING:
     from ..app import CloudisenseApp
 
 TABS = ("tab-plan", "tab-events", "tab-rpc")
+# Approving these (or any step on more than one node) asks again, naming the nodes.
+CONFIRM_METHODS = frozenset({"stop"})
 
 
 def help_sections() -> list[tuple[str, Any]]:
@@ -56,6 +61,8 @@ class MainScreen(Screen):
         super().__init__()
         self.executing = False
         self.editing = False
+        self.asking = False  # a feedback or confirmation dialog is open
+        self.last_request = ""
         self.watching: tuple[str | None, str] | None = None
 
     # ---- layout -----------------------------------------------------------------------------
@@ -179,7 +186,12 @@ class MainScreen(Screen):
             return
         pv = self.plan_view
         if pv.awaiting_approval and pv.plan is not None:
+            old = pv.plan.hash[:12]
             self.app.agent.reject(pv.plan, "superseded by a new request", via="tui")
+            pv.note(("superseded: ", "bold yellow"), f"plan {old} was waiting for approval and is dropped "
+                                                     "(nothing ran; audit: rejection, superseded)")
+            self.notify(f"Plan {old} superseded by the new request: nothing of it ran.", severity="warning",
+                        timeout=5)
         self.request_box.remember(text)
         self.request_box.value = ""
         self.query_one(TabbedContent).active = "tab-plan"
@@ -188,26 +200,33 @@ class MainScreen(Screen):
         self.run_plan(text)
 
     @work(exclusive=True, group="plan", exit_on_error=False)
-    async def run_plan(self, request: str) -> None:
+    async def run_plan(self, request: str, feedback: str | None = None) -> None:
+        """Plan ``request``, or with ``feedback`` revise the rejected plan of it (as ``cloudisense ask`` does)."""
         pv = self.plan_view
         try:
-            result = await self.app.agent.plan(request)
+            result = await (self.app.agent.revise(feedback) if feedback else self.app.agent.plan(request))
         except Exception as e:  # noqa: BLE001 - a crash in planning is shown, never executed
-            pv.clear_plan(f"Planning failed: {type(e).__name__}: {e}")
+            pv.clear_plan(printable(f"Planning failed: {type(e).__name__}: {e}", limit=300))
             return
         self.post_message(PlanReady(request, result))
         if not result.ok or result.plan is None:
-            pv.clear_plan("Planning failed: nothing to approve, nothing was executed.")
-            pv.note((result.message or result.error or "planning failed", "red"))
+            pv.clear_plan("Planning failed: nothing was executed.")
+            pv.note((printable(result.message or result.error or "planning failed", keep_newlines=True), "red"))
             return
         plan = result.plan
         if not plan.steps:
-            pv.clear_plan("Nothing to approve: the answer is below (read-only calls only).")
-            pv.note(result.message or plan.summary or "(no answer)")
+            answered = any(getattr(o, "status", "") == "ok" for o in result.observations)
+            pv.clear_plan("Answer (read-only, nothing to approve):" if answered
+                          else "Not planned: nothing was run.")
+            pv.note((printable(result.message or plan.summary or "(no answer)", keep_newlines=True),
+                     "" if answered else "yellow"))
             return
         pv.show_plan(plan)
+        self.last_request = request
+        if feedback:
+            pv.note(("revised ", "bold"), f"from your feedback {feedback!r}: plan {plan.hash[:12]}")
         if result.message:
-            pv.note((result.message, "dim"))
+            pv.note((printable(result.message, keep_newlines=True), "dim"))
         self.query_one(TabbedContent).active = "tab-plan"
         pv.table.focus()
 
@@ -216,14 +235,31 @@ class MainScreen(Screen):
     @on(PlanView.Reject)
     def _reject(self, msg: PlanView.Reject) -> None:
         pv = self.plan_view
-        if not pv.awaiting_approval or pv.plan is None:
+        if not pv.awaiting_approval or pv.plan is None or self.asking:
             return
+        self.asking = True
         plan = pv.plan
-        self.app.agent.reject(plan, "", via="tui")
-        pv.clear_plan(f"Rejected plan {plan.hash[:12]}: nothing was executed.")
-        pv.note(("rejected: ", "bold yellow"), f"plan {plan.hash[:12]}, nothing executed (audit: rejection)")
-        self.post_message(PlanRejected(plan.hash))
-        self.request_box.focus()
+
+        def decided(feedback: str | None) -> None:
+            self.asking = False
+            if feedback is None:  # cancelled: the plan still waits
+                pv.table.focus()
+                return
+            if pv.plan is not plan or not pv.awaiting_approval:
+                return
+            self.app.agent.reject(plan, feedback, via="tui")
+            self.post_message(PlanRejected(plan.hash))
+            if not feedback:
+                pv.clear_plan(f"Rejected plan {plan.hash[:12]}: nothing was executed.")
+                pv.note(("rejected: ", "bold yellow"), f"plan {plan.hash[:12]}, nothing executed (audit: rejection)")
+                self.set_focus(self.request_box)
+                return
+            pv.clear_plan(f"Rejected plan {plan.hash[:12]}; revising it from your feedback …")
+            pv.note(("rejected: ", "bold yellow"), f"plan {plan.hash[:12]} with feedback ",
+                    (printable(feedback, limit=300), "italic"), "; revising")
+            self.run_plan(self.last_request, feedback)
+
+        self.app.push_screen(FeedbackScreen(plan.hash), decided)
 
     # ---- approve → execute ------------------------------------------------------------------
 
@@ -235,8 +271,31 @@ class MainScreen(Screen):
         if not msg.steps:
             self.notify("No step is checked: toggle one with space, or reject with r.", severity="warning")
             return
-        self.executing = True
-        self.run_execute(pv.plan, list(msg.steps))
+        plan, steps = pv.plan, list(msg.steps)
+        risky = [plan.step(i) for i in steps if len(plan.step(i).targets) > 1 or plan.step(i).method in CONFIRM_METHODS]
+        if not risky:
+            self.executing = True
+            self.run_execute(plan, steps)
+            return
+        if self.asking:
+            return
+        self.asking = True
+        lines = [f"step {s.index}: {s.service}.{s.method} {fmt_params(s.params)} on {len(s.targets)} "
+                 f"node{'s' if len(s.targets) != 1 else ''}: {', '.join(s.targets)}" for s in risky]
+        nodes = sorted({t for s in risky for t in s.targets})
+        title = (f"Run on {len(nodes)} node{'s' if len(nodes) != 1 else ''}: {', '.join(nodes)}?")
+
+        def confirmed(yes: bool | None) -> None:
+            self.asking = False
+            pv.table.focus()
+            if not yes:
+                pv.note(("not confirmed: ", "bold yellow"), "nothing ran; the plan still waits")
+                return
+            if pv.plan is plan and pv.awaiting_approval and not self.executing:
+                self.executing = True
+                self.run_execute(plan, steps)
+
+        self.app.push_screen(ConfirmScreen(title, lines), confirmed)
 
     @work(exclusive=True, group="execute", exit_on_error=False)
     async def run_execute(self, plan: Any, steps: list[int]) -> None:
