@@ -144,9 +144,11 @@ class NodeRow:
         state = "online" if self.online else "OFFLINE"
         svc = len(self.services)
         seen = fmt_age(now - self.last_seen) if self.last_seen else "—"
+        # An offline node's processes are not known to run: no ▶, no pid, only what was last seen.
+        procs = fmt_processes(self.processes) if self.online else (
+            "last seen: " + (" ".join(str(p.get("name")) for p in self.processes) or "—"))
         return (name, state, fmt_temp(self.metrics), fmt_pct(self.metrics.get("cpu_percent")),
-                fmt_pct(self.metrics.get("memory_percent")), f"{svc}" if svc else "—",
-                fmt_processes(self.processes), seen)
+                fmt_pct(self.metrics.get("memory_percent")), f"{svc}" if svc else "—", procs, seen)
 
 
 CLUSTER_COLUMNS = ("node", "state", "temp", "cpu", "mem", "svc", "processes", "seen")

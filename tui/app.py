@@ -29,6 +29,8 @@ from textual.binding import Binding
 from textual.keys import _character_to_key
 from textual.screen import Screen
 
+from cloudisense.node._text import printable
+
 from ._history import HISTORY_FILE, History
 from ._link import ClientFactory, LinkState, LiveConnection, backoff, default_client_factory, retryable
 from ._messages import LinkChanged, StatsArrived
@@ -68,7 +70,6 @@ class CloudisenseApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "CloudiSENSE"
     COMMANDS = App.COMMANDS | {ConsoleCommands}
-    COMMAND_PALETTE_DISPLAY = "Commands"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("f1", "help", "Help", priority=True),
@@ -242,9 +243,10 @@ class CloudisenseApp(App):
             self.cluster.nodes[str(ev.get("node"))].online
         self.cluster.apply(ev, self.clock())
         if topic == "$cluster/node/offline" and was_online:
-            self.notify(f"{ev.get('node')} went offline", severity="warning", timeout=4)
+            self.notify(f"{printable(ev.get('node'), limit=80)} went offline: its processes are shown as last seen",
+                        severity="warning", timeout=4, markup=False)
         elif topic == "$cluster/node/online" and not was_online:
-            self.notify(f"{ev.get('node')} is online", timeout=3)
+            self.notify(f"{printable(ev.get('node'), limit=80)} is online", timeout=3, markup=False)
 
     # ---- audit ------------------------------------------------------------------------------
 

@@ -161,7 +161,7 @@ async def test_j_and_k_move_the_table_cursors(tmp_path):
         await pilot.press("k")
         assert table.cursor_row == 1
         await pilot.press("enter")  # Enter on node-b: the Events tab, ready to watch node-b
-        await wait_for(pilot, lambda: app.screen.query_one("#watch-input").value.startswith("node-b"))
+        await wait_for(pilot, lambda: app.screen.query_one("#watch-input").value == "node-b process/#")
 
 
 async def test_tab_order_follows_the_screen_top_to_bottom(tmp_path):
@@ -346,3 +346,100 @@ async def test_a_stop_on_one_node_asks_for_confirmation_too(tmp_path):
         await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
         assert [(c.node, c.method) for c in link.fake.mutating_calls] == [("node-c", "stop")]
         assert link.fake.nodes["node-c"].processes["logger"]["state"] == "stopped"
+
+
+# ---- the plan log ----------------------------------------------------------------------------
+
+async def test_each_request_gets_its_own_log_block_with_its_results_and_c_clears(tmp_path):
+    from cloudisense.tui.widgets.plan_log import PlanBlock, PlanLog
+
+    async with console(tmp_path, size=(100, 40)) as (app, pilot, seen, link):
+        await ask(pilot, seen, "show nodes")
+        await pilot.press("escape")
+        await ask(pilot, seen, "restart logger on the coolest node")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
+        log = app.screen.query_one(PlanLog)
+        await wait_for(pilot, lambda: "audit: execution" in log.text(), what="the audit line")
+        blocks = log.blocks
+        assert [b.title for b in blocks] == ["> show nodes", "> restart logger on the coolest node"]
+        assert blocks[0].collapsed and not blocks[1].collapsed
+        first_text = "\n".join(t.plain for t in blocks[0].lines)
+        second_text = "\n".join(t.plain for t in blocks[1].lines)
+        assert "node-b" in first_text and "restart" not in first_text
+        assert "approved:" in second_text and "step 1 node-b supervisor.restart ok" in second_text
+        log.focus()
+        await pilot.press("c")
+        await wait_for(pilot, lambda: not app.screen.query(PlanBlock), what="the log cleared")
+
+
+# ---- events: $-topics hidden, filter, pause, clear; cluster filter; offline rows --------------
+
+async def test_events_hide_heartbeats_by_default_filter_pause_and_clear(tmp_path):
+    from cloudisense.tui.widgets.events_pane import EventsPane
+
+    async with console(tmp_path, size=(120, 35)) as (app, pilot, seen, link):
+        app.watch_topic(None, "#")
+        await wait_for(pilot, lambda: (None, "#") in link.subscribed)
+        await wait_for_text(pilot, app, "watching # on")
+        pane = app.screen.query_one(EventsPane)
+        # A real node streams $cluster heartbeats on such a watch too (the fake follows MQTT's rule that
+        # '#' does not match $-topics, so the heartbeat is put on the watch's subscription directly).
+        sub = next(s for s in link.current.subs if s.topic == "#")
+        sub.queue.put_nowait({"type": "event", "node": "node-b", "topic": "$cluster/node/state",
+                              "data": {"id": "node-b", "online": True}, "ts": NOW})
+        link.emit("process/logger/restarted", {"name": "logger", "pid": 4242}, ts=NOW)
+        link.emit("metrics/node", {"cpu_percent": 3.0}, ts=NOW)
+        await wait_for_text(pilot, app, "process/logger/restarted", "metrics/node", "1 hidden ($-topics")
+        assert "$cluster/node/state" not in screen_text(app)
+        assert app.focused is pane.log_view
+        await pilot.press("h")
+        await wait_for_text(pilot, app, "$cluster/node/state")
+        await pilot.press("h", "slash", *"metrics")
+        await wait_for(pilot, lambda: "process/logger/restarted" not in screen_text(app)
+                       and "metrics/node" in screen_text(app), what="filtered")
+        await pilot.press("escape")  # clears the filter
+        await wait_for_text(pilot, app, "process/logger/restarted", "metrics/node")
+        pane.log_view.focus()
+        await pilot.press("p")
+        link.emit("process/logger/stopped", {"name": "logger"}, ts=NOW)
+        await wait_for_text(pilot, app, "PAUSED (1 waiting")
+        assert "process/logger/stopped" not in screen_text(app)
+        await pilot.press("p")
+        await wait_for_text(pilot, app, "process/logger/stopped")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: "process/logger" not in screen_text(app), what="cleared")
+
+
+async def test_events_escape_markup_and_control_characters(tmp_path):
+    async with console(tmp_path, size=(120, 35)) as (app, pilot, seen, link):
+        app.watch_topic(None, "#")
+        await wait_for(pilot, lambda: (None, "#") in link.subscribed)
+        link.emit("process/x/started", {"name": "[bold red]x[/]\x1b[2J\x9b31m"}, ts=NOW)
+        text = await wait_for_text(pilot, app, "process/x/started")
+        line = next(line for line in text.splitlines() if "process/x/started" in line)
+        assert "[bold red]x[/]" in line and "\x1b" not in text and "\x9b" not in text
+
+
+async def test_slash_filters_the_cluster_table(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        table = app.screen.query_one(ClusterTable)
+        await pilot.press("shift+tab", "slash", *"node-c")
+        await wait_for(pilot, lambda: table.row_count == 1, what="one row")
+        assert "node-c" in screen_text(app) and "node-b " not in screen_text(app)
+        assert "filter 'node-c': 1 shown" in screen_text(app)
+        await pilot.press("enter")
+        assert app.focused is table
+        await pilot.press("enter")  # the one row left: watch node-c
+        await wait_for(pilot, lambda: ("node-c", "process/#") in link.subscribed)
+
+
+async def test_an_offline_row_does_not_show_its_processes_as_running(tmp_path):
+    async with console(tmp_path, size=(100, 30)) as (app, pilot, seen, link):
+        entry = link.fake.cluster_view()["nodes"][2]
+        link.fake.nodes["node-c"].online = False
+        link.emit("$cluster/node/offline", {**entry, "online": False}, node="node-c", ts=NOW)
+        text = await wait_for_text(pilot, app, "Cluster 2/3 online")
+        row = next(line for line in text.splitlines() if "node-c" in line)
+        assert "OFFLINE" in row and "last seen: logger" in row and "▶" not in row and "4103" not in row
+        assert any("node-c went offline" in n.message for n in app._notifications)

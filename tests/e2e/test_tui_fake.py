@@ -311,12 +311,13 @@ async def test_events_pane_subscribes_on_any_node_and_f2_cycles_tabs(tmp_path):
         await wait_for(pilot, lambda: "two words" in screen_text(app))
         await pilot.press("f2")
         assert app.screen.query_one("#tabs").active == "tab-rpc"
-        # choosing a node in the cluster table prefills the events pane
+        # choosing a node in the cluster table watches its processes: the box and the status line agree
         table = app.screen.query_one(ClusterTable)
         table.focus()
         await pilot.press("down", "enter")
         assert app.screen.query_one("#tabs").active == "tab-events"
-        assert app.screen.query_one("#watch-input").value == "node-b "
+        assert app.screen.query_one("#watch-input").value == "node-b process/#"
+        await wait_for(pilot, lambda: "watching process/# on node-b" in screen_text(app))
 
 
 async def test_mouse_toggles_approves_and_switches_tabs(tmp_path):

@@ -26,6 +26,7 @@ from .._messages import (ExecutionFinished, LinkChanged, PlanEdited, PlanReady, 
                          StepUpdate)
 from .._state import fmt_params
 from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
+from ..widgets.events_pane import FilterInput
 from ..widgets.plan_view import PlanTable
 from .dialogs import ConfirmScreen, FeedbackScreen
 from .edit_params import EditParamsScreen
@@ -74,6 +75,8 @@ class MainScreen(Screen):
         bar.url = app.url
         yield bar
         with Vertical(id="cluster-box"):
+            yield FilterInput(placeholder="filter nodes (Enter keeps, Esc clears)", id="cluster-filter",
+                              compact=True)
             yield ClusterTable(app.cluster, app.clock, id="cluster")
         yield RpcLine("RPC  waiting for $sys/stats…", id="rpc-line")
         with Horizontal(id="request-row"):
@@ -162,16 +165,32 @@ class MainScreen(Screen):
 
     def watch_topic(self, node: str | None, topic: str) -> None:
         self.query_one(TabbedContent).active = "tab-events"
-        inp = self.query_one("#watch-input", Input)
-        inp.value = f"{node or '.'} {topic}"
-        inp.focus()
+        self.events.prefill(node or ".", topic)
+        self.events.log_view.focus()
         self.events.post_message(EventsPane.Watch(node, topic))
 
     @on(ClusterTable.NodeChosen)
     def _node_chosen(self, msg: ClusterTable.NodeChosen) -> None:
-        self.query_one(TabbedContent).active = "tab-events"
-        self.events.prefill(msg.node)
-        self.query_one("#watch-input", Input).focus()
+        # Node and topic together, and subscribed at once: the box and the status line agree.
+        self.watch_topic(msg.node, "process/#")
+
+    @on(ClusterTable.FilterRequested)
+    def _cluster_filter(self, msg: ClusterTable.FilterRequested) -> None:
+        box = self.query_one("#cluster-filter", FilterInput)
+        box.add_class("-open")
+        box.focus()
+
+    @on(Input.Changed, "#cluster-filter")
+    def _cluster_filter_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.query_one(ClusterTable).set_filter(event.value)
+
+    @on(Input.Submitted, "#cluster-filter")
+    def _cluster_filter_done(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.value.strip():
+            event.input.remove_class("-open")
+        self.query_one(ClusterTable).focus()
 
     # ---- request → plan ---------------------------------------------------------------------
 
@@ -195,8 +214,8 @@ class MainScreen(Screen):
         self.request_box.remember(text)
         self.request_box.value = ""
         self.query_one(TabbedContent).active = "tab-plan"
-        pv.clear_plan(f"Planning: {text} …")
-        pv.note(("> ", "bold"), (text, "bold"))
+        pv.clear_plan(printable(f"Planning: {text} …", limit=200))
+        pv.begin(f"> {text}")
         self.run_plan(text)
 
     @work(exclusive=True, group="plan", exit_on_error=False)
@@ -440,6 +459,7 @@ class MainScreen(Screen):
     @on(EventsPane.Watch)
     def _watch(self, msg: EventsPane.Watch) -> None:
         self.watching = (msg.node, msg.topic)
+        self.events.watching(msg.topic)
         self.run_watch(msg.node, msg.topic)
 
     @work(exclusive=True, group="watch", exit_on_error=False)

@@ -81,7 +81,7 @@ class AskInput(Input):
             fill = cands[0] + ("" if after.startswith(" ") else " ")
         else:
             fill = common_prefix(cands) if len(common_prefix(cands)) > len(word) else word
-            self.app.notify("  ".join(cands[:12]) + ("  …" if len(cands) > 12 else ""), title="Tab: one of",
+            self.app.notify("  ".join(cands[:12]) + ("  …" if len(cands) > 12 else ""), title="Tab: one of", markup=False,
                             timeout=3)
         self.value = before[:start] + fill + after
         self.cursor_position = start + len(fill)

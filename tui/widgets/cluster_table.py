@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+from rich.markup import escape
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
+
+from cloudisense.node._text import printable
 
 from .._state import CLUSTER_COLUMNS, ClusterModel
 
@@ -17,9 +20,13 @@ class ClusterTable(DataTable):
 
     BINDINGS = [
         Binding("enter", "select_cursor", "Watch node"),
+        Binding("slash", "filter", "Filter"),
         Binding("j", "cursor_down", "", show=False),
         Binding("k", "cursor_up", "", show=False),
     ]
+
+    class FilterRequested(Message):
+        """``/``: the screen opens the filter box."""
 
     class NodeChosen(Message):
         """The operator picked a node (Enter or a click on a highlighted row)."""
@@ -36,6 +43,14 @@ class ClusterTable(DataTable):
         self._shown_at = 0.0
         self._shown_ids: list[str] = []
         self._shown_cells: dict[str, list] = {}
+        self.text_filter = ""
+
+    def set_filter(self, text: str) -> None:
+        self.text_filter = text.strip().lower()
+        self.refresh_rows(force=True)
+
+    def action_filter(self) -> None:
+        self.post_message(self.FilterRequested())
 
     def on_mount(self) -> None:
         for col in CLUSTER_COLUMNS:
@@ -50,6 +65,8 @@ class ClusterTable(DataTable):
             return
         self._shown_version, self._shown_at = self.model.version, now
         rows = self.model.rows()
+        if self.text_filter:
+            rows = [r for r in rows if self.text_filter in " ".join(r.cells(now, self.model.self_id)).lower()]
         ids = [r.id for r in rows]
         if ids != self._shown_ids:
             cursor = self.cursor_row
@@ -73,7 +90,10 @@ class ClusterTable(DataTable):
                 self._shown_cells[r.id] = cells
         on, total = self.model.counts()
         if self.parent is not None:
-            self.parent.border_title = f"Cluster {on}/{total} online" if total else "Cluster (waiting for the node)"
+            title = f"Cluster {on}/{total} online" if total else "Cluster (waiting for the node)"
+            if self.text_filter:
+                title += f" · filter {self.text_filter!r}: {len(rows)} shown"
+            self.parent.border_title = escape(printable(title, limit=120))
 
     @staticmethod
     def _styled(cells: tuple[str, ...], online: bool) -> list[Text | str]:
@@ -81,6 +101,7 @@ class ClusterTable(DataTable):
         out[1] = Text(cells[1], style="green" if online else "bold red")
         if not online:
             out[0] = Text(cells[0], style="dim")
+            out[6] = Text(cells[6], style="dim italic")
         if cells[2].endswith(" sim"):
             out[2] = Text.assemble(cells[2][:-4], (" sim", "italic dim"))
         return out

@@ -19,9 +19,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, DataTable, RichLog, Static
+from textual.widgets import Button, DataTable, Static
 
 from .._state import PlanProgress, fmt_params
+from .plan_log import PlanLog
 
 COLUMNS = (("on", "✓"), ("n", "#"), ("node", "node"), ("call", "call"), ("params", "params"),
            ("status", "status"), ("why", "why this node"), ("reason", "reason"))
@@ -113,7 +114,7 @@ class PlanView(Vertical):
             yield Button("Reject (r)", id="btn-reject", variant="error", compact=True, disabled=True)
             yield Button("Toggle (space)", id="btn-toggle", compact=True, disabled=True)
             yield Button("Edit (e)", id="btn-edit", compact=True, disabled=True)
-        yield RichLog(id="exec-log", wrap=True, markup=False, max_lines=500)
+        yield PlanLog(id="exec-log")
 
     def on_mount(self) -> None:
         t = self.table
@@ -126,8 +127,8 @@ class PlanView(Vertical):
         return self.query_one(PlanTable)
 
     @property
-    def exec_log(self) -> RichLog:
-        return self.query_one("#exec-log", RichLog)
+    def exec_log(self) -> PlanLog:
+        return self.query_one("#exec-log", PlanLog)
 
     # ---- showing ----------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class PlanView(Vertical):
         self.plan = None
         self.progress = None
         self.table.clear()
-        self.query_one("#plan-title", Static).update(title)
+        self.query_one("#plan-title", Static).update(Text(title))
         self.query_one("#plan-detail", Static).update("")
         self._update_buttons()
         self.table.refresh_bindings()
@@ -236,6 +237,10 @@ class PlanView(Vertical):
 
     def note(self, *parts: Any) -> None:
         self.exec_log.write(Text.assemble(*parts))
+
+    def begin(self, title: str) -> None:
+        """A new request: its own block in the log."""
+        self.exec_log.begin(title)
 
     # ---- events -----------------------------------------------------------------------------
 
