@@ -139,13 +139,13 @@ class NodeRow:
         if isinstance(data.get("processes"), list):
             self.processes = [dict(p) for p in data["processes"] if isinstance(p, dict)]
 
-    def cells(self, now: float, self_id: str) -> tuple[str, ...]:
+    def cells(self, now: float, self_id: str, procs_width: int = 26) -> tuple[str, ...]:
         name = self.id + (" *" if self.id == self_id else "")
         state = "online" if self.online else "OFFLINE"
         svc = len(self.services)
         seen = fmt_age(now - self.last_seen) if self.last_seen else "—"
         # An offline node's processes are not known to run: no ▶, no pid, only what was last seen.
-        procs = fmt_processes(self.processes) if self.online else (
+        procs = fmt_processes(self.processes, procs_width) if self.online else (
             "last seen: " + (" ".join(str(p.get("name")) for p in self.processes) or "—"))
         return (name, state, fmt_temp(self.metrics), fmt_pct(self.metrics.get("cpu_percent")),
                 fmt_pct(self.metrics.get("memory_percent")), f"{svc}" if svc else "—", procs, seen)

@@ -228,7 +228,7 @@ async def test_read_only_request_answers_without_a_plan(tmp_path):
     async with console(tmp_path, link) as (app, pilot, seen):
         await ask(pilot, app, seen, "status logger on node-c")
         await wait_for(pilot, lambda: "node-c: logger running (pid 4103" in screen_text(app))
-        assert "Nothing to approve" in screen_text(app)
+        assert "Answer (read-only, nothing to approve)" in screen_text(app)
         assert app.screen.focused is app.screen.query_one("#request")
         assert not link.fake.mutating_calls
 

@@ -204,18 +204,19 @@ class MainScreen(Screen):
             self.notify("A plan is running; wait for it to finish.", severity="warning")
             return
         pv = self.plan_view
-        if pv.awaiting_approval and pv.plan is not None:
-            old = pv.plan.hash[:12]
+        superseded = pv.plan.hash[:12] if pv.awaiting_approval and pv.plan is not None else ""
+        if superseded:
             self.app.agent.reject(pv.plan, "superseded by a new request", via="tui")
-            pv.note(("superseded: ", "bold yellow"), f"plan {old} was waiting for approval and is dropped "
-                                                     "(nothing ran; audit: rejection, superseded)")
-            self.notify(f"Plan {old} superseded by the new request: nothing of it ran.", severity="warning",
-                        timeout=5)
+            self.notify(f"Plan {superseded} superseded by the new request: nothing of it ran.",
+                        severity="warning", timeout=5)
         self.request_box.remember(text)
         self.request_box.value = ""
         self.query_one(TabbedContent).active = "tab-plan"
         pv.clear_plan(printable(f"Planning: {text} …", limit=200))
         pv.begin(f"> {text}")
+        if superseded:  # said in the new block: the old one folds away
+            pv.note(("superseded: ", "bold yellow"), f"plan {superseded} was waiting for approval and is dropped "
+                                                     "(nothing ran; audit: rejection, superseded)")
         self.run_plan(text)
 
     @work(exclusive=True, group="plan", exit_on_error=False)

@@ -45,6 +45,15 @@ class ClusterTable(DataTable):
         self._shown_cells: dict[str, list] = {}
         self.text_filter = ""
 
+    @property
+    def procs_width(self) -> int:
+        """The processes column takes what the other columns leave (they need about 60 cells)."""
+        return max(26, self.size.width - 64)
+
+    def on_resize(self) -> None:
+        self._shown_ids = []  # re-lay the rows for the new width
+        self.refresh_rows(force=True)
+
     def set_filter(self, text: str) -> None:
         self.text_filter = text.strip().lower()
         self.refresh_rows(force=True)
@@ -66,14 +75,15 @@ class ClusterTable(DataTable):
         self._shown_version, self._shown_at = self.model.version, now
         rows = self.model.rows()
         if self.text_filter:
-            rows = [r for r in rows if self.text_filter in " ".join(r.cells(now, self.model.self_id)).lower()]
+            rows = [r for r in rows
+                    if self.text_filter in " ".join(r.cells(now, self.model.self_id, self.procs_width)).lower()]
         ids = [r.id for r in rows]
         if ids != self._shown_ids:
             cursor = self.cursor_row
             self.clear()
             self._shown_cells = {}
             for r in rows:
-                cells = self._styled(r.cells(now, self.model.self_id), r.online)
+                cells = self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online)
                 self.add_row(*cells, key=r.id)
                 self._shown_cells[r.id] = cells
             self._shown_ids = ids
@@ -82,7 +92,7 @@ class ClusterTable(DataTable):
         else:
             # Only the cells that changed (a big cluster sends many heartbeats; most change one number).
             for r in rows:
-                cells = self._styled(r.cells(now, self.model.self_id), r.online)
+                cells = self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online)
                 old = self._shown_cells.get(r.id, [])
                 for i, (col, value) in enumerate(zip(CLUSTER_COLUMNS, cells)):
                     if i >= len(old) or str(old[i]) != str(value) or type(old[i]) is not type(value):

@@ -2,7 +2,7 @@
 
 Heartbeats and other ``$``-topics (``$cluster/node/state`` every 2 s, ``$sys/stats``) are hidden by default
 (``h`` shows them); ``/`` filters by text, ``p`` pauses (what arrives meanwhile is kept and shown on resume),
-``c`` clears.  These keys work while the event list has focus (Enter in the topic box moves it there).
+``c`` clears.  These keys work while the event list has focus (Tab from the topic box).
 Events are data: node, topic and payload go through :func:`printable` before the terminal sees them.
 """
 
@@ -108,8 +108,7 @@ class EventsPane(Vertical):
         except ValueError as e:
             self.status(str(e), error=True)
             return
-        self.post_message(self.Watch(node, topic))
-        self.log_view.focus()
+        self.post_message(self.Watch(node, topic))  # focus stays here, to adjust the topic; Tab: the list
 
     def watching(self, topic: str) -> None:
         """A new watch: $-topics are shown when the watch asked for them (``$cluster/#``), hidden otherwise."""
