@@ -146,8 +146,17 @@ class CloudisenseApp(App):
                                     sorted({str(p.get("name")) for r in rows for p in r.processes if p.get("name")})))
 
     def go_to_node(self, node: str) -> None:
+        """The node's detail view (the cluster table's cursor moves to it too)."""
+        from .screens.node_detail import NodeDetailScreen
+
         if self.main_screen is not None:
             self.main_screen.go_to_node(node)
+        self.push_screen(NodeDetailScreen(node))
+
+    def ask(self, request: str) -> None:
+        """Plan ``request`` as if typed in the Ask box (the same plan → approval path)."""
+        if self.main_screen is not None:
+            self.main_screen.ask(request)
 
     def watch_topic(self, node: str | None, topic: str) -> None:
         if self.main_screen is not None:

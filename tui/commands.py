@@ -41,7 +41,7 @@ class ConsoleCommands(Provider):
         main = app.main_screen
         for row in app.cluster.rows():
             nid = printable(row.id, limit=80)
-            yield f"Go to node {nid}", "select it in the cluster table", partial(app.go_to_node, row.id)
+            yield f"Go to node {nid}", "the node's detail view: metrics, services, processes, events", partial(app.go_to_node, row.id)
             for topic in WATCH_TOPICS:
                 yield (f"Watch {topic} on {nid}", "subscribe in the Events tab",
                        partial(app.watch_topic, row.id, topic))

@@ -23,6 +23,7 @@ from cloudisense.tui._messages import ExecutionFinished, PlanReady
 from cloudisense.tui.screens import EditParamsScreen
 from cloudisense.tui.screens.dialogs import ConfirmScreen, FeedbackScreen
 from cloudisense.tui.screens.help import HelpScreen
+from cloudisense.tui.screens.node_detail import NodeDetailScreen
 from cloudisense.tui.testing import FakeLink, screen_text, three_nodes, wait_for, wait_for_text
 from cloudisense.tui.widgets import AskInput, ClusterTable, PlanView
 from cloudisense.tui.widgets.plan_view import PlanTable
@@ -125,8 +126,12 @@ async def test_palette_goes_to_a_node_and_switches_theme(tmp_path):
     async with console(tmp_path) as (app, pilot, seen, link):
         await palette(pilot, app, "go to node-c")
         await pilot.press("enter")
-        table = app.screen.query_one(ClusterTable)
-        await wait_for(pilot, lambda: app.focused is table and table.cursor_row == 2, what="node-c selected")
+        await wait_for(pilot, lambda: isinstance(app.screen, NodeDetailScreen) and app.screen.node == "node-c",
+                       what="node-c's detail view")
+        await pilot.press("escape")
+        table = app.main_screen.query_one(ClusterTable)
+        await wait_for(pilot, lambda: not isinstance(app.screen, NodeDetailScreen) and table.cursor_row == 2,
+                       what="back, node-c selected")
         before = app.theme
         target = "nord" if before != "nord" else "gruvbox"
         await palette(pilot, app, f"switch theme {target}")
@@ -443,3 +448,28 @@ async def test_an_offline_row_does_not_show_its_processes_as_running(tmp_path):
         row = next(line for line in text.splitlines() if "node-c" in line)
         assert "OFFLINE" in row and "last seen: logger" in row and "▶" not in row and "4103" not in row
         assert any("node-c went offline" in n.message for n in app._notifications)
+
+
+# ---- node detail -----------------------------------------------------------------------------
+
+async def test_node_detail_shows_metrics_services_processes_events_and_actions_go_through_approval(tmp_path):
+    async with console(tmp_path, size=(120, 35)) as (app, pilot, seen, link):
+        await pilot.press("shift+tab", "j", "d")
+        await wait_for(pilot, lambda: isinstance(app.screen, NodeDetailScreen), what="the detail view")
+        assert app.screen.node == "node-b"
+        text = await wait_for_text(pilot, app, "38.5°C", "supervisor", "restart*", "logger", "running", "4102")
+        entry = link.fake.cluster_view()["nodes"][1]
+        entry["metrics"]["temperature_c"] = 44.0
+        link.emit("$cluster/node/state", entry, node="node-b", ts=NOW)
+        await wait_for_text(pilot, app, "44.0°C", "38–44", "$cluster/node/state")
+        spark = app.screen.query_one("#s-temperature_c")
+        assert list(spark.data)[-2:] == [38.5, 44.0]
+        old_pid = link.fake.nodes["node-b"].processes["logger"]["pid"]
+        await pilot.press("r")  # restart the highlighted process: planned, not run
+        await wait_for(pilot, lambda: not isinstance(app.screen, NodeDetailScreen), what="back to the plan")
+        res = await wait_for(pilot, lambda: next((m.result for m in seen if isinstance(m, PlanReady)), None))
+        assert [(s.targets, s.method) for s in res.plan.steps] == [(["node-b"], "restart")]
+        assert not link.fake.mutating_calls
+        await pilot.press("a")
+        await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
+        assert link.fake.nodes["node-b"].processes["logger"]["pid"] != old_pid

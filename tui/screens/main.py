@@ -174,6 +174,10 @@ class MainScreen(Screen):
         # Node and topic together, and subscribed at once: the box and the status line agree.
         self.watch_topic(msg.node, "process/#")
 
+    @on(ClusterTable.DetailRequested)
+    def _detail(self, msg: ClusterTable.DetailRequested) -> None:
+        self.app.go_to_node(msg.node)
+
     @on(ClusterTable.FilterRequested)
     def _cluster_filter(self, msg: ClusterTable.FilterRequested) -> None:
         box = self.query_one("#cluster-filter", FilterInput)
@@ -193,6 +197,12 @@ class MainScreen(Screen):
         self.query_one(ClusterTable).focus()
 
     # ---- request → plan ---------------------------------------------------------------------
+
+    def ask(self, request: str) -> None:
+        """A request from elsewhere (the node detail view): shown in the Ask box and planned."""
+        box = self.request_box
+        box.value = request
+        box.post_message(Input.Submitted(box, request))
 
     @on(Input.Submitted, "#request")
     def _request(self, event: Input.Submitted) -> None:

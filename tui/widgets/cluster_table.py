@@ -20,10 +20,18 @@ class ClusterTable(DataTable):
 
     BINDINGS = [
         Binding("enter", "select_cursor", "Watch node"),
+        Binding("d", "detail", "Detail"),
         Binding("slash", "filter", "Filter"),
         Binding("j", "cursor_down", "", show=False),
         Binding("k", "cursor_up", "", show=False),
     ]
+
+    class DetailRequested(Message):
+        """``d``: the node's detail view."""
+
+        def __init__(self, node: str) -> None:
+            super().__init__()
+            self.node = node
 
     class FilterRequested(Message):
         """``/``: the screen opens the filter box."""
@@ -57,6 +65,12 @@ class ClusterTable(DataTable):
     def set_filter(self, text: str) -> None:
         self.text_filter = text.strip().lower()
         self.refresh_rows(force=True)
+
+    def action_detail(self) -> None:
+        if self.row_count:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+            if key:
+                self.post_message(self.DetailRequested(str(key)))
 
     def action_filter(self) -> None:
         self.post_message(self.FilterRequested())
