@@ -25,7 +25,7 @@ EXTRA_KEYS = (
     ("Everywhere", "tab / shift+tab", "next / previous widget"),
     ("Everywhere", "ctrl+p", "command palette: go to node, watch a topic, approve/reject, theme, dashboard"),
     ("Everywhere", "escape", "back to the Ask box (Escape then a letter types the letter there)"),
-    ("Tables", "↑ ↓ / j k, PgUp PgDn, Home End", "move the cursor"),
+    ("Tables", "↑ ↓ j k", "move the cursor (PgUp PgDn Home End too)"),
 )
 
 
@@ -56,8 +56,8 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         keys = Table(box=None, show_header=False, pad_edge=False, expand=True)
-        keys.add_column(style="dim", no_wrap=True)
-        keys.add_column(style="bold cyan", no_wrap=True)
+        keys.add_column(style="dim", no_wrap=True, max_width=14)
+        keys.add_column(style="bold cyan", max_width=16)
         keys.add_column(ratio=1)
         last = ""
         for section, key, what in [*key_rows(self.sections), *EXTRA_KEYS]:

@@ -43,8 +43,14 @@ def help_sections() -> list[tuple[str, Any]]:
     """(section, class with BINDINGS) for the help screen, in the order the screen shows them."""
     from ..app import CloudisenseApp
 
+    from ..widgets.events_pane import EventLog
+    from ..widgets.plan_log import PlanLog
+    from .node_detail import NodeDetailScreen, ProcessTable
+
     return [("Everywhere", CloudisenseApp), ("Main screen", MainScreen), ("Ask box", AskInput),
-            ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Edit params", EditParamsScreen)]
+            ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Plan log", PlanLog),
+            ("Edit params", EditParamsScreen), ("Event list", EventLog), ("Node detail", NodeDetailScreen),
+            ("Processes", ProcessTable)]
 
 
 class MainScreen(Screen):
