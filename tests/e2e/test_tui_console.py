@@ -423,7 +423,7 @@ async def test_events_escape_markup_and_control_characters(tmp_path):
         link.emit("process/x/started", {"name": "[bold red]x[/]\x1b[2J\x9b31m"}, ts=NOW)
         text = await wait_for_text(pilot, app, "process/x/started")
         line = next(line for line in text.splitlines() if "process/x/started" in line)
-        assert "[bold red]x[/]" in line and "\x1b" not in text and "\x9b" not in text
+        assert "[bold red]x[/]" in line and "\x1b" not in line and "\x9b" not in line
 
 
 async def test_slash_filters_the_cluster_table(tmp_path):
@@ -473,3 +473,18 @@ async def test_node_detail_shows_metrics_services_processes_events_and_actions_g
         await pilot.press("a")
         await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
         assert link.fake.nodes["node-b"].processes["logger"]["pid"] != old_pid
+
+
+async def test_rpc_sparkline_has_a_scale(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        for rate in (1.0, 4.5, 2.0):
+            link.emit("$sys/stats", {"rpc": {"calls": 10, "calls_per_s": rate, "recent": []}}, ts=NOW)
+        await pilot.press("f2", "f2")
+        await wait_for_text(pilot, app, "now 2.0 · min 1.0 · max 4.5")
+
+
+async def test_cluster_table_shows_process_names_as_data(tmp_path):
+    async with console(tmp_path, size=(120, 30)) as (app, pilot, seen, link):
+        link.emit("process/x/started", {"name": "[bold red]x[/]\x1b[2J", "pid": 7}, ts=NOW)
+        text = await wait_for_text(pilot, app, "[bold red]x[/]")
+        assert "\x1b" not in text and "\\x1b[2J" in text

@@ -122,9 +122,9 @@ class NodeDetailScreen(Screen[None]):
         t.clear()
         for p in row.processes:
             state = str(p.get("state")) if row.online else f"last seen {p.get('state')}"
-            t.add_row(printable(p.get("name"), limit=60), state,
-                      str(p.get("pid") or "—") if row.online else "—", str(p.get("restarts", "—")),
-                      str(p.get("exit_code") if p.get("exit_code") is not None else "—"), key=str(p.get("name")))
+            cells = (p.get("name"), state, (p.get("pid") or "—") if row.online else "—", p.get("restarts", "—"),
+                     p.get("exit_code") if p.get("exit_code") is not None else "—")
+            t.add_row(*(Text(printable(c, limit=80)) for c in cells), key=str(p.get("name")))
         if t.row_count:
             t.move_cursor(row=min(cursor, t.row_count - 1), animate=False)
         log = self.query_one("#detail-events", RichLog)

@@ -52,6 +52,7 @@ class ClusterTable(DataTable):
         self._shown_ids: list[str] = []
         self._shown_cells: dict[str, list] = {}
         self.text_filter = ""
+        self._laid_width = 26
 
     @property
     def procs_width(self) -> int:
@@ -59,8 +60,11 @@ class ClusterTable(DataTable):
         return max(26, self.size.width - 64)
 
     def on_resize(self) -> None:
-        self._shown_ids = []  # re-lay the rows for the new width
-        self.refresh_rows(force=True)
+        # Only a new width for the processes column re-lays the rows (re-laying changes the table's own
+        # size, which must not start another round).
+        if self.procs_width != self._laid_width:
+            self._laid_width = self.procs_width
+            self.refresh_rows(force=True)
 
     def set_filter(self, text: str) -> None:
         self.text_filter = text.strip().lower()
@@ -120,14 +124,15 @@ class ClusterTable(DataTable):
             self.parent.border_title = escape(printable(title, limit=120))
 
     @staticmethod
-    def _styled(cells: tuple[str, ...], online: bool) -> list[Text | str]:
-        out: list[Text | str] = list(cells)
-        out[1] = Text(cells[1], style="green" if online else "bold red")
+    def _styled(cells: tuple[str, ...], online: bool) -> list[Text]:
+        # Every cell is Text of printable characters: names come from the nodes (a str cell would be markup).
+        out = [Text(printable(c, limit=400)) for c in cells]
+        out[1].stylize("green" if online else "bold red")
         if not online:
-            out[0] = Text(cells[0], style="dim")
-            out[6] = Text(cells[6], style="dim italic")
+            out[0].stylize("dim")
+            out[6].stylize("dim italic")
         if cells[2].endswith(" sim"):
-            out[2] = Text.assemble(cells[2][:-4], (" sim", "italic dim"))
+            out[2] = Text.assemble(printable(cells[2][:-4], limit=40), (" sim", "italic dim"))
         return out
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

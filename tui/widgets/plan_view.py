@@ -21,6 +21,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Static
 
+from cloudisense.node._text import printable
+
 from .._state import PlanProgress, fmt_params
 from .plan_log import PlanLog
 
@@ -168,8 +170,10 @@ class PlanView(Vertical):
         mark = Text("✓" if st is None or st.checked else "·", style="bold green" if st is None or st.checked else "dim")
         status = st.label(self.clock()) if st else ""
         style = next((v for k, v in _STATUS_STYLE.items() if status.startswith(k)), "")
-        return [mark, str(s.index), nodes, f"{s.service}.{s.method}", fmt_params(s.params),
-                Text(status, style=style), s.fact.why or "—", s.reason or "—"]
+        # Text, not str: a str cell is markup, and these come from the model and the nodes.
+        return [mark, str(s.index), Text(printable(nodes, limit=400)), Text(printable(f"{s.service}.{s.method}")),
+                Text(printable(fmt_params(s.params), limit=400)), Text(printable(status, limit=200), style=style),
+                Text(printable(s.fact.why or "—", limit=400)), Text(printable(s.reason or "—", limit=400))]
 
     def refresh_steps(self) -> None:
         if self.plan is None:
@@ -206,11 +210,12 @@ class PlanView(Vertical):
         s = self.plan.step(i)
         text = Text()
         text.append(f"step {s.index}: ", style="bold")
-        text.append(f"{s.service}.{s.method} {fmt_params(s.params)} on {', '.join(s.targets)}\n")
+        text.append(printable(f"{s.service}.{s.method} {fmt_params(s.params)} on {', '.join(s.targets)}",
+                              limit=600) + "\n")
         text.append("why: ", style="bold")
-        text.append((s.fact.why or "—") + "\n")
+        text.append(printable(s.fact.why or "—", limit=600) + "\n")
         text.append("reason: ", style="bold")
-        text.append(s.reason or "—")
+        text.append(printable(s.reason or "—", limit=600))
         self.query_one("#plan-detail", Static).update(text)
 
     def _update_buttons(self) -> None:
