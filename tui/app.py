@@ -109,6 +109,9 @@ class CloudisenseApp(App):
 
             state_dir = Path(audit.path).parent if given_audit else default_state_dir()
         self.state_dir = Path(state_dir)
+        from cloudisense.agent.pending import PendingStore
+
+        self.pending_store = PendingStore(self.state_dir)
         self.history = History(self.state_dir / HISTORY_FILE)
         self.main_screen: MainScreen | None = None
 
@@ -163,11 +166,16 @@ class CloudisenseApp(App):
             self.main_screen.watch_topic(node, topic)
 
     def pending_plans(self) -> list[Any]:
-        """Plans filed through MCP and waiting for approval (the Pending tab's list)."""
-        return []
+        """Plans filed through MCP and waiting for approval (the Pending tab's list), at most 200."""
+        try:
+            return self.pending_store.list("pending")[:200]
+        except OSError as e:
+            log.warning("cannot read pending plans in %s: %s", self.pending_store.dir, e)
+            return []
 
     def open_pending(self, plan_id: str) -> None:
-        pass
+        if self.main_screen is not None:
+            self.main_screen.open_pending(plan_id)
 
     # ---- the link ---------------------------------------------------------------------------
 

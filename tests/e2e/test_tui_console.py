@@ -488,3 +488,54 @@ async def test_cluster_table_shows_process_names_as_data(tmp_path):
         link.emit("process/x/started", {"name": "[bold red]x[/]\x1b[2J", "pid": 7}, ts=NOW)
         text = await wait_for_text(pilot, app, "[bold red]x[/]")
         assert "\x1b" not in text and "\\x1b[2J" in text
+
+
+# ---- the Pending tab (plans filed through MCP) -----------------------------------------------
+
+async def mcp_files_a_restart(app, tmp_path, node: str = "node-b") -> str:
+    """The MCP server's own code path files a pending plan in the console's state directory."""
+    from cloudisense.agent import AuditLog
+    from cloudisense.tools.mcp_server import ClusterMcp, McpSettings
+
+    mcp = ClusterMcp(McpSettings(state_dir=str(app.state_dir)), conn=app.conn, store=app.pending_store,
+                     audit=AuditLog(tmp_path / "audit.jsonl"))
+    out = await mcp.call_tool("call", {"node": node, "service": "supervisor", "method": "restart",
+                                       "params_json": '{"name": "logger"}', "reason": "the MCP client asked"})
+    doc = out.data
+    assert out.ok and doc.get("status") == "pending", out
+    return doc["plan_id"]
+
+
+async def test_pending_tab_approves_a_plan_the_mcp_server_filed_and_the_pid_changes(tmp_path):
+    async with console(tmp_path, size=(120, 35)) as (app, pilot, seen, link):
+        plan_id = await mcp_files_a_restart(app, tmp_path)
+        old_pid = link.fake.nodes["node-b"].processes["logger"]["pid"]
+        await pilot.press("f2", "f2", "f2")
+        assert app.screen.query_one("#tabs").active == "tab-pending"
+        await wait_for_text(pilot, app, plan_id, "supervisor.restart", "named explicitly: node-b")
+        assert not link.fake.mutating_calls
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert f"Run pending plan {plan_id} on 1 node: node-b?" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.pending_store.get(plan_id).status == "done", what="the plan done")
+        assert link.fake.nodes["node-b"].processes["logger"]["pid"] != old_pid
+        assert [(c.node, c.method) for c in link.fake.mutating_calls] == [("node-b", "restart")]
+        events = [(r["event"], r.get("via")) for r in audit(tmp_path)]
+        assert ("approval", "tui") in events and ("execution", None) in events
+        await pilot.press("f2", "f2", "f2")
+        await wait_for_text(pilot, app, "No pending plans")
+
+
+async def test_pending_tab_rejects_with_feedback_and_nothing_runs(tmp_path):
+    async with console(tmp_path, size=(120, 35)) as (app, pilot, seen, link):
+        plan_id = await mcp_files_a_restart(app, tmp_path, "node-c")
+        app.open_pending(plan_id)  # the palette's "Reject pending plan ID"
+        await wait_for_text(pilot, app, plan_id)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, FeedbackScreen), what="the feedback field")
+        await pilot.press(*"node-c is in maintenance", "enter")
+        await wait_for(pilot, lambda: app.pending_store.get(plan_id).status == "rejected", what="rejected")
+        rej = [r for r in audit(tmp_path) if r["event"] == "rejection"]
+        assert rej[-1]["feedback"] == "node-c is in maintenance" and rej[-1]["via"] == "tui"
+        assert not link.fake.mutating_calls

@@ -27,6 +27,7 @@ from .._messages import (ExecutionFinished, LinkChanged, PlanEdited, PlanReady, 
 from .._state import fmt_params
 from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
 from ..widgets.events_pane import FilterInput
+from ..widgets.pending_pane import PendingPane, PendingTable
 from ..widgets.plan_view import PlanTable
 from .dialogs import ConfirmScreen, FeedbackScreen
 from .edit_params import EditParamsScreen
@@ -34,7 +35,7 @@ from .edit_params import EditParamsScreen
 if TYPE_CHECKING:
     from ..app import CloudisenseApp
 
-TABS = ("tab-plan", "tab-events", "tab-rpc")
+TABS = ("tab-plan", "tab-events", "tab-rpc", "tab-pending")
 # Approving these (or any step on more than one node) asks again, naming the nodes.
 CONFIRM_METHODS = frozenset({"stop"})
 
@@ -95,6 +96,8 @@ class MainScreen(Screen):
                 yield EventsPane(id="events")
             with TabPane("RPC", id="tab-rpc"):
                 yield RpcPanel(id="rpc")
+            with TabPane("Pending", id="tab-pending"):
+                yield PendingPane(id="pending")
         yield Footer(compact=True)
 
     @property
@@ -147,6 +150,8 @@ class MainScreen(Screen):
         # Focus follows the tab (a focused widget in a hidden pane would pull its tab back).
         if tabs.active == "tab-events":
             self.query_one("#watch-input", Input).focus()
+        elif tabs.active == "tab-pending":
+            self.query_one(PendingTable).focus()
         elif tabs.active == "tab-plan" and self.plan_view.plan is not None:
             self.plan_view.table.focus()
         else:
@@ -179,6 +184,90 @@ class MainScreen(Screen):
     def _node_chosen(self, msg: ClusterTable.NodeChosen) -> None:
         # Node and topic together, and subscribed at once: the box and the status line agree.
         self.watch_topic(msg.node, "process/#")
+
+    # ---- pending plans (filed through MCP) ----------------------------------------------------
+
+    def open_pending(self, plan_id: str) -> None:
+        self.query_one(TabbedContent).active = "tab-pending"
+        pane = self.query_one(PendingPane)
+        pane.reload()
+        t = pane.query_one(PendingTable)
+        try:
+            t.move_cursor(row=t.get_row_index(plan_id))
+        except Exception:  # noqa: BLE001 - decided elsewhere meanwhile
+            self.notify(f"plan {plan_id} is no longer pending", severity="warning", markup=False)
+        t.focus()
+
+    @on(PendingPane.Decide)
+    def _pending_decide(self, msg: PendingPane.Decide) -> None:
+        from cloudisense.agent.pending import PendingError
+
+        app = self.app
+        try:
+            rec = app.pending_store.get(msg.plan_id)
+        except PendingError as e:
+            self.notify(str(e), severity="warning", markup=False)
+            return
+        if self.asking:
+            return
+        self.asking = True
+        nodes = sorted({t for s in rec.plan.steps for t in s.targets})
+        if msg.what == "reject":
+            def rejected(feedback: str | None) -> None:
+                self.asking = False
+                if feedback is None:
+                    return
+                try:
+                    app.pending_store.reject(rec.id, by=app.agent.user, feedback=feedback, via="tui")
+                except PendingError as e:
+                    self.notify(str(e), severity="warning", markup=False)
+                self.query_one(PendingPane).reload()
+                self.notify(f"pending plan {rec.id} rejected: nothing ran", markup=False)
+
+            app.push_screen(FeedbackScreen(rec.plan.hash), rejected)
+            return
+        lines = [f"step {s.index}: {s.service}.{s.method} {fmt_params(s.params)} on {', '.join(s.targets)}"
+                 for s in rec.plan.steps] + [f"filed by {rec.requested_by or '?'} via MCP: {rec.plan.request}"]
+        title = f"Run pending plan {rec.id} on {len(nodes)} node{'s' if len(nodes) != 1 else ''}: {', '.join(nodes)}?"
+
+        def confirmed(yes: bool | None) -> None:
+            self.asking = False
+            if yes:
+                self.run_pending(rec.id, rec.plan.hash)
+
+        app.push_screen(ConfirmScreen(title, lines), confirmed)
+
+    @work(group="pending", exit_on_error=False)
+    async def run_pending(self, plan_id: str, plan_hash: str) -> None:
+        from cloudisense.agent.pending import PendingError, execute_pending
+
+        app = self.app
+        self.query_one(TabbedContent).active = "tab-plan"
+        self.plan_view.begin(f"pending plan {plan_id} (MCP)")
+        self.plan_view.note(("approved: ", "bold green"), f"pending plan {plan_id} by {app.agent.user}, running …")
+        try:
+            rec = await execute_pending(app.pending_store, plan_id, app.conn, via="tui", expect_hash=plan_hash,
+                                        timeout=app.call_timeout)
+        except PendingError as e:
+            self.plan_view.note(("not executed: ", "bold red"), printable(str(e), limit=300))
+            return
+        except Exception as e:  # noqa: BLE001 - shown; the store and the audit say what happened
+            self.plan_view.note(("failed: ", "bold red"), printable(f"{type(e).__name__}: {e}", limit=300))
+            return
+        finally:
+            self.query_one(PendingPane).reload()
+        report = rec.report
+        for r in (report.results if report else []):
+            d = r.model_dump(mode="json")
+            if d.get("ok") and isinstance(d.get("result"), dict) and d.get("service") == "supervisor":
+                app.cluster.patch_process(d["node"], d["result"])
+            self._note_step(d)
+        ok = report is not None and report.status == "done"
+        self.plan_view.note((f"{report.status if report else rec.status}: ", "bold green" if ok else "bold red"),
+                            printable(report.message if report else rec.message, limit=400))
+        self.plan_view.note(("audit: ", "bold"), printable(f"{rec.audit or 'default audit log'} (session {rec.session})",
+                                                            limit=300))
+        self.post_message(ExecutionFinished(rec.plan.hash, report, "" if ok else rec.message))
 
     @on(ClusterTable.DetailRequested)
     def _detail(self, msg: ClusterTable.DetailRequested) -> None:
