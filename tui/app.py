@@ -107,7 +107,8 @@ class CloudisenseApp(App):
         if state_dir is None:
             from cloudisense.agent.pending import default_state_dir
 
-            state_dir = Path(audit.path).parent if given_audit else default_state_dir()
+            state_dir = (os.environ.get("CLOUDISENSE_STATE_DIR") or
+                         (Path(audit.path).parent if given_audit else default_state_dir()))
         self.state_dir = Path(state_dir)
         from cloudisense.agent.pending import PendingStore
 
@@ -317,7 +318,8 @@ def make_app(*, url: str = DEFAULT_URL, model: Any = None, token: str | None = N
     return CloudisenseApp(url=url, model=model, token=token, client_factory=client_factory, audit=audit, **kw)
 
 
-def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None) -> int:
+def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None,
+            state_dir: Any = None) -> int:
     """Run the console in this terminal until the operator quits (blocking; not inside an event loop).
 
     Textual installs signal handlers, so this must run on the main thread; from a coroutine use
@@ -328,12 +330,12 @@ def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_tui() must run on the main thread (Textual installs signal handlers); "
                            "inside an event loop use: await cloudisense.tui.run_tui_async(url, model)")
-    make_app(url=url, model=model, token=token, audit=audit).run()
+    make_app(url=url, model=model, token=token, audit=audit, state_dir=state_dir).run()
     return 0
 
 
 async def run_tui_async(url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
-                        audit: Any = None) -> int:
+                        audit: Any = None, state_dir: Any = None) -> int:
     """:func:`run_tui` for callers already inside an event loop (``cloudisense demo``)."""
-    await make_app(url=url, model=model, token=token, audit=audit).run_async()
+    await make_app(url=url, model=model, token=token, audit=audit, state_dir=state_dir).run_async()
     return 0

@@ -107,7 +107,7 @@ async def run_demo(args: Any) -> int:
             except ImportError:
                 run_tui_async = None
             if run_tui_async is not None:
-                await run_tui_async(urls[0], args.model, audit=state / "audit.jsonl")
+                await run_tui_async(urls[0], args.model, audit=state / "audit.jsonl", state_dir=state)
                 return 0
         print("Ctrl-C stops everything.", flush=True)
         await stop.wait()
