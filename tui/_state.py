@@ -127,6 +127,15 @@ class NodeRow:
     metrics: dict[str, Any] = field(default_factory=dict)
     services: dict[str, Any] = field(default_factory=dict)
     processes: list[dict[str, Any]] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)  # metric -> the last HISTORY samples
+    recent: list[dict[str, Any]] = field(default_factory=list)      # the last RECENT events about this node
+
+    def sample(self) -> None:
+        """Record the current metrics for the detail view's sparklines."""
+        for key in SPARK_METRICS:
+            v = self.metrics.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
+                self.history[key] = (self.history.get(key, []) + [float(v)])[-HISTORY:]
 
     def merge(self, data: dict[str, Any]) -> None:
         for key in ("online", "since", "last_seen"):
@@ -139,15 +148,21 @@ class NodeRow:
         if isinstance(data.get("processes"), list):
             self.processes = [dict(p) for p in data["processes"] if isinstance(p, dict)]
 
-    def cells(self, now: float, self_id: str) -> tuple[str, ...]:
+    def cells(self, now: float, self_id: str, procs_width: int = 26) -> tuple[str, ...]:
         name = self.id + (" *" if self.id == self_id else "")
         state = "online" if self.online else "OFFLINE"
         svc = len(self.services)
         seen = fmt_age(now - self.last_seen) if self.last_seen else "—"
+        # An offline node's processes are not known to run: no ▶, no pid, only what was last seen.
+        procs = fmt_processes(self.processes, procs_width) if self.online else (
+            "last seen: " + (" ".join(str(p.get("name")) for p in self.processes) or "—"))
         return (name, state, fmt_temp(self.metrics), fmt_pct(self.metrics.get("cpu_percent")),
-                fmt_pct(self.metrics.get("memory_percent")), f"{svc}" if svc else "—",
-                fmt_processes(self.processes), seen)
+                fmt_pct(self.metrics.get("memory_percent")), f"{svc}" if svc else "—", procs, seen)
 
+
+SPARK_METRICS = ("temperature_c", "cpu_percent", "memory_percent", "disk_percent")
+HISTORY = 120
+RECENT = 50
 
 CLUSTER_COLUMNS = ("node", "state", "temp", "cpu", "mem", "svc", "processes", "seen")
 
@@ -175,6 +190,7 @@ class ClusterModel:
             seen.add(nid)
             row = self.nodes.setdefault(nid, NodeRow(nid))
             row.merge(entry)
+            row.sample()
         for nid in set(self.nodes) - seen:
             del self.nodes[nid]
         return self._changed()
@@ -188,12 +204,16 @@ class ClusterModel:
             return False
         node = str(node)
         ts = event.get("ts") if isinstance(event.get("ts"), (int, float)) else now
+        if node in self.nodes:
+            row0 = self.nodes[node]
+            row0.recent = (row0.recent + [{"topic": topic, "ts": ts, "data": event.get("data")}])[-RECENT:]
         if topic.startswith("$cluster/node/"):
             kind = topic.removeprefix("$cluster/node/")
             if kind not in ("online", "offline", "state"):
                 return False
             row = self.nodes.setdefault(node, NodeRow(node))
             row.merge(data)
+            row.sample()
             if kind == "offline":
                 row.online = False
                 row.since = data.get("since") or ts
@@ -212,6 +232,7 @@ class ClusterModel:
             if not any(k in data for k in keys):
                 return False
             row.metrics = {**row.metrics, **{k: v for k, v in data.items() if k != "node"}}
+            row.sample()
             row.last_seen = max(row.last_seen or 0.0, float(ts))
             row.online = True
             return self._changed()

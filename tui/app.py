@@ -23,14 +23,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
+from textual.keys import _character_to_key
 from textual.screen import Screen
 
+from cloudisense.node._text import printable
+
+from ._history import HISTORY_FILE, History
 from ._link import ClientFactory, LinkState, LiveConnection, backoff, default_client_factory, retryable
 from ._messages import LinkChanged, StatsArrived
 from ._state import ClusterModel, model_label
+from .commands import ConsoleCommands
 from .screens import MainScreen
 
 log = logging.getLogger(__name__)
@@ -64,13 +69,17 @@ class _StepTap:
 class CloudisenseApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "CloudiSENSE"
-    ENABLE_COMMAND_PALETTE = False
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help", priority=True),
+    ]
 
     def __init__(self, *, url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
                  client_factory: ClientFactory | None = None, audit: Any = None,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                 call_timeout: float = 10.0, backoff_cap: float = 5.0, recorder: Any = None) -> None:
+                 call_timeout: float = 10.0, backoff_cap: float = 5.0, recorder: Any = None,
+                 state_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         from cloudisense.agent import Agent, AuditLog, default_audit_path, make_model
 
@@ -88,10 +97,23 @@ class CloudisenseApp(App):
         self.stats: dict[str, Any] | None = None
         self.link_state = LinkState.CONNECTING
         self.step_listeners: list[Callable[[dict[str, Any]], None]] = []
+        given_audit = audit is not None
         if audit is None or isinstance(audit, (str, os.PathLike)):
             audit = AuditLog(audit or default_audit_path())
         self.agent = Agent(self.conn, self.model, audit=audit, recorder=_StepTap(self, recorder),
                            timeout=call_timeout)
+        # The state directory holds the request history (and the MCP pending plans): the one given, or the
+        # audit log's directory, so a console started on a scratch audit log leaves the real one alone.
+        if state_dir is None:
+            from cloudisense.agent.pending import default_state_dir
+
+            state_dir = (os.environ.get("CLOUDISENSE_STATE_DIR") or
+                         (Path(audit.path).parent if given_audit else default_state_dir()))
+        self.state_dir = Path(state_dir)
+        from cloudisense.agent.pending import PendingStore
+
+        self.pending_store = PendingStore(self.state_dir)
+        self.history = History(self.state_dir / HISTORY_FILE)
         self.main_screen: MainScreen | None = None
 
     def get_default_screen(self) -> Screen:
@@ -100,6 +122,61 @@ class CloudisenseApp(App):
 
     def on_mount(self) -> None:
         self.run_link()
+
+    # ---- keys -------------------------------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        # Escape followed quickly by a key reaches us as alt+key (the terminal sends ESC then the key, and
+        # the parser joins them within ESCDELAY).  The console binds no alt+ keys, so it is both: Escape
+        # (its binding runs first, e.g. back to the Ask box), then the key, delivered to what has focus now.
+        if isinstance(event, events.Key) and not event.is_forwarded and (key := _escaped_key(event)) is not None \
+                and event.key not in self.active_bindings:
+            if not await self._check_bindings("escape", priority=True) and not await self._check_bindings("escape"):
+                await super().on_event(events.Key("escape", "\x1b"))
+            await super().on_event(key)
+            return
+        await super().on_event(event)
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):  # F1 again closes it
+            self.screen.dismiss(None)
+            return
+        from .screens.main import help_sections
+
+        rows = self.cluster.rows()
+        self.push_screen(HelpScreen(help_sections(), [r.id for r in rows],
+                                    sorted({str(p.get("name")) for r in rows for p in r.processes if p.get("name")})))
+
+    def go_to_node(self, node: str) -> None:
+        """The node's detail view (the cluster table's cursor moves to it too)."""
+        from .screens.node_detail import NodeDetailScreen
+
+        if self.main_screen is not None:
+            self.main_screen.go_to_node(node)
+        self.push_screen(NodeDetailScreen(node))
+
+    def ask(self, request: str) -> None:
+        """Plan ``request`` as if typed in the Ask box (the same plan → approval path)."""
+        if self.main_screen is not None:
+            self.main_screen.ask(request)
+
+    def watch_topic(self, node: str | None, topic: str) -> None:
+        if self.main_screen is not None:
+            self.main_screen.watch_topic(node, topic)
+
+    def pending_plans(self) -> list[Any]:
+        """Plans filed through MCP and waiting for approval (the Pending tab's list), at most 200."""
+        try:
+            return self.pending_store.list("pending")[:200]
+        except OSError as e:
+            log.warning("cannot read pending plans in %s: %s", self.pending_store.dir, e)
+            return []
+
+    def open_pending(self, plan_id: str) -> None:
+        if self.main_screen is not None:
+            self.main_screen.open_pending(plan_id)
 
     # ---- the link ---------------------------------------------------------------------------
 
@@ -184,9 +261,10 @@ class CloudisenseApp(App):
             self.cluster.nodes[str(ev.get("node"))].online
         self.cluster.apply(ev, self.clock())
         if topic == "$cluster/node/offline" and was_online:
-            self.notify(f"{ev.get('node')} went offline", severity="warning", timeout=4)
+            self.notify(f"{printable(ev.get('node'), limit=80)} went offline: its processes are shown as last seen",
+                        severity="warning", timeout=4, markup=False)
         elif topic == "$cluster/node/online" and not was_online:
-            self.notify(f"{ev.get('node')} is online", timeout=3)
+            self.notify(f"{printable(ev.get('node'), limit=80)} is online", timeout=3, markup=False)
 
     # ---- audit ------------------------------------------------------------------------------
 
@@ -213,6 +291,15 @@ class CloudisenseApp(App):
         return out
 
 
+def _escaped_key(event: events.Key) -> events.Key | None:
+    """For ``alt+x`` made of Escape then ``x``: the key ``x`` (None for any other key)."""
+    ch = event.character
+    if not event.key.startswith("alt+") or not ch or len(ch) != 1 or not ch.isprintable():
+        return None
+    name = ch if ch.isalnum() else _character_to_key(ch)
+    return events.Key(name, ch)
+
+
 def _short(e: BaseException) -> str:
     """A few words for the header: 'connection refused', not the whole errno text with the URL."""
     text = str(getattr(e, "message", "") or e) or type(e).__name__
@@ -231,7 +318,8 @@ def make_app(*, url: str = DEFAULT_URL, model: Any = None, token: str | None = N
     return CloudisenseApp(url=url, model=model, token=token, client_factory=client_factory, audit=audit, **kw)
 
 
-def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None) -> int:
+def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None,
+            state_dir: Any = None) -> int:
     """Run the console in this terminal until the operator quits (blocking; not inside an event loop).
 
     Textual installs signal handlers, so this must run on the main thread; from a coroutine use
@@ -242,12 +330,12 @@ def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("run_tui() must run on the main thread (Textual installs signal handlers); "
                            "inside an event loop use: await cloudisense.tui.run_tui_async(url, model)")
-    make_app(url=url, model=model, token=token, audit=audit).run()
+    make_app(url=url, model=model, token=token, audit=audit, state_dir=state_dir).run()
     return 0
 
 
 async def run_tui_async(url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
-                        audit: Any = None) -> int:
+                        audit: Any = None, state_dir: Any = None) -> int:
     """:func:`run_tui` for callers already inside an event loop (``cloudisense demo``)."""
-    await make_app(url=url, model=model, token=token, audit=audit).run_async()
+    await make_app(url=url, model=model, token=token, audit=audit, state_dir=state_dir).run_async()
     return 0

@@ -28,23 +28,27 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--audit", default=None,
                    help="append-only audit log (JSONL; env CLOUDISENSE_AUDIT; "
                         "default ~/.local/state/cloudisense/audit.jsonl)")
+    p.add_argument("--state-dir", default=None,
+                   help="request history and the MCP pending plans (env CLOUDISENSE_STATE_DIR; default the "
+                        "directory of --audit when given, else ~/.local/state/cloudisense)")
     p.set_defaults(func=cmd_tui)
 
 
-def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None) -> int:
+def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None,
+            state_dir: Any = None) -> int:
     """Run the console until the operator quits.  Blocking; call it from the main thread (Textual installs
     signal handlers).  Inside an event loop use :func:`run_tui_async`."""
     from .app import run_tui as run
 
-    return run(url, model, token=token, audit=audit)
+    return run(url, model, token=token, audit=audit, state_dir=state_dir)
 
 
 async def run_tui_async(url: str = DEFAULT_URL, model: Any = None, token: str | None = None,
-                        audit: Any = None) -> int:
+                        audit: Any = None, state_dir: Any = None) -> int:
     """The console on the running event loop (``cloudisense demo``: ``await run_tui_async(url, model)``)."""
     from .app import run_tui_async as run
 
-    return await run(url, model, token=token, audit=audit)
+    return await run(url, model, token=token, audit=audit, state_dir=state_dir)
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -53,7 +57,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     except ImportError as e:  # textual is an optional dependency
         print(f"cloudisense tui needs the tui extra (pip install 'cloudisense[tui]'): {e}", file=sys.stderr)
         return 2
-    return run_tui(args.url, args.model, token=args.token, audit=args.audit)
+    return run_tui(args.url, args.model, token=args.token, audit=args.audit, state_dir=args.state_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,11 @@
-"""``cloudisense demo``: an embedded broker and three nodes on this machine, then the TUI."""
+"""``cloudisense demo``: an embedded broker and three nodes on this machine, then the TUI.
+
+The demo works in its own directory (``cloudisense-demo-XXXX`` under the temp dir): the nodes' configs and
+logs, and the state directory (audit log, request history, pending plans) the console uses, so a demo never
+writes to the operator's real audit log.  The directory is kept when the demo stops (its path is printed)
+so the logs can be read afterwards.  The TUI needs a terminal on stdin and stdout; piped (``| tee``), the demo
+says so and runs as ``--no-tui``.
+"""
 
 from __future__ import annotations
 
@@ -88,7 +95,9 @@ async def run_demo(args: Any) -> int:
         raise ConfigError(f"{e.message} (the demo takes --broker-port PORT)") from None
     prefix = f"cloudisense-demo/{uuid.uuid4().hex[:6]}"
     procs: list[asyncio.subprocess.Process] = []
-    tmp = tempfile.TemporaryDirectory(prefix="cloudisense-demo-")
+    work = Path(tempfile.mkdtemp(prefix="cloudisense-demo-"))
+    state = work / "state"
+    state.mkdir()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -96,9 +105,9 @@ async def run_demo(args: Any) -> int:
     try:
         urls = []
         for i, (node_id, temp) in enumerate(NODES):
-            cfg = Path(tmp.name) / f"{node_id}.toml"
+            cfg = work / f"{node_id}.toml"
             cfg.write_text(_config(node_id, temp, args.port + i, broker.url, prefix, demo))
-            log = open(Path(tmp.name) / f"{node_id}.log", "wb")
+            log = open(work / f"{node_id}.log", "wb")
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cloudisense.node.cli", "node", "--config", str(cfg),
                 stdout=subprocess.PIPE, stderr=log, start_new_session=True, preexec_fn=die_with_parent())
@@ -112,14 +121,23 @@ async def run_demo(args: Any) -> int:
             print(f"  {node_id:7} {url}   dashboard {url.replace('ws://', 'http://').removesuffix('/ws')}/")
         print(f"\n  cloudisense call --url {urls[0]} node-b system.metrics")
         print(f"  cloudisense ask --url {urls[0]} \"restart logger on coolest node\"")
-        print(f"  node logs: {tmp.name}\n", flush=True)
-        if not args.no_tui and sys.stdin.isatty():
+        print(f"  node logs: {work}   (kept after the demo stops)")
+        print(f"  audit and state: {state}   (for the CLI and MCP: export CLOUDISENSE_STATE_DIR={state} "
+              f"CLOUDISENSE_AUDIT={state / 'audit.jsonl'})\n", flush=True)
+        tui = not args.no_tui
+        if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
+            which = "stdout" if sys.stdin.isatty() else "stdin"
+            print(f"{which} is not a terminal (piped?): running without the TUI, as with --no-tui. "
+                  f"Open it in a terminal with: cloudisense tui --url {urls[0]} --audit {state / 'audit.jsonl'}",
+                  flush=True)
+            tui = False
+        if tui:
             try:
                 from cloudisense.tui.cli import run_tui_async
             except ImportError:
                 run_tui_async = None
             if run_tui_async is not None:
-                await run_tui_async(urls[0], args.model)
+                await run_tui_async(urls[0], args.model, audit=state / "audit.jsonl", state_dir=state)
                 return 0
         print("Ctrl-C stops everything.", flush=True)
         await stop.wait()
@@ -136,5 +154,4 @@ async def run_demo(args: Any) -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         await broker.stop()
-        tmp.cleanup()
-        print("demo stopped; nothing left running.", file=sys.stderr)
+        print(f"demo stopped; nothing left running. Logs and audit kept in {work}", file=sys.stderr)

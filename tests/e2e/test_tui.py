@@ -137,7 +137,7 @@ async def test_reject_runs_nothing(trio, tmp_path):
         await open_console(pilot, app)
         result = await ask(pilot, seen, "restart logger on all nodes")
         assert sorted(result.plan.steps[0].targets) == ["node-a", "node-b", "node-c"]
-        await pilot.press("r")
+        await pilot.press("r", "enter")  # the feedback dialog: empty, just reject
         await wait_for(pilot, lambda: first(seen, PlanRejected))
         await wait_for_text(pilot, app, "Rejected plan", "nothing was executed")
         assert app.screen.focused is app.screen.query_one("#request")

@@ -134,7 +134,7 @@ async def test_reject_runs_nothing_and_returns_to_the_request_box(tmp_path):
     link = FakeLink(three_nodes(NOW))
     async with console(tmp_path, link) as (app, pilot, seen):
         await ask(pilot, app, seen, "restart logger on all nodes")
-        await pilot.press("r")
+        await pilot.press("r", "enter")  # the feedback dialog: empty, just reject
         await wait_for(pilot, lambda: first(seen, PlanRejected))
         assert app.screen.focused is app.screen.query_one("#request")
         assert "Rejected plan" in screen_text(app)
@@ -228,7 +228,7 @@ async def test_read_only_request_answers_without_a_plan(tmp_path):
     async with console(tmp_path, link) as (app, pilot, seen):
         await ask(pilot, app, seen, "status logger on node-c")
         await wait_for(pilot, lambda: "node-c: logger running (pid 4103" in screen_text(app))
-        assert "Nothing to approve" in screen_text(app)
+        assert "Answer (read-only, nothing to approve)" in screen_text(app)
         assert app.screen.focused is app.screen.query_one("#request")
         assert not link.fake.mutating_calls
 
@@ -311,12 +311,13 @@ async def test_events_pane_subscribes_on_any_node_and_f2_cycles_tabs(tmp_path):
         await wait_for(pilot, lambda: "two words" in screen_text(app))
         await pilot.press("f2")
         assert app.screen.query_one("#tabs").active == "tab-rpc"
-        # choosing a node in the cluster table prefills the events pane
+        # choosing a node in the cluster table watches its processes: the box and the status line agree
         table = app.screen.query_one(ClusterTable)
         table.focus()
         await pilot.press("down", "enter")
         assert app.screen.query_one("#tabs").active == "tab-events"
-        assert app.screen.query_one("#watch-input").value == "node-b "
+        assert app.screen.query_one("#watch-input").value == "node-b process/#"
+        await wait_for(pilot, lambda: "watching process/# on node-b" in screen_text(app))
 
 
 async def test_mouse_toggles_approves_and_switches_tabs(tmp_path):

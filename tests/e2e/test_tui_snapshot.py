@@ -53,6 +53,47 @@ def test_main_screen_plan_pending_100x30(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=(100, 30), run_before=plan_pending(link))
 
 
+def test_main_screen_plan_pending_120x35(snap_compare, tmp_path):
+    """120x35: the issue's middle size; the cluster table and the detail grow, the log has room."""
+    app, link = console(tmp_path)
+    assert snap_compare(app, terminal_size=(120, 35), run_before=plan_pending(link))
+
+
+def test_main_screen_plan_pending_200x50(snap_compare, tmp_path):
+    """200x50: the processes column takes the width; nothing is capped at 80-column sizes."""
+    app, link = console(tmp_path)
+    assert snap_compare(app, terminal_size=(200, 50), run_before=plan_pending(link))
+
+
+def test_help_screen_80x24(snap_compare, tmp_path):
+    """F1: the keys (from the widgets' bindings) over the main screen."""
+    app, link = console(tmp_path)
+
+    async def run_before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.link_state == "connected", what="the fake link")
+        await wait_for_text(pilot, pilot.app, "Cluster 3/3 online")
+        await pilot.press("f1")
+        await wait_for_text(pilot, pilot.app, "Close help")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_fan_out_confirmation_80x24(snap_compare, tmp_path):
+    """'restart logger on all nodes', a: the confirmation naming the three nodes."""
+    app, link = console(tmp_path)
+
+    async def run_before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.link_state == "connected", what="the fake link")
+        link.emit("$sys/stats", STATS, ts=NOW)
+        await wait_for_text(pilot, pilot.app, "Cluster 3/3 online", "3.2 calls/s")
+        await pilot.press(*"restart logger on all nodes", "enter")
+        await wait_for(pilot, lambda: pilot.app.screen.query_one(PlanView).awaiting_approval, what="the plan")
+        await pilot.press("a")
+        await wait_for_text(pilot, pilot.app, "Run on 3 nodes")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
 def test_edit_params_with_a_schema_error_80x24(snap_compare, tmp_path):
     """The params editor over the plan, showing the node's schema and the error for {"name": 42}."""
     app, link = console(tmp_path)

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Static
+from textual.widgets import Footer, Input, Static
 
 from .._state import fmt_params
 
@@ -49,7 +49,7 @@ def schema_summary(schema: dict[str, Any] | None) -> str:
 
 
 class EditParamsScreen(ModalScreen["dict[str, Any] | None"]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("enter", "check", "Check & keep"), Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, step: Any, schema: dict[str, Any] | None, validate: Validate) -> None:
         super().__init__()
@@ -67,6 +67,7 @@ class EditParamsScreen(ModalScreen["dict[str, Any] | None"]):
             yield Static("", id="edit-error")
             yield Static("Enter: check against the schema and keep · Esc: cancel (the plan stays as it was)",
                          id="edit-hint")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#edit-box").border_title = "Edit params"
@@ -99,6 +100,10 @@ class EditParamsScreen(ModalScreen["dict[str, Any] | None"]):
             self.error(problem)
         else:
             self.dismiss(params)
+
+    def action_check(self) -> None:
+        inp = self.query_one("#params-input", Input)
+        inp.post_message(Input.Submitted(inp, inp.value))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

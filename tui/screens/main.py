@@ -20,23 +20,47 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
+from cloudisense.node._text import printable
+
 from .._messages import (ExecutionFinished, LinkChanged, PlanEdited, PlanReady, PlanRejected, StatsArrived,
                          StepUpdate)
 from .._state import fmt_params
-from ..widgets import ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
+from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
+from ..widgets.events_pane import FilterInput
+from ..widgets.pending_pane import PendingPane, PendingTable
+from ..widgets.plan_view import PlanTable
+from .dialogs import ConfirmScreen, FeedbackScreen
 from .edit_params import EditParamsScreen
 
 if TYPE_CHECKING:
     from ..app import CloudisenseApp
 
-TABS = ("tab-plan", "tab-events", "tab-rpc")
+TABS = ("tab-plan", "tab-events", "tab-rpc", "tab-pending")
+# Approving these (or any step on more than one node) asks again, naming the nodes.
+CONFIRM_METHODS = frozenset({"stop"})
+
+
+def help_sections() -> list[tuple[str, Any]]:
+    """(section, class with BINDINGS) for the help screen, in the order the screen shows them."""
+    from ..app import CloudisenseApp
+
+    from ..widgets.events_pane import EventLog
+    from ..widgets.plan_log import PlanLog
+    from .node_detail import NodeDetailScreen, ProcessTable
+
+    return [("Everywhere", CloudisenseApp), ("Main screen", MainScreen), ("Ask box", AskInput),
+            ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Plan log", PlanLog),
+            ("Edit params", EditParamsScreen), ("Event list", EventLog), ("Node detail", NodeDetailScreen),
+            ("Processes", ProcessTable)]
 
 
 class MainScreen(Screen):
     AUTO_FOCUS = "#request"
     BINDINGS = [
         Binding("f2", "next_tab", "Next tab"),
-        Binding("escape", "focus_request", "Request box", show=False),
+        # Synchronous on purpose: Escape-then-key (see CloudisenseApp.on_event) types the key where this
+        # put the focus.
+        Binding("escape", "focus_request", "Ask box"),
     ]
 
     app: CloudisenseApp  # type: ignore[assignment]
@@ -45,6 +69,8 @@ class MainScreen(Screen):
         super().__init__()
         self.executing = False
         self.editing = False
+        self.asking = False  # a feedback or confirmation dialog is open
+        self.last_request = ""
         self.watching: tuple[str | None, str] | None = None
 
     # ---- layout -----------------------------------------------------------------------------
@@ -56,12 +82,13 @@ class MainScreen(Screen):
         bar.url = app.url
         yield bar
         with Vertical(id="cluster-box"):
+            yield FilterInput(placeholder="filter nodes (Enter keeps, Esc clears)", id="cluster-filter",
+                              compact=True)
             yield ClusterTable(app.cluster, app.clock, id="cluster")
         yield RpcLine("RPC  waiting for $sys/stats…", id="rpc-line")
         with Horizontal(id="request-row"):
             yield Static("Ask ›", id="request-label")
-            yield Input(placeholder="restart logger on coolest node   (Enter plans; nothing runs before you approve)",
-                        id="request", compact=True)
+            yield AskInput(app.history, self._names, id="request", compact=True)
         with TabbedContent(id="tabs", initial="tab-plan"):
             with TabPane("Plan", id="tab-plan"):
                 yield PlanView(clock=app.monotonic, id="plan")
@@ -69,6 +96,8 @@ class MainScreen(Screen):
                 yield EventsPane(id="events")
             with TabPane("RPC", id="tab-rpc"):
                 yield RpcPanel(id="rpc")
+            with TabPane("Pending", id="tab-pending"):
+                yield PendingPane(id="pending")
         yield Footer(compact=True)
 
     @property
@@ -76,8 +105,13 @@ class MainScreen(Screen):
         return self.query_one(PlanView)
 
     @property
-    def request_box(self) -> Input:
-        return self.query_one("#request", Input)
+    def request_box(self) -> AskInput:
+        return self.query_one("#request", AskInput)
+
+    def _names(self) -> tuple[list[str], list[str]]:
+        """Node ids and process names of the live cluster (for Tab completion)."""
+        rows = self.app.cluster.rows()
+        return [r.id for r in rows], sorted({str(p.get("name")) for r in rows for p in r.processes if p.get("name")})
 
     @property
     def events(self) -> EventsPane:
@@ -116,25 +150,154 @@ class MainScreen(Screen):
         # Focus follows the tab (a focused widget in a hidden pane would pull its tab back).
         if tabs.active == "tab-events":
             self.query_one("#watch-input", Input).focus()
+        elif tabs.active == "tab-pending":
+            self.query_one(PendingTable).focus()
         elif tabs.active == "tab-plan" and self.plan_view.plan is not None:
             self.plan_view.table.focus()
         else:
             self.request_box.focus()
 
     def action_focus_request(self) -> None:
-        self.request_box.focus()
+        self.set_focus(self.request_box)  # now, not after a refresh (Widget.focus defers)
 
     @on(PlanView.Back)
     def _back(self, msg: PlanView.Back) -> None:
         self.request_box.focus()
 
+    def go_to_node(self, node: str) -> None:
+        table = self.query_one(ClusterTable)
+        try:
+            row = table.get_row_index(node)
+        except Exception:  # noqa: BLE001 - the node left the table meanwhile
+            self.notify(f"{node} is not in the cluster table", severity="warning")
+            return
+        table.move_cursor(row=row)
+        table.focus()
+
+    def watch_topic(self, node: str | None, topic: str) -> None:
+        self.query_one(TabbedContent).active = "tab-events"
+        self.events.prefill(node or ".", topic)
+        self.events.log_view.focus()
+        self.events.post_message(EventsPane.Watch(node, topic))
+
     @on(ClusterTable.NodeChosen)
     def _node_chosen(self, msg: ClusterTable.NodeChosen) -> None:
-        self.query_one(TabbedContent).active = "tab-events"
-        self.events.prefill(msg.node)
-        self.query_one("#watch-input", Input).focus()
+        # Node and topic together, and subscribed at once: the box and the status line agree.
+        self.watch_topic(msg.node, "process/#")
+
+    # ---- pending plans (filed through MCP) ----------------------------------------------------
+
+    def open_pending(self, plan_id: str) -> None:
+        self.query_one(TabbedContent).active = "tab-pending"
+        pane = self.query_one(PendingPane)
+        pane.reload()
+        t = pane.query_one(PendingTable)
+        try:
+            t.move_cursor(row=t.get_row_index(plan_id))
+        except Exception:  # noqa: BLE001 - decided elsewhere meanwhile
+            self.notify(f"plan {plan_id} is no longer pending", severity="warning", markup=False)
+        t.focus()
+
+    @on(PendingPane.Decide)
+    def _pending_decide(self, msg: PendingPane.Decide) -> None:
+        from cloudisense.agent.pending import PendingError
+
+        app = self.app
+        try:
+            rec = app.pending_store.get(msg.plan_id)
+        except PendingError as e:
+            self.notify(str(e), severity="warning", markup=False)
+            return
+        if self.asking:
+            return
+        self.asking = True
+        nodes = sorted({t for s in rec.plan.steps for t in s.targets})
+        if msg.what == "reject":
+            def rejected(feedback: str | None) -> None:
+                self.asking = False
+                if feedback is None:
+                    return
+                try:
+                    app.pending_store.reject(rec.id, by=app.agent.user, feedback=feedback, via="tui")
+                except PendingError as e:
+                    self.notify(str(e), severity="warning", markup=False)
+                self.query_one(PendingPane).reload()
+                self.notify(f"pending plan {rec.id} rejected: nothing ran", markup=False)
+
+            app.push_screen(FeedbackScreen(rec.plan.hash), rejected)
+            return
+        lines = [f"step {s.index}: {s.service}.{s.method} {fmt_params(s.params)} on {', '.join(s.targets)}"
+                 for s in rec.plan.steps] + [f"filed by {rec.requested_by or '?'} via MCP: {rec.plan.request}"]
+        title = f"Run pending plan {rec.id} on {len(nodes)} node{'s' if len(nodes) != 1 else ''}: {', '.join(nodes)}?"
+
+        def confirmed(yes: bool | None) -> None:
+            self.asking = False
+            if yes:
+                self.run_pending(rec.id, rec.plan.hash)
+
+        app.push_screen(ConfirmScreen(title, lines), confirmed)
+
+    @work(group="pending", exit_on_error=False)
+    async def run_pending(self, plan_id: str, plan_hash: str) -> None:
+        from cloudisense.agent.pending import PendingError, execute_pending
+
+        app = self.app
+        self.query_one(TabbedContent).active = "tab-plan"
+        self.plan_view.begin(f"pending plan {plan_id} (MCP)")
+        self.plan_view.note(("approved: ", "bold green"), f"pending plan {plan_id} by {app.agent.user}, running …")
+        try:
+            rec = await execute_pending(app.pending_store, plan_id, app.conn, via="tui", expect_hash=plan_hash,
+                                        timeout=app.call_timeout)
+        except PendingError as e:
+            self.plan_view.note(("not executed: ", "bold red"), printable(str(e), limit=300))
+            return
+        except Exception as e:  # noqa: BLE001 - shown; the store and the audit say what happened
+            self.plan_view.note(("failed: ", "bold red"), printable(f"{type(e).__name__}: {e}", limit=300))
+            return
+        finally:
+            self.query_one(PendingPane).reload()
+        report = rec.report
+        for r in (report.results if report else []):
+            d = r.model_dump(mode="json")
+            if d.get("ok") and isinstance(d.get("result"), dict) and d.get("service") == "supervisor":
+                app.cluster.patch_process(d["node"], d["result"])
+            self._note_step(d)
+        ok = report is not None and report.status == "done"
+        self.plan_view.note((f"{report.status if report else rec.status}: ", "bold green" if ok else "bold red"),
+                            printable(report.message if report else rec.message, limit=400))
+        self.plan_view.note(("audit: ", "bold"), printable(f"{rec.audit or 'default audit log'} (session {rec.session})",
+                                                            limit=300))
+        self.post_message(ExecutionFinished(rec.plan.hash, report, "" if ok else rec.message))
+
+    @on(ClusterTable.DetailRequested)
+    def _detail(self, msg: ClusterTable.DetailRequested) -> None:
+        self.app.go_to_node(msg.node)
+
+    @on(ClusterTable.FilterRequested)
+    def _cluster_filter(self, msg: ClusterTable.FilterRequested) -> None:
+        box = self.query_one("#cluster-filter", FilterInput)
+        box.add_class("-open")
+        box.focus()
+
+    @on(Input.Changed, "#cluster-filter")
+    def _cluster_filter_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.query_one(ClusterTable).set_filter(event.value)
+
+    @on(Input.Submitted, "#cluster-filter")
+    def _cluster_filter_done(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.value.strip():
+            event.input.remove_class("-open")
+        self.query_one(ClusterTable).focus()
 
     # ---- request → plan ---------------------------------------------------------------------
+
+    def ask(self, request: str) -> None:
+        """A request from elsewhere (the node detail view): shown in the Ask box and planned."""
+        box = self.request_box
+        box.value = request
+        box.post_message(Input.Submitted(box, request))
 
     @on(Input.Submitted, "#request")
     def _request(self, event: Input.Submitted) -> None:
@@ -146,35 +309,49 @@ class MainScreen(Screen):
             self.notify("A plan is running; wait for it to finish.", severity="warning")
             return
         pv = self.plan_view
-        if pv.awaiting_approval and pv.plan is not None:
+        superseded = pv.plan.hash[:12] if pv.awaiting_approval and pv.plan is not None else ""
+        if superseded:
             self.app.agent.reject(pv.plan, "superseded by a new request", via="tui")
+            self.notify(f"Plan {superseded} superseded by the new request: nothing of it ran.",
+                        severity="warning", timeout=5)
+        self.request_box.remember(text)
         self.request_box.value = ""
         self.query_one(TabbedContent).active = "tab-plan"
-        pv.clear_plan(f"Planning: {text} …")
-        pv.note(("> ", "bold"), (text, "bold"))
+        pv.clear_plan(printable(f"Planning: {text} …", limit=200))
+        pv.begin(f"> {text}")
+        if superseded:  # said in the new block: the old one folds away
+            pv.note(("superseded: ", "bold yellow"), f"plan {superseded} was waiting for approval and is dropped "
+                                                     "(nothing ran; audit: rejection, superseded)")
         self.run_plan(text)
 
     @work(exclusive=True, group="plan", exit_on_error=False)
-    async def run_plan(self, request: str) -> None:
+    async def run_plan(self, request: str, feedback: str | None = None) -> None:
+        """Plan ``request``, or with ``feedback`` revise the rejected plan of it (as ``cloudisense ask`` does)."""
         pv = self.plan_view
         try:
-            result = await self.app.agent.plan(request)
+            result = await (self.app.agent.revise(feedback) if feedback else self.app.agent.plan(request))
         except Exception as e:  # noqa: BLE001 - a crash in planning is shown, never executed
-            pv.clear_plan(f"Planning failed: {type(e).__name__}: {e}")
+            pv.clear_plan(printable(f"Planning failed: {type(e).__name__}: {e}", limit=300))
             return
         self.post_message(PlanReady(request, result))
         if not result.ok or result.plan is None:
-            pv.clear_plan("Planning failed: nothing to approve, nothing was executed.")
-            pv.note((result.message or result.error or "planning failed", "red"))
+            pv.clear_plan("Planning failed: nothing was executed.")
+            pv.note((printable(result.message or result.error or "planning failed", keep_newlines=True), "red"))
             return
         plan = result.plan
         if not plan.steps:
-            pv.clear_plan("Nothing to approve: the answer is below (read-only calls only).")
-            pv.note(result.message or plan.summary or "(no answer)")
+            answered = any(getattr(o, "status", "") == "ok" for o in result.observations)
+            pv.clear_plan("Answer (read-only, nothing to approve):" if answered
+                          else "Not planned: nothing was run.")
+            pv.note((printable(result.message or plan.summary or "(no answer)", keep_newlines=True),
+                     "" if answered else "yellow"))
             return
         pv.show_plan(plan)
+        self.last_request = request
+        if feedback:
+            pv.note(("revised ", "bold"), f"from your feedback {feedback!r}: plan {plan.hash[:12]}")
         if result.message:
-            pv.note((result.message, "dim"))
+            pv.note((printable(result.message, keep_newlines=True), "dim"))
         self.query_one(TabbedContent).active = "tab-plan"
         pv.table.focus()
 
@@ -183,14 +360,31 @@ class MainScreen(Screen):
     @on(PlanView.Reject)
     def _reject(self, msg: PlanView.Reject) -> None:
         pv = self.plan_view
-        if not pv.awaiting_approval or pv.plan is None:
+        if not pv.awaiting_approval or pv.plan is None or self.asking:
             return
+        self.asking = True
         plan = pv.plan
-        self.app.agent.reject(plan, "", via="tui")
-        pv.clear_plan(f"Rejected plan {plan.hash[:12]}: nothing was executed.")
-        pv.note(("rejected: ", "bold yellow"), f"plan {plan.hash[:12]}, nothing executed (audit: rejection)")
-        self.post_message(PlanRejected(plan.hash))
-        self.request_box.focus()
+
+        def decided(feedback: str | None) -> None:
+            self.asking = False
+            if feedback is None:  # cancelled: the plan still waits
+                pv.table.focus()
+                return
+            if pv.plan is not plan or not pv.awaiting_approval:
+                return
+            self.app.agent.reject(plan, feedback, via="tui")
+            self.post_message(PlanRejected(plan.hash))
+            if not feedback:
+                pv.clear_plan(f"Rejected plan {plan.hash[:12]}: nothing was executed.")
+                pv.note(("rejected: ", "bold yellow"), f"plan {plan.hash[:12]}, nothing executed (audit: rejection)")
+                self.set_focus(self.request_box)
+                return
+            pv.clear_plan(f"Rejected plan {plan.hash[:12]}; revising it from your feedback …")
+            pv.note(("rejected: ", "bold yellow"), f"plan {plan.hash[:12]} with feedback ",
+                    (printable(feedback, limit=300), "italic"), "; revising")
+            self.run_plan(self.last_request, feedback)
+
+        self.app.push_screen(FeedbackScreen(plan.hash), decided)
 
     # ---- approve → execute ------------------------------------------------------------------
 
@@ -202,8 +396,31 @@ class MainScreen(Screen):
         if not msg.steps:
             self.notify("No step is checked: toggle one with space, or reject with r.", severity="warning")
             return
-        self.executing = True
-        self.run_execute(pv.plan, list(msg.steps))
+        plan, steps = pv.plan, list(msg.steps)
+        risky = [plan.step(i) for i in steps if len(plan.step(i).targets) > 1 or plan.step(i).method in CONFIRM_METHODS]
+        if not risky:
+            self.executing = True
+            self.run_execute(plan, steps)
+            return
+        if self.asking:
+            return
+        self.asking = True
+        lines = [f"step {s.index}: {s.service}.{s.method} {fmt_params(s.params)} on {len(s.targets)} "
+                 f"node{'s' if len(s.targets) != 1 else ''}: {', '.join(s.targets)}" for s in risky]
+        nodes = sorted({t for s in risky for t in s.targets})
+        title = (f"Run on {len(nodes)} node{'s' if len(nodes) != 1 else ''}: {', '.join(nodes)}?")
+
+        def confirmed(yes: bool | None) -> None:
+            self.asking = False
+            pv.table.focus()
+            if not yes:
+                pv.note(("not confirmed: ", "bold yellow"), "nothing ran; the plan still waits")
+                return
+            if pv.plan is plan and pv.awaiting_approval and not self.executing:
+                self.executing = True
+                self.run_execute(plan, steps)
+
+        self.app.push_screen(ConfirmScreen(title, lines), confirmed)
 
     @work(exclusive=True, group="execute", exit_on_error=False)
     async def run_execute(self, plan: Any, steps: list[int]) -> None:
@@ -348,6 +565,7 @@ class MainScreen(Screen):
     @on(EventsPane.Watch)
     def _watch(self, msg: EventsPane.Watch) -> None:
         self.watching = (msg.node, msg.topic)
+        self.events.watching(msg.topic)
         self.run_watch(msg.node, msg.topic)
 
     @work(exclusive=True, group="watch", exit_on_error=False)

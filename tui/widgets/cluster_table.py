@@ -4,15 +4,37 @@ from __future__ import annotations
 
 from typing import Callable
 
+from rich.markup import escape
 from rich.text import Text
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
+
+from cloudisense.node._text import printable
 
 from .._state import CLUSTER_COLUMNS, ClusterModel
 
 
 class ClusterTable(DataTable):
     """One row per node; re-rendered at most a few times a second, only when the model changed."""
+
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Watch node"),
+        Binding("d", "detail", "Detail"),
+        Binding("slash", "filter", "Filter"),
+        Binding("j", "cursor_down", "", show=False),
+        Binding("k", "cursor_up", "", show=False),
+    ]
+
+    class DetailRequested(Message):
+        """``d``: the node's detail view."""
+
+        def __init__(self, node: str) -> None:
+            super().__init__()
+            self.node = node
+
+    class FilterRequested(Message):
+        """``/``: the screen opens the filter box."""
 
     class NodeChosen(Message):
         """The operator picked a node (Enter or a click on a highlighted row)."""
@@ -29,6 +51,33 @@ class ClusterTable(DataTable):
         self._shown_at = 0.0
         self._shown_ids: list[str] = []
         self._shown_cells: dict[str, list] = {}
+        self.text_filter = ""
+        self._laid_width = 26
+
+    @property
+    def procs_width(self) -> int:
+        """The processes column takes what the other columns leave (they need about 60 cells)."""
+        return max(26, self.size.width - 64)
+
+    def on_resize(self) -> None:
+        # Only a new width for the processes column re-lays the rows (re-laying changes the table's own
+        # size, which must not start another round).
+        if self.procs_width != self._laid_width:
+            self._laid_width = self.procs_width
+            self.refresh_rows(force=True)
+
+    def set_filter(self, text: str) -> None:
+        self.text_filter = text.strip().lower()
+        self.refresh_rows(force=True)
+
+    def action_detail(self) -> None:
+        if self.row_count:
+            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+            if key:
+                self.post_message(self.DetailRequested(str(key)))
+
+    def action_filter(self) -> None:
+        self.post_message(self.FilterRequested())
 
     def on_mount(self) -> None:
         for col in CLUSTER_COLUMNS:
@@ -43,13 +92,16 @@ class ClusterTable(DataTable):
             return
         self._shown_version, self._shown_at = self.model.version, now
         rows = self.model.rows()
+        if self.text_filter:
+            rows = [r for r in rows
+                    if self.text_filter in " ".join(r.cells(now, self.model.self_id, self.procs_width)).lower()]
         ids = [r.id for r in rows]
         if ids != self._shown_ids:
             cursor = self.cursor_row
             self.clear()
             self._shown_cells = {}
             for r in rows:
-                cells = self._styled(r.cells(now, self.model.self_id), r.online)
+                cells = self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online)
                 self.add_row(*cells, key=r.id)
                 self._shown_cells[r.id] = cells
             self._shown_ids = ids
@@ -58,7 +110,7 @@ class ClusterTable(DataTable):
         else:
             # Only the cells that changed (a big cluster sends many heartbeats; most change one number).
             for r in rows:
-                cells = self._styled(r.cells(now, self.model.self_id), r.online)
+                cells = self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online)
                 old = self._shown_cells.get(r.id, [])
                 for i, (col, value) in enumerate(zip(CLUSTER_COLUMNS, cells)):
                     if i >= len(old) or str(old[i]) != str(value) or type(old[i]) is not type(value):
@@ -66,16 +118,21 @@ class ClusterTable(DataTable):
                 self._shown_cells[r.id] = cells
         on, total = self.model.counts()
         if self.parent is not None:
-            self.parent.border_title = f"Cluster {on}/{total} online" if total else "Cluster (waiting for the node)"
+            title = f"Cluster {on}/{total} online" if total else "Cluster (waiting for the node)"
+            if self.text_filter:
+                title += f" · filter {self.text_filter!r}: {len(rows)} shown"
+            self.parent.border_title = escape(printable(title, limit=120))
 
     @staticmethod
-    def _styled(cells: tuple[str, ...], online: bool) -> list[Text | str]:
-        out: list[Text | str] = list(cells)
-        out[1] = Text(cells[1], style="green" if online else "bold red")
+    def _styled(cells: tuple[str, ...], online: bool) -> list[Text]:
+        # Every cell is Text of printable characters: names come from the nodes (a str cell would be markup).
+        out = [Text(printable(c, limit=400)) for c in cells]
+        out[1].stylize("green" if online else "bold red")
         if not online:
-            out[0] = Text(cells[0], style="dim")
+            out[0].stylize("dim")
+            out[6].stylize("dim italic")
         if cells[2].endswith(" sim"):
-            out[2] = Text.assemble(cells[2][:-4], (" sim", "italic dim"))
+            out[2] = Text.assemble(printable(cells[2][:-4], limit=40), (" sim", "italic dim"))
         return out
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -2,7 +2,7 @@
 
 Keys on the table (shown in the footer): ``a`` approve the checked steps (all
 of them unless some were toggled off), ``r`` reject, ``space`` toggle a step,
-``e`` edit a step's params, ``escape`` back to the request box.  The buttons
+``e`` edit a step's params (``escape``, the screen's key, goes back to the request box).  The buttons
 under the table do the same with the mouse.  The widget only displays and
 asks: it posts :class:`PlanView.Approve` / ``Reject`` / ``Edit`` / ``Back``
 and the screen decides.
@@ -19,11 +19,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, DataTable, RichLog, Static
+from textual.widgets import Button, DataTable, Static
 
 from cloudisense.node._text import printable
 
 from .._state import PlanProgress, fmt_params
+from .plan_log import PlanLog
 
 COLUMNS = (("on", "✓"), ("n", "#"), ("node", "node"), ("call", "call"), ("params", "params"),
            ("status", "status"), ("why", "why this node"), ("reason", "reason"))
@@ -39,7 +40,8 @@ class PlanTable(DataTable):
         Binding("r", "reject", "Reject"),
         Binding("space", "toggle", "Toggle step"),
         Binding("e", "edit", "Edit params"),
-        Binding("escape", "back", "Back"),
+        Binding("j", "cursor_down", "", show=False),
+        Binding("k", "cursor_up", "", show=False),
     ]
 
     def __init__(self, view: PlanView, **kw: Any) -> None:
@@ -114,7 +116,7 @@ class PlanView(Vertical):
             yield Button("Reject (r)", id="btn-reject", variant="error", compact=True, disabled=True)
             yield Button("Toggle (space)", id="btn-toggle", compact=True, disabled=True)
             yield Button("Edit (e)", id="btn-edit", compact=True, disabled=True)
-        yield RichLog(id="exec-log", wrap=True, markup=False, max_lines=500)
+        yield PlanLog(id="exec-log")
 
     def on_mount(self) -> None:
         t = self.table
@@ -127,8 +129,8 @@ class PlanView(Vertical):
         return self.query_one(PlanTable)
 
     @property
-    def exec_log(self) -> RichLog:
-        return self.query_one("#exec-log", RichLog)
+    def exec_log(self) -> PlanLog:
+        return self.query_one("#exec-log", PlanLog)
 
     # ---- showing ----------------------------------------------------------------------------
 
@@ -148,7 +150,7 @@ class PlanView(Vertical):
         self.plan = None
         self.progress = None
         self.table.clear()
-        self.query_one("#plan-title", Static).update(title)
+        self.query_one("#plan-title", Static).update(Text(title))
         self.query_one("#plan-detail", Static).update("")
         self._update_buttons()
         self.table.refresh_bindings()
@@ -168,10 +170,10 @@ class PlanView(Vertical):
         mark = Text("✓" if st is None or st.checked else "·", style="bold green" if st is None or st.checked else "dim")
         status = st.label(self.clock()) if st else ""
         style = next((v for k, v in _STATUS_STYLE.items() if status.startswith(k)), "")
-        # Text, not str: DataTable parses a str cell as markup, and a "[/]" in a model's reason crashed it.
-        return [mark, str(s.index), Text(printable(nodes)), Text(printable(f"{s.service}.{s.method}")),
-                Text(printable(fmt_params(s.params))), Text(status, style=style), Text(printable(s.fact.why or "—")),
-                Text(printable(s.reason or "—"))]
+        # Text, not str: a str cell is markup, and these come from the model and the nodes.
+        return [mark, str(s.index), Text(printable(nodes, limit=400)), Text(printable(f"{s.service}.{s.method}")),
+                Text(printable(fmt_params(s.params), limit=400)), Text(printable(status, limit=200), style=style),
+                Text(printable(s.fact.why or "—", limit=400)), Text(printable(s.reason or "—", limit=400))]
 
     def refresh_steps(self) -> None:
         if self.plan is None:
@@ -208,11 +210,12 @@ class PlanView(Vertical):
         s = self.plan.step(i)
         text = Text()
         text.append(f"step {s.index}: ", style="bold")
-        text.append(f"{s.service}.{s.method} {fmt_params(s.params)} on {', '.join(s.targets)}\n")
+        text.append(printable(f"{s.service}.{s.method} {fmt_params(s.params)} on {', '.join(s.targets)}",
+                              limit=600) + "\n")
         text.append("why: ", style="bold")
-        text.append((s.fact.why or "—") + "\n")
+        text.append(printable(s.fact.why or "—", limit=600) + "\n")
         text.append("reason: ", style="bold")
-        text.append(s.reason or "—")
+        text.append(printable(s.reason or "—", limit=600))
         self.query_one("#plan-detail", Static).update(text)
 
     def _update_buttons(self) -> None:
@@ -239,6 +242,10 @@ class PlanView(Vertical):
 
     def note(self, *parts: Any) -> None:
         self.exec_log.write(Text.assemble(*parts))
+
+    def begin(self, title: str) -> None:
+        """A new request: its own block in the log."""
+        self.exec_log.begin(title)
 
     # ---- events -----------------------------------------------------------------------------
 

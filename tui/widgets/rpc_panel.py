@@ -29,6 +29,7 @@ class RpcPanel(Vertical):
         self.rates: list[float] = []
 
     def compose(self) -> ComposeResult:
+        yield Static("calls/s: waiting for $sys/stats", id="rpc-scale")
         yield Sparkline([], id="rpc-spark")
         yield DataTable(id="rpc-recent", cursor_type="none", zebra_stripes=True)
 
@@ -41,6 +42,9 @@ class RpcPanel(Vertical):
         rpc = stats.get("rpc") or {}
         self.rates = (self.rates + [float(rpc.get("calls_per_s") or 0.0)])[-self.HISTORY:]
         self.query_one("#rpc-spark", Sparkline).data = list(self.rates)
+        self.query_one("#rpc-scale", Static).update(
+            f"calls/s over the last {len(self.rates)} samples: now {self.rates[-1]:.1f} · "
+            f"min {min(self.rates):.1f} · max {max(self.rates):.1f} (bars span min … max)")
         t = self.query_one("#rpc-recent", DataTable)
         t.clear()
         for r in reversed(list(rpc.get("recent") or [])[-20:]):
