@@ -34,6 +34,18 @@ class PlanReady(Message):
         self.result = result
 
 
+class ModelProgress(Message):
+    """While planning: ``kind`` ``status`` (a line of progress: "asking M… turn 2/8") or ``text`` (the
+    model's words as they stream in, one piece per message)."""
+
+    bubble = False   # the screen shows it; nothing above needs every piece
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.text = text
+
+
 class PlanRejected(Message):
     def __init__(self, plan_hash: str) -> None:
         super().__init__()

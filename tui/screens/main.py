@@ -22,8 +22,8 @@ from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from cloudisense.node._text import printable
 
-from .._messages import (ExecutionFinished, LinkChanged, PlanEdited, PlanReady, PlanRejected, StatsArrived,
-                         StepUpdate)
+from .._messages import (ExecutionFinished, LinkChanged, ModelProgress, PlanEdited, PlanReady, PlanRejected,
+                         StatsArrived, StepUpdate)
 from .._state import fmt_params
 from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
 from ..widgets.events_pane import FilterInput
@@ -327,12 +327,30 @@ class MainScreen(Screen):
     @work(exclusive=True, group="plan", exit_on_error=False)
     async def run_plan(self, request: str, feedback: str | None = None) -> None:
         """Plan ``request``, or with ``feedback`` revise the rejected plan of it (as ``cloudisense ask`` does)."""
+        from cloudisense.agent._model import PROGRESS
+
         pv = self.plan_view
+        streamed: list[str] = []
+
+        def progress(kind: str, text: str) -> None:
+            # the model's words as they arrive (``--stream``), and the planner's progress lines: shown in the
+            # plan's title while it is being made, escaped (they come from the model)
+            self.post_message(ModelProgress(kind, text))
+            if kind == "text":
+                streamed.append(text)
+                said = "".join(streamed)
+                pv.clear_plan(printable(f"Planning: {request} … the model says: {said[-240:]}", limit=400))
+            else:
+                pv.clear_plan(printable(f"Planning: {request} … {text}", limit=300))
+
+        token = PROGRESS.set(progress)   # this worker's task only
         try:
             result = await (self.app.agent.revise(feedback) if feedback else self.app.agent.plan(request))
         except Exception as e:  # noqa: BLE001 - a crash in planning is shown, never executed
             pv.clear_plan(printable(f"Planning failed: {type(e).__name__}: {e}", limit=300))
             return
+        finally:
+            PROGRESS.reset(token)
         self.post_message(PlanReady(request, result))
         if not result.ok or result.plan is None:
             pv.clear_plan("Planning failed: nothing was executed.")
