@@ -26,11 +26,11 @@ def _offline() -> Any:
 
 def verbs() -> dict[str, str]:
     """Every verb the planner takes → the action it means (``bounce`` → ``restart``)."""
-    off = _offline()
-    table = getattr(off, "_VERBS", None) if off else None
-    if isinstance(table, dict) and table:
-        return dict(table)
-    return {v: v for v in ("restart", "start", "stop", "status", "logs")}
+    try:
+        from cloudisense.agent._lexicon import VERBS
+    except ImportError:  # pragma: no cover - the planner is part of the package
+        return {v: v for v in ("restart", "start", "stop", "status", "logs")}
+    return {w: a for w, a in VERBS.items() if a in ("restart", "start", "stop", "status", "logs")}
 
 
 def grammar_text() -> str:
@@ -39,17 +39,20 @@ def grammar_text() -> str:
     return str(text)
 
 
-def parses(request: str) -> bool:
-    """True when the offline planner's parser accepts ``request`` (True when it cannot be asked)."""
-    off = _offline()
-    parse = getattr(off, "parse_command", None) if off else None
-    if parse is None:
-        return True
+def parses(request: str, nodes: Iterable[str] = ("node-b",), processes: Iterable[str] = ("logger",)) -> bool:
+    """True when the offline planner's parser reads ``request`` without refusing or asking back, on a
+    cluster with these node ids and process names (the grammar only: no metrics are needed)."""
     try:
-        parse(request)
-    except ValueError:
-        return False
-    except Exception:  # noqa: BLE001 - a parser bug hides the example, never the help screen
+        from cloudisense.agent._lexicon import Lexicon
+        from cloudisense.agent._parse import parse
+        from cloudisense.tools import ClusterView
+    except ImportError:  # pragma: no cover - the planner is part of the package
+        return True
+    procs = [{"name": p, "state": "running"} for p in processes]
+    view = ClusterView.model_validate({"nodes": [{"id": n, "online": True, "processes": procs} for n in nodes]})
+    try:
+        parse(request, Lexicon.from_view(view))
+    except Exception:  # noqa: BLE001 - a refusal, a question back, or a parser bug: the example is hidden
         return False
     return True
 
@@ -79,10 +82,10 @@ def examples(nodes: Iterable[str], processes: Iterable[str]) -> list[str]:
     # One example per synonym the grammar has (bounce, kill, …), so the list follows the planner.
     for action, words in sorted(by_action.items()):
         for w in words:
-            if w != action and action in ("restart", "stop", "start"):
+            if w != action and "-" not in w and action in ("restart", "stop", "start"):
                 cands.append(f"{w} {proc} on {node}")
                 break
-    return [c for c in cands if parses(c)]
+    return [c for c in cands if parses(c, nodes, procs)]
 
 
 def completions(word: str, *, nodes: Iterable[str], processes: Iterable[str], first: bool) -> list[str]:

@@ -70,7 +70,9 @@ async def test_question_mark_and_f1_open_help_with_every_key_and_examples_the_pl
                              "Watch node", "ctrl+p"):
             assert key_and_what in text, key_and_what
         exs = examples(["node-a", "node-b", "node-c"], ["logger"])
-        assert "restart logger on the coolest node" in exs and all(parses(e) for e in exs)
+        assert "restart logger on the coolest node" in exs and "stop logger on node-c" in exs
+        assert all(parses(e, ["node-a", "node-b", "node-c"], ["logger"]) for e in exs)
+        assert not parses("restart logger on node-z please then", ["node-a"], ["logger"])   # a refusal is no example
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
         await pilot.press("f1")
