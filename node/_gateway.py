@@ -643,12 +643,14 @@ class Gateway:
             return
         session = ClientSession(self, ws)
         self.sessions.add(session)
-        log.info("%s connected from %s", session.name, ws.remote_address)
+        first = session.name   # a hello may rename it (cli-7): the disconnect line names both
+        log.info("%s connected from %s", first, ws.remote_address)
         try:
             await session.serve()
         finally:
             self.sessions.discard(session)
-            log.info("%s disconnected (%s)", session.name, ws.close_code)
+            log.info("%s disconnected (%s)", first if session.name == first else f"{first} ({session.name})",
+                     ws.close_code)
 
     def _refuse(self, status: int, why: str, req: Request, conn: ServerConnection,
                 headers: tuple[tuple[str, str], ...] = ()) -> Response:
