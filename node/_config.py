@@ -82,6 +82,9 @@ class WsConfig(_Section):
                                    "is closed (1008)")
     max_keys: int = Field(20_000, ge=100, description="object keys in one frame (refused before parsing)")
     max_params_keys: int = Field(256, ge=1, description="top-level keys of a call's params")
+    audit_log: str = Field("", description="JSONL record of every state-changing call a WebSocket client makes "
+                           "(who, what, result; node/_audit.py); default $CLOUDISENSE_STATE_DIR/nodes/ID/"
+                           "audit.jsonl, 'none' for no record")
 
     @field_validator("listen")
     @classmethod
