@@ -564,6 +564,7 @@
     // Without tokens every client is an operator: the badge says why, not just "operator".
     setText(role, state.role && state.auth === "none" ? `${state.role} (no tokens configured)` : state.role || "");
     setAttr(role, "data-role", state.role || "");
+    role.classList.toggle("no-tokens", state.auth === "none");
     $("open-banner").hidden = !(state.role && state.auth === "none" && state.exposed);
     document.body.classList.toggle("viewer", state.role === "viewer");
     $("token-change").hidden = !sessionStorage.getItem(TOKEN_KEY);
