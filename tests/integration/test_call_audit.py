@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from support import wait_until
+from support import async_wait_until, wait_until
 from wsutil import open_ws, request
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,3 +91,28 @@ async def test_a_call_that_cannot_be_audited_is_not_made(cluster, tmp_path):
     await ws.close()
     assert before == after                           # the logger was not restarted
     assert not target.exists()
+
+
+async def test_relayed_and_broadcast_calls_are_recorded_by_the_node_the_client_used(cluster, tmp_path):
+    state_a, state_b = tmp_path / "a", tmp_path / "b"
+    a = cluster.start("audit-ra", env={"CLOUDISENSE_STATE_DIR": str(state_a)})
+    cluster.start("audit-rb", processes=[], env={"CLOUDISENSE_STATE_DIR": str(state_b)})
+    ws, _ = await hello(a.url, None, "script")
+    try:
+        async def both_answer() -> bool:
+            r = await request(ws, {"type": "call", "id": "p", "node": "*", "service": "node", "method": "ping"})
+            return len(r["result"]["results"]) == 2
+        await async_wait_until(both_answer, 20, what="a to know b")
+        r = await request(ws, {**RESTART, "id": "bc", "node": "*"})
+        assert set(r["result"]["results"]) == {"audit-ra"} and set(r["result"]["errors"]) == {"audit-rb"}
+        r = await request(ws, {**RESTART, "id": "rel", "node": "audit-rb"})
+        assert r["type"] == "error"
+    finally:
+        await ws.close()
+    log = state_a / "nodes" / "audit-ra" / "audit.jsonl"
+    recs = wait_until(lambda: len(records(log)) == 4 and records(log), 10, what="four records on a")
+    assert [(r["event"], r.get("target")) for r in recs] == [("call", "*"), ("result", None),
+                                                              ("call", "audit-rb"), ("result", None)]
+    assert recs[1]["ok"] is True and recs[1]["errors"] == ["audit-rb"]
+    assert recs[3]["ok"] is False
+    assert not (state_b / "nodes").exists()          # b ran (or refused) them, but its client is a's
