@@ -47,6 +47,14 @@ EXIT_CODES = {
     130: "interrupted (Ctrl-C); during planning nothing ran",
 }
 EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+OFFLINE_HELP = """\
+The offline planner (the default, no network) understands requests about the supervised processes:
+  verbs      restart, stop, start, status, logs (and synonyms: bounce, kill, launch, check, tail ...)
+  targets    a node id ("on node-a"), all nodes, superlatives (coolest, hottest, least loaded,
+             most free memory), comparisons ("nodes under 50 degrees", "cpu above 80%")
+  sequences  "stop logger on a then start it", "... then the others"
+It corrects small typos and says so; it refuses what it does not understand (exit 2) and asks
+back when a request is ambiguous (exit 8). Everything it reads: docs/agent.md, "The offline planner"."""
 FIXED_NONCE = "0badc0ffee00"  # the untrusted-data nonce while recording HTTP: cassettes must match byte for byte
 
 
@@ -103,7 +111,8 @@ def add_commands(subparsers: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser("ask", help="plan with the agent, approve, execute", formatter_class=fmt,
                               description="Plan a request with the agent, show the plan, ask for approval, "
-                                          "execute approved steps and print the results.", epilog=EXIT_HELP)
+                                          "execute approved steps and print the results.\n\n" + OFFLINE_HELP,
+                              epilog=EXIT_HELP)
     p.add_argument("text", help='the request, e.g. "restart logger on coolest node"')
     p.add_argument("--model", default=None,
                    help="litellm model string (openai/gpt-4o-mini, anthropic/..., ollama/..., hosted_vllm/...) or "

@@ -82,6 +82,9 @@ class WsConfig(_Section):
                                    "is closed (1008)")
     max_keys: int = Field(20_000, ge=100, description="object keys in one frame (refused before parsing)")
     max_params_keys: int = Field(256, ge=1, description="top-level keys of a call's params")
+    audit_log: str = Field("", description="JSONL record of every state-changing call a WebSocket client makes "
+                           "(who, what, result; node/_audit.py); default $CLOUDISENSE_STATE_DIR/nodes/ID/"
+                           "audit.jsonl, 'none' for no record")
 
     @field_validator("listen")
     @classmethod
@@ -321,9 +324,28 @@ def _explain(e: ValidationError, path: str | Path | None) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _did_you_mean(err["loc"])
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """``; did you mean `listen`?`` for an unknown key close to a key of its section, else ``""``."""
+    import difflib
+    import typing
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        args = [a for a in typing.get_args(ann) if isinstance(a, type)]
+        model = args[0] if args else ann
+    names = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -87,6 +87,9 @@ class Welcome(_Out):
     node: str
     role: Literal["operator", "viewer"]
     protocol: int = PROTOCOL_VERSION
+    auth: Literal["token", "none"] = Field("token", description="'none': the node has no [[auth.tokens]], "
+                                           "every client is an operator")
+    exposed: bool = Field(False, description="the node listens on a non-loopback address")
 
 
 class Result(_Out):

@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
 from ._config import Settings, parse_hostport
+from ._audit import NO_TOKENS, CallAudit, token_name
 from ._edge import SECURITY_HEADERS, AuthFailures, EdgePolicy, is_loopback
 from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Overloaded, TooLarge,
                       Unauthenticated, to_wire)
@@ -479,11 +480,13 @@ class ClientSession:
                     return
                 raise Unauthenticated("invalid token" if f.token else "this node requires a token in hello")
             self.role, self.authed = role, True
+            self.token_name = token_name(self.gw.settings.auth.tokens, f.token)
         self._hello_done()
         if f.client:
             self.name = f"{printable(f.client, limit=64)}-{self.num}"
         self.send(dumps({"type": "welcome", "id": f.id, "node": self.node.id, "role": self.role,
-                          "protocol": PROTOCOL_VERSION}))
+                          "protocol": PROTOCOL_VERSION, "auth": "token" if self.gw.tokens else "none",
+                          "exposed": not is_loopback(self.gw.host)}))
 
     async def _close_later(self, code: int, reason: str) -> None:
         await asyncio.sleep(0)  # let the error frame be queued first
@@ -496,20 +499,45 @@ class ClientSession:
         if self.in_flight >= self.cfg.max_pending_calls:
             raise Overloaded(f"{self.in_flight} calls pending; the limit is {self.cfg.max_pending_calls}")
         target = node.resolve_target(f.node)
-        if self.role != "operator" and node.method_mutates(target, f.service, f.method):
-            raise Forbidden(f"{f.service}.{f.method} changes state; role {self.role!r} may not call it")
+        mutates = node.method_mutates(target, f.service, f.method)
+        if self.role != "operator" and mutates:
+            why = f"{f.service}.{f.method} changes state; role {self.role!r} may not call it"
+            self.gw.audit.refused(self.who(), target, f.service, f.method, "forbidden", why)
+            raise Forbidden(why)
+        audited = self._audit_call(target, f) if mutates else None
         rid = f.id
         reply_node = target if target != "*" else "*"
         self.in_flight += 1
 
         def done(result: Any, error: dict[str, Any] | None) -> None:
+            if audited is not None:
+                audited(result, error)
             if error is not None:
                 self.send(dumps({"type": "error", "id": rid, "node": reply_node, "error": error}), True)
             else:
                 self.send(dumps({"type": "result", "id": rid, "node": reply_node, "result": result}), True)
 
-        node.start_call(target, f.service, f.method, f.params, f.timeout, role=self.role or "viewer",
-                        owner=self, done=done, reply=f.reply)
+        try:
+            node.start_call(target, f.service, f.method, f.params, f.timeout, role=self.role or "viewer",
+                            owner=self, done=done, reply=f.reply)
+        except CloudisenseError as e:
+            if audited is not None:
+                audited(None, e.to_wire())
+            raise
+
+    def who(self) -> dict[str, str]:
+        """The audit log's "who" of this client (node/_audit.py)."""
+        return {"role": self.role or "", "name": getattr(self, "token_name", "") if self.gw.tokens else NO_TOKENS,
+                "client": self.name, "addr": self.addr}
+
+    def _audit_call(self, target: str, f: Call) -> Any:
+        try:
+            return self.gw.audit.call(self.who(), target, f.service, f.method, f.params)
+        except (OSError, ConfigError) as e:
+            log.error("%s: %s.%s not made: audit log %s cannot be written: %s", self.name, f.service, f.method,
+                      self.gw.audit.path, e)
+            raise CloudisenseError(f"audit log of node {self.node.id} cannot be written; the call was not "
+                                   "made") from None
 
     async def on_subscribe(self, f: Subscribe) -> None:
         try:
@@ -592,6 +620,7 @@ class Gateway:
         self.edge = EdgePolicy(self.host, self.port, tls=self.ssl is not None,
                                allowed_origins=ws.allowed_origins, allowed_hosts=ws.allowed_hosts)
         self.auth_failures = AuthFailures(ws.auth_fail_limit, ws.auth_fail_window, ws.auth_block_seconds)
+        self.audit = CallAudit(settings.id, ws.audit_log)
 
     def auth_failed(self, addr: str) -> None:
         if self.auth_failures.fail(addr):
@@ -643,12 +672,14 @@ class Gateway:
             return
         session = ClientSession(self, ws)
         self.sessions.add(session)
-        log.info("%s connected from %s", session.name, ws.remote_address)
+        first = session.name   # a hello may rename it (cli-7): the disconnect line names both
+        log.info("%s connected from %s", first, ws.remote_address)
         try:
             await session.serve()
         finally:
             self.sessions.discard(session)
-            log.info("%s disconnected (%s)", session.name, ws.close_code)
+            log.info("%s disconnected (%s)", first if session.name == first else f"{first} ({session.name})",
+                     ws.close_code)
 
     def _refuse(self, status: int, why: str, req: Request, conn: ServerConnection,
                 headers: tuple[tuple[str, str], ...] = ()) -> Response:

@@ -30,15 +30,16 @@ States::
                           │            └─exits─► exited ──(restart)──► backoff ──► starting
                           └─can't execute─► exited (error set, not retried)
 
-``restarts`` counts *automatic* restarts only (like systemd's ``NRestarts``);
+``auto_restarts`` counts *automatic* restarts only (like systemd's ``NRestarts``);
 an operator ``restart`` does not count, but is published like one, with
-``"reason": "operator"``.
+``"reason": "operator"``.  ``restarts`` is the same number under its old name
+(kept for existing clients).
 
 Events, through ``publish(topic, data)``::
 
-    process/NAME/started    {name, pid, command, restarts, node}
+    process/NAME/started    {name, pid, command, auto_restarts, restarts, node}
     process/NAME/exited     {name, pid, exit_code, signal, uptime, restart_in, error, node}
-    process/NAME/restarted  {name, pid, old_pid, restarts, reason, delay, node}
+    process/NAME/restarted  {name, pid, old_pid, auto_restarts, restarts, reason, delay, node}
     process/NAME/stopped    {name, pid, exit_code, killed, node}
 
 ``exit_code`` follows :mod:`subprocess`: negative means killed by that signal.
@@ -130,7 +131,9 @@ class ProcessStatus(BaseModel):
     name: str
     state: State
     pid: int | None = Field(None, description="process id while starting/running/stopping")
-    restarts: int = Field(0, description="automatic restarts after the process exited on its own")
+    auto_restarts: int = Field(0, description="automatic restarts after the process exited on its own (an "
+                               "operator's restart does not count)")
+    restarts: int = Field(0, description="the same as auto_restarts (its old name, kept for existing clients)")
     uptime: float | None = Field(None, description="seconds since it started, while running")
     exit_code: int | None = Field(None, description="last exit code; negative: killed by that signal")
     command: list[str]
@@ -273,7 +276,8 @@ class _Managed:
         now = time.monotonic()
         running = self.state in ("running", "stopping")
         return ProcessStatus(
-            name=self.cfg.name, state=self.state, pid=self.pid, restarts=self.restarts,
+            name=self.cfg.name, state=self.state, pid=self.pid, auto_restarts=self.restarts,
+            restarts=self.restarts,
             uptime=round(now - self.started_at, 3) if running and self.started_at is not None else None,
             exit_code=self.exit_code, command=list(self.cfg.command), error=self.error,
             restart_in=(round(max(0.0, self.restart_at - now), 3)
@@ -433,7 +437,8 @@ class Supervisor:
         m.backoff.reset()
         if await self._spawn(m):
             m.watcher = self._spawn_task(self._watch(m), self._task_name("watch", m))
-            self._publish(m, "restarted", pid=m.pid, old_pid=old_pid, restarts=m.restarts,
+            self._publish(m, "restarted", pid=m.pid, old_pid=old_pid, auto_restarts=m.restarts,
+                          restarts=m.restarts,
                           reason="operator", delay=None)
         return m.status()
 
@@ -471,7 +476,8 @@ class Supervisor:
         m.state = "running"
         m.note(f"started pid {m.pid}: {' '.join(argv)}")
         self._log.info("process %s started (pid %s)", cfg.name, m.pid)
-        self._publish(m, "started", pid=m.pid, command=list(cfg.command), restarts=m.restarts)
+        self._publish(m, "started", pid=m.pid, command=list(cfg.command), auto_restarts=m.restarts,
+                      restarts=m.restarts)
         return True
 
     async def _watch(self, m: _Managed) -> None:
@@ -507,8 +513,8 @@ class Supervisor:
                     if not await self._spawn(m):
                         return
                     m.restarts += 1
-                    self._publish(m, "restarted", pid=m.pid, old_pid=pid, restarts=m.restarts,
-                                  reason="exited", delay=delay)
+                    self._publish(m, "restarted", pid=m.pid, old_pid=pid, auto_restarts=m.restarts,
+                                  restarts=m.restarts, reason="exited", delay=delay)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug of ours: keep the TaskGroup (and the node) alive
@@ -672,7 +678,7 @@ class SupervisorService(Service):
     async def restart(self, p: ProcessName) -> ProcessStatus:
         """Restart a process: stop it if it runs (SIGTERM, then SIGKILL after the grace period) and
         start it again. Returns the new status, with the new pid. Operator restarts do not count
-        in 'restarts', which counts automatic restarts after crashes."""
+        in 'auto_restarts' (also given as 'restarts'), which counts automatic restarts after crashes."""
         return await self.supervisor.restart(p.name)
 
     @method(mutates=False)

@@ -1,7 +1,9 @@
 """The ``cloudisense`` command line.
 
 Exit codes of the core commands: 0 done; 1 an error from the node (its
-code and message are printed); 2 bad usage or configuration, an unsafe
+code and message are printed), or cannot connect, or a broadcast (``call '*'``)
+whose every target answered an error (a partial failure exits 0: the failed
+nodes are under ``errors`` in the printed result); 2 bad usage or configuration, an unsafe
 state directory, or ``keys gen``/``certs gen`` refusing to overwrite a file
 (or to write through a symlink); 130 interrupted.  Everything printed that
 came from a node is shown with control characters escaped (``\\x1b``);
@@ -36,6 +38,38 @@ def _add_url(p: argparse.ArgumentParser) -> None:
                    help="node to connect to (default: $CLOUDISENSE_URL or %(default)s)")
     p.add_argument("--token", default=os.environ.get("CLOUDISENSE_TOKEN"),
                    help="auth token when the node requires one (default: $CLOUDISENSE_TOKEN)")
+
+
+def _add_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="a node just started: retry for up to SECONDS while the node refuses the connection "
+                        "or has not yet heard of the target node (default: fail at once)")
+
+
+async def _connected(args: argparse.Namespace, body: Any) -> Any:
+    """Run ``body(client)`` on a fresh connection; with ``--wait``, retry while the node is not up yet or
+    does not know the target node yet (nothing ran then: the call never left)."""
+    from ._client import Client, ConnectionLost
+    from ._errors import UnknownNode
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, args.wait)
+    while True:
+        try:
+            client = Client(args.url, token=args.token, name="cli")
+            await client.connect()
+        except ConnectionLost:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            return await body(client)
+        except UnknownNode:
+            if loop.time() >= deadline:
+                raise
+        finally:
+            await client.close()
+        await asyncio.sleep(0.2)
 
 
 CORE_COMMANDS = {"node", "call", "sub", "keys", "trust", "certs"}
@@ -75,12 +109,16 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_node)
 
     p = sub.add_parser("call", help="call a method on a node (one-off RPC)",
-                       description="Call SERVICE.METHOD on NODE ('.' = the node you connect to, '*' = every node).")
+                       description="Call SERVICE.METHOD on NODE ('.' = the node you connect to, '*' = every node).",
+                       epilog="exit codes: 0 done (a broadcast where some nodes failed too: see its 'errors'); "
+                              "1 the node answered an error, cannot connect, or every node of a broadcast "
+                              "failed; 2 bad usage")
     _add_url(p)
     p.add_argument("node", metavar="NODE")
     p.add_argument("target", metavar="SERVICE.METHOD")
     p.add_argument("params", metavar="JSON", nargs="?", default="{}", help="params object (default {})")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds (default %(default)s)")
+    _add_wait(p)
     p.set_defaults(func=cmd_call)
 
     p = sub.add_parser("sub", help="watch events of a topic on a node",
@@ -91,6 +129,7 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--node", default=None, help="node whose events to watch (default: the one you connect to)")
     p.add_argument("--count", type=int, default=0, help="exit after N events (default: run until Ctrl-C)")
     p.add_argument("--seconds", type=float, default=0, help="exit after this many seconds")
+    _add_wait(p)
     p.set_defaults(func=cmd_sub)
 
     p = sub.add_parser("keys", help="node signing keys (Ed25519)")
@@ -138,7 +177,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--no-tui", action="store_true", help="print how to connect and wait for Ctrl-C")
     p.add_argument("--port", type=int, default=8765, help="first WebSocket port (default %(default)s)")
     p.add_argument("--broker-port", type=int, default=1884, help="embedded broker port (default %(default)s)")
-    p.add_argument("--model", default=os.environ.get("CLOUDISENSE_MODEL", "offline"))
+    p.add_argument("--model", default=os.environ.get("CLOUDISENSE_MODEL", "offline"),
+                   help="the agent's model in the TUI: offline (the rules planner, no network; default) or a "
+                        "litellm model string such as openai/gpt-4o-mini (env CLOUDISENSE_MODEL; see docs/agent.md)")
     p.set_defaults(func=cmd_demo)
 
     if not core_only:
@@ -216,37 +257,46 @@ def cmd_call(args: argparse.Namespace) -> int:
     if not dot or not service or not method:
         raise ConfigError(f"{args.target!r} is not SERVICE.METHOD (e.g. system.metrics)")
 
-    async def go() -> int:
-        from ._client import Client
-        async with Client(args.url, token=args.token, name="cli") as c:
-            result = await c.call(args.node, service, method, params, timeout=args.timeout)
+    async def go(c: Any) -> int:
+        result = await c.call(args.node, service, method, params, timeout=args.timeout)
         print(json_text(result, indent=2))  # node-supplied: unsafe characters as JSON escapes
-        return 0
+        return _broadcast_status(args.node, result)
 
-    return asyncio.run(go())
+    return asyncio.run(_connected(args, go))
+
+
+def _broadcast_status(node: str, result: Any) -> int:
+    """A broadcast (``'*'``) whose every target answered an error exits 1, as a failed single call does; a
+    partial failure exits 0 (its ``errors`` are in the printed result)."""
+    if node != "*" or not isinstance(result, dict):
+        return 0
+    errors, results = result.get("errors") or {}, result.get("results") or {}
+    if errors and not results:
+        print(f"cloudisense: every target failed ({len(errors)} node{'s' if len(errors) != 1 else ''})",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_sub(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        from ._client import Client
-        async with Client(args.url, token=args.token, name="cli") as c:
-            n = 0
-            sub = await c.subscribe(args.node, args.topic)
-            print(f"# subscribed to {printable(repr(args.topic))} on {printable(args.node or c.node_id)}",
-                  file=sys.stderr, flush=True)
-            try:
-                async with asyncio.timeout(args.seconds or None):
-                    async for ev in sub:
-                        print(json_text(ev), flush=True)
-                        n += 1
-                        if args.count and n >= args.count:
-                            break
-            except TimeoutError:
-                pass
-            await sub.close()
+    async def go(c: Any) -> int:
+        n = 0
+        sub = await c.subscribe(args.node, args.topic)
+        print(f"# subscribed to {printable(repr(args.topic))} on {printable(args.node or c.node_id)}",
+              file=sys.stderr, flush=True)
+        try:
+            async with asyncio.timeout(args.seconds or None):
+                async for ev in sub:
+                    print(json_text(ev), flush=True)
+                    n += 1
+                    if args.count and n >= args.count:
+                        break
+        except TimeoutError:
+            pass
+        await sub.close()
         return 0
 
-    return asyncio.run(go())
+    return asyncio.run(_connected(args, go))
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:

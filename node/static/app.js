@@ -32,11 +32,13 @@
     conn: "connecting",          // connecting | connected | disconnected | auth
     self: null,                  // id of the node we are connected to
     role: null,                  // operator | viewer
+    auth: "token",               // welcome.auth: "none" when the node has no tokens (everyone is an operator)
+    exposed: false,              // welcome.exposed: the node listens beyond loopback
     nodes: new Map(),            // id -> node entry of node.cluster (+ live merges)
     selected: null,              // node id shown in the detail panel
     stats: null,                 // last $sys/stats data
     series: [],                  // [{t, calls, events}] for the chart
-    insp: { subs: [], events: [], count: 0, paused: false, error: "" },
+    insp: { subs: [], events: [], count: 0, paused: false, error: "", view: "pretty" },
     callResult: null,            // {label, ok, text} of the last call made from the page
   };
   const debug = { renders: 0, frames: 0, events: 0 };
@@ -190,6 +192,8 @@
       this.backoff = 0.5;
       state.self = welcome.node;
       state.role = welcome.role || "operator";
+      state.auth = welcome.auth === "none" ? "none" : "token";
+      state.exposed = welcome.exposed === true;
       setConn("connected");
       hideToken();
       invalidate("header", "nodes", "detail", "insp");
@@ -557,8 +561,11 @@
     for (const el of document.querySelectorAll(".self-name")) setText(el, state.self || "this node");
     const role = $("role");
     role.hidden = !state.role;
-    setText(role, state.role || "");
+    // Without tokens every client is an operator: the badge says why, not just "operator".
+    setText(role, state.role && state.auth === "none" ? `${state.role} (no tokens configured)` : state.role || "");
     setAttr(role, "data-role", state.role || "");
+    role.classList.toggle("no-tokens", state.auth === "none");
+    $("open-banner").hidden = !(state.role && state.auth === "none" && state.exposed);
     document.body.classList.toggle("viewer", state.role === "viewer");
     $("token-change").hidden = !sessionStorage.getItem(TOKEN_KEY);
   }
@@ -620,8 +627,9 @@
     const grid = $("nodes");
     const nodes = sortedNodes();
     const online = nodes.filter((n) => n.online !== false).length;
-    setText($("node-count"), `${online}/${nodes.length} online`);
-    $("nodes-empty").hidden = nodes.length > 0;
+    setText($("node-count"), nodes.length ? `${online}/${nodes.length} online` : "loading…");
+    $("nodes-empty").hidden = nodes.length > 0 || state.conn !== "connected";
+    if (nodes.length) for (const sk of grid.querySelectorAll(".skeleton")) sk.remove();
 
     const live = new Set();
     let prev = null;
@@ -670,16 +678,37 @@
 
   const canMutate = () => state.role !== "viewer";
 
-  function actionButton(label, mutates, onclick, testid, offline) {
-    const blocked = mutates && !canMutate();
+  /** A button for an action; none at all for a viewer when it changes state. A mutating one asks
+   *  first (`question` names the node, the process or method, and the action). */
+  function actionButton(label, mutates, onclick, testid, offline, question) {
+    if (mutates && !canMutate()) return null;
     return h("button", {
       type: "button", class: mutates ? "mutating" : "",
-      disabled: blocked || offline,
-      title: blocked ? "viewers cannot call methods that change state"
-        : offline ? "the node is offline" : (mutates ? "changes state" : "read-only"),
+      disabled: offline,
+      title: offline ? "the node is offline" : (mutates ? "changes state: asks first" : "read-only"),
       dataset: { testid, mutates: mutates ? "true" : "false" },
-      onclick,
+      onclick: mutates ? () => confirmAction(question, label).then((ok) => { if (ok) onclick(); }) : onclick,
     }, label);
+  }
+
+  // ---------------------------------------------------------- confirmation
+  let confirmResolve = null;
+
+  /** Ask in the page's own dialog; resolves true (OK) or false (Cancel, Escape, another question). */
+  function confirmAction(text, okLabel) {
+    if (confirmResolve) closeConfirm(false);
+    setText($("confirm-text"), text);
+    setText($("confirm-ok"), okLabel.charAt(0).toUpperCase() + okLabel.slice(1));
+    $("confirm-dialog").hidden = false;
+    $("confirm-cancel").focus();   // Enter on a fresh dialog does not confirm
+    return new Promise((resolve) => { confirmResolve = resolve; });
+  }
+
+  function closeConfirm(ok) {
+    $("confirm-dialog").hidden = true;
+    const r = confirmResolve;
+    confirmResolve = null;
+    if (r) r(ok);
   }
 
   // The detail panel is rebuilt when the node, its catalog or the role changes;
@@ -724,7 +753,8 @@
 
     const procTable = h("table", { class: "procs" },
       h("thead", {}, h("tr", {}, h("th", {}, "process"), h("th", {}, "state"), h("th", { class: "num" }, "pid"),
-        h("th", { class: "num" }, "restarts"), h("th", { class: "num" }, "uptime"), procActions.length ? h("th", {}, "") : null)),
+        h("th", { class: "num", title: "automatic restarts after the process exited on its own" }, "auto restarts"),
+        h("th", { class: "num" }, "uptime"), procActions.length && canMutate() ? h("th", {}, "") : null)),
       h("tbody", { dataset: { testid: "detail-processes" } }, procs.map((p) => {
         const r = {};
         const row = h("tr", { dataset: { testid: "process-row", process: p.name } },
@@ -733,9 +763,10 @@
           r.pid = h("td", { class: "num", dataset: { testid: "process-pid" } }),
           r.restarts = h("td", { class: "num", dataset: { testid: "process-restarts" } }),
           r.uptime = h("td", { class: "num" }),
-          procActions.length ? h("td", { class: "actions" }, procActions.map((a) =>
+          procActions.length && canMutate() ? h("td", { class: "actions" }, procActions.map((a) =>
             actionButton(a, !!supervisor[a].mutates,
-              () => callFromPage(n.id, "supervisor", a, { name: p.name }), `process-${a}`, offline))) : null);
+              () => callFromPage(n.id, "supervisor", a, { name: p.name }), `process-${a}`, offline,
+              `${a} process ${p.name} on node ${n.id}?`))) : null);
         els.procRows.set(p.name, r);
         return row;
       })));
@@ -774,21 +805,37 @@
       if (area) {
         try { params = JSON.parse(area.value || "{}"); } catch (e) {
           state.callResult = { label: formKey, ok: false, text: `params are not valid JSON: ${e.message}` };
-          return invalidate("detail");
+          invalidate("detail");
+          return null;
         }
       }
-      callFromPage(n.id, sname, mname, params);
+      return params;
+    };
+    // A mutating call asks first, naming the params as they are when clicked (the textarea may change).
+    const callButton = () => {
+      if (!canMutate()) return null;
+      return h("button", {
+        type: "button", class: "mutating", disabled: offline,
+        title: offline ? "the node is offline" : "changes state: asks first",
+        dataset: { testid: "method-call", mutates: "true" },
+        onclick: () => {
+          const ps = run();
+          if (!ps) return;
+          confirmAction(`call ${formKey} on node ${n.id} with ${json(ps, 200)}?`, "call")
+            .then((ok) => { if (ok) callFromPage(n.id, sname, mname, ps); });
+        },
+      }, "call");
     };
     const li = h("li", { class: "method", dataset: { testid: "method", method: formKey } },
       h("code", {}, mname),
       mutates ? h("span", { class: "badge mutates", title: "changes state" }, "mutates") : h("span", { class: "badge ro" }, "read-only"),
       h("span", { class: "muted desc", title: spec.description || "" }, firstLine(spec.description)),
-      takesParams ? h("button", {
+      takesParams && (!mutates || canMutate()) ? h("button", {
         type: "button", class: "link",
-        disabled: mutates && !canMutate(),
         onclick: () => { if (open) openForms.delete(formKey); else openForms.set(formKey, json(paramSkeleton(spec.params))); invalidate("detail"); },
       }, open ? "hide params" : "params…") : null,
-      actionButton("call", mutates, run, "method-call", offline));
+      mutates ? callButton() : actionButton("call", false, () => { const ps = run(); if (ps) callFromPage(n.id, sname, mname, ps); },
+        "method-call", offline));
     if (open) {
       area = h("textarea", { class: "params", rows: 2, spellcheck: "false",
         oninput: () => openForms.set(formKey, area.value) });
@@ -816,7 +863,7 @@
       setText(r.state, p.state || "—");
       setAttr(r.state, "data-state", p.state || "");
       setText(r.pid, p.pid ?? "—");
-      setText(r.restarts, p.restarts ?? 0);
+      setText(r.restarts, p.auto_restarts ?? p.restarts ?? 0);
       // Uptime ticks while we hear from the node; an offline node's last facts stand still.
       const since = up ? Math.max(0, nowS() - (p._at || nowS())) : 0;
       setText(r.uptime, p.state === "running" && typeof p.uptime === "number" ? duration(p.uptime + since) : "—");
@@ -974,6 +1021,12 @@
     }
 
     setText($("insp-count"), insp.count);
+    const view = $("insp-view");
+    setText(view, insp.view === "raw" ? "Pretty" : "Raw");
+    setAttr(view, "aria-pressed", insp.view === "raw" ? "true" : "false");
+    const table = $("insp-table");
+    table.classList.toggle("raw", insp.view === "raw");
+    table.classList.toggle("pretty", insp.view !== "raw");
     const pause = $("insp-pause");
     setText(pause, insp.paused ? "Resume" : "Pause");
     setAttr(pause, "aria-pressed", insp.paused ? "true" : "false");
@@ -990,10 +1043,41 @@
         h("td", {}, clock(ev.ts) || clock(nowS())),
         h("td", {}, ev.node || state.self || ""),
         h("td", {}, h("code", {}, ev.topic)),
-        h("td", { class: "data", title: data.length > 120 ? data : "" }, data)));
+        h("td", { class: "data" },
+          h("span", { class: "raw", dataset: { testid: "insp-raw" }, title: data.length > 120 ? data : "" }, data),
+          h("div", { class: "pretty-view" }, tree(ev.data, undefined, 0)))));
     }
     tbody.prepend(frag);
     while (tbody.rows.length > INSPECTOR_ROWS) tbody.lastElementChild.remove();
+  }
+
+  // A payload as a collapsible tree: objects and arrays are <details> whose children are built when
+  // first opened (200 rows of closed trees cost little); bounded in depth, keys and string length.
+  const TREE_DEPTH = 12, TREE_KEYS = 200, TREE_STRING = 500;
+
+  function tree(value, key, depth) {
+    const label = key === undefined ? null
+      : h("span", { class: "tk" }, typeof key === "number" ? `${key}: ` : `${JSON.stringify(key)}: `);
+    if (value === null || typeof value !== "object") {
+      const text = typeof value === "string"
+        ? JSON.stringify(value.length > TREE_STRING ? value.slice(0, TREE_STRING) + "…" : value)
+        : String(value);
+      return h("div", { class: "tl", dataset: { testid: "tree-leaf" } }, label,
+        h("span", { class: `tv ${value === null ? "null" : typeof value}` }, text));
+    }
+    const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+    const kind = Array.isArray(value) ? `[${entries.length}]` : `{${entries.length}}`;
+    const d = h("details", { class: "tree", dataset: { testid: "tree-node" } },
+      h("summary", {}, label, h("span", { class: "tn" }, kind), " ", h("span", { class: "tp muted" }, json(value, 80))));
+    let built = false;
+    d.addEventListener("toggle", () => {
+      if (built || !d.open) return;
+      built = true;
+      if (depth >= TREE_DEPTH) { d.append(h("div", { class: "tl muted" }, "… (deeper levels: see Raw)")); return; }
+      d.append(h("div", { class: "tc" }, entries.slice(0, TREE_KEYS).map(([k, v]) => tree(v, k, depth + 1)),
+        entries.length > TREE_KEYS ? h("div", { class: "tl muted" }, `… ${entries.length - TREE_KEYS} more`) : null));
+    });
+    return d;
   }
 
   // ---------------------------------------------------------------- token
@@ -1038,6 +1122,13 @@
       $("insp-events").replaceChildren();
       invalidate("insp");
     });
+    $("insp-view").addEventListener("click", () => {
+      state.insp.view = state.insp.view === "raw" ? "pretty" : "raw";
+      invalidate("insp");
+    });
+    $("confirm-form").addEventListener("submit", (e) => { e.preventDefault(); closeConfirm(true); });
+    $("confirm-cancel").addEventListener("click", () => closeConfirm(false));
+    $("confirm-dialog").addEventListener("keydown", (e) => { if (e.key === "Escape") closeConfirm(false); });
     window.addEventListener("resize", () => invalidate("chart"));
     // Ages ("online · 42s") move on their own.
     setInterval(() => invalidate("nodes", "detail"), 1000);

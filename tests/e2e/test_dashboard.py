@@ -38,6 +38,8 @@ pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
+from cloudisense.node.testing import free_port  # noqa: E402
+
 pytestmark = pytest.mark.timeout(120)
 
 expect.set_options(timeout=15_000)
@@ -198,8 +200,11 @@ def test_overview_shows_every_node(dash_cluster, open_dashboard):
     wait_cluster(page, *NODES)
     expect(page.get_by_test_id("node-card")).to_have_count(3)
     expect(page.get_by_test_id("self-node")).to_have_text("node-a")
-    expect(page.get_by_test_id("role")).to_have_text("operator")
+    # no tokens here: every browser is an operator, and the badge says why
+    expect(page.get_by_test_id("role")).to_have_text("operator (no tokens configured)")
+    expect(page.get_by_test_id("open-banner")).to_be_hidden()     # it listens on loopback only
     expect(page.get_by_test_id("node-count")).to_have_text("3/3 online")
+    expect(page.get_by_test_id("node-skeleton")).to_have_count(0)
 
     for nid in NODES:
         c = card(page, nid)
@@ -272,10 +277,13 @@ def test_node_detail_and_calls_from_the_page(dash_cluster, open_dashboard):
     expect(result).to_contain_text("node-b system.metrics")
     expect(result).to_contain_text('"cpu_percent"')
 
-    # An operator may restart the remote logger; the new pid shows up live.
+    # An operator may restart the remote logger, once the page has asked; the new pid shows up live.
     button = row.get_by_test_id("process-restart")
     expect(button).to_be_enabled()
     button.click()
+    expect(page.get_by_test_id("confirm-text")).to_have_text("restart process logger on node node-b?")
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("confirm-dialog")).to_be_hidden()
     expect(result).to_contain_text("node-b supervisor.restart")
     expect(result).to_have_attribute("data-ok", "true")
     expect(row.get_by_test_id("process-state")).to_have_text("running")
@@ -384,7 +392,7 @@ def test_page_reconnects_and_resubscribes(dash_cluster, open_dashboard, dash_ws)
 
 # --- auth -----------------------------------------------------------------------------------
 
-def test_token_prompt_and_viewer_role(cluster, open_dashboard):
+def test_token_prompt_and_viewer_role_sees_no_action_buttons(cluster, open_dashboard):
     tokens = [{"sha256": hashlib.sha256(t.encode()).hexdigest(), "role": role}
               for t, role in (("op-secret", "operator"), ("view-secret", "viewer"))]
     node = cluster.start("node-auth", auth={"tokens": tokens})
@@ -402,17 +410,18 @@ def test_token_prompt_and_viewer_role(cluster, open_dashboard):
     expect(page.get_by_test_id("role")).to_have_text("viewer")
     expect(card(page, "node-auth")).to_have_attribute("data-online", "true")
 
-    # Viewers see everything, but every mutating action is disabled.
+    # Viewers see everything, but no button for an action that changes state.
     card(page, "node-auth").click()
     detail = page.get_by_test_id("detail")
-    expect(detail.get_by_test_id("process-restart")).to_be_disabled()
-    expect(detail.get_by_test_id("process-stop")).to_be_disabled()
+    expect(detail.locator('[data-testid="process-row"][data-process="logger"]')
+           .get_by_test_id("process-state")).to_have_text("running")
+    for action in ("start", "stop", "restart"):
+        expect(detail.get_by_test_id(f"process-{action}")).to_have_count(0)
+    expect(detail.locator('[data-testid="method"][data-method="supervisor.restart"]')).to_have_count(1)
     expect(detail.locator('[data-testid="method"][data-method="supervisor.restart"]')
-           .get_by_test_id("method-call")).to_be_disabled()
-    mutating = detail.locator('[data-testid="method-call"][data-mutates="true"]')
-    assert mutating.count() > 0
-    for i in range(mutating.count()):
-        expect(mutating.nth(i)).to_be_disabled()
+           .get_by_test_id("method-call")).to_have_count(0)
+    expect(detail.locator('[data-testid="method-call"][data-mutates="true"]')).to_have_count(0)
+    expect(detail.locator("button.mutating")).to_have_count(0)
     read_only = detail.locator('[data-method="system.metrics"]').get_by_test_id("method-call")
     expect(read_only).to_be_enabled()
     read_only.click()
@@ -494,3 +503,175 @@ def test_screenshot(dash_cluster, open_dashboard, dash_ws, tmp_path):
     if os.environ.get("CLOUDISENSE_UPDATE_SCREENSHOT") == "1":
         (REPO / "docs").mkdir(exist_ok=True)
         page.screenshot(path=str(REPO / "docs" / "dashboard.png"), full_page=True)
+
+
+# --- actions go through a confirmation and the node's audit log -------------------------------
+
+def _audit(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_stop_needs_confirmation_and_is_audited(cluster, open_dashboard, tmp_path):
+    state = tmp_path / "state"
+    node = cluster.start("node-s", env={"CLOUDISENSE_STATE_DIR": str(state)})
+    log = state / "nodes" / "node-s" / "audit.jsonl"
+    page = open_dashboard(node)
+    wait_cluster(page, "node-s")
+    card(page, "node-s").click()
+    row = page.get_by_test_id("detail").locator('[data-testid="process-row"][data-process="logger"]')
+    expect(row.get_by_test_id("process-state")).to_have_text("running")
+    dialog = page.get_by_test_id("confirm-dialog")
+
+    # One click only asks, naming node, process and action; Cancel changes nothing and records nothing.
+    row.get_by_test_id("process-stop").click()
+    expect(dialog).to_be_visible()
+    expect(page.get_by_test_id("confirm-text")).to_have_text("stop process logger on node node-s?")
+    expect(page.get_by_test_id("confirm-ok")).to_have_text("Stop")
+    page.get_by_test_id("confirm-cancel").click()
+    expect(dialog).to_be_hidden()
+    # Escape cancels too
+    row.get_by_test_id("process-stop").click()
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    assert WsClient(node.url).call(None, "supervisor", "status", {"name": "logger"})["result"]["state"] == "running"
+    assert _audit(log) == []
+
+    # Confirmed: it stops, and the node wrote who did it, what, and the result.
+    row.get_by_test_id("process-stop").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(row.get_by_test_id("process-state")).to_have_text("stopped")
+    recs = [r for r in _audit(log) if r.get("method") == "supervisor.stop" or r["event"] == "result"]
+    call, result = recs[:2]
+    assert call["event"] == "call" and call["method"] == "supervisor.stop" and call["target"] == "node-s"
+    assert call["params"] == {"name": "logger"}
+    assert call["who"]["role"] == "operator" and call["who"]["name"] == "(no tokens configured)"
+    assert call["who"]["client"].startswith("dashboard-")
+    assert result["seq"] == call["seq"] and result["ok"] is True
+
+    # A method called from the services list asks too, with its params.
+    row.get_by_test_id("process-start").click()
+    expect(page.get_by_test_id("confirm-text")).to_have_text("start process logger on node node-s?")
+    page.get_by_test_id("confirm-ok").click()
+    expect(row.get_by_test_id("process-state")).to_have_text("running")
+    method = page.get_by_test_id("detail").locator('[data-testid="method"][data-method="pubsub.publish"]')
+    method.get_by_test_id("method-call").click()
+    expect(page.get_by_test_id("confirm-text")).to_contain_text("call pubsub.publish on node node-s with {")
+    page.get_by_test_id("confirm-cancel").click()
+    assert [r["method"] for r in _audit(log) if r["event"] == "call"] == ["supervisor.stop", "supervisor.start"]
+
+
+def test_a_node_without_tokens_beyond_loopback_shows_a_banner(cluster, dash_browser):
+    # A node without tokens on all interfaces (allowed by require_auth_remote = false): a banner says so.
+    port = free_port()
+    node = cluster.start("node-open", listen=f"0.0.0.0:{port}", ws={"require_auth_remote": False})
+    ctx = dash_browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "connected")
+        expect(page.get_by_test_id("open-banner")).to_be_visible()
+        expect(page.get_by_test_id("open-banner")).to_contain_text("no access tokens")
+        expect(page.get_by_test_id("role")).to_have_text("operator (no tokens configured)")
+    finally:
+        ctx.close()
+    del node
+
+
+# --- layout -----------------------------------------------------------------------------------
+
+CUT_TEXT_JS = """() => [...document.querySelectorAll('.tile label, .tile b, .nc-id, .node-card .val')]
+    .filter((el) => el.offsetParent !== null && el.scrollWidth > el.clientWidth)
+    .map((el) => `${el.textContent} (${el.scrollWidth} > ${el.clientWidth})`)"""
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_no_tile_text_is_cut(dash_cluster, open_dashboard, dash_ws, width):
+    page = open_dashboard(dash_cluster["node-a"], width=width, height=1000)
+    wait_cluster(page, *NODES)
+    card(page, "node-b").click()
+    expect(page.get_by_test_id("detail-load")).to_have_text(re.compile(r"\d"))
+    side = dash_ws(dash_cluster["node-a"])
+    for _ in range(3):
+        side.call("node-b", "system", "metrics")
+    # every tile has its value, and the values are as wide as they get
+    expect(page.get_by_test_id("ps-local")).to_have_text(re.compile(r"^\d+$"))
+    expect(page.get_by_test_id("fed-connected")).to_have_text("connected")
+    expect(page.get_by_test_id("rpc-p99")).to_have_text(re.compile(r"ms$"))
+    assert page.evaluate(CUT_TEXT_JS) == []
+    # the tile labels are whole words, not "local subscri…"
+    expect(page.locator(".tile label").filter(has_text="local subscribers")).to_be_visible()
+    # the cluster row is filled: the cards reach the grid's right edge
+    gap = page.evaluate("""() => {
+        const grid = document.getElementById('nodes').getBoundingClientRect();
+        const right = Math.max(...[...document.querySelectorAll('.node-card')].map((c) => c.getBoundingClientRect().right));
+        return grid.right - right; }""")
+    assert gap <= 2, gap
+
+
+def test_skeleton_on_first_paint(dash_cluster, open_dashboard, dash_browser):
+    node = dash_cluster["node-a"]
+    # The page as it paints before its script has run (the script is held back).
+    ctx = dash_browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.route("**/static/app.js", lambda route: route.abort())
+        page.goto(node.http)
+        expect(page.get_by_test_id("node-skeleton")).to_have_count(3)
+        expect(page.get_by_test_id("node-skeleton").first).to_be_visible()
+        expect(page.get_by_test_id("node-count")).to_have_text("loading…")
+        expect(page.get_by_text("Waiting for the cluster view")).to_have_count(0)
+        expect(page.get_by_text("0/0 online")).to_have_count(0)
+    finally:
+        ctx.close()
+    # With the script, the cards replace the skeleton.
+    page = open_dashboard(node)
+    wait_cluster(page, *NODES)
+    expect(page.get_by_test_id("node-skeleton")).to_have_count(0)
+    expect(page.get_by_test_id("node-card")).to_have_count(3)
+
+
+# --- event inspector: payloads as a tree ---------------------------------------------------------
+
+def test_inspector_shows_a_nested_payload_as_a_tree(dash_cluster, open_dashboard, dash_ws):
+    page = open_dashboard(dash_cluster["node-a"])
+    wait_cluster(page, *NODES)
+    page.get_by_test_id("insp-node").select_option("node-c")
+    page.get_by_test_id("insp-topic").fill("deep/#")
+    page.get_by_test_id("insp-subscribe").click()
+    expect(page.locator('[data-testid="insp-sub"][data-node="node-c"][data-topic="deep/#"]')) \
+        .to_have_class(re.compile(r"\bactive\b"))
+    payload = {"a": {"b": {"c": [1, 2, {"d": "deepest"}]}}, "mark": "tree", "ok": True, "none": None}
+    assert dash_ws(dash_cluster["node-c"]).publish("deep/x", payload)["type"] == "published"
+    row = page.locator('[data-testid="insp-event"][data-topic="deep/x"]')
+    expect(row).to_have_count(1)
+
+    # pretty (the default): one closed tree per payload; the raw line is hidden
+    root = row.get_by_test_id("tree-node").first
+    expect(root).to_be_visible()
+    expect(row.get_by_test_id("insp-raw")).to_be_hidden()
+    expect(row.get_by_test_id("tree-leaf")).to_have_count(0)
+    root.locator("> summary").click()
+    expect(row.get_by_test_id("tree-leaf").filter(has_text='"mark": "tree"')).to_be_visible()
+    expect(row.get_by_test_id("tree-leaf").filter(has_text='"ok": true')).to_be_visible()
+    expect(row.get_by_test_id("tree-leaf").filter(has_text='"none": null')).to_be_visible()
+    # open a → b → c → 2 → the deepest leaf
+    for key in ('"a": ', '"b": ', '"c": ', "2: "):
+        node = row.get_by_test_id("tree-node").filter(
+            has=page.locator("> summary > .tk", has_text=key)).last
+        node.locator("> summary").click()
+    expect(row.get_by_test_id("tree-leaf").filter(has_text='"d": "deepest"')).to_be_visible()
+    # and closed again
+    row.get_by_test_id("tree-node").filter(has=page.locator("> summary > .tk", has_text='"a": ')).last \
+        .locator("> summary").click()
+    expect(row.get_by_test_id("tree-leaf").filter(has_text='"d": "deepest"')).to_be_hidden()
+
+    # raw: the JSON line, the tree hidden; and back
+    page.get_by_test_id("insp-view").click()
+    expect(page.get_by_test_id("insp-view")).to_have_attribute("aria-pressed", "true")
+    expect(row.get_by_test_id("insp-raw")).to_be_visible()
+    expect(row.get_by_test_id("insp-raw")).to_have_text(json.dumps(payload, separators=(",", ":")))
+    expect(root).to_be_hidden()
+    page.get_by_test_id("insp-view").click()
+    expect(root).to_be_visible()
+    expect(row.get_by_test_id("insp-raw")).to_be_hidden()

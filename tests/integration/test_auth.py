@@ -109,7 +109,8 @@ async def test_every_role_and_kind_of_request(pair):
             async with await open_ws(a.url) as ws:
                 if token:
                     w = await hello(ws, token)
-                    assert w == {"type": "welcome", "id": "h", "node": "aa", "role": role, "protocol": 1}
+                    assert w == {"type": "welcome", "id": "h", "node": "aa", "role": role, "protocol": 1,
+                                     "auth": "token", "exposed": False}
                 for i, (what, frame, kind) in enumerate(REQUESTS):
                     before = await counts(admin)
                     r = await request(ws, {**frame, "id": f"{role}-{i}"})

@@ -24,7 +24,8 @@ async def test_hello_and_local_calls(cluster):
     a = cluster.start("core-a", temperature="sim:41.5", broker="none")
     async with await open_ws(a.url) as ws:
         welcome = await request(ws, {"type": "hello", "id": "0", "client": "pytest"})
-        assert welcome == {"type": "welcome", "id": "0", "node": "core-a", "role": "operator", "protocol": 1}
+        assert welcome == {"type": "welcome", "id": "0", "node": "core-a", "role": "operator", "protocol": 1,
+                           "auth": "none", "exposed": False}
         pong = await request(ws, {"type": "call", "id": 1, "service": "node", "method": "ping"})
         assert pong["type"] == "result" and pong["id"] == 1 and pong["node"] == "core-a"
         assert pong["result"]["node"] == "core-a"

@@ -187,7 +187,7 @@ def test_page_on_another_origin_cannot_use_the_socket(cluster, evil, page_of):
         page = page_of(f"http://{host}:{port}/")
         expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "connected")
         expect(page.get_by_test_id("self-node")).to_have_text("orig")
-        expect(page.get_by_test_id("role")).to_have_text("operator")
+        expect(page.get_by_test_id("role")).to_have_text("operator (no tokens configured)")
         expect(page.locator('[data-testid="node-card"][data-node="orig"]')).to_have_attribute("data-online", "true")
         assert page.evaluate("window.__csp") == [], page.evaluate("window.__csp")
 

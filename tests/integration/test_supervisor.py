@@ -111,7 +111,8 @@ async def test_start_running_pid_and_logs(events):
         assert proc.cmdline()[0] == sys.executable        # "python" runs in the node's interpreter
         assert os.getpgid(st.pid) == st.pid               # own process group
         assert events.of("process/logger/started")[0] == {
-            "name": "logger", "pid": st.pid, "command": LOGGER, "restarts": 0, "state": "running", "node": "n1"}
+            "name": "logger", "pid": st.pid, "command": LOGGER, "auto_restarts": 0, "restarts": 0, "state": "running",
+            "node": "n1"}
 
         lines = await wait_for(lambda: log_lines(sup, "logger", "logger tick 3"),
                                what="three ticks")
@@ -151,7 +152,8 @@ async def test_kill_9_is_restarted_with_backoff(events):
         assert ex["pid"] == first and ex["exit_code"] == -signal.SIGKILL and ex["signal"] == "SIGKILL"
         assert ex["restart_in"] == 0.5
         re = events.of("process/logger/restarted")[0]
-        assert re == {"name": "logger", "pid": st.pid, "old_pid": first, "restarts": 1,
+        assert st.auto_restarts == st.restarts == 1
+        assert re == {"name": "logger", "pid": st.pid, "old_pid": first, "auto_restarts": 1, "restarts": 1,
                       "reason": "exited", "delay": 0.5, "state": "running", "node": "n1"}
         assert events.times("process/logger/started")[1] - events.times("process/logger/exited")[0] >= 0.45
 

@@ -1,0 +1,34 @@
+"""A mistyped config key is named with the key the user probably meant."""
+
+import pytest
+
+from cloudisense.node._config import load_settings
+from cloudisense.node._errors import ConfigError
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def _message(tmp_path, toml: str) -> str:
+    f = tmp_path / "c.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        load_settings(f)
+    return e.value.message
+
+
+@pytest.mark.parametrize("toml, line", [
+    ('[ws]\nlisen = "127.0.0.1:9000"\n', "ws.lisen: unknown key; did you mean `listen`?"),
+    ('[brokr]\nurl = "none"\n', "brokr: unknown key; did you mean `broker`?"),
+    ('[broker]\nprefx = "a/b"\n', "broker.prefx: unknown key; did you mean `prefix`?"),
+    ('[[processes]]\nname = "x"\ncommand = ["true"]\nautostrat = false\n',
+     "processes.0.autostrat: unknown key; did you mean `autostart`?"),
+    ('[[auth.tokens]]\nsha256 = "' + "a" * 64 + '"\nrole = "viewer"\nnmae = "ann"\n',
+     "auth.tokens.0.nmae: unknown key; did you mean `name`?"),
+])
+def test_unknown_key_suggests_the_close_one(tmp_path, toml, line):
+    assert line in _message(tmp_path, toml)
+
+
+def test_no_suggestion_when_nothing_is_close(tmp_path):
+    msg = _message(tmp_path, '[system]\nzzzzqqq = 1\n')
+    assert "system.zzzzqqq: unknown key" in msg and "did you mean" not in msg
