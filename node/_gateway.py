@@ -40,6 +40,8 @@ from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Over
                       Unauthenticated, to_wire)
 from ._frames import Call, Hello, Publish, Subscribe, Unsubscribe, parse_frame, PROTOCOL_VERSION
 from ._json import dumps, loads
+from ._metrics import OPS_PATHS
+from ._metrics import http as ops_http
 from ._ratelog import RateLimitedLog
 from ._text import printable
 from ._topics import topic_error
@@ -479,6 +481,7 @@ class ClientSession:
                     return
                 raise Unauthenticated("invalid token" if f.token else "this node requires a token in hello")
             self.role, self.authed = role, True
+            self.token_sha = hashlib.sha256(f.token.encode()).hexdigest()   # SIGHUP revokes by it (_reload)
         self._hello_done()
         if f.client:
             self.name = f"{printable(f.client, limit=64)}-{self.num}"
@@ -643,12 +646,13 @@ class Gateway:
             return
         session = ClientSession(self, ws)
         self.sessions.add(session)
-        log.info("%s connected from %s", session.name, ws.remote_address)
+        log.info("%s connected from %s", session.name, ws.remote_address,
+                 extra={"client": session.name, "remote": session.addr})
         try:
             await session.serve()
         finally:
             self.sessions.discard(session)
-            log.info("%s disconnected (%s)", session.name, ws.close_code)
+            log.info("%s disconnected (%s)", session.name, ws.close_code, extra={"client": session.name})
 
     def _refuse(self, status: int, why: str, req: Request, conn: ServerConnection,
                 headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -681,8 +685,8 @@ class Gateway:
             return None
         if path == "/":
             path = "/static/index.html"
-        if path == "/healthz":
-            return _response(200, b"ok\n", "text/plain")
+        if path in OPS_PATHS:   # /metrics /healthz /readyz /varz (node/_metrics.py)
+            return ops_http(self, conn, req, path)
         if path == "/pubkey":
             return _pubkey(self.node)
         if path.startswith("/static/"):
@@ -735,7 +739,7 @@ class Gateway:
         self._server = None
 
 
-_REASONS = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 
 def _pubkey(node: "Node") -> Response:
