@@ -56,7 +56,7 @@ class RateLimitedLog:
                                 "further ones are counted but not logged", self.max_keys, self.interval)
             return False
         self._window[reason] = [now, 0]
-        self.logger.log(level, msg, *args, exc_info=exc_info)
+        self.logger.log(level, msg, *args, exc_info=exc_info, extra={"reason": _name(reason)})
         return True
 
     def warning(self, reason: Hashable, msg: str, *args: object) -> bool:
@@ -71,4 +71,11 @@ class RateLimitedLog:
             del window[reason]
             if suppressed:
                 self.logger.warning("%d more like %r in the last %.0f s (not logged)",
-                                    suppressed, reason, self.interval)
+                                    suppressed, reason, self.interval,
+                                    extra={"reason": _name(reason), "suppressed": suppressed})
+
+
+def _name(reason: Hashable) -> str:
+    """The kind of a reason key, for structured logs: ``("refused", 403, why)`` -> ``"refused"``."""
+    head = reason[0] if isinstance(reason, tuple) and reason else reason
+    return head if isinstance(head, str) else type(head).__name__
