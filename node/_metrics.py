@@ -10,7 +10,8 @@ costs ~2 MB of an idle node's RSS, and the text format is simple.  ``tests/unit/
 checks what we write with ``prometheus-client``'s own parser.
 
 Label cardinality is bounded: a node's own id is never a label (Prometheus adds ``instance``);
-service/method pairs are capped at :data:`MAX_METHODS` (the rest count as ``other``/``other``),
+service/method pairs are named only once a call proved them real, and at most :data:`MAX_METHODS` of them
+(the rest count as ``other``/``other``),
 rejection reasons and process names come from closed sets or the config.
 """
 
@@ -32,6 +33,8 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 _BUCKETS_MS = tuple(b * 1000 for b in BUCKETS)
 MAX_METHODS = 64          # distinct (service, method) label pairs; more fold into ("other", "other")
 MAX_LABEL_VALUES = 64     # for any other open label (rejection reasons, error codes)
+#: outcomes that show the service and method exist (the call reached them)
+_PROVEN = frozenset({None, "forbidden", "invalid_params", "internal"})
 OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/varz"})
 PROTECTED = frozenset({"/metrics", "/varz"})
 
@@ -50,10 +53,12 @@ class CallMetrics:
     def observe(self, local: bool, service: str, method: str, code: str | None, ms: float) -> None:
         where = "local" if local else "remote"
         if (service, method) not in self.methods:
-            if len(self.methods) >= MAX_METHODS:
-                service = method = "other"
-            else:
+            # a name is admitted once a call proved it real (a client can make names up: an unknown
+            # method, or any name to an offline node), and only up to the cap
+            if code in _PROVEN and len(self.methods) < MAX_METHODS:
                 self.methods.add((service, method))
+            else:
+                service = method = "other"
         key = (where, service, method, code or "ok")
         self.counts[key] = self.counts.get(key, 0) + 1
         self.buckets[where][bisect_left(_BUCKETS_MS, ms)] += 1

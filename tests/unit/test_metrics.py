@@ -43,6 +43,19 @@ def test_service_method_pairs_are_capped():
     assert cm.counts[("local", "svc0", "m", "timeout")] == 1
 
 
+def test_made_up_names_do_not_take_label_slots():
+    cm = CallMetrics()
+    for i in range(1000):   # a client inventing methods, or calling anything on an offline node
+        cm.observe(True, "system", f"junk{i}", "unknown_method", 1.0)
+        cm.observe(False, f"svc{i}", "m", "node_offline", 1.0)
+    assert cm.methods == set()
+    assert cm.counts == {("local", "other", "other", "unknown_method"): 1000,
+                         ("remote", "other", "other", "node_offline"): 1000}
+    cm.observe(True, "system", "metrics", None, 1.0)
+    cm.observe(True, "system", "metrics", "timeout", 1.0)   # once proven, every outcome keeps the name
+    assert cm.counts[("local", "system", "metrics", "timeout")] == 1
+
+
 def test_latency_lands_in_the_right_bucket():
     cm = CallMetrics()
     cm.observe(False, "s", "m", None, 0.4)      # 0.4 ms  -> le 0.0005
