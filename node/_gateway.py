@@ -691,9 +691,11 @@ class Gateway:
             return _pubkey(self.node)
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
+            sub = ("vendor",) if name.startswith("vendor/") else ()   # static/vendor/: third-party files
+            name = name.removeprefix("vendor/")
             if "/" not in name and ".." not in name and name:
                 try:
-                    data = resources.files("cloudisense.node").joinpath("static", name).read_bytes()
+                    data = resources.files("cloudisense.node").joinpath("static", *sub, name).read_bytes()
                 except (FileNotFoundError, IsADirectoryError, OSError):
                     data = None
                 if data is not None:
