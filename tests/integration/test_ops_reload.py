@@ -127,3 +127,42 @@ def test_a_config_that_does_not_load_changes_nothing(cluster):
         finally:
             await ws.close()
     assert [p["name"] for p in asyncio.run(still())["result"]["processes"]] == ["steady"]
+
+
+def test_sighup_reloads_the_trust_store(cluster, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    keys = tmp_path / "keys"
+    for nid in ("ta", "tb"):
+        r = subprocess.run([sys.executable, "-m", "cloudisense.node.cli", "keys", "gen", nid, "--out", str(keys)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    trust_a, trust_b = tmp_path / "trust-a", tmp_path / "trust-b"
+    trust_a.mkdir()
+    trust_b.mkdir()
+    shutil.copy(keys / "ta.pub", trust_a)                 # ta trusts only itself, at first
+    for nid in ("ta", "tb"):
+        shutil.copy(keys / f"{nid}.pub", trust_b)
+
+    def sec(nid: str, trust) -> dict:
+        return {"security": {"key": str(keys / f"{nid}.key"), "trust": str(trust)}}
+    a = cluster.start("ta", **sec("ta", trust_a))
+    b = cluster.start("tb", **sec("tb", trust_b))
+
+    async def online_at_a() -> set[str]:
+        ws = await open_ws(a.url)
+        try:
+            r = await request(ws, {"type": "call", "id": "c", "service": "node", "method": "cluster"})
+            return {n["id"] for n in r["result"]["nodes"] if n["online"]}
+        finally:
+            await ws.close()
+
+    wait_until(lambda: "unknown_sender" in a.log(), 20,
+               what="ta to reject tb's envelopes")
+    assert "tb" not in asyncio.run(online_at_a())
+    shutil.copy(keys / "tb.pub", trust_a)
+    a.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "trust store: 1 added, 0 removed" in a.log(), 20, what="the trust reload")
+    wait_until(lambda: "tb" in asyncio.run(online_at_a()), 20, interval=0.3, what="ta to accept tb")
+    assert b.proc.poll() is None and a.proc.poll() is None
