@@ -741,7 +741,8 @@ class Gateway:
         self._server = None
 
 
-_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
+            503: "Service Unavailable"}
 
 
 def _pubkey(node: "Node") -> Response:

@@ -18,7 +18,6 @@ rejection reasons and process names come from closed sets or the config.
 from __future__ import annotations
 
 import os
-import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
