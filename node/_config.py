@@ -241,6 +241,11 @@ def _default_id() -> str:
     return host[:64]
 
 
+class LogConfig(_Section):
+    level: str = Field("", description="DEBUG, INFO, WARNING or ERROR; empty: --log-level, else $CLOUDISENSE_LOG, "
+                                       "else INFO (the --log-level flag wins; SIGHUP applies a change)")
+
+
 class Settings(BaseSettings):
     """The effective configuration of one node."""
 
@@ -255,6 +260,7 @@ class Settings(BaseSettings):
     auth: AuthConfig = AuthConfig()
     rpc: RpcConfig = RpcConfig()
     cluster: ClusterConfig = ClusterConfig()
+    log: LogConfig = LogConfig()
     processes: list[ProcessConfig] = []
     services: list[str] = Field([], description="plug-in services as 'module:Class'")
 

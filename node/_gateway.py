@@ -41,6 +41,8 @@ from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Over
                       Unauthenticated, to_wire)
 from ._frames import Call, Hello, Publish, Subscribe, Unsubscribe, parse_frame, PROTOCOL_VERSION
 from ._json import dumps, loads
+from ._metrics import OPS_PATHS
+from ._metrics import http as ops_http
 from ._ratelog import RateLimitedLog
 from ._text import printable
 from ._topics import topic_error
@@ -481,6 +483,7 @@ class ClientSession:
                 raise Unauthenticated("invalid token" if f.token else "this node requires a token in hello")
             self.role, self.authed = role, True
             self.token_name = token_name(self.gw.settings.auth.tokens, f.token)
+            self.token_sha = hashlib.sha256(f.token.encode()).hexdigest()   # SIGHUP revokes by it (_reload)
         self._hello_done()
         if f.client:
             self.name = f"{printable(f.client, limit=64)}-{self.num}"
@@ -673,13 +676,13 @@ class Gateway:
         session = ClientSession(self, ws)
         self.sessions.add(session)
         first = session.name   # a hello may rename it (cli-7): the disconnect line names both
-        log.info("%s connected from %s", first, ws.remote_address)
+        log.info("%s connected from %s", first, ws.remote_address, extra={"client": first, "remote": session.addr})
         try:
             await session.serve()
         finally:
             self.sessions.discard(session)
             log.info("%s disconnected (%s)", first if session.name == first else f"{first} ({session.name})",
-                     ws.close_code)
+                     ws.close_code, extra={"client": session.name})
 
     def _refuse(self, status: int, why: str, req: Request, conn: ServerConnection,
                 headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -712,15 +715,17 @@ class Gateway:
             return None
         if path == "/":
             path = "/static/index.html"
-        if path == "/healthz":
-            return _response(200, b"ok\n", "text/plain")
+        if path in OPS_PATHS:   # /metrics /healthz /readyz /varz (node/_metrics.py)
+            return ops_http(self, conn, req, path)
         if path == "/pubkey":
             return _pubkey(self.node)
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
+            sub = ("vendor",) if name.startswith("vendor/") else ()   # static/vendor/: third-party files
+            name = name.removeprefix("vendor/")
             if "/" not in name and ".." not in name and name:
                 try:
-                    data = resources.files("cloudisense.node").joinpath("static", name).read_bytes()
+                    data = resources.files("cloudisense.node").joinpath("static", *sub, name).read_bytes()
                 except (FileNotFoundError, IsADirectoryError, OSError):
                     data = None
                 if data is not None:
@@ -766,7 +771,8 @@ class Gateway:
         self._server = None
 
 
-_REASONS = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
+            503: "Service Unavailable"}
 
 
 def _pubkey(node: "Node") -> Response:

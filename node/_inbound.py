@@ -170,4 +170,5 @@ class Inbound:
         self.counts[reason] = self.counts.get(reason, 0) + n
         self._log.warning(reason, "dropped %s: %s (%s; counted in federation.rejected, "
                           "the same reason is logged again in a minute at the earliest)",
-                          _Sender(sender), printable(detail, limit=300), reason)
+                          _Sender(sender), printable(detail, limit=300), reason,
+                          extra=None if sender is _NOBODY else {"peer": printable(str(sender), limit=100)})

@@ -30,6 +30,7 @@ from ._gateway import Gateway
 from ._heartbeat import heartbeat_error
 from ._inbound import MAX_ENVELOPES, RETAINED, Inbound
 from ._json import dumps, loads
+from ._metrics import CallMetrics
 from ._pubsub import InterestTable, SubscriptionTable
 from ._ratelog import RateLimitedLog
 from ._services import Registry, Service
@@ -57,6 +58,7 @@ class Stats:
         self.duplicates = 0
         self.late_calls = 0
         self._window: deque[tuple[float, int, int]] = deque(maxlen=120)  # (t, calls, events)
+        self.by_call = CallMetrics()   # /metrics: calls by kind/service/method/code, latency histogram
 
     def record(self, src: str, dst: str, service: str, method: str, ms: float, code: str | None) -> None:
         self.calls += 1
@@ -64,6 +66,7 @@ class Stats:
         if code:
             self.errors[code] = self.errors.get(code, 0) + 1
         self._recent.append((src, dst, service, method, ms, code, time.time()))
+        self.by_call.observe(src == dst, service, method, code, ms)
 
     @property
     def recent(self) -> list[dict[str, Any]]:

@@ -36,7 +36,8 @@ class RateLimitedLog:
         self._window: dict[Hashable, list[float | int]] = {}  # reason -> [logged_at, suppressed]
         self._overflow_at = -float("inf")
 
-    def log(self, level: int, reason: Hashable, msg: str, *args: object, exc_info: object = None) -> bool:
+    def log(self, level: int, reason: Hashable, msg: str, *args: object, exc_info: object = None,
+            extra: dict[str, object] | None = None) -> bool:
         """Count one occurrence of ``reason``; log ``msg % args`` unless rate-limited. True if logged.
 
         ``exc_info`` is passed to the logger (a traceback with the line that is logged)."""
@@ -56,11 +57,11 @@ class RateLimitedLog:
                                 "further ones are counted but not logged", self.max_keys, self.interval)
             return False
         self._window[reason] = [now, 0]
-        self.logger.log(level, msg, *args, exc_info=exc_info)
+        self.logger.log(level, msg, *args, exc_info=exc_info, extra={"reason": _name(reason), **(extra or {})})
         return True
 
-    def warning(self, reason: Hashable, msg: str, *args: object) -> bool:
-        return self.log(logging.WARNING, reason, msg, *args)
+    def warning(self, reason: Hashable, msg: str, *args: object, extra: dict[str, object] | None = None) -> bool:
+        return self.log(logging.WARNING, reason, msg, *args, extra=extra)
 
     def _prune(self, now: float) -> None:
         window = self._window
@@ -71,4 +72,11 @@ class RateLimitedLog:
             del window[reason]
             if suppressed:
                 self.logger.warning("%d more like %r in the last %.0f s (not logged)",
-                                    suppressed, reason, self.interval)
+                                    suppressed, reason, self.interval,
+                                    extra={"reason": _name(reason), "suppressed": suppressed})
+
+
+def _name(reason: Hashable) -> str:
+    """The kind of a reason key, for structured logs: ``("refused", 403, why)`` -> ``"refused"``."""
+    head = reason[0] if isinstance(reason, tuple) and reason else reason
+    return head if isinstance(head, str) else type(head).__name__

@@ -813,7 +813,8 @@ class Verifier:
         label = _label(env_from)
         self._log.log(logging.WARNING, (label, reason._value_),
                       "dropped envelope from %r: %s (counted; the same from this sender is logged again in "
-                      "%.0f s at the earliest)", label, reason, LOG_INTERVAL)
+                      "%.0f s at the earliest)", label, reason, LOG_INTERVAL,
+                      extra={"peer": label, "reason": reason._value_})
 
     @property
     def seen_size(self) -> int:

@@ -305,6 +305,7 @@ class Supervisor:
             self._procs[cfg.name] = _Managed(cfg, policy)
         self._publish_cb = publish
         self._node_id = node_id
+        self._policy = policy
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._phase: Literal["new", "open", "closing", "closed"] = "new"
@@ -381,6 +382,38 @@ class Supervisor:
         if lines <= 0:
             return []
         return list(m.log)[-lines:]
+
+    async def update(self, configs: list[ProcessConfig]) -> dict[str, list[str]]:
+        """Apply new process definitions, like supervisorctl's ``update`` (SIGHUP reload).
+
+        Removed processes are stopped and forgotten; changed ones are stopped and started again
+        with the new definition (if ``autostart``); added ones are started (if ``autostart``);
+        unchanged ones are not touched.  Returns the names by what happened to them.
+        """
+        new: dict[str, ProcessConfig] = {}
+        for cfg in configs:
+            if cfg.name in new:
+                raise ConfigError(f"process name {cfg.name!r} is configured twice")
+            new[cfg.name] = cfg
+        if self._phase != "open":
+            raise CloudisenseError("cannot update processes: the supervisor is not running")
+        removed = [n for n in self._procs if n not in new]
+        changed = [n for n in self._procs if n in new and new[n] != self._procs[n].cfg]
+        added = [n for n in new if n not in self._procs]
+        for name in removed + changed:
+            m = self._procs[name]
+            await self._op(m, "stop", self._stop_locked)
+            m.note("definition removed" if name in removed else "definition changed")
+        for name in removed:
+            del self._procs[name]
+        for name in changed + added:
+            self._procs[name] = _Managed(new[name], self._policy)
+        self._procs = {n: self._procs[n] for n in new}   # config order
+        for name in changed + added:
+            m = self._procs[name]
+            if m.cfg.autostart:
+                await self._op(m, "start", self._start_locked)
+        return {"added": added, "removed": removed, "changed": changed}
 
     # operations (each runs under the process's lock) ----------------------------
 

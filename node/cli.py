@@ -72,7 +72,7 @@ async def _connected(args: argparse.Namespace, body: Any) -> Any:
         await asyncio.sleep(0.2)
 
 
-CORE_COMMANDS = {"node", "call", "sub", "keys", "trust", "certs"}
+CORE_COMMANDS = {"node", "call", "sub", "keys", "trust", "certs", "token"}
 
 
 def state_dir() -> Path:
@@ -89,8 +89,8 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
         prog="cloudisense",
         description="CloudiSENSE: a federated messaging node (WebSocket RPC and pub/sub over any MQTT broker) "
                     "with an LLM operations agent on top.")
-    parser.add_argument("--log-level", default=os.environ.get("CLOUDISENSE_LOG", "INFO"),
-                        help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
+    parser.add_argument("--version", action="version", version=f"cloudisense {_version()}")
+    _add_globals(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("node", help="run a node (a plain broker, no agent)",
@@ -182,11 +182,52 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
                         "litellm model string such as openai/gpt-4o-mini (env CLOUDISENSE_MODEL; see docs/agent.md)")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("token", help="auth tokens for WebSocket clients and /metrics scrapers")
+    tk = p.add_subparsers(dest="token_cmd", required=True, metavar="ACTION")
+    g = tk.add_parser("gen", help="print a new random token and the [[auth.tokens]] lines to paste",
+                      description="Print a new random token (stdout, first line) and the [[auth.tokens]] TOML "
+                                  "lines with its SHA-256 to paste into the node's config (the node stores only "
+                                  "the hash). Give the token to the client: hello {token} on the WebSocket, or "
+                                  "'Authorization: Bearer TOKEN' for /metrics and /varz.")
+    g.add_argument("--role", choices=("viewer", "operator"), default="viewer",
+                   help="viewer: read-only calls, subscriptions, /metrics; operator: everything "
+                        "(default %(default)s)")
+    g.add_argument("--name", default=None, help="a label for the token in logs (default: the role)")
+    g.set_defaults(func=cmd_token_gen)
+
     if not core_only:
         _add_optional(sub, "cloudisense.agent.cli")
         _add_optional(sub, "cloudisense.tui.cli")
         _add_optional(sub, "cloudisense.tools.mcp_cli")
+    _globals_everywhere(parser)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _add_globals(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--log-level`` and ``--log-format``: on the top parser with defaults, on every subcommand
+    without (so ``cloudisense node --log-level DEBUG`` works and sets it only when given)."""
+    d = argparse.SUPPRESS
+    p.add_argument("--log-level", default=None if top else d,
+                   help="DEBUG, INFO, WARNING or ERROR (default: the config's log.level, else $CLOUDISENSE_LOG, "
+                        "else INFO); before or after the command")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   default=os.environ.get("CLOUDISENSE_LOG_FORMAT", "text") if top else d,
+                   help="text, or json: one JSON object a line (default: $CLOUDISENSE_LOG_FORMAT or text)")
+
+
+def _globals_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Add the global options to every subcommand parser that has no option of those names."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in set(action.choices.values()):
+                if not {"--log-level", "--log-format"} & set(p._option_string_actions):
+                    _add_globals(p)
+                _globals_everywhere(p)
 
 
 def _add_optional(sub: Any, module: str) -> None:
@@ -225,15 +266,28 @@ def cmd_node(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(redacted(settings), indent=2))
         return 0
-    return asyncio.run(_run_node(settings))
+    if settings.log.level and not args.log_level:
+        from ._logjson import level_of
+        try:
+            logging.getLogger().setLevel(level_of(settings.log.level))
+        except ValueError as e:
+            raise ConfigError(f"log.level: {e}") from None
+    return asyncio.run(_run_node(settings, lambda: load_settings(args.config, _overrides(args)),
+                                 log_level_pinned=bool(args.log_level)))
 
 
-async def _run_node(settings: Any) -> int:
+async def _run_node(settings: Any, reload_settings: Any = None, *, log_level_pinned: bool = False) -> int:
+    from ._logjson import set_node
     from ._node import Node
+    set_node(settings.id)
     node = Node(settings)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, node.stop)
+    if reload_settings is not None:   # SIGHUP: re-read the config and apply what can be (node/_reload.py)
+        loop.add_signal_handler(signal.SIGHUP, _on_sighup, node, reload_settings, log_level_pinned)
+    else:
+        loop.add_signal_handler(signal.SIGHUP, node.stop)
 
     def ready(n: Any) -> None:
         broker = n.fed.url if n.fed else "none"
@@ -242,6 +296,34 @@ async def _run_node(settings: Any) -> int:
 
     await node.run(on_ready=ready)
     return 0
+
+
+_reloading: set[asyncio.Task] = set()
+
+
+def _on_sighup(node: Any, reload_settings: Any, pinned: bool) -> None:
+    log = logging.getLogger("cloudisense.node.reload")
+    if _reloading:
+        log.warning("SIGHUP while a reload is running: ignored", extra={"reason": "reload_busy"})
+        return
+
+    async def go() -> None:
+        from ._reload import reload
+        log.info("SIGHUP: reloading the configuration", extra={"reason": "reload"})
+        try:
+            new = await asyncio.to_thread(reload_settings)
+        except ConfigError as e:
+            log.warning("reload: the configuration does not load, nothing changed: %s", e.message,
+                        extra={"reason": "bad_config"})
+            return
+        try:
+            await reload(node, new, log_level_pinned=pinned)
+        except Exception:
+            log.exception("reload failed", extra={"reason": "reload_failed"})
+
+    t = asyncio.get_running_loop().create_task(go())
+    _reloading.add(t)
+    t.add_done_callback(_reloading.discard)
 
 
 # --- client commands ---------------------------------------------------------------
@@ -396,6 +478,18 @@ def cmd_trust_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_gen(args: argparse.Namespace) -> int:
+    import hashlib
+    import secrets
+    token = secrets.token_urlsafe(32)
+    name = args.name or args.role
+    print(token)
+    print(f"# paste into the node's config (it keeps only the hash); the client sends the line above\n"
+          f"[[auth.tokens]]\nsha256 = {json.dumps(hashlib.sha256(token.encode()).hexdigest())}\n"
+          f"role = {json.dumps(args.role)}\nname = {json.dumps(name)}")
+    return 0
+
+
 def cmd_certs_gen(args: argparse.Namespace) -> int:
     from ._certs import generate_certs
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
@@ -411,26 +505,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args))
 
 
+def _first_command(argv: list[str]) -> str | None:
+    """The first word that is not an option or a global option's value."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--log-level", "--log-format"):
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
-    parser = build_parser(core_only=bool(words) and words[0] in CORE_COMMANDS)
+    from ._logjson import setup
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(core_only=_first_command(argv) in CORE_COMMANDS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    as_json = args.log_format == "json"
+    try:
+        setup(args.log_level or os.environ.get("CLOUDISENSE_LOG") or "INFO", args.log_format)
+    except ValueError as e:
+        _fail(f"cloudisense: {e}", as_json)
+        return 2
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:
-        print(f"cloudisense: {printable(e.message)}", file=sys.stderr)
+        _fail(f"cloudisense: {printable(e.message)}", as_json)
         return 2
     except FileExistsError as e:  # keys gen / certs gen refuse to overwrite (or to write through a symlink)
-        print(f"cloudisense: {printable(e)}", file=sys.stderr)
+        _fail(f"cloudisense: {printable(e)}", as_json)
         return 2
     except CloudisenseError as e:  # the message may come from a remote node: shown escaped
-        print(f"cloudisense: error {printable(e.code)}: {printable(e.message)}", file=sys.stderr)
+        _fail(f"cloudisense: error {printable(e.code)}: {printable(e.message)}", as_json)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(text: str, as_json: bool) -> None:
+    """The last word on stderr: a line of text, or a JSON log record with ``--log-format json``."""
+    if as_json:
+        logging.getLogger("cloudisense").error(text.removeprefix("cloudisense: "), extra={"reason": "exit"})
+    else:
+        print(text, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,7 @@
     dirty.clear();
     if (parts.has("header")) renderHeader();
     if (parts.has("nodes")) renderNodes();
+    if (parts.has("nodes")) renderSparks();
     if (parts.has("detail")) renderDetail();
     if (parts.has("stats")) renderStats();
     if (parts.has("chart")) renderChart();
@@ -450,6 +451,7 @@
     else if (topic.startsWith("metrics/")) onMetricsEvent(ev);
     else if (topic.startsWith("process/")) onProcessEvent(ev, topic);
     onInspectorEvent(ev, topic);
+    sparkFeed(ev, topic);
   }
 
   function onStats(ev) {
@@ -1094,6 +1096,110 @@
 
   function hideToken() { $("token-dialog").hidden = true; }
 
+  // ------------------------------------------------------------ sparklines
+  // Per-node sparklines of CPU, temperature and calls/s, kept in the page from live events
+  // (metrics/system and $cluster/node/state heartbeats; $sys/stats of this node and of up to
+  // SPARK_STATS_NODES others), drawn with the vendored uPlot (static/vendor/). Self-contained:
+  // fed by sparkFeed(ev) from onEvent, drawn by renderSparks() with the node cards.
+  const SPARK_POINTS = 120;
+  const SPARK_STATS_NODES = 8;     // remote $sys/stats subscriptions at most (each is ~1 message/s)
+  const SPARKS = [
+    { key: "cpu", label: "CPU %", color: "#3b82f6", fmt: (v) => `${v.toFixed(0)}%` },
+    { key: "temp", label: "°C", color: "#f97316", fmt: (v) => v.toFixed(1) },
+    { key: "calls", label: "calls/s", color: "#22c55e", fmt: (v) => v.toFixed(v < 10 ? 1 : 0) },
+  ];
+  const sparkData = new Map();     // node id -> {t: [], cpu: [], temp: [], calls: [], dirty}
+  const sparkStats = new Set();    // remote nodes whose $sys/stats we subscribed to
+
+  function sparkPush(id, key, t, v) {
+    if (typeof v !== "number" || !Number.isFinite(v) || typeof id !== "string") return;
+    let d = sparkData.get(id);
+    if (!d) {
+      if (sparkData.size >= 1000) return;
+      sparkData.set(id, d = { cpu: [[], []], temp: [[], []], calls: [[], []], dirty: false });
+    }
+    const [ts, vs] = d[key];
+    ts.push(t); vs.push(v);
+    if (ts.length > SPARK_POINTS) { ts.splice(0, ts.length - SPARK_POINTS); vs.splice(0, vs.length - SPARK_POINTS); }
+    d.dirty = true;
+    invalidate("nodes");
+  }
+
+  function sparkFeed(ev, topic) {
+    const d = ev && ev.data;
+    if (!d || typeof d !== "object") return;
+    const t = toS(ev.ts) ?? nowS();
+    let id = ev.node, m = null;
+    if (topic === "metrics/system") m = d;
+    else if (topic === "$cluster/node/state") { id = ev.node || d.id; m = d.metrics; }
+    else if (topic === STATS_TOPIC) { sparkPush(id || state.self, "calls", t, Number((d.rpc || {}).calls_per_s)); return; }
+    else return;
+    if (!m || typeof m !== "object") return;
+    sparkPush(id, "cpu", t, m.cpu_percent);
+    sparkPush(id, "temp", t, m.temperature_c);
+    if (id && id !== state.self && !sparkStats.has(id) && sparkStats.size < SPARK_STATS_NODES) {
+      sparkStats.add(id);
+      subs.add(id, STATS_TOPIC).catch(() => sparkStats.delete(id));
+    }
+  }
+
+  function renderSparks() {
+    if (typeof window.uPlot !== "function") return;   // the library did not load: cards without sparklines
+    for (const [id, f] of cardEls) {
+      const d = sparkData.get(id);
+      if (!d || (!d.dirty && f.sparks)) continue;
+      if (!f.sparks) {
+        f.sparks = {};
+        const box = h("div", { class: "sparks", dataset: { testid: "node-sparks" } });
+        for (const s of SPARKS) {
+          const plot = h("div", { class: "spark-plot" });
+          const val = h("span", { class: "spark-val" });
+          box.append(h("div", { class: "spark", dataset: { testid: `spark-${s.key}`, points: "0" } },
+            h("label", {}, s.label), plot, val));
+          f.sparks[s.key] = { plot, val, row: box.lastChild, u: null };
+        }
+        f.root.insertBefore(box, f.foot);
+      }
+      d.dirty = false;
+      for (const s of SPARKS) {
+        const sp = f.sparks[s.key];
+        const data = d[s.key];
+        sp.row.dataset.points = String(data[0].length);
+        const last = data[1][data[1].length - 1];
+        setText(sp.val, typeof last === "number" ? s.fmt(last) : "—");
+        if (data[0].length < 2) continue;
+        if (!sp.u) {
+          sp.u = new window.uPlot({
+            width: Math.max(60, sp.plot.clientWidth || 120), height: 24, pxAlign: false,
+            cursor: { show: false }, select: { show: false }, legend: { show: false },
+            scales: { x: { time: false } }, axes: [{ show: false }, { show: false }],
+            series: [{}, { stroke: s.color, width: 1.5, fill: s.color + "22", points: { show: false } }],
+          }, data, sp.plot);
+        } else {
+          sp.u.setData(data);
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ metrics link
+  // /metrics wants the token as a bearer header when the node has tokens: fetch it with the
+  // tab's token and show the text, rather than a plain link that would get 401.
+  function openMetrics(e) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (!token) return;   // no token: the plain link works
+    e.preventDefault();
+    fetch("/metrics", { headers: { Authorization: `Bearer ${token}` } })
+      .then((r) => r.text().then((text) => ({ ok: r.ok, text })))
+      .then(({ ok, text }) => {
+        const url = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+        window.open(url, "_blank", "noopener");
+        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+        if (!ok) console.warn("/metrics:", text);
+      })
+      .catch((err) => console.warn("/metrics failed", err));
+  }
+
   // ----------------------------------------------------------------- wire up
   function init() {
     $("token-form").addEventListener("submit", (e) => {
@@ -1111,6 +1217,7 @@
       if (conn.ws) conn.ws.close();
       askToken("");
     });
+    $("metrics-link").addEventListener("click", openMetrics);
     $("insp-form").addEventListener("submit", (e) => {
       e.preventDefault();
       inspectorSubscribe($("insp-node").value, $("insp-topic").value);

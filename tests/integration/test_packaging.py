@@ -23,6 +23,7 @@ def test_wheel_layout_and_console_script(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops <= {"cloudisense", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, tops
     for needed in ("cloudisense/node/_node.py", "cloudisense/node/static/index.html", "cloudisense/agent/__init__.py",
+                   "cloudisense/node/static/vendor/uPlot.iife.min.js", "cloudisense/node/static/vendor/uPlot.LICENSE",
                    "cloudisense/tools/__init__.py", "cloudisense/tui/__init__.py",
                    "cloudisense/prompts/__init__.py", "cloudisense/node/demo/logger.py",
                    "cloudisense/tui/screens/main.py", "cloudisense/tui/widgets/plan_view.py"):
