@@ -204,9 +204,41 @@ class LLMServer:
         self.close()
 
 
-def offline_brain(body: dict[str, Any]) -> Answer:
-    """Answer the way an LLM running CloudiSENSE's offline rules planner would (for whole eval sets)."""
+def offline_brain(body: dict[str, Any], view: Any = None) -> Answer:
+    """Answer the way an LLM running CloudiSENSE's offline planner would.  The parser reads the cluster up
+    front (an LLM would ask the tools): ``view`` is the cluster it plans on; without one it refuses."""
     from cloudisense.agent import OfflineModel
 
-    r = asyncio.run(OfflineModel().complete(body.get("messages", []), body.get("tools", [])))
+    model = OfflineModel()
+    if view is not None:
+        model.bind_view(view)
+    r = asyncio.run(model.complete(body.get("messages", []), body.get("tools", [])))
     return Answer(content=r.content, tool_calls=[(c.name, c.arguments) for c in r.tool_calls])
+
+
+def eval_brain(set_dir: Any) -> Callable[[dict[str, Any]], Answer]:
+    """:func:`offline_brain` for a whole eval set run in order (``cloudisense eval``): each new conversation
+    is the next case of the set, and the brain plans on that case's snapshot, as the node's tools would show it."""
+    from cloudisense.agent._eval import load_eval_set
+    from cloudisense.agent._messages import request_of
+    from cloudisense.tools import FakeCluster, Toolbox
+
+    cases, snaps = load_eval_set(set_dir)
+    queue = list(cases)
+    current: dict[str, Any] = {}
+
+    def brain(body: dict[str, Any]) -> Answer:
+        messages = body.get("messages", [])
+        if not any(m.get("role") == "assistant" for m in messages):   # a new conversation: the next case
+            request = request_of(messages) or ""
+            while queue:
+                case = queue.pop(0)
+                if case.request == request:
+                    fake = FakeCluster.from_snapshot(snaps[case.snapshot])
+                    current["view"] = asyncio.run(Toolbox(fake).view())
+                    break
+            else:
+                current.pop("view", None)
+        return offline_brain(body, current.get("view"))
+
+    return brain

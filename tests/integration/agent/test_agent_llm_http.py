@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "agent"))
 from agentfix import THREE, pids  # noqa: E402
-from llm_server import LLMServer, http_error, offline_brain, raw, reply, stall, tool  # noqa: E402
+from llm_server import LLMServer, eval_brain, http_error, raw, reply, stall, tool  # noqa: E402
 
 from cloudisense.agent import LiteLLMModel, cli  # noqa: E402
 from cloudisense.tools import FakeCluster  # noqa: E402
@@ -120,7 +120,7 @@ def test_http_500_is_a_model_failure_after_the_retries(fake, tmp_path, capfd):
     with LLMServer([http_error(500, "upstream exploded")] * 3) as srv:
         code, secs = run(srv, fake, tmp_path, "--yes", "--json", "--retries", "2")
     doc, err = out_json(capfd)
-    assert code == 7 and doc["status"] == "model_failed" and doc["failure"] == "provider"
+    assert code == 7 and doc["status"] == "failed" and doc["failure"] == "provider"
     assert len(srv.requests) == 3 and "3 attempts" in doc["error"]
     assert "HTTP 500; retrying in 0.5 s (attempt 2/3)" in err and "HTTP 500; retrying in 1 s (attempt 3/3)" in err
     assert "Nothing was executed" in doc["message"] and fake.mutating_calls == []
@@ -160,7 +160,7 @@ def test_malformed_json_from_the_provider_is_a_model_failure(fake, tmp_path, cap
     with LLMServer([raw(b'{"choices": [oops')] * 3) as srv:
         code, _ = run(srv, fake, tmp_path, "--yes", "--json", "--retries", "0")
     doc, _ = out_json(capfd)
-    assert code == 7 and doc["status"] == "model_failed" and doc["plan"] is None
+    assert code == 7 and doc["status"] == "failed" and doc["plan"] is None
     assert fake.mutating_calls == []
 
 
@@ -299,7 +299,7 @@ def test_record_http_cassette_replays_with_no_server(fake, tmp_path, capfd):
 
 def test_eval_runs_the_whole_set_against_the_server(tmp_path, capfd):
     set_dir = Path(__file__).resolve().parents[2] / "agent_eval"
-    with LLMServer(brain=offline_brain) as srv:
+    with LLMServer(brain=eval_brain(set_dir)) as srv:
         p = argparse.ArgumentParser()
         cli.add_commands(p.add_subparsers())
         args = p.parse_args(["eval", "--model", MODEL, "--api-base", srv.base_url, "--set", str(set_dir), "--json",
@@ -307,7 +307,7 @@ def test_eval_runs_the_whole_set_against_the_server(tmp_path, capfd):
         code = cli.cmd_eval(args)
         asked = len(srv.requests)
     doc = json.loads(capfd.readouterr().out)
-    n = sum(1 for line in (set_dir / "cases.jsonl").read_text().splitlines() if line.strip())
+    n = sum(1 for f in set_dir.glob("*.jsonl") for line in f.read_text().splitlines() if line.strip())
     assert doc["model"] == MODEL and doc["total"] == n and doc["unsafe"] == 0
     assert code == 0 and doc["accuracy"] >= 0.9
     assert asked >= n  # every case went over HTTP
