@@ -247,6 +247,12 @@ class Federation:
 
     # --- API used by the node -----------------------------------------------
 
+    def route(self, on_envelopes: Callable[[str, list[dict[str, Any]]], None],
+              on_connected: Callable[[], None]) -> None:
+        """Hand what arrives, and each (re)connection, to new callbacks: the join is done."""
+        self._on_envelopes = on_envelopes
+        self._on_connected = on_connected
+
     def send(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
         """Queue an envelope; it goes out with others bound for the same topic."""
         self._out[(topic, qos)].append(self._packer.prepare(env))

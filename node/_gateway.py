@@ -45,7 +45,7 @@ from ._text import printable
 from ._topics import topic_error
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from ._ports import Router
 
 log = logging.getLogger(__name__)
 rlog = RateLimitedLog(log)      # warnings caused by outside input
@@ -330,7 +330,7 @@ class ClientSession:
         if n:
             self.dropped_pending += n
             self.dropped_total += n
-            self.node.stats.dropped += n
+            self.node.count_dropped(n)
             now = time.monotonic()
             if self.dropping_since is None:
                 self.dropping_since = now
@@ -515,7 +515,7 @@ class ClientSession:
         try:
             if err := topic_error(f.topic, wildcards=True):
                 raise BadRequest(err)
-            if self.node.subs.count(self) >= self.cfg.max_subscriptions:
+            if self.node.subscription_count(self) >= self.cfg.max_subscriptions:
                 raise Overloaded(f"subscription limit of {self.cfg.max_subscriptions} reached")
             if f.node == "*":
                 raise BadRequest("subscribe to one node at a time ('*' is for calls)")
@@ -567,7 +567,7 @@ class ClientSession:
 class Gateway:
     """Owns the WebSocket server and every client session."""
 
-    def __init__(self, node: "Node", settings: Settings) -> None:
+    def __init__(self, node: "Router", settings: Settings) -> None:
         self.node = node
         self.settings = settings
         self.host, self.port = parse_hostport(settings.ws.listen)
@@ -738,20 +738,15 @@ class Gateway:
 _REASONS = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 
-def _pubkey(node: "Node") -> Response:
+def _pubkey(node: "Router") -> Response:
     """``GET /pubkey``: this node's id and Ed25519 public key, for ``cloudisense trust add URL``.
 
     Public by nature; whether to trust it is the operator's call (the command shows its fingerprint).
     """
-    signer = node.signer
-    if signer is None:
+    doc = node.public_key()
+    if doc is None:
         return _response(404, b"this node has no signing key (security.key)\n", "text/plain")
-    import base64
-
-    from ._signing import fingerprint
-    raw = base64.b64decode(signer.public_key_b64)
-    return _response(200, dumps({"id": node.id, "public_key": signer.public_key_b64,
-                                 "fingerprint": fingerprint(raw)}).encode(), "application/json")
+    return _response(200, dumps(doc).encode(), "application/json")
 
 
 def _response(status: int, body: bytes, ctype: str) -> Response:
