@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, Hashable
 
 from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
-from ._cluster import Deadlines, Done, PendingTable, wire_error
+from ._cluster import Done, PendingTable, wire_error
 from ._config import Settings, node_id_error
+from ._deadlines import DeadlineTimer, TaskDeadlines
 from ._errors import BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, from_wire, to_wire
 from ._gateway import Gateway
 from ._json import loads
@@ -58,56 +59,6 @@ def release_freed_memory() -> None:
         pass
 
 
-class _TaskDeadlines:
-    """Cancels local method runs that outlast their deadline: one :class:`Deadlines` heap, one loop timer.
-
-    ``asyncio.timeout()`` per call (a Timeout, a timer handle with a context copy, a
-    heap push and a cancel) was ~6% of a node's time answering local calls (P1 of
-    ``bench/``).
-    """
-
-    def __init__(self) -> None:
-        self._live: set[asyncio.Task] = set()
-        self._heap = Deadlines(self._live)
-        self._expired: set[asyncio.Task] = set()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, task: asyncio.Task, t: float) -> None:
-        loop = task.get_loop()
-        when = loop.time() + t
-        self._live.add(task)
-        self._heap.add(task, when)
-        if self._timer is None or self._timer.when() > when:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = loop.call_at(when, self._fire, loop)
-
-    def finished(self, task: asyncio.Task) -> bool:
-        """Forget ``task``; True if its deadline is what cancelled it."""
-        self._live.discard(task)
-        self._heap.compact()
-        if self._expired and task in self._expired:
-            self._expired.discard(task)
-            return True
-        return False
-
-    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        # a timer may run up to the clock resolution early: a millisecond of slack
-        for task, _ in self._heap.pop_due(loop.time() + 0.001):
-            if not task.done():
-                self._expired.add(task)
-                task.cancel()
-        nxt = self._heap.next()
-        if nxt is not None:
-            self._timer = loop.call_at(nxt, self._fire, loop)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
 class _Listener:
     """An in-process subscriber (``node.listen``): events land in a bounded queue."""
 
@@ -134,12 +85,12 @@ class Node:
         self.prefix = settings.broker.prefix
         self.session = uuid.uuid4().hex
         self._valid_ids: set[str] = set()   # node ids that passed node_id_error (resolve_target)
-        self._deadline_timer: asyncio.TimerHandle | None = None   # for the earliest pending call
-        self._local_deadlines = _TaskDeadlines()
+        self._local_deadlines = TaskDeadlines()
         self.started = time.time()
         self.registry = Registry()
         self.subs = SubscriptionTable()
         self.pending = PendingTable()
+        self._call_deadlines = DeadlineTimer(self.pending.next_deadline, self.pending.expire_due)
         self.stats = Stats()
         self.supervisor: Supervisor | None = None
         self.signer: Signer | None = None
@@ -317,25 +268,9 @@ class Node:
     def _deadline(self, req: str, t: float, why: str | Callable[[], str]) -> None:
         """``req`` (pending) times out in ``t`` seconds; one loop timer serves every pending call."""
         loop = asyncio.get_running_loop()
-        if self.pending.set_deadline(req, loop.time() + t, why):
-            self._arm_deadlines()
-
-    def _arm_deadlines(self) -> None:
-        nxt = self.pending.next_deadline()
-        timer = self._deadline_timer
-        if timer is not None:
-            if nxt is not None and timer.when() <= nxt:
-                return   # already set to fire no later than needed
-            timer.cancel()
-            self._deadline_timer = None
-        if nxt is not None:
-            self._deadline_timer = asyncio.get_running_loop().call_at(nxt, self._on_deadline)
-
-    def _on_deadline(self) -> None:
-        self._deadline_timer = None
-        # the loop may run a timer up to its clock resolution early: a millisecond of slack
-        self.pending.expire_due(asyncio.get_running_loop().time() + 0.001)
-        self._arm_deadlines()
+        when = loop.time() + t
+        if self.pending.set_deadline(req, when, why):
+            self._call_deadlines.arm(loop, when)
 
     def _broadcast(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
                    owner: Hashable, finish: Done, reply: bool) -> None:
@@ -606,9 +541,7 @@ class Node:
 
     async def _teardown(self) -> None:
         await self.gateway.close()
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
+        self._call_deadlines.close()
         self._local_deadlines.close()
         log.debug("node %s: clients closed; stopping tasks and services", self.id)
         for t in list(self._tasks):
