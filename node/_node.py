@@ -25,6 +25,7 @@ from ._builtin import NodeService, PubSubService, SystemService
 from ._cluster import Done, PendingTable, wire_error
 from ._config import Settings, node_id_error
 from ._deadlines import DeadlineTimer, TaskDeadlines
+from ._envelopes import CallBody
 from ._errors import BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, from_wire, to_wire
 from ._gateway import Gateway
 from ._json import loads
@@ -132,7 +133,7 @@ class Node:
             try:
                 cls = getattr(importlib.import_module(mod_name), cls_name)
                 svc = cls()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - whatever a plug-in raises becomes a ConfigError
                 raise ConfigError(f"cannot load plug-in service {spec!r}: {type(e).__name__}: {e}") from None
             if not isinstance(svc, Service):
                 raise ConfigError(f"plug-in {spec!r} is not a cloudisense Service")
@@ -246,8 +247,8 @@ class Node:
         except CloudisenseError as e:
             finish(None, e.to_wire())
             return
-        body = {"service": service, "method": method, "params": params or {}, "reply_by": time.time() + t,
-                "role": role}
+        body: CallBody = {"service": service, "method": method, "params": params or {},
+                          "reply_by": time.time() + t, "role": role}
         if not reply:
             body["reply"] = False
             peers.send(target, peers.envelope("call", target, body))
@@ -276,8 +277,8 @@ class Node:
                    owner: Hashable, finish: Done, reply: bool) -> None:
         peers = self.peers
         remote = peers.online_peers()
-        body = {"service": service, "method": method, "params": params or {}, "reply_by": time.time() + t,
-                "role": role}
+        body: CallBody = {"service": service, "method": method, "params": params or {},
+                          "reply_by": time.time() + t, "role": role}
         if not reply:
             body["reply"] = False
         env = peers.envelope("call", "*", body)

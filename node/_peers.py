@@ -26,10 +26,12 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Literal, Mapping
 
 from ._cluster import FULL, Membership, PendingTable, wire_error
 from ._config import Settings
+from ._envelopes import (CallBody, Envelope, Kind, ErrorBody, EventBody, LeaseBody, PresenceBody, ResultBody, StateBody,
+                         SubBody, UnsubBody)
 from ._errors import ConfigError, ErrorCode, NodeOffline, UnknownNode, from_wire
 from ._heartbeat import heartbeat_error
 from ._inbound import MAX_ENVELOPES, RETAINED, Inbound
@@ -75,7 +77,7 @@ class Peers:
         self._conn_ts = 0.0   # ts of the current broker connection's presence (online and will)
         self._last_lease = time.monotonic()
         # Found by the unique-id check before the join (another live process with our id).
-        self._other_self: dict[str, Any] | None = None
+        self._other_self: dict[str, Any] | None = None   # an envelope, as it came (not yet admitted)
         self._other_state: dict[str, Any] | None = None
         self.joined = asyncio.Event()
         self.fatal: str | None = None   # why the link gave up for good (bad credentials, TLS refused)
@@ -102,15 +104,16 @@ class Peers:
 
     # --- envelopes -------------------------------------------------------------
 
-    def envelope(self, kind: str, to: str | None, body: dict[str, Any], ts: float | None = None) -> dict[str, Any]:
+    def envelope(self, kind: Kind, to: str | None, body: Mapping[str, Any], ts: float | None = None) -> Envelope:
         # Sealed (MAC or signature) by the federation as it goes out: one for a whole batch.
         return {"v": 1, "kind": kind, "from": self.id, "to": to, "id": f"{self._id_prefix}{next(self._id_seq):x}",
                 "ts": ts if ts is not None else time.time(), "body": body}
 
-    def _presence(self, state: str, ts: float | None = None) -> dict[str, Any]:
-        return self.envelope("presence", None, {"state": state, "session": self.session}, ts)
+    def _presence(self, state: Literal["online", "offline"], ts: float | None = None) -> Envelope:
+        body: PresenceBody = {"state": state, "session": self.session}
+        return self.envelope("presence", None, body, ts)
 
-    def _wire(self, env: dict[str, Any]) -> bytes:
+    def _wire(self, env: Envelope) -> bytes:
         """One envelope as an MQTT payload, sealed when signing is on (the will, the final presence)."""
         return self.sealer.wire([env]) if self.sealer is not None else dumps(env).encode()
 
@@ -151,12 +154,12 @@ class Peers:
             return []
         return [n for n in self.members.online_ids() if n != self.id]
 
-    def send(self, target: str, env: dict[str, Any]) -> None:
+    def send(self, target: str, env: Envelope) -> None:
         """``env`` to ``target``'s inbox."""
         assert self.fed is not None
         self.fed.send(self.inbox(target), env)
 
-    def send_broadcast(self, env: dict[str, Any]) -> None:
+    def send_broadcast(self, env: Envelope) -> None:
         if self.fed is not None and self.fed.connected.is_set():
             self.fed.send(self.broadcast_topic, env)
 
@@ -166,7 +169,8 @@ class Peers:
 
     def send_event(self, topic: str, data: Any, ts: float) -> None:
         assert self.fed is not None
-        self.fed.send(self.events_topic(self.id, topic), self.envelope("event", None, {"topic": topic, "data": data}, ts),
+        body: EventBody = {"topic": topic, "data": data}
+        self.fed.send(self.events_topic(self.id, topic), self.envelope("event", None, body, ts),
                       qos=self.settings.broker.event_qos)
 
     async def subscribe_remote(self, node: str, pattern: str) -> Any:
@@ -175,7 +179,8 @@ class Peers:
         Returns ``node``'s acknowledgement (the filter and its lease)."""
         assert self.fed is not None
         await self.fed.subscribe(self.events_topic(node, pattern), qos=self.settings.broker.event_qos)
-        return await self._control(node, "sub", {"topic": pattern})
+        body: SubBody = {"topic": pattern}
+        return await self._control(node, "sub", body)
 
     async def unsubscribe_remote(self, node: str, pattern: str) -> None:
         if self.fed is not None:
@@ -187,9 +192,10 @@ class Peers:
             return
         self.router.spawn(self.fed.unsubscribe(self.events_topic(node, pattern)))
         if self.members.is_online(node) and self.fed.connected.is_set():
-            self.fed.send(self.inbox(node), self.envelope("unsub", node, {"topic": pattern}))
+            body: UnsubBody = {"topic": pattern}
+            self.fed.send(self.inbox(node), self.envelope("unsub", node, body))
 
-    async def _control(self, node: str, kind: str, body: dict[str, Any]) -> Any:
+    async def _control(self, node: str, kind: Kind, body: SubBody) -> Any:
         """Send a subscription-control envelope and wait for its acknowledgement."""
         assert self.fed is not None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -224,8 +230,8 @@ class Peers:
             except (KeyError, TypeError, AttributeError, ValueError) as e:
                 self.inbound.reject("malformed", frm, f"a {kind} envelope: {type(e).__name__}: {e}")
 
-    def _h_call(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        body = env["body"]
+    def _h_call(self, frm: str, env: Envelope, topic: str) -> None:
+        body: CallBody = env["body"]
         rid = env["id"]
         key = (frm, rid)
         now = time.time()
@@ -248,57 +254,61 @@ class Peers:
                          error["code"] if error else None)
             if not want_reply or self.fed is None:
                 return
-            rbody: dict[str, Any] = {"re": rid}
             if error is not None:
-                rbody["error"] = error
-                kind = "error"
+                ebody: ErrorBody = {"re": rid, "error": error}
+                self.fed.send(self.inbox(frm), self.envelope("error", frm, ebody))
             else:
-                rbody["result"] = result
-                kind = "result"
-            self.fed.send(self.inbox(frm), self.envelope(kind, frm, rbody))
+                rbody: ResultBody = {"re": rid, "result": result}
+                self.fed.send(self.inbox(frm), self.envelope("result", frm, rbody))
 
         params = body.get("params")
         self.router.run_local(service, method, params if isinstance(params, dict) else {},
                               min(reply_by - now, self.settings.rpc.max_timeout),
                               str(body.get("role", "viewer")), done)
 
-    def _h_reply(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        body = env["body"]
+    def _h_reply(self, frm: str, env: Envelope, topic: str) -> None:
         if env["kind"] == "error":
-            self.pending.resolve(str(body["re"]), frm, None, body["error"])
+            ebody: ErrorBody = env["body"]
+            self.pending.resolve(str(ebody["re"]), frm, None, dict(ebody["error"]))
         else:
-            self.pending.resolve(str(body["re"]), frm, body.get("result"), None)
+            rbody: ResultBody = env["body"]
+            self.pending.resolve(str(rbody["re"]), frm, rbody.get("result"), None)
 
-    def _ack(self, frm: str, env: dict[str, Any], result: Any) -> None:
+    def _ack(self, frm: str, env: Envelope, result: Any) -> None:
         assert self.fed is not None
-        self.fed.send(self.inbox(frm), self.envelope("result", frm, {"re": env["id"], "result": result}))
+        body: ResultBody = {"re": env["id"], "result": result}
+        self.fed.send(self.inbox(frm), self.envelope("result", frm, body))
 
-    def _h_sub(self, frm: str, env: dict[str, Any], topic: str) -> None:
+    def _h_sub(self, frm: str, env: Envelope, topic: str) -> None:
         assert self.fed is not None
-        pattern = env["body"]["topic"]
+        sub: SubBody = env["body"]
+        pattern = sub["topic"]
         if topic_error(pattern, wildcards=True):
             self.inbound.reject("bad_topic", frm, "a subscription to an invalid topic filter")
-            self.fed.send(self.inbox(frm), self.envelope("error", frm, {
-                "re": env["id"], "error": wire_error(ErrorCode.BAD_REQUEST, f"bad topic filter {pattern!r}")}))
+            refusal: ErrorBody = {"re": env["id"],
+                                  "error": wire_error(ErrorCode.BAD_REQUEST, f"bad topic filter {pattern!r}")}
+            self.fed.send(self.inbox(frm), self.envelope("error", frm, refusal))
             return
         lease = self.settings.broker.lease_seconds
         self.interests.add(frm, pattern, time.time() + lease)
         self._ack(frm, env, {"topic": pattern, "lease": lease})
 
-    def _h_unsub(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        pattern = env["body"]["topic"]
+    def _h_unsub(self, frm: str, env: Envelope, topic: str) -> None:
+        body: UnsubBody = env["body"]
+        pattern = body["topic"]
         if isinstance(pattern, str):
             self.interests.remove(frm, pattern)
 
-    def _h_lease(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        patterns = env["body"]["topics"]
+    def _h_lease(self, frm: str, env: Envelope, topic: str) -> None:
+        body: LeaseBody = env["body"]
+        patterns = body["topics"]
         if not isinstance(patterns, list) or any(topic_error(p, wildcards=True) for p in patterns):
             self.inbound.reject("bad_topic", frm, "a lease naming an invalid topic filter")
             return
         self.interests.refresh(frm, patterns, time.time() + self.settings.broker.lease_seconds)
 
-    def _h_event(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        body = env["body"]
+    def _h_event(self, frm: str, env: Envelope, topic: str) -> None:
+        body: EventBody = env["body"]
         t = body["topic"]
         if t not in self._valid_topics:
             if topic_error(t, wildcards=False):
@@ -311,12 +321,12 @@ class Peers:
         if subs:
             fan_out(subs, event_text(frm, t, body.get("data"), env.get("ts", time.time())))
 
-    def _h_presence(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        body = env["body"]
+    def _h_presence(self, frm: str, env: Envelope, topic: str) -> None:
+        body: PresenceBody = env["body"]
         if frm == self.id:
             state, ts = body.get("state"), env.get("ts")
             if state == "online" and body.get("session") != self.session:
-                self._other_self = env
+                self._other_self = dict(env)
             elif (state == "offline" and body.get("session") == self.session and isinstance(ts, (int, float))
                   and ts < self._conn_ts and not self.router.stopping and self.fed is not None):
                 # The broker gave up an earlier connection of ours only after we were back, and
@@ -340,8 +350,8 @@ class Peers:
             # dropped our interests.  Subscribing again costs one envelope per filter.
             self._resubscribe(frm)
 
-    def _h_state(self, frm: str, env: dict[str, Any], topic: str) -> None:
-        body = env["body"]
+    def _h_state(self, frm: str, env: Envelope, topic: str) -> None:
+        body: StateBody = env["body"]
         if frm == self.id:
             return
         if (why := heartbeat_error(body)) is not None:
@@ -389,7 +399,8 @@ class Peers:
         if self.fed is None:
             return
         for pattern in self.subs.patterns(node):
-            self.fed.send(self.inbox(node), self.envelope("sub", node, {"topic": pattern}))
+            body: SubBody = {"topic": pattern}
+            self.fed.send(self.inbox(node), self.envelope("sub", node, body))
 
     def node_offline(self, node: str, why: str) -> None:
         self._member_log.log(logging.INFO, ("offline", node), "node %s %s", node, why)
@@ -416,7 +427,7 @@ class Peers:
             on_disconnected=self._on_disconnected, on_fatal=self._on_fatal,
             username=b.username, password=b.password, ca=b.ca, cert=b.cert, key=b.key,
             packer=self.sealer)
-        await fed.__aenter__()   # type: ignore[attr-defined]
+        await fed.__aenter__()
         try:
             async with asyncio.timeout(b.connect_timeout):
                 while not fed.connected.is_set():
@@ -425,7 +436,7 @@ class Peers:
                     await asyncio.sleep(0.01)
         except TimeoutError:
             raise ConfigError(f"cannot reach the MQTT broker at {url} within {b.connect_timeout:g} s "
-                              f"({fed.explain()})") from None   # type: ignore[attr-defined]
+                              f"({fed.explain()})") from None
         await self._check_unique_id()
         await fed.unsubscribe(self.presence_topic(self.id))
         await fed.unsubscribe(self.state_topic(self.id))
@@ -500,7 +511,8 @@ class Peers:
         for node in self.subs.nodes():
             if node != self.id and self.members.is_online(node):
                 for pattern in self.subs.patterns(node):
-                    fed.send(self.inbox(node), self.envelope("sub", node, {"topic": pattern}))
+                    body: SubBody = {"topic": pattern}
+                    fed.send(self.inbox(node), self.envelope("sub", node, body))
         self.joined.set()
 
     def _on_fatal(self, message: str) -> None:
@@ -557,7 +569,8 @@ class Peers:
         assert self.fed is not None
         for node in self.subs.nodes():
             if node != self.id and self.members.is_online(node):
-                self.fed.send(self.inbox(node), self.envelope("lease", node, {"topics": self.subs.patterns(node)}))
+                body: LeaseBody = {"topics": self.subs.patterns(node)}
+                self.fed.send(self.inbox(node), self.envelope("lease", node, body))
 
     # --- numbers ---------------------------------------------------------------------------
 

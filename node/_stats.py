@@ -16,7 +16,7 @@ class Stats:
         self.remote_calls_in = 0
         self.errors: dict[str, int] = {}
         self.latency: deque[float] = deque(maxlen=2000)   # ms, recent calls
-        self._recent: deque[tuple] = deque(maxlen=20)   # made into dicts when read (``recent``)
+        self._recent: deque[tuple[str, str, str, str, float, str | None, float]] = deque(maxlen=20)   # made into dicts when read (``recent``)
         self.events = 0
         self.events_remote_out = 0
         self.events_remote_in = 0
