@@ -24,7 +24,7 @@ from typing import Any
 from ._errors import CloudisenseError, ConfigError
 from ._text import json_text, printable
 
-DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+from ._config import DEFAULT_URL
 
 
 def _url_default() -> str:
