@@ -126,7 +126,7 @@ def _judge(case: EvalCase, r: PlanResult) -> tuple[bool, str, Any]:
             return False, f"planning failed: {r.error}", None
         if len(steps) != len(e.steps):
             return False, f"expected {len(e.steps)} step(s), got {len(steps)}: {r.message[:200]}", got_steps
-        for want, got in zip(e.steps, got_steps):
+        for want, got in zip(e.steps, got_steps, strict=False):
             if (want.service, want.method) != (got["service"], got["method"]):
                 return False, f"expected {want.service}.{want.method}, got {got['service']}.{got['method']}", got_steps
             if sorted(want.targets) != sorted(got["targets"]):

@@ -66,7 +66,7 @@ class Executor:
                                    message=f"the approved steps touch {len(nodes)} nodes; the cap is {self.max_nodes}")
         try:
             view = await fetch_cluster(self.conn, self.timeout)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - cannot re-check: refuse to execute, say why
             return ExecutionReport(status="refused", skipped=skipped,
                                    message=f"could not re-check the cluster before executing: {error_dict(e)['message']}")
         problems = recheck(plan, approved, view)

@@ -161,9 +161,9 @@ STRUCTURAL = {
     "hosting", "hosts", "supervise", "supervises", "supervising", "with", "it", "them", "those", "these",
     "there", "same", "its", "their", "one", "ones", "lines", "line", "last", "how", "what", "does", "do",
     "much", "many", "because", "up", "down", "online", "offline", "doing", "alive", "ok", "fine", "healthy",
-    "where", "whichever", "stopped", "both", "also", "next", "never", "don", "dont", "metrics", "stats",
-    "statistics", "info", "supervised", "hosted", "by", "top", "else", "between", "whose", "single",
-    "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "many", "wherever",
+    "whichever", "stopped", "both", "also", "next", "never", "don", "dont", "metrics", "stats",
+    "statistics", "info", "supervised", "hosted", "by", "top", "between", "whose", "single",
+    "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
     "details", "detail", "information", "about", "we",
 }
 

@@ -93,7 +93,7 @@ class Compiler:
         previous: list[str] | None = None
         prev_procs: list[str] = []
         touched: set[str] = set()
-        for k, step in enumerate(p.steps):
+        for _k, step in enumerate(p.steps):
             if step.mutating:
                 calls, targets, procs = self._action(step, previous, prev_procs, request, p)
                 out.mutating = True

@@ -31,7 +31,7 @@ from typing import Any
 
 from cloudisense.node._text import json_text, printable
 
-DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+from cloudisense.node._config import DEFAULT_URL
 
 #: The exit codes of ask, replay, eval (and approve, tools/mcp_cli.py) — a closed set; docs/agent.md has the table.
 EXIT_CODES = {

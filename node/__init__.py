@@ -6,11 +6,11 @@ talk to one with :class:`Client`.
 
 __version__ = "0.1.0"
 
-from ._config import Settings, load_settings  # noqa: E402
-from ._errors import (BadRequest, CallTimeout, CloudisenseError, ConfigError, ErrorCode, Forbidden,  # noqa: E402
+from ._config import Settings, load_settings  # noqa: E402 - after __version__, which submodules read
+from ._errors import (BadRequest, CallTimeout, CloudisenseError, ConfigError, ErrorCode, Forbidden,  # noqa: E402 - as above
                       InvalidParams, NodeOffline, Overloaded, RemoteError, TooLarge, Unauthenticated,
                       UnknownMethod, UnknownNode, UnknownService)
-from ._services import NoParams, Registry, Service, method  # noqa: E402
+from ._services import NoParams, Registry, Service, method  # noqa: E402 - as above
 
 _LAZY = {"Client", "ConnectionLost", "Subscription"}
 

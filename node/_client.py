@@ -22,9 +22,9 @@ from websockets.exceptions import ConnectionClosed
 from ._errors import CallTimeout, CloudisenseError, NodeOffline, from_wire
 from ._json import dumps, loads
 from ._topics import matches
+from ._config import DEFAULT_URL
 
 log = logging.getLogger(__name__)
-DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 
 
 class ConnectionLost(NodeOffline):

@@ -10,11 +10,10 @@
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
+from ._deadlines import Deadlines
 from ._errors import ErrorCode
 
 
@@ -236,52 +235,6 @@ def wire_error(code: ErrorCode, message: str) -> dict[str, str]:
     return {"code": str(code), "message": message}
 
 
-class Deadlines:
-    """Keys with deadlines, earliest first: one loop timer for all of them instead of one per key.
-
-    A key counts while it is in ``live`` (its owner's own table).  Entries of keys that
-    left it are dropped lazily, and the heap is rebuilt (in place) when they are over
-    half of it, so it holds at most about twice the live keys.
-    """
-
-    def __init__(self, live: Any) -> None:
-        self._heap: list[tuple[float, int, Any, Any]] = []
-        self._live = live
-        self._seq = itertools.count()   # tie-breaker: keys need not compare
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def add(self, key: Any, when: float, data: Any = None) -> bool:
-        """``key`` is due at ``when``; True when that is now the earliest deadline."""
-        seq = next(self._seq)
-        heapq.heappush(self._heap, (when, seq, key, data))
-        return self._heap[0][1] == seq
-
-    def next(self) -> float | None:
-        """The earliest deadline of a live key, or None."""
-        h, live = self._heap, self._live
-        while h and h[0][2] not in live:
-            heapq.heappop(h)
-        return h[0][0] if h else None
-
-    def pop_due(self, now: float) -> list[tuple[Any, Any]]:
-        """(key, data) of every live key due at ``now`` or earlier, removed, earliest first."""
-        h, live, out = self._heap, self._live, []
-        while h and h[0][0] <= now:
-            _, _, key, data = heapq.heappop(h)
-            if key in live:
-                out.append((key, data))
-        return out
-
-    def compact(self) -> None:
-        """Call after a key leaves ``live``."""
-        h, live = self._heap, self._live
-        if len(h) > 64 and len(h) > 2 * len(live):
-            h[:] = [x for x in h if x[2] in live]
-            heapq.heapify(h)
-
-
 class PendingTable:
     """Calls to other nodes waiting for their reply.
 
@@ -289,9 +242,9 @@ class PendingTable:
     node going offline, or by the table being closed.  A reply that finds no
     entry is late (or a duplicate) and is counted, not delivered.
 
-    Deadlines sit in one :class:`Deadlines` heap, for one loop timer
-    (``next_deadline``/``expire_due``) instead of a ``call_later`` handle per call
-    (~3 µs of every remote call, P3 of ``bench/``).
+    Deadlines sit in one :class:`~._deadlines.Deadlines` heap, for one loop timer
+    (``next_deadline``/``expire_due``, driven by a :class:`~._deadlines.DeadlineTimer`)
+    instead of a ``call_later`` handle per call (~3 µs of every remote call, P3 of ``bench/``).
     """
 
     def __init__(self) -> None:

@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ._errors import ConfigError
 from ._topics import topic_error
 
+#: Where clients (the CLI, agent, TUI, MCP server, scripts) look for a node unless told otherwise.
+DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 #: Environment variable names that may hold a secret: never inherited by a pattern, redacted when shown.
 SECRET_NAME = re.compile(r"^CLOUDISENSE_|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH|COOKIE", re.IGNORECASE)
@@ -282,7 +285,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):  # noqa: D401
+                                   file_secret_settings):
         return init_settings, env_settings, _TomlSource(settings_cls)
 
 

@@ -50,7 +50,7 @@ class CloudisenseError(Exception):
     code: ErrorCode = ErrorCode.INTERNAL
 
     def __init__(self, message: str, *, node: str | None = None,
-                 request_id: str | None = None, code: ErrorCode | str | None = None) -> None:
+                 request_id: str | int | None = None, code: ErrorCode | str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.node = node

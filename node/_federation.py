@@ -26,7 +26,7 @@ import random
 import socket
 import ssl
 from collections import defaultdict
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlparse
 
 import aiomqtt
@@ -247,7 +247,13 @@ class Federation:
 
     # --- API used by the node -----------------------------------------------
 
-    def send(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
+    def route(self, on_envelopes: Callable[[str, list[dict[str, Any]]], None],
+              on_connected: Callable[[], None]) -> None:
+        """Hand what arrives, and each (re)connection, to new callbacks: the join is done."""
+        self._on_envelopes = on_envelopes
+        self._on_connected = on_connected
+
+    def send(self, topic: str, env: Mapping[str, Any], qos: int = 1) -> None:
         """Queue an envelope; it goes out with others bound for the same topic."""
         self._out[(topic, qos)].append(self._packer.prepare(env))
         self._out_ready.set()
@@ -257,7 +263,7 @@ class Federation:
         self._raw.append((topic, qos, payload))
         self._out_ready.set()
 
-    async def publish_retained(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
+    async def publish_retained(self, topic: str, env: Mapping[str, Any], qos: int = 1) -> None:
         client = self._client
         if client is None or not self.connected.is_set():
             return
@@ -364,7 +370,7 @@ class Federation:
                 fatal = is_fatal(exc) if first else None
                 if first and not fatal:
                     fatal = tls_rejection(reason)
-            except* Exception as eg:
+            except* Exception as eg:  # noqa: BLE001 - a bug (ours or paho's) must not end the link
                 # Our bug, or paho's: never the end of the link.  Logged with its traceback,
                 # reported as a lost connection, and retried with backoff.
                 exc = eg.exceptions[0]
@@ -407,7 +413,7 @@ class Federation:
             self.counters["rx_envelopes"] += len(obj) if isinstance(obj, list) else 1
             try:
                 self._on_envelopes(msg.topic.value, obj)
-            except Exception:
+            except Exception:  # noqa: BLE001 - one bad message must not stop the receive loop
                 self._warn.log(logging.ERROR, "handler_failed", "handling a message on %s failed",
                                printable(msg.topic.value, limit=200), exc_info=True)
 
@@ -440,7 +446,7 @@ class Federation:
         elif sends:
             results = await asyncio.gather(*(c for _, _, c in sends), return_exceptions=True)
             failed = None
-            for (topic, n, _), r in zip(sends, results):
+            for (topic, n, _), r in zip(sends, results, strict=False):
                 if isinstance(r, UNSENDABLE):
                     self._unsendable(topic, r, n)
                 elif isinstance(r, BaseException) and failed is None:

@@ -1,13 +1,17 @@
-"""WebSocket protocol v1 frames (client ↔ node) as pydantic models.
+"""WebSocket protocol v1 frames (client ↔ node) as pydantic models, and the cheap checks at the edge.
 
 These models are the single source of the frame schemas: ``docs/protocol.md``
 embeds the JSON Schemas generated from them (see ``frame_schemas()``), and a
 test fails when the two drift.  Inbound frames are validated at the edge by
-:func:`parse_frame`; unknown fields are ignored.
+:func:`parse_frame`; unknown fields are ignored.  Before that, the gateway runs the
+checks below on the raw text (:func:`lone_surrogate`, :func:`too_deep`), and finds the
+id of a frame it refuses with :func:`peek_id` (microseconds, whatever the frame's size).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
@@ -206,3 +210,114 @@ class Envelope(BaseModel):
 
 def envelope_schema() -> dict[str, Any]:
     return Envelope.model_json_schema(by_alias=True)
+
+
+# --- checks on raw frames (used by the gateway before and after parse_frame) ------------------
+
+_ID_VALUE = re.compile(r'\s*("(?:[^"\\]|\\.)*"|-?\d{1,19})\s*[,}]')
+#: Frames longer than this are not parsed to find the id of their error: only their start is scanned.
+PEEK_FULL = 4096
+
+
+def scan_id(raw: str | bytes) -> Any:
+    """The top-level ``"id"`` of a JSON object, if it shows in the frame's first 512 characters
+    (clients write it early); None otherwise.  Costs microseconds, whatever the frame's size."""
+    text = raw[:512] if isinstance(raw, str) else raw[:512].decode("utf-8", "ignore")
+    depth, i, n = 0, 0, len(text)
+    expect_key = False
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if j >= n:
+                return None
+            token = text[i:j + 1]
+            i = j + 1
+            if depth == 1 and expect_key:
+                k = i
+                while k < n and text[k] in " \t\r\n":
+                    k += 1
+                if k < n and text[k] == ":":
+                    if token == '"id"':
+                        m = _ID_VALUE.match(text, k + 1)
+                        if m is None:
+                            return None
+                        try:
+                            rid = loads(m.group(1))
+                        except ValueError:
+                            return None
+                        return rid if isinstance(rid, (str, int)) else None
+                    i = k + 1
+                    expect_key = False
+            continue
+        if c in "{[":
+            depth += 1
+            expect_key = c == "{" and depth == 1
+        elif c in "}]":
+            depth -= 1
+        elif c == "," and depth == 1:
+            expect_key = True
+        i += 1
+    return None
+
+
+def peek_id(raw: str | bytes) -> Any:
+    """The id of a refused frame, for its error: parsed when small, scanned for when large."""
+    if len(raw) > PEEK_FULL:
+        return scan_id(raw)
+    try:
+        rid = loads(raw).get("id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    if isinstance(rid, str) and _SURROGATE_ESCAPE.search(raw if isinstance(raw, str) else ""):
+        try:
+            rid.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
+
+
+#: Deepest JSON nesting a frame may have (params and data sit two or three levels in).
+#: Deeper values could not be serialised back (pydantic stops at ~255 levels) and would
+#: only cost a traceback per frame.
+MAX_DEPTH = 100
+
+
+def too_deep(value: Any, depth: int) -> bool:
+    """Whether ``value``, found at nesting ``depth`` of a frame, reaches deeper than MAX_DEPTH."""
+    if depth > MAX_DEPTH:
+        return True
+    t = type(value)
+    if t is dict:
+        children: Any = value.values()
+    elif t is list:
+        children = value
+    else:
+        return False
+    depth += 1
+    for c in children:
+        tc = type(c)
+        if (tc is dict or tc is list) and (depth > MAX_DEPTH or too_deep(c, depth)):
+            return True
+    return False
+
+
+# A \u escape of a UTF-16 surrogate (cheap pre-filter for lone_surrogate).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def lone_surrogate(text: str) -> bool:
+    """Whether JSON ``text`` escapes a lone surrogate (``"\\ud800"``): valid JSON, but a string no
+    UTF-8 writer can encode, so it would break every reply, event fan-out, envelope and
+    signature it reached.  Only frames the pre-filter flags are parsed here a second time."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    try:
+        json.dumps(json.loads(text), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        pass  # not JSON: parse_frame says so
+    return False

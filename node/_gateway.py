@@ -19,10 +19,8 @@ import asyncio
 import hashlib
 import hmac
 import itertools
-import json
 import logging
 import mimetypes
-import re
 import time
 from collections import deque
 from importlib import resources
@@ -39,8 +37,9 @@ from ._audit import NO_TOKENS, CallAudit, token_name
 from ._edge import SECURITY_HEADERS, AuthFailures, EdgePolicy, is_loopback
 from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Overloaded, TooLarge,
                       Unauthenticated, to_wire)
-from ._frames import Call, Hello, Publish, Subscribe, Unsubscribe, parse_frame, PROTOCOL_VERSION
-from ._json import dumps, loads
+from ._frames import (MAX_DEPTH, PROTOCOL_VERSION, Call, Hello, Publish, Subscribe, Unsubscribe, lone_surrogate,
+                      parse_frame, peek_id, too_deep)
+from ._json import dumps
 from ._metrics import OPS_PATHS
 from ._metrics import http as ops_http
 from ._ratelog import RateLimitedLog
@@ -48,7 +47,7 @@ from ._text import printable
 from ._topics import topic_error
 
 if TYPE_CHECKING:
-    from ._node import Node
+    from ._ports import Router
 
 log = logging.getLogger(__name__)
 rlog = RateLimitedLog(log)      # warnings caused by outside input
@@ -67,115 +66,6 @@ EVICT_GRACE = 5.0
 #: wake-up of the client) for several events instead of one each.  A first event after a pause
 #: still goes out at once.  Replies are never held back (they join a pending batch, in order).
 EVENT_COALESCE = 0.005
-
-
-_ID_VALUE = re.compile(r'\s*("(?:[^"\\]|\\.)*"|-?\d{1,19})\s*[,}]')
-#: Frames longer than this are not parsed to find the id of their error: only their start is scanned.
-PEEK_FULL = 4096
-
-
-def _scan_id(raw: str | bytes) -> Any:
-    """The top-level ``"id"`` of a JSON object, if it shows in the frame's first 512 characters
-    (clients write it early); None otherwise.  Costs microseconds, whatever the frame's size."""
-    text = raw[:512] if isinstance(raw, str) else raw[:512].decode("utf-8", "ignore")
-    depth, i, n = 0, 0, len(text)
-    expect_key = False
-    while i < n:
-        c = text[i]
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            if j >= n:
-                return None
-            token = text[i:j + 1]
-            i = j + 1
-            if depth == 1 and expect_key:
-                k = i
-                while k < n and text[k] in " \t\r\n":
-                    k += 1
-                if k < n and text[k] == ":":
-                    if token == '"id"':
-                        m = _ID_VALUE.match(text, k + 1)
-                        if m is None:
-                            return None
-                        try:
-                            rid = loads(m.group(1))
-                        except ValueError:
-                            return None
-                        return rid if isinstance(rid, (str, int)) else None
-                    i = k + 1
-                    expect_key = False
-            continue
-        if c in "{[":
-            depth += 1
-            expect_key = c == "{" and depth == 1
-        elif c in "}]":
-            depth -= 1
-        elif c == "," and depth == 1:
-            expect_key = True
-        i += 1
-    return None
-
-
-def _peek_id(raw: str | bytes) -> Any:
-    """The id of a refused frame, for its error: parsed when small, scanned for when large."""
-    if len(raw) > PEEK_FULL:
-        return _scan_id(raw)
-    try:
-        rid = loads(raw).get("id")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    if isinstance(rid, str) and _SURROGATE_ESCAPE.search(raw if isinstance(raw, str) else ""):
-        try:
-            rid.encode("utf-8")
-        except UnicodeEncodeError:
-            return None
-    return rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None
-
-
-#: Deepest JSON nesting a frame may have (params and data sit two or three levels in).
-#: Deeper values could not be serialised back (pydantic stops at ~255 levels) and would
-#: only cost a traceback per frame.
-MAX_DEPTH = 100
-
-
-def _deeper(value: Any, depth: int) -> bool:
-    """Whether ``value``, found at nesting ``depth`` of a frame, reaches deeper than MAX_DEPTH."""
-    if depth > MAX_DEPTH:
-        return True
-    t = type(value)
-    if t is dict:
-        children: Any = value.values()
-    elif t is list:
-        children = value
-    else:
-        return False
-    depth += 1
-    for c in children:
-        tc = type(c)
-        if (tc is dict or tc is list) and (depth > MAX_DEPTH or _deeper(c, depth)):
-            return True
-    return False
-
-
-# A \u escape of a UTF-16 surrogate (cheap pre-filter for _lone_surrogate).
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-def _lone_surrogate(text: str) -> bool:
-    """Whether JSON ``text`` escapes a lone surrogate (``"\\ud800"``): valid JSON, but a string no
-    UTF-8 writer can encode, so it would break every reply, event fan-out, envelope and
-    signature it reached.  Only frames the pre-filter flags are parsed here a second time."""
-    if not _SURROGATE_ESCAPE.search(text):
-        return False
-    try:
-        json.dumps(json.loads(text), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    except (ValueError, RecursionError):
-        pass  # not JSON: parse_frame says so
-    return False
 
 
 def error_frame(rid: Any, exc: BaseException, node: str | None = None) -> str:
@@ -333,7 +223,7 @@ class ClientSession:
         if n:
             self.dropped_pending += n
             self.dropped_total += n
-            self.node.stats.dropped += n
+            self.node.count_dropped(n)
             now = time.monotonic()
             if self.dropping_since is None:
                 self.dropping_since = now
@@ -415,9 +305,9 @@ class ClientSession:
         try:
             if len(raw) > self.cfg.max_frame_bytes:
                 raise TooLarge(f"frame of {len(raw)} bytes is over the limit of {self.cfg.max_frame_bytes}",
-                               request_id=_peek_id(raw))
+                               request_id=peek_id(raw))
             if not self._rate_ok():
-                raise Overloaded(f"rate limit of {self.cfg.rate_limit:g} frames/s exceeded", request_id=_peek_id(raw))
+                raise Overloaded(f"rate limit of {self.cfg.rate_limit:g} frames/s exceeded", request_id=peek_id(raw))
             if isinstance(raw, bytes):  # binary frames carry the same JSON, in UTF-8
                 try:
                     raw = raw.decode("utf-8")
@@ -425,11 +315,11 @@ class ClientSession:
                     raise BadRequest(f"binary frame is not UTF-8 JSON ({e.reason} at byte {e.start})") from None
             if len(raw) > self.cfg.max_keys:
                 self._check_keys(raw)
-            if _lone_surrogate(raw):
+            if lone_surrogate(raw):
                 raise BadRequest("frame is not valid Unicode: a \\u escape encodes a lone surrogate",
-                                 request_id=_peek_id(raw))
+                                 request_id=peek_id(raw))
             frame = parse_frame(raw, max_params_keys=self.cfg.max_params_keys)
-            if raw.count("[") + raw.count("{") > MAX_DEPTH and _deeper(
+            if raw.count("[") + raw.count("{") > MAX_DEPTH and too_deep(
                     getattr(frame, "params", None) or getattr(frame, "data", None), 2):
                 raise BadRequest(f"frame nests JSON deeper than {MAX_DEPTH} levels", request_id=frame.id)
         except CloudisenseError as e:
@@ -462,7 +352,7 @@ class ClientSession:
         limit = self.cfg.max_keys
         if raw.count(":") > limit and (quotes := raw.count('"')) > 2 * limit:
             raise TooLarge(f"frame may hold up to {min(raw.count(':'), quotes // 2)} object keys; "
-                           f"the limit is {limit} (ws.max_keys)", request_id=_peek_id(raw))
+                           f"the limit is {limit} (ws.max_keys)", request_id=peek_id(raw))
 
     def on_hello(self, f: Hello) -> None:
         if self.gw.tokens:
@@ -546,7 +436,7 @@ class ClientSession:
         try:
             if err := topic_error(f.topic, wildcards=True):
                 raise BadRequest(err)
-            if self.node.subs.count(self) >= self.cfg.max_subscriptions:
+            if self.node.subscription_count(self) >= self.cfg.max_subscriptions:
                 raise Overloaded(f"subscription limit of {self.cfg.max_subscriptions} reached")
             if f.node == "*":
                 raise BadRequest("subscribe to one node at a time ('*' is for calls)")
@@ -598,7 +488,7 @@ class ClientSession:
 class Gateway:
     """Owns the WebSocket server and every client session."""
 
-    def __init__(self, node: "Node", settings: Settings) -> None:
+    def __init__(self, node: "Router", settings: Settings) -> None:
         self.node = node
         self.settings = settings
         self.host, self.port = parse_hostport(settings.ws.listen)
@@ -775,20 +665,15 @@ _REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 
             503: "Service Unavailable"}
 
 
-def _pubkey(node: "Node") -> Response:
+def _pubkey(node: "Router") -> Response:
     """``GET /pubkey``: this node's id and Ed25519 public key, for ``cloudisense trust add URL``.
 
     Public by nature; whether to trust it is the operator's call (the command shows its fingerprint).
     """
-    signer = node.signer
-    if signer is None:
+    doc = node.public_key()
+    if doc is None:
         return _response(404, b"this node has no signing key (security.key)\n", "text/plain")
-    import base64
-
-    from ._signing import fingerprint
-    raw = base64.b64decode(signer.public_key_b64)
-    return _response(200, dumps({"id": node.id, "public_key": signer.public_key_b64,
-                                 "fingerprint": fingerprint(raw)}).encode(), "application/json")
+    return _response(200, dumps(doc).encode(), "application/json")
 
 
 def _response(status: int, body: bytes, ctype: str) -> Response:

@@ -43,7 +43,7 @@ about the edge comes from one place.
 from __future__ import annotations
 
 import logging
-from typing import Any, Collection
+from typing import Any, Collection, cast
 
 from ._config import node_id_error
 from ._ratelog import RateLimitedLog
@@ -138,7 +138,7 @@ class Inbound:
                     self.reject("bad_from", frm, "'from' is not a node id")
                     return []
                 if len(self._ids) < _KNOWN_IDS_MAX:
-                    self._ids.add(frm)
+                    self._ids.add(cast(str, frm))   # node_id_error passed: a str
             if frm == self.self_id and kind != "presence":
                 continue   # our own broadcast or event, back from the broker
             to = env.get("to")

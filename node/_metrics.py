@@ -160,7 +160,7 @@ def _process(x: Exposition) -> None:
 
 def readiness(node: Any) -> tuple[bool, str]:
     """Whether the node is ready to serve, and why not."""
-    if node.gateway._server is None or (node.fed is not None and not node._ready.is_set()):
+    if node.gateway._server is None or (node.fed is not None and not node.peers.joined.is_set()):
         return False, "start-up is not finished"
     fed = node.fed
     if fed is not None and not fed.connected.is_set():
@@ -188,7 +188,7 @@ def render(node: Any) -> str:
     full = x.family("call_duration_seconds", "histogram", "Call latency as the caller here saw it, by local|remote.")
     for where, counts in cm.buckets.items():
         acc = 0
-        for le, n in zip((*BUCKETS, float("inf")), counts):
+        for le, n in zip((*BUCKETS, float("inf")), counts, strict=True):
             acc += n
             x.sample(full + "_bucket", acc, {"kind": where, "le": _num(le)})
         x.sample(full + "_sum", cm.sums[where], {"kind": where})
@@ -227,7 +227,7 @@ def render(node: Any) -> str:
     x.labelled("envelopes", "counter", "Envelopes received (in) and sent (out).", "direction",
                {"in": c.get("rx_envelopes", 0), "out": c.get("tx_envelopes", 0)})
     x.one("mqtt_unsendable", "counter", "Envelopes that could not be sent.", c.get("unsendable", 0))
-    rejected = node._rejected()
+    rejected = node.peers.rejected()
     if c.get("malformed"):
         rejected["non_json"] = rejected.get("non_json", 0) + c["malformed"]
     x.labelled("envelopes_rejected", "counter", "Inbound envelopes dropped, by reason.", "reason", rejected)

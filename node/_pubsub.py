@@ -11,9 +11,24 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Hashable, Iterable
+from typing import Any, Hashable, Iterable
 
+from ._json import dumps
 from ._topics import matches
+
+
+def event_text(node: str, topic: str, data: Any, ts: float) -> str:
+    """The ``event`` frame a subscriber receives, as text (built once for all its subscribers)."""
+    return dumps({"type": "event", "node": node, "topic": topic, "data": data, "ts": ts})
+
+
+def fan_out(subscribers: Iterable[Any], text: str) -> int:
+    """Hand ``text`` to every subscriber (each has ``deliver_event``); how many."""
+    n = 0
+    for s in subscribers:
+        s.deliver_event(text)
+        n += 1
+    return n
 
 
 class SubscriptionTable:

@@ -436,7 +436,7 @@ class Supervisor:
                     if self._phase != "open":
                         raise CloudisenseError(f"cannot {what} {m.cfg.name!r}: the supervisor is shutting down")
                     return await fn(m)
-            except Exception as e:  # handed to the caller, never to the TaskGroup
+            except Exception as e:  # noqa: BLE001 - handed to the caller, never to the TaskGroup
                 return e
 
         task = self._spawn_task(run(), self._task_name(what, m))
@@ -550,7 +550,7 @@ class Supervisor:
                                   restarts=m.restarts, reason="exited", delay=delay)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # a bug of ours: keep the TaskGroup (and the node) alive
+        except Exception as e:  # noqa: BLE001 - a bug of ours: keep the TaskGroup (and the node) alive
             self._log.exception("watching process %s failed", m.cfg.name)
             m.error = f"supervisor error: {type(e).__name__}: {e}"
             m.note(m.error)
@@ -645,7 +645,7 @@ class Supervisor:
         topic = f"process/{m.cfg.name}/{event}"
         try:
             self._publish_cb(topic, {"name": m.cfg.name, **data, "state": m.status().state, "node": self._node_id})
-        except Exception:
+        except Exception:  # noqa: BLE001 - a failing subscriber must not stop the supervisor
             self._log.exception("publishing %s failed", topic)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from ._errors import CloudisenseError, ConfigError
 from ._text import json_text, printable
 
-DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+from ._config import DEFAULT_URL
 
 
 def _url_default() -> str:
@@ -196,9 +196,7 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_token_gen)
 
     if not core_only:
-        _add_optional(sub, "cloudisense.agent.cli")
-        _add_optional(sub, "cloudisense.tui.cli")
-        _add_optional(sub, "cloudisense.tools.mcp_cli")
+        _add_registered(sub)
     _globals_everywhere(parser)
     return parser
 
@@ -230,14 +228,22 @@ def _globals_everywhere(parser: argparse.ArgumentParser) -> None:
                 _globals_everywhere(p)
 
 
-def _add_optional(sub: Any, module: str) -> None:
-    """Commands of the agent/TUI/MCP layers; their modules import heavy libraries lazily."""
-    try:
-        mod = __import__(module, fromlist=["add_commands"])
-    except ImportError:
-        return
-    add = getattr(mod, "add_commands", None)
-    if add is not None:
+#: Entry-point group through which the layers above node/ (agent, TUI, MCP server) add their
+#: commands: node/ never imports them (tests/unit/test_layers.py).  pyproject.toml declares ours.
+COMMANDS_GROUP = "cloudisense.commands"
+
+
+def _add_registered(sub: Any) -> None:
+    """Commands registered in :data:`COMMANDS_GROUP`; their modules import heavy libraries lazily.
+
+    A layer whose extra is not installed (``ImportError`` while loading it) adds nothing.
+    """
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=COMMANDS_GROUP):
+        try:
+            add = ep.load()
+        except ImportError:
+            continue
         add(sub)
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudisense.node._errors import InvalidParams, NodeOffline, UnknownMethod, UnknownNode, UnknownService
 from cloudisense.node._services import Registry, Service, method
+from cloudisense.node._topics import matches   # the node's matcher: MQTT's '$' rule included
 
 
 class NameParams(BaseModel):
@@ -151,16 +152,6 @@ class _Sub:
         await self.close()
 
 
-def _topic_matches(pattern: str, topic: str) -> bool:
-    p, t = pattern.split("/"), topic.split("/")
-    for i, part in enumerate(p):
-        if part == "#":
-            return True
-        if i >= len(t) or (part != "+" and part != t[i]):
-            return False
-    return len(p) == len(t)
-
-
 class FakeCluster:
     """An in-memory cluster; ``self_id`` is the node the 'connection' is attached to."""
 
@@ -277,13 +268,13 @@ class FakeCluster:
                 continue
             try:
                 results[nid] = await self.call(nid, service, method, params, timeout)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - one node's failure is that node's error entry
                 errors[nid] = {"code": str(getattr(e, "code", "internal")), "message": str(e)}
         return {"results": results, "errors": errors}
 
     async def subscribe(self, node: str | None, topic: str) -> _Sub:
         n = self._node(node)
-        evs = [e for (nid, t), es in self.events.items() if nid == n.id and _topic_matches(topic, t) for e in es]
+        evs = [e for (nid, t), es in self.events.items() if nid == n.id and matches(topic, t) for e in es]
         sub = _Sub(evs)
         self.subscriptions.append(sub)
         return sub

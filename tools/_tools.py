@@ -173,7 +173,7 @@ class Toolbox:
         if node not in self._describe:
             try:
                 self._describe[node] = await fetch_describe(self.conn, node, self.timeout)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - any failure becomes a tool error the caller reads
                 d = error_dict(e)
                 raise ToolError(d["code"], f"could not describe {node}: {d['message']}") from None
         return self._describe[node]
@@ -311,7 +311,7 @@ class Toolbox:
             try:
                 out = await self.conn.broadcast(prepared.service, prepared.method, prepared.params, self.timeout)
                 res.results, res.errors = dict(out.get("results", {})), dict(out.get("errors", {}))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - node errors are data
                 res.errors["*"] = error_dict(e)
             return res
         await asyncio.gather(*(one(t) for t in prepared.targets))
@@ -363,7 +363,7 @@ class Toolbox:
         stopped: Literal["max_events", "time"] = "time"
         try:
             sub = await self.conn.subscribe(node, a.topic)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any failure becomes a tool error the caller reads
             d = error_dict(e)
             raise ToolError(d["code"], f"could not subscribe to {a.topic} on {node}: {d['message']}") from None
         try:

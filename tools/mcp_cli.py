@@ -33,7 +33,7 @@ from typing import Any
 
 from cloudisense.node._text import json_text, printable
 
-DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+from cloudisense.node._config import DEFAULT_URL
 EXIT = {"done": 0, "failed": 1, "stale": 4, "refused": 5}
 
 

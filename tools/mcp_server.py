@@ -285,7 +285,7 @@ class ClusterMcp:
         conn = await self.connection()
         try:
             view = await fetch_cluster(conn, self.settings.timeout)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - said to the client as a tool error
             raise ToolError("cluster_unavailable",
                             f"could not read the cluster view: {error_dict(e)['message']}") from None
         if uri == CLUSTER_URI:
@@ -371,7 +371,7 @@ def _version() -> str:
         from importlib.metadata import version
 
         return version("cloudisense")
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a version is only shown; never fail over it
         return "0"
 
 

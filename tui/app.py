@@ -29,6 +29,7 @@ from textual.binding import Binding
 from textual.keys import _character_to_key
 from textual.screen import Screen
 
+from cloudisense.node._config import DEFAULT_URL
 from cloudisense.node._text import printable
 
 from ._history import HISTORY_FILE, History
@@ -40,7 +41,6 @@ from .screens import MainScreen
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 # Followed on the connected node: the cluster (every node's heartbeat, online/offline),
 # that node's own metrics and processes (it sends no $cluster heartbeat about itself),
 # and its RPC counters.
@@ -239,7 +239,7 @@ class CloudisenseApp(App):
             self.conn.attach(client)
             self._set_link(LinkState.CONNECTED)
             async with asyncio.TaskGroup() as tg:
-                for topic, sub in zip(LINK_TOPICS, subs):
+                for topic, sub in zip(LINK_TOPICS, subs, strict=False):
                     tg.create_task(self._pump(sub), name=f"tui.link[{self.url}].{topic}")
         finally:
             for sub in subs:

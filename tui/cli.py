@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+from cloudisense.node._config import DEFAULT_URL
 
 
 def add_commands(subparsers: Any) -> None:
@@ -53,7 +53,7 @@ async def run_tui_async(url: str = DEFAULT_URL, model: Any = None, token: str | 
 
 def cmd_tui(args: argparse.Namespace) -> int:
     try:
-        import textual  # noqa: F401
+        import textual  # noqa: F401 - only checks that the tui extra is installed
     except ImportError as e:  # textual is an optional dependency
         print(f"cloudisense tui needs the tui extra (pip install 'cloudisense[tui]'): {e}", file=sys.stderr)
         return 2

@@ -197,20 +197,20 @@ def make_node(tmp: Path | None = None) -> tuple[Node, Signer | None]:
     settings_ = Settings(id="fz", broker={"url": "none", "prefix": "fuzz/v1", "keepalive": 2},
                          system={"temperature": "sim:40", "metrics_interval": 1.0}, security=security)
     node = Node(settings_)
-    node.fed = RecordingFed()
+    node.peers.fed = RecordingFed()
     return node, peer
 
 
 async def exercise(node: Node, topic: str, batch: list[Any]) -> None:
     """Feed a batch, let what it started run, then do the node's periodic work on what it left."""
-    node.on_envelopes(topic, [e for e in batch if isinstance(e, dict)])   # as the adapter hands them
+    node.peers.on_envelopes(topic, [e for e in batch if isinstance(e, dict)])   # as the adapter hands them
     for _ in range(3):
         await asyncio.sleep(0)
     now = time.time()
     grace = node.settings.broker.keepalive * 1.5
     for n in node.members.stale(now, grace):
         if node.members.mark_offline(n, now):
-            node._node_offline(n, "stopped sending heartbeats")
+            node.peers.node_offline(n, "stopped sending heartbeats")
     for n in node.members.stale(now + 3600, grace):
         node.members.mark_offline(n, now)
     node.interests.expire(now + 1e9)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloudisense.node._edge import AuthFailures, EdgePolicy, normalize_origin
-from cloudisense.node._gateway import _scan_id
+from cloudisense.node._frames import scan_id as _scan_id
 
 pytestmark = pytest.mark.timeout(10)
 

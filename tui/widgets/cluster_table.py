@@ -112,7 +112,7 @@ class ClusterTable(DataTable):
             for r in rows:
                 cells = self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online)
                 old = self._shown_cells.get(r.id, [])
-                for i, (col, value) in enumerate(zip(CLUSTER_COLUMNS, cells)):
+                for i, (col, value) in enumerate(zip(CLUSTER_COLUMNS, cells, strict=False)):
                     if i >= len(old) or str(old[i]) != str(value) or type(old[i]) is not type(value):
                         self.update_cell(r.id, col, value, update_width=True)
                 self._shown_cells[r.id] = cells

@@ -180,7 +180,7 @@ class PlanView(Vertical):
             return
         t = self.table
         for s in self.plan.steps:
-            for (key, _), value in zip(COLUMNS, self._cells(s)):
+            for (key, _), value in zip(COLUMNS, self._cells(s), strict=False):
                 t.update_cell(str(s.index), key, value, update_width=key in ("status", "params"))
         self._update_title()
         self._update_buttons()

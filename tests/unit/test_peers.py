@@ -1,0 +1,576 @@
+"""The node-to-node protocol (``_peers.Peers``) in-process: a recording link, a fake router, no broker.
+
+As websockets tests its protocol core without sockets: feed envelopes in as
+the link would hand them, read what went out of the recording link, and what
+the fake router was asked to do.  Every envelope kind both ways, membership
+transitions and their ``$cluster`` events, leases, the join and its unique-id
+check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from cloudisense.node._cluster import Membership, PendingTable
+from cloudisense.node._config import Settings
+from cloudisense.node._errors import ConfigError, NodeOffline, UnknownNode
+from cloudisense.node._peers import SEEN_CALLS_SECONDS, Peers
+from cloudisense.node._pubsub import SubscriptionTable
+from cloudisense.node._stats import Stats
+
+pytestmark = pytest.mark.timeout(20)
+
+PREFIX = "unit-peers/v1"
+
+
+class RecordingLink:
+    """Stands in for ``_federation.Federation``: records what the protocol sends, subscribes, publishes."""
+
+    instances: list["RecordingLink"] = []
+
+    def __init__(self, **kw: Any) -> None:
+        self.kw = kw
+        self.url = kw.get("url", "mqtt://fake")
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self.counters: dict[str, int] = {"rx_messages": 0}
+        self.sent: list[tuple[str, dict[str, Any], int]] = []
+        self.retained: list[tuple[str, dict[str, Any], int]] = []
+        self.subs: dict[str, int] = {}
+        self.unsubscribed: list[str] = []
+        self.routed: tuple[Any, Any] | None = None
+        self.closed_with: Any = "open"
+        self.on_subscribe: Any = None   # called with the topic (to play back retained messages)
+        RecordingLink.instances.append(self)
+
+    async def __aenter__(self) -> "RecordingLink":
+        return self
+
+    def send(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
+        self.sent.append((topic, json.loads(json.dumps(env)), qos))
+
+    async def publish_retained(self, topic: str, env: dict[str, Any], qos: int = 1) -> None:
+        self.retained.append((topic, env, qos))
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        self.subs[topic] = qos
+        if self.on_subscribe is not None:
+            self.on_subscribe(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        self.subs.pop(topic, None)
+        self.unsubscribed.append(topic)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return sorted(self.subs)
+
+    def route(self, on_envelopes: Any, on_connected: Any) -> None:
+        self.routed = (on_envelopes, on_connected)
+
+    async def close(self, final: tuple[str, bytes] | None = None) -> None:
+        self.closed_with = final
+
+    def explain(self) -> str:
+        return "fake"
+
+    def kinds(self) -> list[str]:
+        return [env["kind"] for _, env, _ in self.sent]
+
+
+class Sink:
+    """A local subscriber: keeps the event frames it was handed."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def deliver_event(self, text: str) -> None:
+        self.events.append(json.loads(text))
+
+
+class FakeRouter:
+    """The node as ``Peers`` sees it (``_ports.Router``): records runs, spawns, expected replies."""
+
+    id = "me"
+    version = "test"
+
+    def __init__(self) -> None:
+        self.stats = Stats()
+        self.runs: list[tuple[str, str, dict[str, Any], float, str, Any]] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.expected: list[tuple[str, str, float, str]] = []
+        self.failed: list[str] = []
+        self.stopping = False
+        self.pending: PendingTable | None = None
+
+    def run_local(self, service: str, method: str, params: Any, t: float, role: str, done: Any) -> None:
+        self.runs.append((service, method, params, t, role, done))
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def expect_reply(self, req: str, node: str, owner: Any, done: Any, t: float, why: str) -> None:
+        self.expected.append((req, node, t, why))
+        assert self.pending is not None
+        self.pending.add_call(req, node, owner, done)
+
+    def heartbeat(self) -> dict[str, Any]:
+        return state_body("me-session")
+
+    def fail(self, message: str) -> None:
+        self.failed.append(message)
+
+
+def state_body(session: str, *, interval: float = 5.0, ts: float | None = None, **extra: Any) -> dict[str, Any]:
+    return {"session": session, "ts": ts if ts is not None else time.time(), "interval": interval,
+            "host": "elsewhere", "pid": 1, "version": "0", "ws": "ws://x", "started": 0.0,
+            "metrics": {}, "catalog": {"svc": {"description": "", "methods": {
+                "get": {"description": "", "mutates": False, "params": {}}}}},
+            "processes": [], **extra}
+
+
+_seq = iter(range(1, 1_000_000))
+
+
+def env(kind: str, frm: str, body: dict[str, Any], *, to: str | None = "me", ts: float | None = None,
+        id: str | None = None) -> dict[str, Any]:
+    return {"v": 1, "kind": kind, "from": frm, "to": to, "id": id or f"{frm}-{next(_seq)}",
+            "ts": ts if ts is not None else time.time(), "body": body}
+
+
+@pytest.fixture
+def parts():
+    settings = Settings(id="me", broker={"url": "none", "prefix": PREFIX, "keepalive": 2, "lease_seconds": 30},
+                        system={"temperature": "sim:40"})
+    router = FakeRouter()
+    subs = SubscriptionTable()
+    pending = PendingTable()
+    router.pending = pending
+    peers = Peers(router, settings, session="me-session", subs=subs, pending=pending)  # type: ignore[arg-type]
+    link = RecordingLink(url="mqtt://fake")
+    peers.fed = link
+    return peers, link, router, subs, pending
+
+
+def online(peers: Peers, node: str, session: str = "s1") -> None:
+    """``node`` comes online the way it does on the wire: its presence, then its heartbeat."""
+    peers.on_envelopes(peers.presence_topic(node), env("presence", node, {"state": "online", "session": session},
+                                                      to=None))
+    peers.on_envelopes(peers.state_topic(node), env("state", node, state_body(session), to=None))
+
+
+# --- topic names and envelopes -------------------------------------------------------------
+
+def test_topic_names_follow_the_wire_contract(parts):
+    peers, *_ = parts
+    assert peers.inbox("b") == f"{PREFIX}/node/b/inbox"
+    assert peers.events_topic("b", "metrics/#") == f"{PREFIX}/node/b/events/metrics/#"
+    assert peers.presence_topic("b") == f"{PREFIX}/node/b/presence"
+    assert peers.state_topic("b") == f"{PREFIX}/node/b/state"
+    assert peers.broadcast_topic == f"{PREFIX}/broadcast"
+
+
+def test_envelopes_have_unique_ids_and_the_wire_fields(parts):
+    peers, *_ = parts
+    a, b = peers.envelope("call", "b", {}), peers.envelope("call", "b", {})
+    assert set(a) == {"v", "kind", "from", "to", "id", "ts", "body"}
+    assert a["from"] == "me" and a["v"] == 1 and a["id"] != b["id"]
+
+
+def test_the_will_is_an_offline_presence_of_this_connection(parts):
+    peers, *_ = parts
+    topic, payload = peers.will()
+    will = json.loads(payload)
+    assert topic == peers.presence_topic("me")
+    assert will["kind"] == "presence" and will["body"] == {"state": "offline", "session": "me-session"}
+    assert will["ts"] == peers._conn_ts
+
+
+# --- calls, both ways ----------------------------------------------------------------------
+
+def test_an_inbound_call_runs_locally_and_its_result_goes_back(parts):
+    peers, link, router, *_ = parts
+    call = env("call", "b", {"service": "svc", "method": "get", "params": {"x": 1}, "role": "viewer",
+                             "reply_by": time.time() + 5})
+    peers.on_envelopes(peers.inbox("me"), call)
+    [(service, method, params, t, role, done)] = router.runs
+    assert (service, method, params, role) == ("svc", "get", {"x": 1}, "viewer") and 0 < t <= 5
+    done({"ok": True}, None)
+    [(topic, reply, _)] = link.sent
+    assert topic == peers.inbox("b")
+    assert reply["kind"] == "result" and reply["to"] == "b" and reply["body"] == {"re": call["id"],
+                                                                                  "result": {"ok": True}}
+    assert router.stats.remote_calls_in == 1 and router.stats.calls == 1
+
+
+def test_an_inbound_call_that_fails_answers_with_an_error_envelope(parts):
+    peers, link, router, *_ = parts
+    call = env("call", "b", {"service": "svc", "method": "get", "reply_by": time.time() + 5})
+    peers.on_envelopes(peers.inbox("me"), call)
+    router.runs[0][-1](None, {"code": "forbidden", "message": "no"})
+    [(_, reply, _)] = link.sent
+    assert reply["kind"] == "error" and reply["body"]["error"]["code"] == "forbidden"
+    assert router.stats.errors == {"forbidden": 1}
+
+
+def test_a_duplicate_a_late_and_a_no_reply_call(parts):
+    peers, link, router, *_ = parts
+    call = env("call", "b", {"service": "svc", "method": "get", "reply_by": time.time() + 5})
+    peers.on_envelopes(peers.inbox("me"), call)
+    peers.on_envelopes(peers.inbox("me"), call)           # QoS 1 delivered it twice
+    assert len(router.runs) == 1 and router.stats.duplicates == 1
+    peers.on_envelopes(peers.inbox("me"), env("call", "b", {"service": "svc", "method": "get",
+                                                            "reply_by": time.time() - 1}))
+    assert len(router.runs) == 1 and router.stats.late_calls == 1
+    peers.on_envelopes(peers.inbox("me"), env("call", "b", {"service": "svc", "method": "get", "reply": False,
+                                                            "reply_by": time.time() + 5}))
+    router.runs[-1][-1]("done", None)
+    assert link.sent == []   # nobody asked for the answer
+
+
+def test_a_broadcast_call_is_taken_and_a_call_for_another_node_is_not(parts):
+    peers, _, router, *_ = parts
+    peers.on_envelopes(peers.broadcast_topic, env("call", "b", {"service": "svc", "method": "get",
+                                                                "reply_by": time.time() + 5}, to="*"))
+    peers.on_envelopes(peers.inbox("me"), env("call", "b", {"service": "svc", "method": "get",
+                                                            "reply_by": time.time() + 5}, to="c"))
+    assert len(router.runs) == 1 and peers.rejected() == {"misrouted": 1}
+
+
+def test_results_and_errors_resolve_pending_calls(parts):
+    peers, _, _, _, pending = parts
+    got: dict[str, Any] = {}
+    pending.add_call("r1", "b", "owner", lambda r, e: got.setdefault("r1", (r, e)))
+    pending.add_call("r2", "b", "owner", lambda r, e: got.setdefault("r2", (r, e)))
+    peers.on_envelopes(peers.inbox("me"), env("result", "b", {"re": "r1", "result": 42}))
+    peers.on_envelopes(peers.inbox("me"), env("error", "b", {"re": "r2", "error": {"code": "timeout",
+                                                                                    "message": "slow"}}))
+    assert got == {"r1": (42, None), "r2": (None, {"code": "timeout", "message": "slow"})}
+
+
+def test_a_reply_from_the_wrong_node_does_not_resolve(parts):
+    peers, _, _, _, pending = parts
+    got = []
+    pending.add_call("r1", "b", "owner", lambda r, e: got.append(r))
+    peers.on_envelopes(peers.inbox("me"), env("result", "c", {"re": "r1", "result": 42}))
+    assert got == []
+
+
+def test_a_malformed_body_is_counted_not_raised(parts):
+    peers, _, router, *_ = parts
+    peers.on_envelopes(peers.inbox("me"), env("call", "b", {"method": "get", "reply_by": time.time() + 5}))
+    assert router.runs == [] and peers.rejected() == {"malformed": 1}
+
+
+# --- subscriptions: sub / unsub / lease / event, both ways ------------------------------------
+
+def test_a_sub_registers_an_interest_with_a_lease_and_is_acknowledged(parts):
+    peers, link, *_ = parts
+    sub = env("sub", "b", {"topic": "metrics/#"})
+    peers.on_envelopes(peers.inbox("me"), sub)
+    assert peers.interests.wanted("metrics/system")
+    [(topic, ack, _)] = link.sent
+    assert topic == peers.inbox("b") and ack["kind"] == "result"
+    assert ack["body"] == {"re": sub["id"], "result": {"topic": "metrics/#", "lease": 30}}
+
+
+def test_a_sub_to_a_bad_filter_is_refused_with_bad_request(parts):
+    peers, link, *_ = parts
+    peers.on_envelopes(peers.inbox("me"), env("sub", "b", {"topic": "a/#/b"}))
+    [(_, reply, _)] = link.sent
+    assert reply["kind"] == "error" and reply["body"]["error"]["code"] == "bad_request"
+    assert peers.rejected() == {"bad_topic": 1} and len(peers.interests) == 0
+
+
+def test_unsub_drops_the_interest_and_a_lease_renews_it(parts):
+    peers, *_ = parts
+    peers.on_envelopes(peers.inbox("me"), env("sub", "b", {"topic": "t/#"}))
+    peers.on_envelopes(peers.inbox("me"), env("unsub", "b", {"topic": "t/#"}))
+    assert not peers.interests.wanted("t/x")
+    peers.on_envelopes(peers.inbox("me"), env("lease", "b", {"topics": ["t/#"]}))
+    assert peers.interests.wanted("t/x")
+    peers.housekeeping(time.time() + 31)        # not renewed within lease_seconds: gone
+    assert not peers.interests.wanted("t/x")
+
+
+def test_a_lease_naming_a_bad_filter_is_rejected_whole(parts):
+    peers, *_ = parts
+    peers.on_envelopes(peers.inbox("me"), env("lease", "b", {"topics": ["ok", "bad/#/x"]}))
+    assert len(peers.interests) == 0 and peers.rejected() == {"bad_topic": 1}
+
+
+def test_an_event_reaches_the_local_subscribers_of_that_node(parts):
+    peers, _, router, subs, _ = parts
+    sink, other = Sink(), Sink()
+    subs.add(sink, "b", "metrics/#")
+    subs.add(other, "c", "metrics/#")
+    peers.on_envelopes(peers.events_topic("b", "metrics/system"),
+                       env("event", "b", {"topic": "metrics/system", "data": {"cpu": 1}}, to=None, ts=123.0))
+    assert sink.events == [{"type": "event", "node": "b", "topic": "metrics/system", "data": {"cpu": 1},
+                            "ts": 123.0}]
+    assert other.events == [] and router.stats.events_remote_in == 1
+    peers.on_envelopes(peers.events_topic("b", "x"), env("event", "b", {"topic": "a/+", "data": 1}, to=None))
+    assert len(sink.events) == 1 and peers.rejected() == {"bad_topic": 1}
+
+
+async def test_outbound_subscribe_sends_sub_and_waits_for_the_ack(parts):
+    peers, link, router, *_ = parts
+    task = asyncio.create_task(peers.subscribe_remote("b", "metrics/#"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert link.subs == {peers.events_topic("b", "metrics/#"): 0}
+    [(topic, sub, _)] = link.sent
+    assert topic == peers.inbox("b") and sub["kind"] == "sub" and sub["body"] == {"topic": "metrics/#"}
+    assert router.expected[0][:2] == (sub["id"], "b")
+    peers.on_envelopes(peers.inbox("me"), env("result", "b", {"re": sub["id"], "result": {"lease": 30}}))
+    assert await asyncio.wait_for(task, 2) == {"lease": 30}
+
+
+async def test_release_remote_unsubscribes_and_tells_an_online_node(parts):
+    peers, link, router, *_ = parts
+    online(peers, "b")
+    link.sent.clear()
+    peers.release_remote("b", "t/#")
+    await asyncio.wait_for(asyncio.gather(*router.tasks), 2)
+    assert link.unsubscribed == [peers.events_topic("b", "t/#")]
+    assert [(t, e["kind"], e["body"]) for t, e, _ in link.sent] == [(peers.inbox("b"), "unsub", {"topic": "t/#"})]
+
+
+def test_send_event_goes_to_our_events_topic_only_when_wanted(parts):
+    peers, link, *_ = parts
+    assert not peers.wants("metrics/system")
+    peers.on_envelopes(peers.inbox("me"), env("sub", "b", {"topic": "metrics/#"}))
+    link.sent.clear()
+    assert peers.wants("metrics/system")
+    peers.send_event("metrics/system", {"cpu": 3}, 5.0)
+    [(topic, ev, qos)] = link.sent
+    assert topic == peers.events_topic("me", "metrics/system") and ev["kind"] == "event" and ev["to"] is None
+    assert ev["body"] == {"topic": "metrics/system", "data": {"cpu": 3}} and ev["ts"] == 5.0
+    link.connected.clear()
+    assert not peers.wants("metrics/system")
+
+
+# --- membership -----------------------------------------------------------------------------
+
+def test_presence_and_state_make_a_member_online_with_cluster_events(parts):
+    peers, _, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/#")
+    online(peers, "b")
+    assert peers.members.is_online("b")
+    assert [e["topic"] for e in sink.events] == ["$cluster/node/online", "$cluster/node/state"]
+    assert sink.events[0]["node"] == "b"
+
+
+def test_offline_presence_fails_pending_calls_and_drops_interests(parts):
+    peers, _, _, subs, pending = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/offline")
+    online(peers, "b")
+    peers.on_envelopes(peers.inbox("me"), env("sub", "b", {"topic": "t"}))
+    got = []
+    pending.add_call("r1", "b", "owner", lambda r, e: got.append(e))
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s1"},
+                                                     to=None))
+    assert not peers.members.is_online("b")
+    assert got and got[0]["code"] == "node_offline"
+    assert len(peers.interests) == 0
+    assert [e["topic"] for e in sink.events] == ["$cluster/node/offline"]
+
+
+def test_an_older_presence_does_not_undo_a_newer_one(parts):
+    peers, *_ = parts
+    online(peers, "b")
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s0"},
+                                                     to=None, ts=time.time() - 60))
+    assert peers.members.is_online("b")
+
+
+def test_a_silent_member_goes_offline_in_housekeeping(parts):
+    peers, *_ = parts
+    online(peers, "b")
+    peers.housekeeping(time.time() + 60)   # keepalive 2 s: no heartbeat for a minute
+    assert not peers.members.is_online("b")
+
+
+def test_a_heartbeat_that_fails_its_model_is_rejected(parts):
+    peers, *_ = parts
+    peers.on_envelopes(peers.state_topic("b"), env("state", "b", state_body("s1", host=42), to=None))
+    assert "b" not in peers.members and peers.rejected() == {"bad_state": 1}
+
+
+def test_a_full_membership_table_rejects_newcomers(parts):
+    peers, *_ = parts
+    peers.members = Membership("me", max_members=1)   # self not yet in it: room for one peer
+    online(peers, "b")
+    online(peers, "c")
+    assert "c" not in peers.members and peers.rejected().get("membership_full", 0) >= 1
+
+
+def test_a_node_coming_back_gets_our_subscriptions_again(parts):
+    peers, link, _, subs, _ = parts
+    subs.add(Sink(), "b", "metrics/#")
+    online(peers, "b")
+    assert [(t, e["kind"], e["body"]) for t, e, _ in link.sent] == [(peers.inbox("b"), "sub",
+                                                                     {"topic": "metrics/#"})]
+    link.sent.clear()
+    # a fresh online presence of a node we still think online: it may have dropped our interests
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                     to=None))
+    assert link.kinds() == ["sub"]
+
+
+def test_reachability_errors_name_the_cause(parts):
+    peers, link, *_ = parts
+    with pytest.raises(UnknownNode):
+        peers.check_reachable("b")
+    online(peers, "b")
+    peers.check_reachable("b")
+    link.connected.clear()
+    with pytest.raises(NodeOffline):
+        peers.check_reachable("b")
+    peers.fed = None
+    with pytest.raises(UnknownNode, match="without federation"):
+        peers.check_reachable("b")
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+def test_housekeeping_renews_our_leases_on_online_nodes(parts):
+    peers, link, _, subs, _ = parts
+    subs.add(Sink(), "b", "t/#")
+    subs.add(Sink(), "c", "u")       # c never came online: no lease for it
+    online(peers, "b")
+    link.sent.clear()
+    peers._last_lease -= 11          # lease_seconds 30: renewed every 10 s
+    peers.housekeeping(time.time())
+    assert [(t, e["kind"], e["body"]) for t, e, _ in link.sent] == [(peers.inbox("b"), "lease",
+                                                                     {"topics": ["t/#"]})]
+    link.sent.clear()
+    peers.housekeeping(time.time())  # not due again yet
+    assert link.sent == []
+
+
+def test_housekeeping_forgets_old_call_ids(parts):
+    peers, _, router, *_ = parts
+    call = env("call", "b", {"service": "svc", "method": "get", "reply_by": time.time() + 500})
+    peers.on_envelopes(peers.inbox("me"), call)
+    peers.housekeeping(time.time() + SEEN_CALLS_SECONDS + 1)
+    peers.on_envelopes(peers.inbox("me"), call)
+    assert len(router.runs) == 2
+
+
+# --- the join and the unique-id check ----------------------------------------------------------
+
+async def test_join_checks_the_id_then_subscribes_and_announces(parts):
+    peers, _, router, *_ = parts
+    RecordingLink.instances.clear()
+    await asyncio.wait_for(peers.join("mqtt://fake", link=RecordingLink), 5)
+    [link] = RecordingLink.instances
+    assert link.kw["will"] == peers.will and link.routed == (peers.on_envelopes, peers._on_connected)
+    assert set(link.subs) == {peers.inbox("me"), peers.broadcast_topic, f"{PREFIX}/node/+/presence",
+                              f"{PREFIX}/node/+/state"}
+    assert link.unsubscribed == [peers.presence_topic("me"), peers.state_topic("me")]
+    await asyncio.wait_for(peers.joined.wait(), 2)
+    kinds = [(t, e["kind"]) for t, e, _ in link.retained]
+    assert kinds == [(peers.presence_topic("me"), "presence"), (peers.state_topic("me"), "state")]
+    assert link.retained[0][1]["body"] == {"state": "online", "session": "me-session"}
+
+
+def _other_process(link: RecordingLink, peers: Peers, *, pid: int, age: float) -> None:
+    """Play back the retained presence and heartbeat of another process with our id."""
+    def replay(topic: str) -> None:
+        if topic == peers.presence_topic("me"):
+            link.kw["on_envelopes"](topic, env("presence", "me", {"state": "online", "session": "other"}, to=None))
+        elif topic == peers.state_topic("me"):
+            body = state_body("other", ts=time.time() - age)
+            body.update(host=socket.gethostname(), pid=pid)
+            link.kw["on_envelopes"](topic, env("state", "me", body, to=None))
+    link.on_subscribe = replay
+
+
+class ReplayingLink(RecordingLink):
+    pid = os.getpid()
+    age = 0.0
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.peers: Peers | None = None
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        if self.on_subscribe is None and self.peers is not None:
+            _other_process(self, self.peers, pid=self.pid, age=self.age)
+        await super().subscribe(topic, qos)
+
+
+async def test_join_refuses_an_id_a_live_process_holds(parts):
+    peers, *_ = parts
+
+    def factory(**kw: Any) -> ReplayingLink:
+        link = ReplayingLink(**kw)
+        link.peers = peers
+        return link
+
+    ReplayingLink.pid, ReplayingLink.age = os.getpid(), 0.0    # this very process: alive
+    with pytest.raises(ConfigError, match="already online"):
+        await asyncio.wait_for(peers.join("mqtt://fake", link=factory), 5)
+
+
+async def test_join_takes_over_an_id_whose_process_is_gone(parts):
+    peers, *_ = parts
+
+    def factory(**kw: Any) -> ReplayingLink:
+        link = ReplayingLink(**kw)
+        link.peers = peers
+        return link
+
+    ReplayingLink.pid, ReplayingLink.age = 2 ** 22 + 12345, 0.0   # no such pid
+    await asyncio.wait_for(peers.join("mqtt://fake", link=factory), 5)
+    assert peers.fed is not None and peers.fed.routed is not None   # type: ignore[attr-defined]
+
+
+async def test_join_gives_up_when_the_link_reports_a_fatal_error(parts):
+    peers, _, router, *_ = parts
+
+    class Refused(RecordingLink):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.connected.clear()
+            kw["on_fatal"]("the broker refused our credentials")
+
+    with pytest.raises(ConfigError, match="refused our credentials"):
+        await asyncio.wait_for(peers.join("mqtt://fake", link=Refused), 5)
+    assert router.failed == ["the broker refused our credentials"]
+
+
+async def test_our_own_late_will_is_answered_with_online_again(parts):
+    peers, link, router, *_ = parts
+    peers.will()                                  # this connection's ts
+    peers.on_envelopes(peers.presence_topic("me"),
+                       env("presence", "me", {"state": "offline", "session": "me-session"}, to=None,
+                           ts=peers._conn_ts - 10))
+    await asyncio.wait_for(asyncio.gather(*router.tasks), 2)
+    [(topic, again, _)] = link.retained
+    assert topic == peers.presence_topic("me") and again["body"]["state"] == "online"
+
+
+async def test_heartbeat_and_leave(parts):
+    peers, link, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/state")
+    await peers.heartbeat(state_body("me-session"))
+    assert [e["topic"] for e in sink.events] == ["$cluster/node/state"]
+    assert [(t, e["kind"]) for t, e, _ in link.retained] == [(peers.state_topic("me"), "state")]
+    await peers.leave()
+    topic, payload = link.closed_with
+    assert topic == peers.presence_topic("me") and json.loads(payload)["body"]["state"] == "offline"
