@@ -13,11 +13,13 @@ left a child process behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -26,6 +28,25 @@ from cloudisense.node.testing import (READY_RE, async_wait_until, child_env, fre
                                        stop_process, wait_until, write_config)
 
 BROKER = os.environ.get("CLOUDISENSE_TEST_BROKER", "mqtt://127.0.0.1:1883")
+CHROMIUM = os.environ.get("CLOUDISENSE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def chromium(*extra_args: str) -> Iterator[Any]:
+    """Debian's Chromium under Playwright (sync API), closed on exit; fails, never skips, when it is missing."""
+    import pytest
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is not installed: ./scripts/test installs it (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 LOGGER = {"name": "logger", "command": ["python", "-m", "cloudisense.node.demo.logger", "--interval", "0.5"],

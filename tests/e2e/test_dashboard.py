@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from support import chromium  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from cloudisense.node.testing import free_port  # noqa: E402
@@ -46,11 +46,6 @@ expect.set_options(timeout=15_000)
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = ("node-a", "node-b", "node-c")
-CHROMIUM = os.environ.get("CLOUDISENSE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 TEMPERATURES = {"node-a": "sim:45", "node-b": "sim:52", "node-c": "sim:38"}
 
 
@@ -88,12 +83,8 @@ def dash_cluster(cluster: Any) -> DashCluster:
 
 @pytest.fixture(scope="module")  # module, not session: sync Playwright keeps an event loop running
 def dash_browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is not installed: ./scripts/test installs it (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

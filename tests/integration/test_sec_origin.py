@@ -24,24 +24,17 @@ import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 
-pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, expect  # noqa: E402
+from support import chromium  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM = os.environ.get("CLOUDISENSE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--host-resolver-rules=MAP evil.example 127.0.0.1",
-]
 SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy")
 
 # The attacker's page: opens the node's socket, says hello, tries a call, and reports what happened.
@@ -104,12 +97,8 @@ def evil() -> Iterator[EvilSite]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is not installed: ./scripts/test installs it (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium("--host-resolver-rules=MAP evil.example 127.0.0.1") as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
