@@ -286,6 +286,12 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
+        # CLOUDISENSE_LOG is the CLI's log level (a word such as WARNING), not the [log] table: the env source
+        # would try to read it as that table's JSON and refuse to start.  CLOUDISENSE_LOG__LEVEL sets the table.
+        env = getattr(env_settings, "env_vars", None)
+        if isinstance(env, dict):
+            for k in [k for k in env if k.lower() == "cloudisense_log"]:
+                del env[k]
         return init_settings, env_settings, _TomlSource(settings_cls)
 
 

@@ -145,27 +145,19 @@ async def test_ask_logs_show_a_title_sequence_escaped(cluster, tmp_path):
     assert TITLE + "hello" in json.loads(as_json.stdout)["message"]  # JSON keeps the data, escaped as JSON
 
 
-def session_file(path: Path, node: str, reason: str, summary: str) -> Path:
-    """A recorded session (as ``ask --record`` writes) whose model queues a restart with ``reason``."""
-    args = {"node": node, "service": "supervisor", "method": "restart", "params_json": '{"name": "logger"}',
-            "reason": reason}
-    events = [{"kind": "session", "version": 1, "request": "restart logger", "model": "scripted", "url": None,
-               "prompt_version": "1"},
-              {"kind": "model_turn", "turn": 1, "reply": {"content": None, "tool_calls": [
-                  {"id": "call_1", "name": "call", "arguments": json.dumps(args)}]}},
-              {"kind": "model_turn", "turn": 2, "reply": {"content": summary, "tool_calls": []}}]
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    return path
-
-
 async def test_markup_in_a_model_written_reason_is_shown_not_parsed(cluster, tmp_path):
+    """A model (a real OpenAI-compatible server, reached through litellm) queues a restart whose reason and
+    summary hold rich markup and a title sequence: the terminal shows them as text."""
+    from llm_server import LLMServer, reply, tool
+
     node = cluster.start("term-c")
     await async_wait_until(lambda: process_state(node.url, node.id, "logger"), 20, interval=0.2,
                            what="the logger to be listed")
-    session = session_file(tmp_path / "s.jsonl", node.id, reason="[/] closes [bold]nothing[/bold" + TITLE,
-                           summary="Restart [/] queued [link=http://evil.example]here[/link]")
-
-    p = await run_cli("replay", str(session), "--url", node.url, "--dry-run")
+    args = {"node": node.id, "service": "supervisor", "method": "restart", "params_json": '{"name": "logger"}',
+            "reason": "[/] closes [bold]nothing[/bold" + TITLE}
+    with LLMServer([tool("call", args), reply("Restart [/] queued [link=http://evil.example]here[/link]")]) as srv:
+        p = await run_cli("ask", "restart logger on term-c", "--url", node.url, "--dry-run",
+                          "--model", "openai/test-model", "--api-base", srv.base_url, "--retries", "0")
 
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Traceback" not in p.stderr and "MarkupError" not in p.stderr

@@ -32,3 +32,14 @@ def test_unknown_key_suggests_the_close_one(tmp_path, toml, line):
 def test_no_suggestion_when_nothing_is_close(tmp_path):
     msg = _message(tmp_path, '[system]\nzzzzqqq = 1\n')
     assert "system.zzzzqqq: unknown key" in msg and "did you mean" not in msg
+
+
+def test_the_cli_log_level_variable_is_not_read_as_the_log_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README tour exports CLOUDISENSE_LOG=WARNING; the node must still start (it used to fail to parse it
+    as the [log] table), and CLOUDISENSE_LOG__LEVEL still sets the table."""
+    from cloudisense.node._config import load_settings
+
+    monkeypatch.setenv("CLOUDISENSE_LOG", "WARNING")
+    assert load_settings(None, {"id": "n1"}).log.level == ""
+    monkeypatch.setenv("CLOUDISENSE_LOG__LEVEL", "DEBUG")
+    assert load_settings(None, {"id": "n1"}).log.level == "DEBUG"
