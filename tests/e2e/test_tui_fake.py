@@ -105,7 +105,8 @@ async def test_cluster_events_update_the_table_without_polling(tmp_path):
 
 async def test_plan_focus_keys_and_approve_runs_only_then(tmp_path):
     link = FakeLink(three_nodes(NOW))
-    async with console(tmp_path, link) as (app, pilot, seen):
+    # 40 rows: the execution log shows its last lines, and at 24 rows the audit line may scroll above them
+    async with console(tmp_path, link, size=(100, 40)) as (app, pilot, seen):
         result = await ask(pilot, app, seen, "restart logger on coolest node")
         assert result.plan.steps[0].targets == ["node-b"]
         assert isinstance(app.screen.focused, PlanTable)

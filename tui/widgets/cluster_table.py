@@ -96,21 +96,22 @@ class ClusterTable(DataTable):
             rows = [r for r in rows
                     if self.text_filter in " ".join(r.cells(now, self.model.self_id, self.procs_width)).lower()]
         ids = [r.id for r in rows]
-        if ids != self._shown_ids:
+        styled = {r.id: self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online) for r in rows}
+        if ids != self._shown_ids or self._wider_than_shown(styled):
+            # Re-laid whole: add_row measures the columns at once (update_cell's widths wait for an idle
+            # moment, which a busy console may not get: "OFFLINE" was cut to "OFFLIN").
             cursor = self.cursor_row
             self.clear()
-            self._shown_cells = {}
             for r in rows:
-                cells = self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online)
-                self.add_row(*cells, key=r.id)
-                self._shown_cells[r.id] = cells
+                self.add_row(*styled[r.id], key=r.id)
+            self._shown_cells = styled
             self._shown_ids = ids
             if rows:
                 self.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
         else:
             # Only the cells that changed (a big cluster sends many heartbeats; most change one number).
             for r in rows:
-                cells = self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online)
+                cells = styled[r.id]
                 old = self._shown_cells.get(r.id, [])
                 for i, (col, value) in enumerate(zip(CLUSTER_COLUMNS, cells, strict=False)):
                     if i >= len(old) or str(old[i]) != str(value) or type(old[i]) is not type(value):
@@ -122,6 +123,11 @@ class ClusterTable(DataTable):
             if self.text_filter:
                 title += f" · filter {self.text_filter!r}: {len(rows)} shown"
             self.parent.border_title = escape(printable(title, limit=120))
+
+    def _wider_than_shown(self, styled: dict[str, list[Text]]) -> bool:
+        """A cell that no longer fits its column."""
+        widths = [c.content_width for c in self.columns.values()]
+        return any(cell.cell_len > w for cells in styled.values() for cell, w in zip(cells, widths, strict=False))
 
     @staticmethod
     def _styled(cells: tuple[str, ...], online: bool) -> list[Text]:
