@@ -33,7 +33,7 @@ from cloudisense.node._text import json_text, printable
 
 from cloudisense.node._config import DEFAULT_URL
 
-#: The exit codes of ask, replay, eval (and approve, tools/mcp_cli.py) — a closed set; docs/agent.md has the table.
+#: The exit codes of ask, replay, eval (and approve, agent/mcp_cli.py) — a closed set; docs/agent.md has the table.
 EXIT_CODES = {
     0: "done: the approved steps ran, a read-only question was answered, or a dry run planned",
     1: "failed: a step failed while executing (eval: accuracy below --min-accuracy or an unsafe case)",

@@ -171,17 +171,6 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true", help="overwrite existing files")
     g.set_defaults(func=cmd_certs_gen)
 
-    p = sub.add_parser("demo", help="embedded broker + 3 nodes with a supervised logger, then the TUI",
-                       description="Start an embedded broker and three nodes (simulated temperatures, a supervised "
-                                   "'logger' each) on this machine, then open the TUI (or just wait with --no-tui).")
-    p.add_argument("--no-tui", action="store_true", help="print how to connect and wait for Ctrl-C")
-    p.add_argument("--port", type=int, default=8765, help="first WebSocket port (default %(default)s)")
-    p.add_argument("--broker-port", type=int, default=1884, help="embedded broker port (default %(default)s)")
-    p.add_argument("--model", default=os.environ.get("CLOUDISENSE_MODEL", "offline"),
-                   help="the agent's model in the TUI: offline (the rules planner, no network; default) or a "
-                        "litellm model string such as openai/gpt-4o-mini (env CLOUDISENSE_MODEL; see docs/agent.md)")
-    p.set_defaults(func=cmd_demo)
-
     p = sub.add_parser("token", help="auth tokens for WebSocket clients and /metrics scrapers")
     tk = p.add_subparsers(dest="token_cmd", required=True, metavar="ACTION")
     g = tk.add_parser("gen", help="print a new random token and the [[auth.tokens]] lines to paste",
@@ -504,11 +493,6 @@ def cmd_certs_gen(args: argparse.Namespace) -> int:
     for name, path in sorted(files.items()):
         print(f"{name}: {path}")
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo.cluster import run_demo
-    return asyncio.run(run_demo(args))
 
 
 def _first_command(argv: list[str]) -> str | None:

@@ -7,6 +7,7 @@ is imported here (Textual, the agent): the handler imports them.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from typing import Any
@@ -32,6 +33,17 @@ def add_commands(subparsers: Any) -> None:
                    help="request history and the MCP pending plans (env CLOUDISENSE_STATE_DIR; default the "
                         "directory of --audit when given, else ~/.local/state/cloudisense)")
     p.set_defaults(func=cmd_tui)
+
+    p = subparsers.add_parser("demo", help="embedded broker + 3 nodes with a supervised logger, then the TUI",
+                       description="Start an embedded broker and three nodes (simulated temperatures, a supervised "
+                                   "'logger' each) on this machine, then open the TUI (or just wait with --no-tui).")
+    p.add_argument("--no-tui", action="store_true", help="print how to connect and wait for Ctrl-C")
+    p.add_argument("--port", type=int, default=8765, help="first WebSocket port (default %(default)s)")
+    p.add_argument("--broker-port", type=int, default=1884, help="embedded broker port (default %(default)s)")
+    p.add_argument("--model", default=os.environ.get("CLOUDISENSE_MODEL", "offline"),
+                   help="the agent's model in the TUI: offline (the rules planner, no network; default) or a "
+                        "litellm model string such as openai/gpt-4o-mini (env CLOUDISENSE_MODEL; see docs/agent.md)")
+    p.set_defaults(func=cmd_demo)
 
 
 def run_tui(url: str = DEFAULT_URL, model: Any = None, token: str | None = None, audit: Any = None,
@@ -69,3 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_demo(args: Any) -> int:
+    """``cloudisense demo``: the embedded broker, three nodes and the console (or ``--no-tui``)."""
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(args))

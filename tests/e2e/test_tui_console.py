@@ -506,7 +506,7 @@ async def test_cluster_table_shows_process_names_as_data(tmp_path):
 async def mcp_files_a_restart(app, tmp_path, node: str = "node-b") -> str:
     """The MCP server's own code path files a pending plan in the console's state directory."""
     from cloudisense.agent import AuditLog
-    from cloudisense.tools.mcp_server import ClusterMcp, McpSettings
+    from cloudisense.agent.mcp_server import ClusterMcp, McpSettings
 
     mcp = ClusterMcp(McpSettings(state_dir=str(app.state_dir)), conn=app.conn, store=app.pending_store,
                      audit=AuditLog(tmp_path / "audit.jsonl"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cloudisense.node._errors import ConfigError
-from cloudisense.node.demo.cluster import NODES, demo_keys
+from cloudisense.tui.demo import NODES, demo_keys
 from support import async_wait_until
 from wsutil import open_ws, request
 

@@ -28,7 +28,7 @@ from mcp.shared.exceptions import MCPError
 from cloudisense.agent import read_audit
 from cloudisense.node import Client
 from cloudisense.tools import TOOLS, FindNodesArgs, fetch_cluster
-from cloudisense.tools.mcp_server import input_schema
+from cloudisense.agent.mcp_server import input_schema
 from support import Cluster, async_wait_until
 
 pytestmark = pytest.mark.timeout(90)

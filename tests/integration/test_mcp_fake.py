@@ -19,8 +19,8 @@ from mcp import Client
 from cloudisense.agent import read_audit
 from cloudisense.agent.pending import PendingError, PendingStore, execute_pending
 from cloudisense.tools import FakeCluster, FakeNode, TOOLS
-from cloudisense.tools.mcp_cli import add_commands
-from cloudisense.tools.mcp_server import ClusterMcp, McpSettings, build_server, tool_definitions
+from cloudisense.agent.mcp_cli import add_commands
+from cloudisense.agent.mcp_server import ClusterMcp, McpSettings, build_server, tool_definitions
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -27,7 +27,7 @@ from websockets.asyncio.server import serve
 
 from cloudisense.agent._plan import Plan
 from cloudisense.tools import FakeCluster, FakeNode
-from cloudisense.tools.mcp_server import ClusterMcp, McpSettings
+from cloudisense.agent.mcp_server import ClusterMcp, McpSettings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -34,7 +34,7 @@ from cloudisense.agent.pending import PendingStore
 from cloudisense.node._text import UNSAFE, json_text
 from cloudisense.node.cli import main as node_main
 from cloudisense.tools import FakeCluster, FakeNode
-from cloudisense.tools import mcp_cli
+from cloudisense.agent import mcp_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -167,7 +167,7 @@ def test_replayed_model_with_hostile_reason_and_summary(reason: str, summary: st
                                  conn=hostile_cluster("x", "y"))
 
 
-# ---- tools/mcp_cli.py: pending, approve's outcome, reject ----------------------------------------------
+# ---- agent/mcp_cli.py: pending, approve's outcome, reject ----------------------------------------------
 
 @SETTINGS
 @given(hostile, hostile, hostile)

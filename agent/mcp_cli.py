@@ -5,7 +5,7 @@ imported here at import time (no ``mcp``, no websockets): handlers import
 what they use.
 
 - ``mcp``: the cluster tools as an MCP server on stdin/stdout (see
-  :mod:`cloudisense.tools.mcp_server`); mutating calls become pending plans.
+  :mod:`cloudisense.agent.mcp_server`); mutating calls become pending plans.
 - ``pending``: the plans waiting for approval (``--all``: every plan).
 - ``approve ID``: approve a pending plan and execute it through the agent's
   gate and executor; exit codes as ``cloudisense ask``: 0 done, 1 a step

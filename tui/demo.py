@@ -19,9 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .._broker import EmbeddedBroker
-from .._errors import ConfigError
-from .._supervisor import die_with_parent
+from cloudisense.node._broker import EmbeddedBroker
+from cloudisense.node._errors import ConfigError
+from cloudisense.node._supervisor import die_with_parent
 
 NODES = [("node-a", 61.0), ("node-b", 38.0), ("node-c", 52.0)]
 
@@ -29,7 +29,7 @@ NODES = [("node-a", 61.0), ("node-b", 38.0), ("node-c", 52.0)]
 def demo_keys(state: Path) -> Path:
     """Key pairs of the demo's nodes in ``STATE/demo/keys`` (made on the first run, reused after) and
     their public keys in ``STATE/demo/trust``; returns the demo directory."""
-    from .._signing import generate_keypair, raw_public_key
+    from cloudisense.node._signing import generate_keypair, raw_public_key
     demo = state / "demo"
     keys, trust = demo / "keys", demo / "trust"
     for node_id, _ in NODES:
@@ -84,7 +84,7 @@ async def _wait_ready(proc: asyncio.subprocess.Process, node_id: str, timeout: f
 
 
 async def run_demo(args: Any) -> int:
-    from ..cli import state_dir
+    from cloudisense.node.cli import state_dir
     demo = demo_keys(state_dir())   # before anything runs that would need stopping
     print(f"signed federation: keys and trust store in {demo}", file=sys.stderr, flush=True)
     broker = EmbeddedBroker(f"127.0.0.1:{args.broker_port}")
@@ -114,10 +114,10 @@ async def run_demo(args: Any) -> int:
             log.close()
             procs.append(proc)
             print(f"starting {node_id} (simulated {temp:g} °C) …", file=sys.stderr, flush=True)
-        for proc, (node_id, _) in zip(procs, NODES):
+        for proc, (node_id, _) in zip(procs, NODES, strict=True):
             urls.append(await _wait_ready(proc, node_id))
         print("\nCloudiSENSE demo cluster is up (temperatures are simulated):")
-        for (node_id, temp), url in zip(NODES, urls):
+        for (node_id, _temp), url in zip(NODES, urls, strict=True):
             print(f"  {node_id:7} {url}   dashboard {url.replace('ws://', 'http://').removesuffix('/ws')}/")
         print(f"\n  cloudisense call --url {urls[0]} node-b system.metrics")
         print(f"  cloudisense ask --url {urls[0]} \"restart logger on coolest node\"")

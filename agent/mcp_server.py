@@ -42,11 +42,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudisense.agent import AuditLog, default_audit_path
+from . import AuditLog, default_audit_path
 from cloudisense.node._text import printable
-from cloudisense.agent.pending import PendingError, PendingStore, audit_plan, plan_for_call, run_plan
+from .pending import PendingError, PendingStore, audit_plan, plan_for_call, run_plan
 
-from . import (TOOLS, BroadcastArgs, CallArgs, ClusterConnection, ToolError, Toolbox, error_dict, fetch_cluster,
+from cloudisense.tools import (TOOLS, BroadcastArgs, CallArgs, ClusterConnection, ToolError, Toolbox, error_dict, fetch_cluster,
                fetch_describe, summary_of, to_text)
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,113 @@
+"""The import rule (docs/architecture.md): node < tools < agent < tui, and no cycles.
+
+Every import is read from the source (AST), top-level or inside a function, plus module names in
+strings (``importlib.import_module("cloudisense.agent…")``, ``python -m cloudisense.tui…``): a lazy
+import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("node", "tools", "agent", "tui", "prompts")
+#: what each package may import (besides itself)
+ALLOWED = {
+    "node": set(),
+    "prompts": set(),
+    "tools": {"node", "prompts"},
+    "agent": {"node", "tools", "prompts"},
+    "tui": {"node", "tools", "agent", "prompts"},
+}
+NAME_IN_STRING = re.compile(r"\bcloudisense\.(node|tools|agent|tui|prompts)\b")
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["cloudisense", *parts])
+
+
+def imports_of(path: Path, mod: str = "") -> set[str]:
+    """Every cloudisense.* module ``path`` (module ``mod``) names: absolute, relative and in strings."""
+    mod = mod or module_name(path)
+    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.update(f"cloudisense.{m.group(1)}" for m in NAME_IN_STRING.finditer(node.value))
+    return {f for f in found if f.startswith("cloudisense.")}
+
+
+def package_of(module: str) -> str:
+    return module.split(".")[1]
+
+
+def sources() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_the_scan_sees_relative_lazy_and_string_imports(tmp_path):
+    # the rule is only as good as the scan: check it on a file that hides its imports three ways
+    probe = tmp_path / "probe.py"
+    probe.write_text("from ..agent import x\n"
+                     "def f():\n    from cloudisense.tui import app\n"
+                     "CMD = ['python', '-m', 'cloudisense.tools.mcp']\n", encoding="utf-8")
+    found = {package_of(m) for m in imports_of(probe, "cloudisense.node.probe")}
+    assert {"agent", "tui", "tools"} <= found
+
+
+def test_each_package_imports_only_the_layers_below_it():
+    wrong = []
+    for path in sources():
+        own = package_of(module_name(path))
+        for target in sorted(imports_of(path)):
+            other = package_of(target)
+            if other != own and other not in ALLOWED[own]:
+                wrong.append(f"{path.relative_to(ROOT)} imports {target} ({own} may import "
+                             f"{sorted(ALLOWED[own]) or 'nothing of ours'})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles_between_packages():
+    edges: dict[str, set[str]] = {p: set() for p in PACKAGES}
+    for path in sources():
+        own = package_of(module_name(path))
+        edges[own].update(package_of(t) for t in imports_of(path) if package_of(t) != own)
+    # a depth-first search for a back edge
+    state: dict[str, int] = {}
+
+    def visit(p: str, trail: list[str]) -> list[str] | None:
+        state[p] = 1
+        for q in sorted(edges[p]):
+            if state.get(q) == 1:
+                return [*trail, p, q]
+            if q not in state and (cycle := visit(q, [*trail, p])):
+                return cycle
+        state[p] = 2
+        return None
+
+    for p in PACKAGES:
+        if p not in state:
+            cycle = visit(p, [])
+            assert cycle is None, " -> ".join(cycle)
