@@ -177,7 +177,7 @@ class Federation:
 
     def __init__(self, *, node_id: str, url: str, keepalive: int, connect_timeout: float,
                  will: Callable[[], tuple[str, bytes]],
-                 on_envelopes: Callable[[str, list[dict[str, Any]]], None],
+                 on_envelopes: Callable[[str, Any, bytes | None], None],
                  on_connected: Callable[[], None], on_disconnected: Callable[[str], None],
                  on_fatal: Callable[[str], None],
                  username: str = "", password: str = "",
@@ -247,7 +247,7 @@ class Federation:
 
     # --- API used by the node -----------------------------------------------
 
-    def route(self, on_envelopes: Callable[[str, list[dict[str, Any]]], None],
+    def route(self, on_envelopes: Callable[[str, Any, bytes | None], None],
               on_connected: Callable[[], None]) -> None:
         """Hand what arrives, and each (re)connection, to new callbacks: the join is done."""
         self._on_envelopes = on_envelopes
@@ -403,8 +403,9 @@ class Federation:
         can be) to the node, which decides what of it may come in."""
         async for msg in client.messages:
             self.counters["rx_messages"] += 1
+            payload = msg.payload
             try:
-                obj = loads(msg.payload)
+                obj = loads(payload)
             except (ValueError, TypeError, RecursionError):
                 self.counters["malformed"] += 1
                 self._warn.warning("non_json", "dropped a non-JSON message on %s (counted as "
@@ -412,7 +413,7 @@ class Federation:
                 continue
             self.counters["rx_envelopes"] += len(obj) if isinstance(obj, list) else 1
             try:
-                self._on_envelopes(msg.topic.value, obj)
+                self._on_envelopes(msg.topic.value, obj, payload if type(payload) is bytes else None)
             except Exception:  # noqa: BLE001 - one bad message must not stop the receive loop
                 self._warn.log(logging.ERROR, "handler_failed", "handling a message on %s failed",
                                printable(msg.topic.value, limit=200), exc_info=True)

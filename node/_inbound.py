@@ -98,8 +98,9 @@ class Inbound:
         self._ids: set[str] = set()     # ids that passed node_id_error (a regex per envelope is ~0.3 µs)
         self._log = RateLimitedLog(log)
 
-    def admit(self, obj: Any) -> list[dict[str, Any]]:
-        """The envelopes of one MQTT message the node may route; [] when the message is refused."""
+    def admit(self, obj: Any, raw: bytes | None = None) -> list[dict[str, Any]]:
+        """The envelopes of one MQTT message the node may route; [] when the message is refused.
+        ``raw``: the bytes ``obj`` was parsed from (the verifier checks authenticators over them)."""
         verifier = self.verifier
         sealed = False
         if type(obj) is dict:
@@ -110,12 +111,13 @@ class Inbound:
                     return []
                 if self._too_large(envs):
                     return []
-                if verifier is not None and verifier.verify_batch(obj) is not None:
+                if verifier is not None and verifier.verify_batch(obj, raw=raw) is not None:
                     return []   # counted (each envelope) and logged by the verifier
                 sealed = True
             else:
                 envs = [obj]
         elif type(obj) is list:
+            raw = None   # each envelope of an array has its own authenticator: checked in canonical form
             if self._too_large(obj):
                 return []
             envs = obj
@@ -130,7 +132,7 @@ class Inbound:
             kind = env.get("kind")
             known = type(kind) is str and kind in self.kinds
             if (verifier is not None and not sealed
-                    and verifier.verify(env, fresh=not (known and kind in RETAINED)) is not None):
+                    and verifier.verify(env, fresh=not (known and kind in RETAINED), raw=raw) is not None):
                 return []   # counted and logged by the verifier
             frm = env.get("from")
             if type(frm) is not str or frm not in self._ids:

@@ -216,9 +216,10 @@ class Peers:
 
     # --- inbound -----------------------------------------------------------------------
 
-    def on_envelopes(self, topic: str, message: Any) -> None:
-        """Route what one MQTT message carried (an envelope, a batch or an array), once the edge admitted it."""
-        for env in self.inbound.admit(message):
+    def on_envelopes(self, topic: str, message: Any, raw: bytes | None = None) -> None:
+        """Route what one MQTT message carried (an envelope, a batch or an array), once the edge admitted it.
+        ``raw``: the message's bytes (authenticators are checked over them)."""
+        for env in self.inbound.admit(message, raw):
             kind, frm = env["kind"], env["from"]
             if kind in RETAINED and frm != self.id:
                 # retained and verified without the replay window: keep only newer ones
@@ -477,7 +478,7 @@ class Peers:
                 f"node id {self.id!r} is already online (host {st.get('host', '?')}, pid {st.get('pid', '?')}, "
                 f"ws {st.get('ws', '?')}, last heartbeat {age:.1f} s ago); choose another --id or stop that node")
 
-    def _on_envelopes_first(self, topic: str, message: Any) -> None:
+    def _on_envelopes_first(self, topic: str, message: Any, raw: bytes | None = None) -> None:
         """Before we join: only look for another node with our id."""
         envs = message if isinstance(message, list) else [message]
         for env in envs[:MAX_ENVELOPES]:

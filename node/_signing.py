@@ -146,6 +146,28 @@ def batch_canonical(sender: str, to: str | None, envs: Iterable[bytes]) -> bytes
             + dumpb(to) + b',"v":1}')
 
 
+def sealed_part(raw: bytes, sig: object, mac: object) -> bytes | None:
+    """The bytes a sender authenticated, cut from the message ``raw`` it sent, or ``None``.
+
+    A :class:`Sealer` writes its canonical bytes with the closing ``}`` replaced
+    by ``,"mac":"…"}`` (or ``"sig"``).  When ``raw`` ends in exactly that field,
+    holding the value the parsed message has, the bytes before it plus ``}`` are
+    what was MAC'd or signed: checking them spares re-serialising the message.
+    The receiver acts on what it parsed from these same bytes, so nothing can
+    be changed without the check failing.  Bytes laid out otherwise (spaces, the
+    field elsewhere) give ``None``, and bytes this check refuses are checked
+    again in canonical form: another encoding of a genuine envelope (an older
+    node's) still passes, anything else fails both.
+    """
+    name, value = (b"mac", mac) if mac is not None else (b"sig", sig)
+    if type(value) is not str or not value.isascii():
+        return None
+    tail = b',"' + name + b'":"' + value.encode() + b'"}'
+    if not raw.endswith(tail):
+        return None
+    return raw[:-len(tail)] + b"}"
+
+
 def is_multicast(env: Mapping[str, Any]) -> bool:
     """Read by many (an event, presence, state, or a call to ``*``): only a signature will do."""
     to, kind = env.get("to"), env.get("kind")
@@ -354,10 +376,11 @@ class Sealer:
 
     def prepare(self, env: dict[str, Any]) -> Any:
         """What :meth:`pack` needs of ``env`` (opaque to the caller)."""
-        if self.unicast == "sig":
-            return dumpb(self._signer.sign(env))
         if env.get("from") != self.node_id:
             raise ValueError(f"envelope 'from' is {env.get('from')!r}, but this sealer is {self.node_id!r}")
+        if self.unicast == "sig":   # each envelope signed on its own: its canonical bytes, the sig spliced in
+            data = canonical(env)
+            return data[:-1] + b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
         return canonical(env), (None if is_multicast(env) else env["to"])
 
     def pack(self, items: list[Any]) -> bytes:
@@ -656,28 +679,30 @@ class Verifier:
                 out.append(env)
         return out
 
-    def verify(self, env: Any, *, fresh: bool = True) -> Reason | None:
+    def verify(self, env: Any, *, fresh: bool = True, raw: bytes | None = None) -> Reason | None:
         """``None`` if ``env`` is accepted, else the :class:`Reason` it was dropped for.
 
         ``fresh=False`` (retained presence/state, legitimately old) skips the
-        stale and replay checks and is not remembered.  Every rejection is
-        counted and logged (rate-limited) through :meth:`note_rejection`.
+        stale and replay checks and is not remembered.  ``raw``: the bytes
+        ``env`` was parsed from, if it was a whole MQTT message (see
+        :func:`sealed_part`).  Every rejection is counted and logged
+        (rate-limited) through :meth:`note_rejection`.
         """
-        reason = self._check(env, fresh)
+        reason = self._check(env, fresh, raw)
         if reason is None:
             self.accepted += 1
         else:
             self.note_rejection(env.get("from") if isinstance(env, dict) else None, reason)
         return reason
 
-    def verify_batch(self, batch: Any) -> Reason | None:
+    def verify_batch(self, batch: Any, *, raw: bytes | None = None) -> Reason | None:
         """``None`` if every envelope of ``batch`` is accepted, else the first :class:`Reason` found.
 
         One authenticator covers the batch; each envelope is still checked for
         its ``to``, freshness and replay.  A rejected batch counts each of its
         envelopes under the reason (and logs once); nothing of it is remembered.
         """
-        reason = self._check_batch(batch)
+        reason = self._check_batch(batch, raw)
         envs = batch.get("envs") if isinstance(batch, dict) else None
         n = len(envs) if isinstance(envs, list) and envs else 1
         if reason is None:
@@ -691,7 +716,7 @@ class Verifier:
 
     # --- the checks ------------------------------------------------------------------
 
-    def _check(self, env: Any, fresh: bool) -> Reason | None:
+    def _check(self, env: Any, fresh: bool, raw: bytes | None = None) -> Reason | None:
         if not isinstance(env, dict):
             return Reason.MALFORMED
         sig, mac = _present(env.get("sig")), _present(env.get("mac"))
@@ -706,12 +731,15 @@ class Verifier:
             return Reason.MULTICAST_MAC
         if sender not in self.trust:
             return Reason.UNKNOWN_SENDER
-        try:
-            data = canonical(env)
-        except (TypeError, ValueError, RecursionError):  # unencodable, lone surrogate, too deep
-            return Reason.MALFORMED
-        if not self._authentic(sender, data, sig, mac):
-            return Reason.BAD_SIGNATURE
+        sealed = sealed_part(raw, sig, mac) if raw is not None else None
+        if sealed is None or not self._authentic(sender, sealed, sig, mac):
+            # not the bytes a Sealer writes (another encoding of the envelope, an older node): the canonical form
+            try:
+                data = canonical(env)
+            except (TypeError, ValueError, RecursionError):  # unencodable, lone surrogate, too deep
+                return Reason.MALFORMED
+            if data == sealed or not self._authentic(sender, data, sig, mac):
+                return Reason.BAD_SIGNATURE
         if self.node_id is not None:
             to = env.get("to")
             if to is not None and to != "*" and to != self.node_id:
@@ -729,7 +757,7 @@ class Verifier:
         seen.add(k, ts + self.window)
         return None
 
-    def _check_batch(self, batch: Any) -> Reason | None:
+    def _check_batch(self, batch: Any, raw: bytes | None = None) -> Reason | None:
         if not isinstance(batch, dict):
             return Reason.MALFORMED
         sig, mac = _present(batch.get("sig")), _present(batch.get("mac"))
@@ -751,12 +779,14 @@ class Verifier:
             return Reason.MULTICAST_MAC
         if sender not in self.trust:
             return Reason.UNKNOWN_SENDER
-        try:
-            data = batch_canonical(sender, to, [canonical(e) for e in envs])
-        except (TypeError, ValueError, RecursionError):
-            return Reason.MALFORMED
-        if not self._authentic(sender, data, sig, mac):
-            return Reason.BAD_SIGNATURE
+        sealed = sealed_part(raw, sig, mac) if raw is not None else None
+        if sealed is None or not self._authentic(sender, sealed, sig, mac):
+            try:
+                data = batch_canonical(sender, to, [canonical(e) for e in envs])
+            except (TypeError, ValueError, RecursionError):
+                return Reason.MALFORMED
+            if data == sealed or not self._authentic(sender, data, sig, mac):
+                return Reason.BAD_SIGNATURE
         me = self.node_id
         now = self.clock()
         window = self.window

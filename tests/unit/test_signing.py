@@ -1072,3 +1072,85 @@ def test_any_mutation_of_a_macd_envelope_is_rejected(seeded, body, mutation):
     assert b.verifier.verify(copy.deepcopy(original)) is None
     b = Peer(seeded, "node-b", clock)
     assert b.verifier.verify(mutated) is not None
+
+
+# --------------------------------------------------------------------------- checked over the bytes received
+#
+# A receiver checks the MAC or signature over the bytes that came (the sender splices the authenticator
+# into its canonical bytes, so they are the canonical bytes plus one field): no re-serialisation on the hot
+# path.  What it then acts on is parsed from those same bytes, so any byte an attacker changes, adds or
+# moves must fail; bytes that only *encode* the same envelope differently fall back to the canonical check.
+
+def raw_check(verifier, raw: bytes):
+    obj = json.loads(raw)
+    if obj.get("kind") == "batch":
+        return verifier.verify_batch(obj, raw=raw)
+    return verifier.verify(obj, raw=raw)
+
+
+@pytest.mark.parametrize("kind", ["mac", "sig", "mac-batch", "sig-batch"])
+def test_the_bytes_a_sender_sealed_pass_and_any_edit_of_them_fails(peers, kind):
+    a = peers["node-a"]
+    envs = ([unicast(id_="1")] if kind == "mac" else [event(id_="1")] if kind == "sig"
+            else [unicast(id_="1"), unicast(id_="2")] if kind == "mac-batch" else [event(id_="1"), event(id_="2")])
+    raw = a.sealer.wire(envs)
+    auth = "mac" if kind.startswith("mac") else "sig"
+    edits = {
+        # a field appended after the authenticator: the parsed envelope would carry it
+        "appended": raw[:-1] + b',"body":{"service":"supervisor","method":"restart"}}',
+        # a duplicate key put last: JSON keeps the last
+        "dup last": raw[:-1] + b',"to":"node-c"}' if b'"to":"node-b"' in raw else raw[:-1] + b',"from":"node-c"}',
+        # a value edited in place
+        "edited": raw.replace(b'"node-a"', b'"node-c"', 1) if b'"from":"node-a"' in raw else raw + b"x",
+        # an escaped spelling of a character the sender wrote plainly
+        "escaped": raw.replace(b'"v":1', b'"\\u0076":2', 1),
+    }
+    for what, bad in edits.items():
+        b = peers["node-b"]
+        v = Verifier(b.trust, window=30.0, clock=b.verifier.clock, keys=b.keys)
+        try:
+            json.loads(bad)
+        except ValueError:
+            continue   # not JSON: the edge drops it before any check
+        assert raw_check(v, bad) is not None, f"{kind}: {what} was accepted: {bad!r}"
+    b = peers["node-b"]
+    assert raw_check(b.verifier, raw) is None
+
+
+def test_bytes_that_encode_the_sealed_envelope_differently_are_still_checked(peers):
+    # whitespace the sender did not write, or the authenticator elsewhere: not the sealed bytes, so the
+    # canonical form is checked (and passes: the envelope is the one the sender sealed)
+    a, b = peers["node-a"], peers["node-b"]
+    raw = a.sealer.wire([unicast(id_="1")])
+    spaced = json.dumps(json.loads(raw), indent=1).encode()
+    assert raw_check(b.verifier, spaced) is None
+    head, tag = raw.rsplit(b',"mac":', 1)
+    moved = b'{"mac":' + tag[:-1] + b"," + head[1:] + b"}"    # the authenticator first: the same fields
+    assert raw_check(Verifier(b.trust, window=30.0, clock=b.verifier.clock, keys=b.keys), moved) is None
+    dup_first = b'{"to":"node-c",' + raw[1:]                  # JSON keeps the last "to": the same envelope
+    assert raw_check(Verifier(b.trust, window=30.0, clock=b.verifier.clock, keys=b.keys), dup_first) is None
+    forged = json.dumps({**json.loads(raw), "body": {"service": "x"}}, indent=1).encode()
+    assert raw_check(Verifier(b.trust, window=30.0, clock=b.verifier.clock, keys=b.keys), forged) is not None
+
+
+def test_a_mac_over_received_bytes_is_still_bound_to_the_pair_and_the_receiver(peers):
+    a, b, c = peers["node-a"], peers["node-b"], peers["node-c"]
+    raw = a.sealer.wire([unicast(id_="1")])
+    assert raw_check(c.verifier, raw) is Reason.BAD_SIGNATURE           # K_AB is not K_AC
+    forged = c.sealer.wire([unicast(frm="node-c", id_="2")]).replace(b'"from":"node-c"', b'"from":"node-a"')
+    assert raw_check(b.verifier, forged) is Reason.BAD_SIGNATURE        # C posing as A with K_BC
+    assert raw_check(b.verifier, raw) is None
+    assert raw_check(b.verifier, raw) is Reason.REPLAYED
+
+
+def test_the_bytes_a_sealer_wrote_are_checked_without_re_serialising(peers, monkeypatch):
+    import cloudisense.node._signing as signing
+    a, b = peers["node-a"], peers["node-b"]
+    single, batch = a.sealer.wire([unicast(id_="1")]), a.sealer.wire([unicast(id_="2"), unicast(id_="3")])
+    legacy = Sealer(a.signer, a.keys, unicast="sig").wire([unicast(id_="4")])
+
+    def no(*_a, **_k):
+        raise AssertionError("re-serialised a message whose bytes were the sealed ones")
+
+    monkeypatch.setattr(signing, "canonical", no)
+    assert [raw_check(b.verifier, r) for r in (single, batch, legacy)] == [None, None, None]
