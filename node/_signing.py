@@ -620,6 +620,18 @@ class _SeenCache:
         return len(self._d)
 
 
+def _authenticator(obj: Any) -> tuple[str | None, str | None] | Reason:
+    """``(sig, mac)`` of an envelope or batch (exactly one a string), or why there is none usable."""
+    if not isinstance(obj, dict):
+        return Reason.MALFORMED
+    sig, mac = _present(obj.get("sig")), _present(obj.get("mac"))
+    if sig is None and mac is None:
+        return Reason.UNSIGNED
+    if (sig is not None and mac is not None) or not isinstance(sig if mac is None else mac, str):
+        return Reason.MALFORMED
+    return sig, mac
+
+
 def _is_timestamp(ts: object) -> bool:
     """A finite float or an int a float holds exactly (not a bool, not 10**400)."""
     t = type(ts)
@@ -717,29 +729,19 @@ class Verifier:
     # --- the checks ------------------------------------------------------------------
 
     def _check(self, env: Any, fresh: bool, raw: bytes | None = None) -> Reason | None:
-        if not isinstance(env, dict):
-            return Reason.MALFORMED
-        sig, mac = _present(env.get("sig")), _present(env.get("mac"))
-        if sig is None and mac is None:
-            return Reason.UNSIGNED
+        auth = _authenticator(env)
+        if isinstance(auth, Reason):
+            return auth
+        sig, mac = auth
         sender, env_id, ts = env.get("from"), env.get("id"), env.get("ts")
-        if (type(sender) is not str or type(env_id) is not str or len(env_id) > MAX_ID_LEN
-                or not _is_timestamp(ts) or (sig is not None and mac is not None)
-                or not isinstance(sig if mac is None else mac, str)):
+        if type(sender) is not str or type(env_id) is not str or len(env_id) > MAX_ID_LEN or not _is_timestamp(ts):
             return Reason.MALFORMED
         if mac is not None and is_multicast(env):
             return Reason.MULTICAST_MAC
         if sender not in self.trust:
             return Reason.UNKNOWN_SENDER
-        sealed = sealed_part(raw, sig, mac) if raw is not None else None
-        if sealed is None or not self._authentic(sender, sealed, sig, mac):
-            # not the bytes a Sealer writes (another encoding of the envelope, an older node): the canonical form
-            try:
-                data = canonical(env)
-            except (TypeError, ValueError, RecursionError):  # unencodable, lone surrogate, too deep
-                return Reason.MALFORMED
-            if data == sealed or not self._authentic(sender, data, sig, mac):
-                return Reason.BAD_SIGNATURE
+        if reason := self._authentic_message(sender, raw, sig, mac, lambda: canonical(env)):
+            return reason
         if self.node_id is not None:
             to = env.get("to")
             if to is not None and to != "*" and to != self.node_id:
@@ -758,14 +760,12 @@ class Verifier:
         return None
 
     def _check_batch(self, batch: Any, raw: bytes | None = None) -> Reason | None:
-        if not isinstance(batch, dict):
-            return Reason.MALFORMED
-        sig, mac = _present(batch.get("sig")), _present(batch.get("mac"))
-        if sig is None and mac is None:
-            return Reason.UNSIGNED
+        auth = _authenticator(batch)
+        if isinstance(auth, Reason):
+            return auth
+        sig, mac = auth
         sender, to, envs = batch.get("from"), batch.get("to"), batch.get("envs")
         if (type(sender) is not str or not (to is None or type(to) is str)
-                or (sig is not None and mac is not None) or not isinstance(sig if mac is None else mac, str)
                 or batch.keys() - _AUTH != _BATCH_KEYS or batch.get("v") != 1
                 or type(envs) is not list or not 0 < len(envs) <= MAX_BATCH_ENVELOPES):
             return Reason.MALFORMED
@@ -779,14 +779,9 @@ class Verifier:
             return Reason.MULTICAST_MAC
         if sender not in self.trust:
             return Reason.UNKNOWN_SENDER
-        sealed = sealed_part(raw, sig, mac) if raw is not None else None
-        if sealed is None or not self._authentic(sender, sealed, sig, mac):
-            try:
-                data = batch_canonical(sender, to, [canonical(e) for e in envs])
-            except (TypeError, ValueError, RecursionError):
-                return Reason.MALFORMED
-            if data == sealed or not self._authentic(sender, data, sig, mac):
-                return Reason.BAD_SIGNATURE
+        if reason := self._authentic_message(sender, raw, sig, mac,
+                                             lambda: batch_canonical(sender, to, [canonical(e) for e in envs])):
+            return reason
         me = self.node_id
         now = self.clock()
         window = self.window
@@ -804,6 +799,21 @@ class Verifier:
             ids.add(env["id"])
         for env in envs:   # all passed: remember them all
             seen.add((sender, env["id"]), env["ts"] + window)
+        return None
+
+    def _authentic_message(self, sender: str, raw: bytes | None, sig: str | None, mac: str | None,
+                           canonical_form: Callable[[], bytes]) -> Reason | None:
+        """Whether the message (its bytes ``raw`` if known) is authentic: over the bytes a Sealer wrote
+        when ``raw`` is them, else (another encoding, an older node) over ``canonical_form()``."""
+        sealed = sealed_part(raw, sig, mac) if raw is not None else None
+        if sealed is not None and self._authentic(sender, sealed, sig, mac):
+            return None
+        try:
+            data = canonical_form()
+        except (TypeError, ValueError, RecursionError):  # unencodable, lone surrogate, too deep
+            return Reason.MALFORMED
+        if data == sealed or not self._authentic(sender, data, sig, mac):
+            return Reason.BAD_SIGNATURE
         return None
 
     def _authentic(self, sender: str, data: bytes, sig: str | None, mac: str | None) -> bool:

@@ -142,6 +142,7 @@ fields = st.fixed_dictionaries({}, optional={
 _fuzzed = Inbound("me", KINDS)   # one for every example: its log stays rate-limited
 
 
+@pytest.mark.timeout(180)   # 1,500 examples: ~15 s alone, several times that on a loaded machine
 @given(st.lists(fields | json_values, max_size=4) | fields | json_values)
 @settings(max_examples=1500, deadline=None)
 def test_whatever_comes_in_only_well_formed_envelopes_pass(message):
