@@ -174,3 +174,26 @@ class Cluster:
         return problems
 
 
+
+
+# ---- the pairwise MAC key, written out independently of node/_signing.py (docs/security.md) -------------
+
+MAC_CONTEXT = b"cloudisense/v1 pairwise envelope MAC key"
+_P = 2**255 - 19
+
+
+def independent_pairwise_key(seed: bytes, node_id: str, peer_pub: bytes, peer_id: str) -> bytes:
+    """K_AB as documented, without libsodium: RFC 7748 X25519 of the Ed25519 scalar (SHA-512 of the 32-byte
+    ``seed``, first half) and the peer's Montgomery u = (1 + y) / (1 - y) from its raw public key
+    ``peer_pub``, then BLAKE2b-256 keyed with the context over both ids in sorted order, each NUL-ended."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    y = int.from_bytes(peer_pub, "little") & ((1 << 255) - 1)
+    u = (1 + y) * pow(1 - y, _P - 2, _P) % _P
+    shared = X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32]).exchange(
+        X25519PublicKey.from_public_bytes(u.to_bytes(32, "little")))
+    lo, hi = sorted((node_id, peer_id))
+    return hashlib.blake2b(shared + lo.encode() + b"\0" + hi.encode() + b"\0", digest_size=32,
+                           key=MAC_CONTEXT).digest()

@@ -33,9 +33,8 @@ import psutil
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from support import async_wait_until, wait_until
+from support import async_wait_until, independent_pairwise_key, wait_until
 from wsutil import next_event, open_ws, request
 
 pytestmark = pytest.mark.timeout(90)
@@ -52,24 +51,13 @@ def canonical(env: dict[str, Any]) -> bytes:
                       separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-MAC_CONTEXT = b"cloudisense/v1 pairwise envelope MAC key"
-_P = 2**255 - 19
-
-
 def pair_key(key_path: Path, node_id: str, peer_pub: Path, peer_id: str) -> bytes:
-    """K_AB as docs/security.md defines it: X25519 of the Ed25519 keys (RFC 7748 scalar from the seed,
-    Montgomery u of the peer's point), then BLAKE2b-256 keyed with the context over the ids."""
+    """K_AB as docs/security.md defines it, from the key files (support.independent_pairwise_key)."""
     seed = load_key(key_path).private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                             serialization.NoEncryption())
     pub = serialization.load_pem_public_key(peer_pub.read_bytes()).public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    y = int.from_bytes(pub, "little") & ((1 << 255) - 1)
-    u = (1 + y) * pow(1 - y, _P - 2, _P) % _P
-    shared = X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32]).exchange(
-        X25519PublicKey.from_public_bytes(u.to_bytes(32, "little")))
-    lo, hi = sorted((node_id, peer_id))
-    return hashlib.blake2b(shared + lo.encode() + b"\0" + hi.encode() + b"\0", digest_size=32,
-                           key=MAC_CONTEXT).digest()
+    return independent_pairwise_key(seed, node_id, pub, peer_id)
 
 
 def mac(env: dict[str, Any], key: bytes) -> dict[str, Any]:

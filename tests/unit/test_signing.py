@@ -35,11 +35,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.asymmetric.x25519 import (
-    X25519PrivateKey,
-    X25519PublicKey,
-)
 from hypothesis import HealthCheck, assume, given, settings
+import support
+from support import independent_pairwise_key
 from hypothesis import strategies as st
 from nacl.bindings import crypto_sign_seed_keypair
 
@@ -619,24 +617,11 @@ def test_any_mutation_of_a_signed_envelope_is_rejected(signer_a, trust, body, mu
 SEEDS = {"node-a": bytes(range(32)), "node-b": bytes(range(32, 64)), "node-c": bytes(range(64, 96))}
 #: K(node-a, node-b) for the seeds above: pinned, so a change of the derivation can't go unnoticed.
 K_AB_HEX = "7bf0d16ef297dbaad71f7e5eae75d844aabaa9397875a6468a420e9f76c9ba70"
-_P = 2**255 - 19
 
 
 def _raw_pub(seed: bytes) -> bytes:
     return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def independent_pairwise_key(seed: bytes, node_id: str, peer_pub: bytes, peer_id: str) -> bytes:
-    """The documented derivation, without libsodium: RFC 7748 X25519 of the Ed25519 scalar
-    (SHA-512 of the seed, first half) and the peer's Montgomery u = (1 + y) / (1 - y)."""
-    y = int.from_bytes(peer_pub, "little") & ((1 << 255) - 1)
-    u = (1 + y) * pow(1 - y, _P - 2, _P) % _P
-    shared = X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32]).exchange(
-        X25519PublicKey.from_public_bytes(u.to_bytes(32, "little")))
-    lo, hi = sorted((node_id, peer_id))
-    return hashlib.blake2b(shared + lo.encode() + b"\0" + hi.encode() + b"\0", digest_size=32,
-                           key=MAC_CONTEXT).digest()
 
 
 def independent_mac(key: bytes, env: dict) -> str:
@@ -695,6 +680,7 @@ def test_known_answer_k_ab_for_fixed_keys_both_directions():
     k_ba = pairwise_key(pk["node-b"][1], "node-b", pk["node-a"][0], "node-a")
     assert k_ab.hex() == K_AB_HEX
     assert k_ba == k_ab
+    assert support.MAC_CONTEXT == MAC_CONTEXT   # the independent derivation uses the documented context
     assert independent_pairwise_key(SEEDS["node-a"], "node-a", _raw_pub(SEEDS["node-b"]), "node-b") == k_ab
     assert independent_pairwise_key(SEEDS["node-b"], "node-b", _raw_pub(SEEDS["node-a"]), "node-a") == k_ab
 
@@ -1094,7 +1080,6 @@ def test_the_bytes_a_sender_sealed_pass_and_any_edit_of_them_fails(peers, kind):
     envs = ([unicast(id_="1")] if kind == "mac" else [event(id_="1")] if kind == "sig"
             else [unicast(id_="1"), unicast(id_="2")] if kind == "mac-batch" else [event(id_="1"), event(id_="2")])
     raw = a.sealer.wire(envs)
-    auth = "mac" if kind.startswith("mac") else "sig"
     edits = {
         # a field appended after the authenticator: the parsed envelope would carry it
         "appended": raw[:-1] + b',"body":{"service":"supervisor","method":"restart"}}',
