@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,3 +43,24 @@ async def next_event(ws: ClientConnection, pred=lambda m: True, timeout: float =
             msg = json.loads(await ws.recv())
             if msg.get("type") == "event" and pred(msg):
                 return msg
+
+
+async def call(ws: ClientConnection, node: str | None, sm: str, params: dict[str, Any] | None = None,
+               timeout: float | None = None) -> dict[str, Any]:
+    """Call ``service.method`` (``sm``) on ``node`` (None: the node ``ws`` is on); the reply frame."""
+    service, method = sm.split(".")
+    frame: dict[str, Any] = {"type": "call", "id": uuid.uuid4().hex[:8], "service": service, "method": method,
+                             "params": params or {}}
+    if node is not None:
+        frame["node"] = node
+    if timeout is not None:
+        frame["timeout"] = timeout
+    return await request(ws, frame, timeout=(timeout or 10) + 5)
+
+
+async def result(ws: ClientConnection, node: str | None, sm: str, params: dict[str, Any] | None = None,
+                 timeout: float | None = None) -> Any:
+    """:func:`call`, which must succeed: its result."""
+    r = await call(ws, node, sm, params, timeout)
+    assert r["type"] == "result", r
+    return r["result"]

@@ -25,7 +25,7 @@ import uuid
 import pytest
 
 from support import async_wait_until
-from wsutil import open_ws, request
+from wsutil import call, open_ws, request, result
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -51,21 +51,6 @@ def call_env(frm, to, service="node", method="ping", **extra):
 async def hello(ws, token):
     r = await request(ws, {"type": "hello", "id": "h", "token": token})
     assert r["type"] == "welcome", r
-
-
-async def call(ws, node, sm, params=None, timeout=5):
-    service, method = sm.split(".")
-    frame = {"type": "call", "id": uuid.uuid4().hex[:8], "service": service, "method": method,
-             "params": params or {}, "timeout": timeout}
-    if node is not None:
-        frame["node"] = node
-    return await request(ws, frame, timeout=timeout + 5)
-
-
-async def result(ws, node, sm, params=None):
-    r = await call(ws, node, sm, params)
-    assert r["type"] == "result", r
-    return r["result"]
 
 
 async def fed_stats(ws) -> dict:

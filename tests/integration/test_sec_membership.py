@@ -22,23 +22,12 @@ import uuid
 import pytest
 
 from support import LOGGER, async_wait_until
-from wsutil import open_ws, request
+from wsutil import open_ws, result
 
 pytestmark = pytest.mark.timeout(150)
 
 HOST, PORT = "127.0.0.1", 1883
 BROKER = f"mqtt://{HOST}:{PORT}"
-
-
-async def result(ws, node, sm, params=None, timeout=10):
-    service, method = sm.split(".")
-    frame = {"type": "call", "id": uuid.uuid4().hex[:8], "service": service, "method": method,
-             "params": params or {}, "timeout": timeout}
-    if node is not None:
-        frame["node"] = node
-    r = await request(ws, frame, timeout=timeout + 5)
-    assert r["type"] == "result", r
-    return r["result"]
 
 
 async def rejected(ws) -> dict[str, int]:

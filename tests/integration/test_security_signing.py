@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from support import async_wait_until, independent_pairwise_key, wait_until
-from wsutil import next_event, open_ws, request
+from wsutil import call, next_event, open_ws, request, result
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -192,23 +192,6 @@ def keys(tmp_path) -> dict[str, Path]:
 
 def secured(keys: dict[str, Path], node_id: str) -> dict[str, Any]:
     return {"security": {"key": str(keys[node_id]), "trust": str(keys["trust"]), "replay_window": 30.0}}
-
-
-async def call(ws, node, sm, params=None, timeout=None):
-    service, method = sm.split(".")
-    frame = {"type": "call", "id": uuid.uuid4().hex[:8], "service": service, "method": method,
-             "params": params or {}}
-    if node is not None:
-        frame["node"] = node
-    if timeout is not None:
-        frame["timeout"] = timeout
-    return await request(ws, frame, timeout=(timeout or 10) + 5)
-
-
-async def result(ws, node, sm, params=None):
-    r = await call(ws, node, sm, params)
-    assert r["type"] == "result", r
-    return r["result"]
 
 
 async def until_online(ws, ids, timeout=15):
