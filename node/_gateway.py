@@ -609,6 +609,9 @@ class Gateway:
             return ops_http(self, conn, req, path)
         if path == "/pubkey":
             return _pubkey(self.node)
+        if path in LIB_FILES:   # the browser library (clients/js/), importable from pages on any origin
+            data = resources.files("cloudisense.node.lib").joinpath(path.removeprefix("/lib/")).read_bytes()
+            return _response(200, data, LIB_FILES[path])
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
             sub = ("vendor",) if name.startswith("vendor/") else ()   # static/vendor/: third-party files
@@ -628,6 +631,11 @@ class Gateway:
         headers = resp.headers
         for k, v in SECURITY_HEADERS:
             headers[k] = v
+        if resp.status_code == 200 and req.path.split("?", 1)[0] in LIB_FILES:
+            # Public code with no secrets: a page on another origin may import it (the socket it then
+            # opens still needs that origin in ws.allowed_origins).
+            headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+            headers["Access-Control-Allow-Origin"] = "*"
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -660,6 +668,9 @@ class Gateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._server = None
 
+
+#: GET path -> content type of the files of clients/js/ (the package cloudisense.node.lib) the node serves.
+LIB_FILES = {"/lib/cloudisense.mjs": "text/javascript", "/lib/cloudisense.d.ts": "application/typescript"}
 
 _REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
             503: "Service Unavailable"}
