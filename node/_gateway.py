@@ -629,12 +629,12 @@ class Gateway:
     def _secure(self, conn: ServerConnection, req: Request, resp: Response) -> None:
         """Every response the node sends, its own or websockets' (426, 400, 101), gets the headers."""
         headers = resp.headers
+        # The browser library is public code with no secrets: a page on another origin may import it
+        # (the socket it then opens still needs that origin in ws.allowed_origins).
+        lib = resp.status_code == 200 and req.path.split("?", 1)[0] in LIB_FILES
         for k, v in SECURITY_HEADERS:
-            headers[k] = v
-        if resp.status_code == 200 and req.path.split("?", 1)[0] in LIB_FILES:
-            # Public code with no secrets: a page on another origin may import it (the socket it then
-            # opens still needs that origin in ws.allowed_origins).
-            headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+            headers[k] = "cross-origin" if lib and k == "Cross-Origin-Resource-Policy" else v
+        if lib:
             headers["Access-Control-Allow-Origin"] = "*"
 
     def stop_accepting(self) -> None:
