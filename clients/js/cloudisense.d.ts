@@ -7,7 +7,7 @@ export declare const PROTOCOL: 1;
  *  dropped before the answer, or none came up within the timeout), `closed` (client.close() was called). */
 export declare class RpcError extends Error {
   constructor(code: string, message?: string, node?: string);
-  readonly code: ErrorCode | "disconnected" | "closed" | "conflict" | (string & {});
+  readonly code: ErrorCode | "disconnected" | "closed" | (string & {});
   /** The node's message, without the code. */
   readonly detail: string;
   /** The node that answered the error, when the reply named one. */
@@ -54,12 +54,7 @@ export interface CallOptions {
   timeout?: number;
 }
 
-/** Who called a client-offered method. */
-export interface Caller {
-  node: string;
-  client?: string;
-}
-
+/** Answers a call to a client-offered method; `caller` is the invoke frame's (who called). */
 export type MethodHandler<P = Record<string, unknown>, R = unknown> =
   (params: P, context: { caller: Caller; timeout?: number }) => R | Promise<R>;
 
@@ -137,12 +132,26 @@ export type ErrorCode =
   | "invalid_params"
   | "timeout"
   | "overloaded"
+  | "conflict"
   | "internal"
 ;
+
+export interface Caller {
+  /** the node the call came from */
+  node: string;
+  /** the calling client's name, when it is connected to this node */
+  client?: string | null;
+}
 
 export interface WireError {
   code: string;
   message: string;
+}
+
+export interface YieldError {
+  /** one of the error codes; any other becomes 'internal' */
+  code: string;
+  message?: string;
 }
 
 // Client → node
@@ -190,12 +199,44 @@ export interface PublishFrame {
   data?: unknown;
 }
 
+/** Offer ``service.method`` from this client (operators only); the node sends it ``invoke`` frames. */
+export interface RegisterFrame {
+  type: "register";
+  id: string | number;
+  service: string;
+  method: string;
+  /** JSON Schema of the params (shown to callers and the agent) */
+  params?: Record<string, unknown>;
+  /** whether a call may change state (viewers may not call it; the agent asks approval) */
+  mutates?: boolean;
+  description?: string;
+}
+
+/** Withdraw a method this client registered. */
+export interface UnregisterFrame {
+  type: "unregister";
+  id: string | number;
+  service: string;
+  method: string;
+}
+
+/** The client's answer to an ``invoke``: ``result``, or ``error``. No reply frame. */
+export interface YieldFrame {
+  type: "yield";
+  invocation: string;
+  result?: unknown;
+  error?: YieldError | null;
+}
+
 export type ClientFrame =
   | HelloFrame
   | CallFrame
   | SubscribeFrame
   | UnsubscribeFrame
   | PublishFrame
+  | RegisterFrame
+  | UnregisterFrame
+  | YieldFrame
 ;
 
 // Node → client
@@ -255,6 +296,31 @@ export interface DroppedFrame {
   total: number;
 }
 
+export interface RegisteredFrame {
+  type: "registered";
+  id: string | number;
+  service: string;
+  method: string;
+}
+
+export interface UnregisteredFrame {
+  type: "unregistered";
+  id: string | number;
+}
+
+/** A call of a method this client registered; answer it with ``yield``. */
+export interface InvokeFrame {
+  type: "invoke";
+  /** node-chosen id; the yield's key */
+  invocation: string;
+  service: string;
+  method: string;
+  params: Record<string, unknown>;
+  caller: Caller;
+  /** seconds left of the caller's deadline */
+  timeout: number;
+}
+
 export type NodeFrame =
   | WelcomeFrame
   | ResultFrame
@@ -264,6 +330,9 @@ export type NodeFrame =
   | PublishedFrame
   | EventFrame
   | DroppedFrame
+  | RegisteredFrame
+  | UnregisteredFrame
+  | InvokeFrame
 ;
 
 // END GENERATED FRAME TYPES
