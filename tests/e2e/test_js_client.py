@@ -126,7 +126,7 @@ def test_subscribe_to_a_remote_node_and_unsubscribe(pair, lib_page):
     assert page.evaluate("() => got.map((e) => e.data.n)") == [1]
 
 
-def test_reconnects_after_the_node_restarts_and_resumes_subscriptions(cluster, pair, lib_page):
+def test_reconnects_after_the_node_restarts_and_resumes_subscriptions_and_methods(cluster, pair, lib_page):
     a = pair["node-a"]
     page = lib_page(a)
     knows(page, "node-b")
@@ -134,6 +134,7 @@ def test_reconnects_after_the_node_restarts_and_resumes_subscriptions(cluster, p
         window.got = [];
         await c.subscribe("node-b", "js/#", (ev) => got.push(ev));
         await c.subscribe(null, "local/#", (ev) => got.push(ev));
+        await c.register("jsecho", "say", (params) => ({ said: params.text }), { mutates: false });
     }""")
     port = int(a.url.rsplit(":", 1)[1].split("/")[0])
     a.stop()
@@ -150,10 +151,12 @@ def test_reconnects_after_the_node_restarts_and_resumes_subscriptions(cluster, p
     side_a.evaluate("() => c.publish('local/after', {from: 'a'})")
     wait_js(page, "() => got.some((e) => e.node === 'node-b' && e.topic === 'js/after')", timeout=20)
     wait_js(page, "() => got.some((e) => e.node === 'node-a' && e.topic === 'local/after')")
+    # ... and so did the method the page offers.
+    assert page.evaluate("() => c.registrations()") == [{"service": "jsecho", "method": "say", "active": True}]
+    assert side_a.evaluate("() => c.call(null, 'jsecho', 'say', {text: 'again'})") == {"said": "again"}
 
 
 def test_a_method_registered_from_the_page_is_called_from_another_node_and_the_cli(pair, lib_page):
-    """Needs the node side of `register` (branch clients-py)."""
     page = lib_page(pair["node-a"])
     knows(page, "node-b")
     page.evaluate("""async () => {
