@@ -11,16 +11,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from support import child_env, chromium, wait_js
 
 pytestmark = pytest.mark.timeout(90)
+expect.set_options(timeout=15_000)
 
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "clients" / "js" / "cloudisense.mjs"
@@ -196,3 +199,78 @@ def test_a_method_registered_from_the_page_is_called_from_another_node_and_the_c
         catch (e) { return e.code === "unknown_service" ? e.code : null; }
     }""", timeout=20)
     assert code == "unknown_service"
+
+
+# --- the page of docs/clients.md, "Browser" ----------------------------------------------------
+
+def guide_page() -> str:
+    """The HTML block of the Browser section of docs/clients.md, as a reader would copy it."""
+    text = (REPO / "docs" / "clients.md").read_text()
+    section = text[text.index("\n## Browser\n"):]
+    return section.split("```html\n", 1)[1].split("```", 1)[0]
+
+
+class Site:
+    """A web server on another origin than the nodes', serving ``pages`` (path -> HTML)."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, str] = {}
+        pages = self.pages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                body = pages.get(self.path.split("?", 1)[0], "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="guide-site", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site()
+    yield s
+    s.close()
+
+
+def test_the_guides_page_shows_a_remote_nodes_events_live(cluster, site, browser, lib_page):
+    a = cluster.spawn("node-a", processes=[], ws={"allowed_origins": [site.origin]})
+    b = cluster.spawn("node-b", processes=[])
+    a.wait_ready()
+    b.wait_ready()
+    knows(lib_page(a), "node-b")
+    # The guide's page as written; only the node's address is this test's.
+    site.pages["/live.html"] = guide_page().replace("127.0.0.1:8765", a.url.split("//", 1)[1].split("/", 1)[0])
+
+    ctx = browser.new_context()
+    errors: list[str] = []
+    try:
+        page = ctx.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(site.origin + "/live.html")
+        expect(page.locator("#watched")).to_have_text("node-b")
+        expect(page.locator("#status")).to_have_text("(via node-a)")
+        # node-b's metrics, every second, relayed through node-a
+        expect(page.locator('#events tr[data-topic="metrics/system"]').first).to_contain_text("cpu_percent")
+        # an event published on node-b, shown as text (event data is never HTML)
+        lib_page(b).evaluate("() => c.publish('door/1', {note: '<img src=x onerror=alert(1)>'})")
+        row = page.locator('#events tr[data-topic="door/1"]')
+        expect(row).to_contain_text('"note":"<img src=x onerror=alert(1)>"')
+        expect(page.locator("#events img")).to_have_count(0)
+    finally:
+        ctx.close()
+    assert not errors, errors
