@@ -648,6 +648,8 @@ import { connect } from "/lib/cloudisense.mjs";
     const li = h("li", { class: "method", dataset: { testid: "method", method: formKey } },
       h("code", {}, mname),
       mutates ? h("span", { class: "badge mutates", title: "changes state" }, "mutates") : h("span", { class: "badge ro" }, "read-only"),
+      spec.offered_by === "client" ? h("span", { class: "badge client", dataset: { testid: "offered-by-client" },
+        title: "offered by a client connected to the node (it goes when the client does)" }, "client") : null,
       h("span", { class: "muted desc", title: spec.description || "" }, firstLine(spec.description)),
       takesParams && (!mutates || canMutate()) ? h("button", {
         type: "button", class: "link",

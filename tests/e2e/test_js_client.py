@@ -159,7 +159,7 @@ def test_reconnects_after_the_node_restarts_and_resumes_subscriptions_and_method
     assert side_a.evaluate("() => c.call(null, 'jsecho', 'say', {text: 'again'})") == {"said": "again"}
 
 
-def test_a_method_registered_from_the_page_is_called_from_another_node_and_the_cli(pair, lib_page):
+def test_a_method_registered_from_the_page_is_called_from_another_node_its_dashboard_and_the_cli(pair, lib_page):
     page = lib_page(pair["node-a"])
     knows(page, "node-b")
     page.evaluate("""async () => {
@@ -185,15 +185,25 @@ def test_a_method_registered_from_the_page_is_called_from_another_node_and_the_c
     described = other.evaluate("async () => (await c.call('node-a', 'node', 'describe')).services.jsecho")
     assert described["methods"]["say"]["mutates"] is False
 
+    # node-b's dashboard lists it under node-a, marked as a client's, and calls it
+    other.goto(pair["node-b"].http)
+    other.locator('[data-testid="node-card"][data-node="node-a"]').click()
+    method = other.locator('[data-testid="method"][data-method="jsecho.say"]')
+    expect(method.get_by_test_id("offered-by-client")).to_have_text("client")
+    method.get_by_test_id("method-call").click()
+    expect(other.get_by_test_id("call-result")).to_have_attribute("data-ok", "true")
+    expect(other.get_by_test_id("call-result")).to_contain_text('"by": "page"')
+
     cli = subprocess.run([sys.executable, "-m", "cloudisense.node.cli", "call", "--url", pair["node-b"].url,
                           "node-a", "jsecho.say", json.dumps({"text": "from the cli"})],
                          capture_output=True, text=True, timeout=30, env=child_env())
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout) == {"said": "from the cli", "by": "page"}
-    assert page.evaluate("() => calls.length") == 3
+    assert page.evaluate("() => calls.length") == 4
 
     # The page goes: its method goes with it.
     page.evaluate("() => c.close()")
+    other = lib_page(pair["node-b"])
     code = wait_js(other, """async () => {
         try { await c.call("node-a", "jsecho", "say", { text: "gone?" }); return null; }
         catch (e) { return e.code === "unknown_service" ? e.code : null; }
