@@ -87,3 +87,25 @@ def test_reply_answers_calls_with_a_command_until_stopped(cluster):
     assert rep.returncode == 0, err
     r = cli("call", "--url", a.url, ".", "echo.say", "{}")
     assert r.returncode == 1 and "unknown_service" in r.stderr, r.stderr
+
+
+def test_the_readme_service_in_10_lines_runs_as_written(cluster, tmp_path):
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Write a service in 10 lines"):]
+    code = re.search(r"^```python\n(.*?)^```$", section, flags=re.S | re.M).group(1)
+    assert len([ln for ln in code.splitlines() if ln.strip()]) <= 15
+    a, b = cluster.spawn("ra10"), cluster.spawn("rb10")
+    a.wait_ready(), b.wait_ready()
+    script = tmp_path / "greet.py"
+    script.write_text(code.replace("ws://127.0.0.1:8765/ws", a.url))
+    svc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def answered():
+            r = cli("call", "--url", b.url, "--wait", "5", "ra10", "greet.hello", '{"who": "you"}')
+            return r.returncode == 0 and json.loads(r.stdout)
+        assert wait_until(answered, 20, interval=0.3, what="greet.hello from the other node") == {"text": "hello you"}
+    finally:
+        svc.terminate()
+        svc.communicate(timeout=10)
