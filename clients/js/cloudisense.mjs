@@ -49,6 +49,9 @@ const DEFAULTS = {
 };
 
 const isAuthCode = (code) => code === "unauthenticated" || code === "forbidden";
+// Refusals that may pass later on the same connection: a node that restarted has not heard from the
+// others yet (unknown_node), or the other node is away for a moment.
+const RETRY_CODES = new Set(["unknown_node", "node_offline", "timeout", "overloaded"]);
 const asError = (e) => (e && typeof e === "object" && typeof e.code === "string"
   ? new RpcError(e.code, e.message) : new RpcError("internal", "error without details"));
 
@@ -74,6 +77,10 @@ export class Client {
     this._listeners = new Map();  // event name -> Set of functions
     this._backoff = this.options.backoffInitial;
     this._retry = null;
+    this._rewires = new Set();    // timers of subscriptions/methods to wire again (see _wireFailed)
+    const WS = this.options.WebSocket || globalThis.WebSocket;
+    if (typeof WS !== "function") throw new TypeError("no WebSocket here: pass one as connect(url, {WebSocket})");
+    if (!/^wss?:\/\//i.test(this.url)) throw new TypeError(`not a ws:// or wss:// URL: ${this.url}`);
     this._open();
   }
 
@@ -151,16 +158,32 @@ export class Client {
     // What was live before: subscribed and registered again before `connect` is told.
     await Promise.all([
       ...[...this._subs.values()].filter((s) => s.wiredOn !== ws)
-        .map((s) => this._wireSub(s).catch((err) => this._emit("error", err))),
+        .map((s) => this._wireSub(s).catch((err) => this._wireFailed(ws, s, err, this._subs, this._wireSub))),
       ...[...this._regs.values()].filter((r) => r.wiredOn !== ws)
-        .map((r) => this._wireReg(r).catch((err) => this._emit("error", err))),
+        .map((r) => this._wireReg(r).catch((err) => this._wireFailed(ws, r, err, this._regs, this._wireReg))),
     ]);
     if (ws === this.ws) this._emit("connect", welcome);
+  }
+
+  /** A subscription or method refused on a new connection: told as an `error`, and tried again while
+   *  this connection lasts when the refusal may pass (RETRY_CODES), backing off like reconnects. */
+  _wireFailed(ws, item, err, table, wire, delay = this.options.backoffInitial) {
+    this._emit("error", err);
+    if (ws !== this.ws || !RETRY_CODES.has(err.code)) return;
+    const timer = setTimeout(() => {
+      this._rewires.delete(timer);
+      if (ws !== this.ws || item.active || ![...table.values()].includes(item)) return;
+      wire.call(this, item).catch((e) =>
+        this._wireFailed(ws, item, e, table, wire, Math.min(delay * 2, this.options.backoffMax)));
+    }, delay * (0.75 + Math.random() * 0.5) * 1000);
+    this._rewires.add(timer);
   }
 
   _closed(ws, code, reason) {
     if (ws !== this.ws) return;
     this.ws = null;
+    for (const t of this._rewires) clearTimeout(t);
+    this._rewires.clear();
     const err = new RpcError(this.state === "closed" ? "closed" : "disconnected", "connection closed");
     for (const p of this._pending.values()) { clearTimeout(p.timer); p.reject(err); }
     this._pending.clear();
@@ -250,10 +273,10 @@ export class Client {
       const err = asError(msg.error);
       if (msg.node) err.node = String(msg.node);
       if (p) { this._pending.delete(id); clearTimeout(p.timer); p.reject(err); }
-      else this._emit("error", err);
-      // The session lost its authentication (say the node restarted with tokens).
       if (err.code === "unauthenticated" && this.state === "connected") {
-        this._setState("auth");
+        this._setState("auth");   // the session lost its authentication (the node restarted with tokens)
+        this._emit("error", err);
+      } else if (!p) {
         this._emit("error", err);
       }
       return;
