@@ -146,8 +146,11 @@ def test_reconnects_after_the_node_restarts_and_resumes_subscriptions_and_method
     pair["node-b"].stop()
     a.stop()
     wait_js(page, "() => c.log.includes('disconnect') && c.state !== 'connected'")
+    # a call made while the node is away waits for it, within its timeout
+    page.evaluate("() => { window.early = c.call(null, 'node', 'ping', {}, { timeout: 30 }); }")
     a2 = cluster.start("node-a", processes=[], listen=f"127.0.0.1:{port}")
     wait_js(page, "() => c.log.filter((e) => e === 'connect').length === 2", timeout=20)
+    assert page.evaluate("() => early.then((r) => r.node)") == "node-a"
     assert page.evaluate("() => c.subscriptions().filter((s) => !s.active).map((s) => s.topic)") == ["js/#"]
     assert {"error:unknown_node", "error:node_offline"} & set(page.evaluate("() => c.log"))
     b2 = cluster.start("node-b", processes=[])
