@@ -80,6 +80,16 @@ def _fatal(exc: BaseException) -> bool:
     return isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, OSError)   # e.g. InvalidURI
 
 
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` (unless it is the running one) and wait for it to end."""
+    if task is not None and task is not asyncio.current_task():
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 class Subscription:
     """Events of one subscription; iterate it, ``close()`` it (or use ``async with``).
 
@@ -250,23 +260,13 @@ class Client:
         if ws is not None:
             await ws.close()
         reader, self._reader = self._reader, None
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
-            try:
-                await reader
-            except asyncio.CancelledError:
-                pass
+        await _cancelled(reader)
         self._fail_waiting("connection closed")
 
     async def close(self) -> None:
         self._shut = True
         redial, self._redial = self._redial, None
-        if redial is not None and redial is not asyncio.current_task():
-            redial.cancel()
-            try:
-                await redial
-            except asyncio.CancelledError:
-                pass
+        await _cancelled(redial)
         await self._drop_connection()
         for t in list(self._handlers):
             t.cancel()

@@ -14,10 +14,11 @@ import json
 import re
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from ._errors import BadRequest
 from ._json import loads
+from ._text import UNSAFE
 
 PROTOCOL_VERSION = 1
 
@@ -88,7 +89,15 @@ class Register(_In):
                                    description="JSON Schema of the params (shown to callers and the agent)")
     mutates: bool = Field(True, description="whether a call may change state (viewers may not call it; the agent "
                                             "asks approval)")
-    description: str = Field("", max_length=500)
+    description: str = Field("", max_length=500, description="plain text: no control or invisible characters")
+
+    @field_validator("description")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        # it reaches terminals, the dashboard and the agent's prompt on every node
+        if m := UNSAFE.search(v):
+            raise ValueError(f"control or invisible character U+{ord(m.group()):04X} in the description")
+        return v
 
 
 class Unregister(_In):

@@ -46,16 +46,17 @@ def _add_wait(p: argparse.ArgumentParser) -> None:
                         "or has not yet heard of the target node (default: fail at once)")
 
 
-async def _connected(args: argparse.Namespace, body: Any) -> Any:
+async def _connected(args: argparse.Namespace, body: Any, *, name: str = "cli", reconnect: bool = False) -> Any:
     """Run ``body(client)`` on a fresh connection; with ``--wait``, retry while the node is not up yet or
-    does not know the target node yet (nothing ran then: the call never left)."""
+    does not know the target node yet (nothing ran then: the call never left).  ``reconnect``: the
+    client comes back by itself when the connection is lost (long-running commands)."""
     from ._client import Client, ConnectionLost
     from ._errors import UnknownNode
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0.0, args.wait)
     while True:
         try:
-            client = Client(args.url, token=args.token, name="cli")
+            client = Client(args.url, token=args.token, name=name, reconnect=reconnect)
             await client.connect()
         except ConnectionLost:
             if loop.time() >= deadline:
@@ -471,7 +472,6 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 def cmd_reply(args: argparse.Namespace) -> int:
     import shlex
 
-    from ._client import Client, ConnectionLost
     from ._reply import CommandReplier
     service, dot, method = args.target.partition(".")
     if not dot or not service or not method:
@@ -504,24 +504,7 @@ def cmd_reply(args: argparse.Namespace) -> int:
             await replier.close()
         return 0
 
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, args.wait)
-        while True:
-            client = Client(args.url, token=args.token, name=f"reply {args.target}"[:60], reconnect=True)
-            try:
-                await client.connect()
-            except ConnectionLost:
-                if loop.time() >= deadline:
-                    raise
-                await asyncio.sleep(0.2)
-                continue
-            try:
-                return await go(client)
-            finally:
-                await client.close()
-
-    return int(asyncio.run(main()))
+    return int(asyncio.run(_connected(args, go, name=f"reply {args.target}"[:60], reconnect=True)))
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:

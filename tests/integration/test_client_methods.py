@@ -69,6 +69,9 @@ async def test_register_call_locally_and_remotely_and_die_with_the_client(cluste
         assert r["error"]["code"] == "forbidden", r
         r = await request(offerer, {"type": "register", "id": 2, "service": "echo.x", "method": "say"})
         assert r["error"]["code"] == "bad_request" and "service" in r["error"]["message"], r
+        r = await request(offerer, {"type": "register", "id": 2, "service": "echo", "method": "say",
+                                    "description": "\x1b[2Jgotcha"})
+        assert r["error"]["code"] == "bad_request" and "U+001B" in r["error"]["message"], r
         r = await request(offerer, {"type": "register", "id": 3, "service": "node", "method": "reboot"})
         assert r["error"]["code"] == "conflict", r
         r = await request(offerer, {"type": "register", "id": 4, "service": "echo", "method": "say",
