@@ -209,6 +209,7 @@ export interface RegisterFrame {
   params?: Record<string, unknown>;
   /** whether a call may change state (viewers may not call it; the agent asks approval) */
   mutates?: boolean;
+  /** plain text: no control or invisible characters */
   description?: string;
 }
 
