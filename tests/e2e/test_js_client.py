@@ -78,15 +78,13 @@ def knows(page: Page, node_id: str) -> None:
     }""", node_id)
 
 
-def test_the_node_serves_the_packages_file(pair):
+def test_the_served_file_then_call_local_remote_broadcast_and_errors(pair, lib_page):
+    # the node serves the package's own file, importable from other origins, the other headers kept
     with urllib.request.urlopen(pair["node-a"].http + "lib/cloudisense.mjs", timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/javascript")
-        assert r.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
-        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]   # the rest stays
+        assert r.headers.get_all("Cross-Origin-Resource-Policy") == ["cross-origin"]
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
         assert r.read() == LIB.read_bytes()
-
-
-def test_call_local_remote_broadcast_and_errors(pair, lib_page):
     page = lib_page(pair["node-a"])
     knows(page, "node-b")
     out = page.evaluate("""async () => {
