@@ -179,7 +179,9 @@ class Client:
     """One connection to a node.  ``reconnect=True``: it comes back by itself (see the module doc).
 
     ``on_connect(client)`` runs after every (re)connection, once subscriptions and registrations are
-    made again; ``on_disconnect(client)`` when a connection is lost.  Either may be a coroutine function.
+    made again (those the node refused, e.g. a subscription to a node it has not heard of yet since it
+    restarted, are retried in the background meanwhile: ``remaking`` names them); ``on_disconnect(client)``
+    when a connection is lost.  Either may be a coroutine function.
     """
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, name: str = "script",
@@ -209,6 +211,9 @@ class Client:
         self._shut = False               # close() was called: never reconnect
         self.dropped = 0
         self.reconnects = 0
+        #: subscriptions ((node, topic)) and registrations ((service, method)) the node refused on the last
+        #: reconnect, being retried in the background
+        self.remaking: set[tuple[str, str]] = set()
         self.last_error = ""
 
     async def __aenter__(self) -> "Client":
@@ -244,14 +249,48 @@ class Client:
                                           timeout=self.open_timeout, during_open=True)
             self.node_id = welcome["node"]
             self.role = welcome["role"]
-            for node, topic in list(self._subs):
-                await self._request({"type": "subscribe", "node": None if node == "." else node, "topic": topic},
-                                    during_open=True)
-            for reg in list(self._regs.values()):
-                await self._request(reg.frame(), during_open=True)
+            for key in list(self._subs):
+                await self._remake(key, self._sub_frame(key), lambda k=key: k in self._subs)
+            for rkey, reg in list(self._regs.items()):
+                await self._remake(rkey, reg.frame(), lambda k=rkey, r=reg: self._regs.get(k) is r)
         except BaseException:
             await self._drop_connection()
             raise
+
+    @staticmethod
+    def _sub_frame(key: tuple[str, str]) -> dict[str, Any]:
+        return {"type": "subscribe", "node": None if key[0] == "." else key[0], "topic": key[1]}
+
+    async def _remake(self, key: tuple[str, str], frame: dict[str, Any], wanted: Callable[[], bool]) -> None:
+        """Subscribe or register again on a new connection.  A refusal (the remote node is not known yet
+        or offline; the name is still held by our previous, not yet closed, connection) does not hold the
+        connection back: it is tried again in the background, with backoff, while it is still wanted."""
+        try:
+            await self._request(dict(frame), during_open=True)
+        except ConnectionLost:
+            raise
+        except CloudisenseError as e:
+            log.warning("client %s: %s %s again refused (%s: %s); retrying in the background", self.name,
+                        frame["type"], "/".join(key), e.code, e.message)
+            self.remaking.add(key)
+            t = asyncio.get_running_loop().create_task(self._remake_later(key, frame, wanted, self.ws))
+            self._handlers.add(t)
+            t.add_done_callback(self._handlers.discard)
+
+    async def _remake_later(self, key: tuple[str, str], frame: dict[str, Any], wanted: Callable[[], bool],
+                            ws: Any) -> None:
+        try:
+            for delay in backoff(self.backoff_initial, self.backoff_cap):
+                await asyncio.sleep(delay)
+                if self.ws is not ws or not wanted():
+                    return   # the connection it was for went (the next one makes it again), or it was dropped
+                try:
+                    await self._request(dict(frame), during_open=True)
+                    return
+                except CloudisenseError:
+                    continue
+        finally:
+            self.remaking.discard(key)
 
     async def _drop_connection(self) -> None:
         self.closed = True
