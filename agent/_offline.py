@@ -536,9 +536,49 @@ def _summarize(tool: str, status: str, payload: Any, focus: str | None = None) -
 
 # ---- the model --------------------------------------------------------------------------------
 
+#: "call SERVICE.METHOD on NODE [with {JSON params}]": a read-only method by name (a client's, say).
+_NAMED_CALL = re.compile(r"\s*(?:please\s+)?(?:call|invoke|run|ask)\s+([A-Za-z][\w-]*)\.([A-Za-z][\w-]*)\s+"
+                         r"(?:on|at|of)\s+(" + _ID + r")\s*(?:with\s+(\{.*\}))?\s*[.!]?\s*", re.S)
+
+
+def _named_call(text: str, view: ClusterView) -> tuple[Parsed, Compiled] | None:
+    """A call of a read-only method named in full, on one node (None if ``text`` is not one).
+
+    Mutating methods are refused here: actions go through the grammar (whose verbs name them).
+    """
+    m = _NAMED_CALL.fullmatch(text)
+    if m is None:
+        return None
+    service, method, node_id, params_text = m.groups()
+    node = view.get(node_id)
+    if node is None:
+        raise Unplannable(f"there is no node {node_id!r} in the cluster")
+    if not node.online:
+        raise Unplannable(f"{node_id} is offline")
+    svc = node.services.get(service)
+    info = svc.methods.get(method) if svc is not None else None
+    if info is None:
+        names = sorted(f"{k}.{x}" for k, v in node.services.items() for x in v.methods)
+        raise Unplannable(f"{node_id} offers no method {service}.{method} (it offers {', '.join(names[:20])})")
+    if info.mutates:
+        raise Unplannable(f"{service}.{method} on {node_id} changes state; the offline planner calls only "
+                          "read-only methods by name")
+    try:
+        params = json.loads(params_text) if params_text else {}
+    except json.JSONDecodeError as e:
+        raise Refusal(f"the params after 'with' are not JSON ({e.msg}); nothing was planned") from None
+    step = Step(verb="call", service=f"{service}.{method}", words=text.strip())
+    call = ToolCall(name="call", arguments=json.dumps({
+        "node": node_id, "selector": None, "service": service, "method": method,
+        "params_json": json.dumps(params), "reason": f"{service}.{method} on {node_id}"}))
+    return Parsed(steps=[step]), Compiled(calls=[call])
+
+
 def interpret(text: str, view: ClusterView, *, max_nodes: int = 10, excludes: list[str] | None = None
               ) -> tuple[Parsed, Compiled]:
     """Parse and compile one request on ``view`` (raises Refusal, Clarification or Unplannable)."""
+    if (named := _named_call(text, view)) is not None:
+        return named
     p = parse(text, Lexicon.from_view(view))
     return p, Compiler(view, max_nodes=max_nodes, excludes=excludes).compile(p, text)
 

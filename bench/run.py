@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import p10_client_method  # noqa: E402
 from _common import PAD_EVENT  # noqa: E402
 from cloudisense.node.testing import READY_RE as NODE_READY  # noqa: E402
 from cloudisense.node.testing import child_env, free_port, stop_process  # noqa: E402
@@ -81,6 +82,8 @@ SCENARIOS: dict[str, dict[str, str]] = {
                        "cluster (project) vs a 10-node one (floor)",
            "target": "≤ 1.5×"},
 }
+
+SCENARIOS["P10"] = p10_client_method.SCENARIO
 
 QUICK = dict(lat_n=400, lat_block=100, lat_warm=100, tput_n=4000, tput_block=1000, tput_warm=300,
              remote_tput_n=1500, remote_tput_block=500,
@@ -730,7 +733,7 @@ class Bench:
         for nid in ("SA", "SB"):
             subprocess.run([sys.executable, "-m", "cloudisense.node.cli", "keys", "gen", nid, "--out", str(keys)],
                            check=True, capture_output=True)
-        need_pair = any(self.want(k) for k in ("P2", "P3", "P4", "P5"))
+        need_pair = any(self.want(k) for k in ("P2", "P3", "P4", "P5", "P10"))
         starts: dict[str, Proc] = {}
         if self.want("P1"):
             starts["L"] = p.node("L", broker="none")
@@ -768,6 +771,8 @@ class Bench:
             p.stop_many([procs["SA"], procs["SB"]])
         if self.want("P4"):
             await self.p4(procs)
+        if self.want("P10"):
+            await p10_client_method.run(self, procs, ws_side=WsSide, call_frame=call_frame, ratio=ratio)
         p.stop_many([procs[k] for k in ("A", "B", "gateway", "publisher") if k in procs])
         if self.want("P6") or self.want("P7"):
             await self.p6_p7()
@@ -1037,6 +1042,8 @@ def table(results: dict[str, Any]) -> str:
             def cell(x: dict[str, Any]) -> str:
                 return f"{x['nodes']} nodes: {_fmt(x['total_tokens'])} tokens in {x['turns']} turns"
             pc, fc, rc = cell(p), cell(f), f"{_fmt(q['total_tokens'])}×"
+        elif key == "P10":
+            pc, fc, rc = p10_client_method.cells(r, _fmt)
         else:
             pc = fc = rc = "?"
         met = {True: "yes", False: "**no**", None: "–"}[r.get("met")]

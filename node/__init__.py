@@ -7,12 +7,12 @@ talk to one with :class:`Client`.
 __version__ = "0.1.0"
 
 from ._config import Settings, load_settings  # noqa: E402 - after __version__, which submodules read
-from ._errors import (BadRequest, CallTimeout, CloudisenseError, ConfigError, ErrorCode, Forbidden,  # noqa: E402 - as above
+from ._errors import (BadRequest, CallTimeout, CloudisenseError, ConfigError, Conflict, ErrorCode, Forbidden,  # noqa: E402 - as above
                       InvalidParams, NodeOffline, Overloaded, RemoteError, TooLarge, Unauthenticated,
                       UnknownMethod, UnknownNode, UnknownService)
 from ._services import NoParams, Registry, Service, method  # noqa: E402 - as above
 
-_LAZY = {"Client", "ConnectionLost", "Subscription"}
+_LAZY = {"Client", "ConnectionLost", "Registration", "RpcError", "Subscription"}
 
 
 def __getattr__(name: str):
@@ -24,8 +24,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "BadRequest", "CallTimeout", "Client", "CloudisenseError", "ConfigError", "ConnectionLost", "ErrorCode",
-    "Forbidden", "InvalidParams", "NoParams", "NodeOffline", "Overloaded", "Registry", "RemoteError", "Service",
+    "BadRequest", "CallTimeout", "Client", "CloudisenseError", "ConfigError", "Conflict", "ConnectionLost",
+    "ErrorCode", "Forbidden", "InvalidParams", "NoParams", "NodeOffline", "Overloaded", "Registration", "Registry",
+    "RemoteError", "RpcError", "Service",
     "Settings", "Subscription", "TooLarge", "Unauthenticated", "UnknownMethod", "UnknownNode", "UnknownService",
     "__version__", "load_settings", "method",
 ]

@@ -46,8 +46,9 @@ class NodeService(Service):
 
     @method(mutates=False)
     async def describe(self) -> Described:
-        """Every service of this node with its methods, their JSON schemas and whether they mutate."""
-        return Described(node=self.node.id, services=self.node.registry.describe())
+        """Every service of this node with its methods, their JSON schemas and whether they mutate
+        (methods that clients offer are marked ``offered_by: "client"``)."""
+        return Described(node=self.node.id, services=self.node.catalog())
 
     @method(mutates=False)
     async def cluster(self) -> dict:

@@ -26,6 +26,7 @@ _CODE_TEXT = {
     ErrorCode.INVALID_PARAMS: "params fail the method's schema (the field is named)",
     ErrorCode.TIMEOUT: "no answer before the call's deadline (exactly one such error per call)",
     ErrorCode.OVERLOADED: "rate limit, pending-call limit or subscription limit of the client reached",
+    ErrorCode.CONFLICT: "`register`: the `service.method` is held by a service of the node or by another client",
     ErrorCode.INTERNAL: "a bug on the answering node; logged there with its traceback, never sent",
 }
 

@@ -15,6 +15,7 @@ Exception tree::
      ├── InvalidParams               invalid_params
      ├── CallTimeout                 timeout
      ├── Overloaded                  overloaded
+     ├── Conflict                    conflict
      └── RemoteError                 any code, as answered by another node
 
 Every exception carries ``code`` (an :class:`ErrorCode`), and optionally the
@@ -43,6 +44,7 @@ class ErrorCode(StrEnum):
     INVALID_PARAMS = "invalid_params"    # params fail the method's schema (field named)
     TIMEOUT = "timeout"                  # no answer before the deadline
     OVERLOADED = "overloaded"            # rate, pending-call or subscription limit reached
+    CONFLICT = "conflict"                # register: the service.method is held by the node or another client
     INTERNAL = "internal"                # a bug or crash on the answering node (logged there)
 
 
@@ -81,6 +83,7 @@ UnknownMethod = _sub("UnknownMethod", ErrorCode.UNKNOWN_METHOD)
 InvalidParams = _sub("InvalidParams", ErrorCode.INVALID_PARAMS)
 CallTimeout = _sub("CallTimeout", ErrorCode.TIMEOUT)
 Overloaded = _sub("Overloaded", ErrorCode.OVERLOADED)
+Conflict = _sub("Conflict", ErrorCode.CONFLICT)
 
 
 class RemoteError(CloudisenseError):
@@ -89,7 +92,7 @@ class RemoteError(CloudisenseError):
 
 _BY_CODE: dict[ErrorCode, type[CloudisenseError]] = {
     c.code: c for c in (BadRequest, TooLarge, Unauthenticated, Forbidden, UnknownNode, NodeOffline,
-                        UnknownService, UnknownMethod, InvalidParams, CallTimeout, Overloaded)
+                        UnknownService, UnknownMethod, InvalidParams, CallTimeout, Overloaded, Conflict)
 }
 
 

@@ -14,10 +14,11 @@ import json
 import re
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from ._errors import BadRequest
 from ._json import loads
+from ._text import UNSAFE
 
 PROTOCOL_VERSION = 1
 
@@ -72,8 +73,57 @@ class Publish(_In):
     data: Any = None
 
 
+#: Names a client may register (``register``): a letter, then letters, digits, ``_`` or ``-``.
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+#: The largest params schema a client may register, in characters of JSON (it rides in every heartbeat).
+MAX_SCHEMA_CHARS = 8192
+
+
+class Register(_In):
+    """Offer ``service.method`` from this client (operators only); the node sends it ``invoke`` frames."""
+    type: Literal["register"]
+    id: RequestId
+    service: str = Field(pattern=NAME_PATTERN)
+    method: str = Field(pattern=NAME_PATTERN)
+    params: dict[str, Any] = Field(default_factory=lambda: {"type": "object"},
+                                   description="JSON Schema of the params (shown to callers and the agent)")
+    mutates: bool = Field(True, description="whether a call may change state (viewers may not call it; the agent "
+                                            "asks approval)")
+    description: str = Field("", max_length=500, description="plain text: no control or invisible characters")
+
+    @field_validator("description")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        # it reaches terminals, the dashboard and the agent's prompt on every node
+        if m := UNSAFE.search(v):
+            raise ValueError(f"control or invisible character U+{ord(m.group()):04X} in the description")
+        return v
+
+
+class Unregister(_In):
+    """Withdraw a method this client registered."""
+    type: Literal["unregister"]
+    id: RequestId
+    service: str = Field(min_length=1, max_length=128)
+    method: str = Field(min_length=1, max_length=128)
+
+
+class YieldError(_In):
+    code: str = Field(max_length=64, description="one of the error codes; any other becomes 'internal'")
+    message: str = ""
+
+
+class Yield(_In):
+    """The client's answer to an ``invoke``: ``result``, or ``error``.  No reply frame."""
+    type: Literal["yield"]
+    invocation: str = Field(max_length=128)
+    result: Any = None
+    error: YieldError | None = None
+
+
 INBOUND: dict[str, type[_In]] = {m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
-                                 for m in (Hello, Call, Subscribe, Unsubscribe, Publish)}
+                                 for m in (Hello, Call, Subscribe, Unsubscribe, Publish, Register, Unregister,
+                                           Yield)}
 
 
 class _Out(BaseModel):
@@ -140,7 +190,36 @@ class Dropped(_Out):
     total: int
 
 
-OUTBOUND = (Welcome, Result, Error, Subscribed, Unsubscribed, Published, Event, Dropped)
+class Registered(_Out):
+    type: Literal["registered"] = "registered"
+    id: RequestId
+    service: str
+    method: str
+
+
+class Unregistered(_Out):
+    type: Literal["unregistered"] = "unregistered"
+    id: RequestId
+
+
+class Caller(_Out):
+    node: str = Field(description="the node the call came from")
+    client: str | None = Field(None, description="the calling client's name, when it is connected to this node")
+
+
+class Invoke(_Out):
+    """A call of a method this client registered; answer it with ``yield``."""
+    type: Literal["invoke"] = "invoke"
+    invocation: str = Field(description="node-chosen id; the yield's key")
+    service: str
+    method: str
+    params: dict[str, Any]
+    caller: Caller
+    timeout: float = Field(description="seconds left of the caller's deadline")
+
+
+OUTBOUND = (Welcome, Result, Error, Subscribed, Unsubscribed, Published, Event, Dropped, Registered, Unregistered,
+            Invoke)
 
 
 def _first_error(e: ValidationError) -> str:
@@ -219,9 +298,9 @@ _ID_VALUE = re.compile(r'\s*("(?:[^"\\]|\\.)*"|-?\d{1,19})\s*[,}]')
 PEEK_FULL = 4096
 
 
-def scan_id(raw: str | bytes) -> Any:
-    """The top-level ``"id"`` of a JSON object, if it shows in the frame's first 512 characters
-    (clients write it early); None otherwise.  Costs microseconds, whatever the frame's size."""
+def scan_id(raw: str | bytes, key: str = "id") -> Any:
+    """The top-level ``"id"`` (or other ``key``) of a JSON object, if it shows in the frame's first 512
+    characters (clients write it early); None otherwise.  Costs microseconds, whatever the frame's size."""
     text = raw[:512] if isinstance(raw, str) else raw[:512].decode("utf-8", "ignore")
     depth, i, n = 0, 0, len(text)
     expect_key = False
@@ -240,7 +319,7 @@ def scan_id(raw: str | bytes) -> Any:
                 while k < n and text[k] in " \t\r\n":
                     k += 1
                 if k < n and text[k] == ":":
-                    if token == '"id"':
+                    if token == f'"{key}"':
                         m = _ID_VALUE.match(text, k + 1)
                         if m is None:
                             return None

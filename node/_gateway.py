@@ -37,8 +37,8 @@ from ._audit import NO_TOKENS, CallAudit, token_name
 from ._edge import SECURITY_HEADERS, AuthFailures, EdgePolicy, is_loopback
 from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Overloaded, TooLarge,
                       Unauthenticated, to_wire)
-from ._frames import (MAX_DEPTH, PROTOCOL_VERSION, Call, Hello, Publish, Subscribe, Unsubscribe, lone_surrogate,
-                      parse_frame, peek_id, too_deep)
+from ._frames import (MAX_DEPTH, PROTOCOL_VERSION, Call, Hello, Publish, Register, Subscribe, Unregister,
+                      Unsubscribe, Yield, lone_surrogate, parse_frame, peek_id, scan_id, too_deep)
 from ._json import dumps
 from ._metrics import OPS_PATHS
 from ._metrics import http as ops_http
@@ -90,6 +90,7 @@ class ClientSession:
         self.authed = not gw.tokens
         self.role = "operator" if not gw.tokens else None
         self.bad_hellos = 0
+        self.offering = False    # it registered a method (once true, stays true)
         # queued output: (text, counts_as_call) replies, never dropped; events, dropped oldest first
         self.replies: deque[tuple[str, bool]] = deque()
         self.events: deque[str] = deque()
@@ -304,8 +305,10 @@ class ClientSession:
         node = self.node
         try:
             if len(raw) > self.cfg.max_frame_bytes:
-                raise TooLarge(f"frame of {len(raw)} bytes is over the limit of {self.cfg.max_frame_bytes}",
-                               request_id=peek_id(raw))
+                why = f"frame of {len(raw)} bytes is over the limit of {self.cfg.max_frame_bytes}"
+                if self.offering and node.offers.too_large(self, scan_id(raw, "invocation"), why):
+                    return   # a yield too large: its caller gets too_large
+                raise TooLarge(why, request_id=peek_id(raw))
             if not self._rate_ok():
                 raise Overloaded(f"rate limit of {self.cfg.rate_limit:g} frames/s exceeded", request_id=peek_id(raw))
             if isinstance(raw, bytes):  # binary frames carry the same JSON, in UTF-8
@@ -320,8 +323,10 @@ class ClientSession:
                                  request_id=peek_id(raw))
             frame = parse_frame(raw, max_params_keys=self.cfg.max_params_keys)
             if raw.count("[") + raw.count("{") > MAX_DEPTH and too_deep(
-                    getattr(frame, "params", None) or getattr(frame, "data", None), 2):
-                raise BadRequest(f"frame nests JSON deeper than {MAX_DEPTH} levels", request_id=frame.id)
+                    getattr(frame, "params", None) or getattr(frame, "data", None) or getattr(frame, "result", None),
+                    2):
+                raise BadRequest(f"frame nests JSON deeper than {MAX_DEPTH} levels",
+                                 request_id=getattr(frame, "id", None))
         except CloudisenseError as e:
             self.send(error_frame(e.request_id, e))
             return
@@ -339,11 +344,20 @@ class ClientSession:
                 self.on_unsubscribe(frame)
             elif isinstance(frame, Publish):
                 self.on_publish(frame)
+            elif isinstance(frame, Yield):
+                node.offers.answer(self, frame.invocation, frame.result,
+                                   frame.error.model_dump() if frame.error is not None else None)
+            elif isinstance(frame, Register):
+                self.on_register(frame)
+            elif isinstance(frame, Unregister):
+                if not node.withdraw(self, frame.service, frame.method):
+                    raise BadRequest(f"this client does not offer {frame.service}.{frame.method}")
+                self.send(dumps({"type": "unregistered", "id": frame.id}))
         except CloudisenseError as e:
-            self.send(error_frame(frame.id, e, getattr(frame, "node", None)))
+            self.send(error_frame(getattr(frame, "id", None), e, getattr(frame, "node", None)))
         except Exception as e:  # a bug: log it, answer internal, keep the connection
             log.exception("%s: handling %s failed", self.name, type(frame).__name__)
-            self.send(error_frame(frame.id, e))
+            self.send(error_frame(getattr(frame, "id", None), e))
         del node
 
     def _check_keys(self, raw: str) -> None:
@@ -463,6 +477,17 @@ class ClientSession:
             raise BadRequest(f"topics starting with '$' are reserved for the node ({f.topic!r})")
         self.node.publish(f.topic, f.data)
         self.send(dumps({"type": "published", "id": f.id}))
+
+    def on_register(self, f: Register) -> None:
+        if self.role != "operator":
+            raise Forbidden(f"role {self.role!r} may not register methods")
+        self.node.offer(self, f.service, f.method, f.params, f.mutates, f.description)
+        self.offering = True
+        self.send(dumps({"type": "registered", "id": f.id, "service": f.service, "method": f.method}))
+
+    def send_invoke(self, text: str) -> None:
+        """An ``invoke`` of a method this client offers (node/_offered.py)."""
+        self.send(text)
 
     async def serve(self) -> None:
         ws = self.ws
@@ -609,6 +634,9 @@ class Gateway:
             return ops_http(self, conn, req, path)
         if path == "/pubkey":
             return _pubkey(self.node)
+        if path in LIB_FILES:   # the browser library (clients/js/), importable from pages on any origin
+            data = resources.files("cloudisense.node.lib").joinpath(path.removeprefix("/lib/")).read_bytes()
+            return _response(200, data, LIB_FILES[path])
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
             sub = ("vendor",) if name.startswith("vendor/") else ()   # static/vendor/: third-party files
@@ -626,8 +654,13 @@ class Gateway:
     def _secure(self, conn: ServerConnection, req: Request, resp: Response) -> None:
         """Every response the node sends, its own or websockets' (426, 400, 101), gets the headers."""
         headers = resp.headers
+        # The browser library is public code with no secrets: a page on another origin may import it
+        # (the socket it then opens still needs that origin in ws.allowed_origins).
+        lib = resp.status_code == 200 and req.path.split("?", 1)[0] in LIB_FILES
         for k, v in SECURITY_HEADERS:
-            headers[k] = v
+            headers[k] = "cross-origin" if lib and k == "Cross-Origin-Resource-Policy" else v
+        if lib:
+            headers["Access-Control-Allow-Origin"] = "*"
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -660,6 +693,9 @@ class Gateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._server = None
 
+
+#: GET path -> content type of the files of clients/js/ (the package cloudisense.node.lib) the node serves.
+LIB_FILES = {"/lib/cloudisense.mjs": "text/javascript", "/lib/cloudisense.d.ts": "application/typescript"}
 
 _REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
             503: "Service Unavailable"}

@@ -57,6 +57,7 @@ class ProcessInfo(_Lenient):
 class MethodInfo(_Lenient):
     description: str = ""
     mutates: bool = True  # a method that doesn't say is treated as mutating
+    offered_by: str | None = None  # "client": a client of the node offers it (register)
     # ``params`` (its JSON schema) is carried along but not read from here: node.describe serves it
 
 

@@ -28,7 +28,9 @@ from ._deadlines import DeadlineTimer, TaskDeadlines
 from ._envelopes import CallBody
 from ._errors import BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, from_wire, to_wire
 from ._gateway import Gateway
-from ._json import loads
+from ._frames import MAX_SCHEMA_CHARS
+from ._json import dumps, loads
+from ._offered import Offer, Offers
 from ._peers import SEEN_CALLS_SECONDS, Peers
 from ._pubsub import SubscriptionTable, event_text, fan_out
 from ._services import Registry, Service
@@ -89,6 +91,9 @@ class Node:
         self._local_deadlines = TaskDeadlines()
         self.started = time.time()
         self.registry = Registry()
+        self.offers = Offers()             # methods clients offer (register)
+        self._catalog: tuple[int, dict[str, Any]] | None = None
+        self._catalog_publish: asyncio.Task[Any] | None = None
         self.subs = SubscriptionTable()
         self.pending = PendingTable()
         self._call_deadlines = DeadlineTimer(self.pending.next_deadline, self.pending.expire_due)
@@ -204,6 +209,8 @@ class Node:
 
     def method_mutates(self, target: str, service: str, method: str) -> bool:
         """Whether a call may change state; unknown methods count as mutating."""
+        if (target == self.id or target == "*") and (offer := self.offers.get(service, method)) is not None:
+            return offer.mutates
         if target == self.id or target == "*":
             try:
                 return self.registry.mutates(service, method)
@@ -236,7 +243,8 @@ class Node:
                 self._spawn(self._run_local(service, method, params, t, role, lambda r, e: None))
                 done(None, None)
                 return
-            self._spawn(self._run_local(service, method, params, t, role, finish))
+            self._spawn(self._run_local(service, method, params, t, role, finish,
+                                        {"node": self.id, "client": getattr(owner, "name", None)}))
             return
         if target == "*":
             self._broadcast(service, method, params, t, role, owner, finish, reply)
@@ -294,21 +302,27 @@ class Node:
         peers.send_broadcast(env)
 
     def run_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
-                  done: Done) -> None:
-        """Run a method of this node in a task of its own, within ``t`` seconds (a call from a peer)."""
-        self._spawn(self._run_local(service, method, params, t, role, done))
+                  done: Done, caller: str | None = None) -> None:
+        """Run a method of this node in a task of its own, within ``t`` seconds (a call from peer ``caller``)."""
+        self._spawn(self._run_local(service, method, params, t, role, done, {"node": caller or "?"}))
 
     async def _run_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
-                         done: Done) -> None:
+                         done: Done, caller: dict[str, Any] | None = None) -> None:
         """Run a method of this node in its own task (``_spawn``), within ``t`` seconds."""
         task = asyncio.current_task()
         assert task is not None
         self._local_deadlines.add(task, t)
         timed_out = False
         try:
-            if role != "operator" and self.registry.mutates(service, method):
-                raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
-            result = await self.registry.call(service, method, params)
+            offer = self.offers.get(service, method)
+            if offer is not None:
+                if role != "operator" and offer.mutates:
+                    raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
+                result = await self._invoke(offer, params, caller or {"node": self.id}, t)
+            else:
+                if role != "operator" and self.registry.mutates(service, method):
+                    raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
+                result = await self.registry.call(service, method, params)
         except TimeoutError:
             timed_out = True
         except CloudisenseError as e:
@@ -328,6 +342,49 @@ class Node:
             self._local_deadlines.finished(task)
         if timed_out:
             done(None, wire_error(ErrorCode.TIMEOUT, f"{self.id} did not finish {service}.{method} within {t:g} s"))
+
+    async def _invoke(self, offer: Offer, params: dict[str, Any] | None, caller: dict[str, Any], t: float) -> Any:
+        if params is not None and not isinstance(params, dict):
+            raise BadRequest(f"params of {offer.service}.{offer.method} must be an object")
+        caller = {k: v for k, v in caller.items() if v is not None}
+        return await self.offers.invoke(offer, params or {}, caller, t, self.settings.ws.max_pending_calls)
+
+    # --- methods clients offer ---------------------------------------------------------------
+
+    def offer(self, owner: Any, service: str, method: str, params: dict[str, Any], mutates: bool,
+              description: str) -> None:
+        """A client offers ``service.method`` (``register``).  Raises Conflict, Overloaded or BadRequest."""
+        if len(dumps(params)) > MAX_SCHEMA_CHARS:
+            raise BadRequest(f"the params schema of {service}.{method} is over {MAX_SCHEMA_CHARS} characters of JSON")
+        self.offers.add(Offer(service, method, params, mutates, description, owner), taken=service in self.registry)
+        log.info("%s offers %s.%s (%s)", getattr(owner, "name", "a client"), service, method,
+                 "mutates" if mutates else "read-only")
+        self._catalog_changed()
+
+    def withdraw(self, owner: Any, service: str, method: str) -> bool:
+        if not self.offers.remove(owner, service, method):
+            return False
+        self._catalog_changed()
+        return True
+
+    def catalog(self) -> dict[str, Any]:
+        """Every service of this node with its methods: the registry's, and those clients offer."""
+        if not len(self.offers):
+            return self.registry.describe()
+        cached = self._catalog
+        if cached is None or cached[0] != self.offers.version:
+            cached = self._catalog = (self.offers.version, {**self.registry.describe(), **self.offers.describe()})
+        return cached[1]
+
+    def _catalog_changed(self) -> None:
+        """Tell the cluster now (one heartbeat for a burst of changes), not at the next heartbeat."""
+        if self._catalog_publish is None and not self.stopping:
+            self._catalog_publish = self._spawn(self._publish_catalog())
+
+    async def _publish_catalog(self) -> None:
+        await asyncio.sleep(0)   # a burst of registrations in one read of the socket: one heartbeat
+        self._catalog_publish = None
+        await self.peers.heartbeat(self._state_body())
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         t = asyncio.create_task(coro)
@@ -399,6 +456,8 @@ class Node:
             if node != self.id:
                 self.peers.release_remote(node, pattern)
         self.pending.drop_owner(sub)
+        if self.offers.drop_owner(sub):
+            self._catalog_changed()
 
     def count_dropped(self, n: int) -> None:
         """Events a slow client never got."""
@@ -462,9 +521,10 @@ class Node:
             "metrics": m.model_dump(mode="json"),
             "catalog": {name: {"description": svc["description"],
                                "methods": {k: {"description": v["description"], "mutates": v["mutates"],
-                                               "params": v["params"]}
+                                               "params": v["params"],
+                                               **({"offered_by": "client"} if "offered_by" in v else {})}
                                            for k, v in svc["methods"].items()}}
-                        for name, svc in self.registry.describe().items()},
+                        for name, svc in self.catalog().items()},
             "processes": [p.model_dump(mode="json") for p in sup.snapshot()] if sup is not None else [],
         }
 

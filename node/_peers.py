@@ -265,7 +265,7 @@ class Peers:
         params = body.get("params")
         self.router.run_local(service, method, params if isinstance(params, dict) else {},
                               min(reply_by - now, self.settings.rpc.max_timeout),
-                              str(body.get("role", "viewer")), done)
+                              str(body.get("role", "viewer")), done, caller=frm)
 
     def _h_reply(self, frm: str, env: Envelope, topic: str) -> None:
         if env["kind"] == "error":

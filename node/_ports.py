@@ -12,6 +12,7 @@ import asyncio
 from typing import Any, Coroutine, Hashable, Mapping, Protocol
 
 from ._cluster import Done
+from ._offered import Offers
 from ._stats import Stats
 
 
@@ -37,7 +38,14 @@ class Router(Protocol):
                    reply: bool = True) -> None: ...
 
     def run_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
-                  done: Done) -> None: ...
+                  done: Done, caller: str | None = None) -> None: ...
+
+    offers: Offers
+
+    def offer(self, owner: Any, service: str, method: str, params: dict[str, Any], mutates: bool,
+              description: str) -> None: ...
+
+    def withdraw(self, owner: Any, service: str, method: str) -> bool: ...
 
     def publish(self, topic: str, data: Any) -> tuple[int, bool]: ...
 

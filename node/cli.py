@@ -46,16 +46,17 @@ def _add_wait(p: argparse.ArgumentParser) -> None:
                         "or has not yet heard of the target node (default: fail at once)")
 
 
-async def _connected(args: argparse.Namespace, body: Any) -> Any:
+async def _connected(args: argparse.Namespace, body: Any, *, name: str = "cli", reconnect: bool = False) -> Any:
     """Run ``body(client)`` on a fresh connection; with ``--wait``, retry while the node is not up yet or
-    does not know the target node yet (nothing ran then: the call never left)."""
+    does not know the target node yet (nothing ran then: the call never left).  ``reconnect``: the
+    client comes back by itself when the connection is lost (long-running commands)."""
     from ._client import Client, ConnectionLost
     from ._errors import UnknownNode
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0.0, args.wait)
     while True:
         try:
-            client = Client(args.url, token=args.token, name="cli")
+            client = Client(args.url, token=args.token, name=name, reconnect=reconnect)
             await client.connect()
         except ConnectionLost:
             if loop.time() >= deadline:
@@ -72,7 +73,7 @@ async def _connected(args: argparse.Namespace, body: Any) -> Any:
         await asyncio.sleep(0.2)
 
 
-CORE_COMMANDS = {"node", "call", "sub", "keys", "trust", "certs", "token"}
+CORE_COMMANDS = {"node", "call", "sub", "pub", "nodes", "reply", "keys", "trust", "certs", "token"}
 
 
 def state_dir() -> Path:
@@ -131,6 +132,52 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0, help="exit after this many seconds")
     _add_wait(p)
     p.set_defaults(func=cmd_sub)
+
+    p = sub.add_parser("pub", help="publish an event as the node you connect to",
+                       description="Publish JSON data on TOPIC (a plain topic: no wildcards, not starting with "
+                                   "'$') as the node you connect to. Operators only.",
+                       epilog="exit codes: 0 published; 1 the node refused it or cannot connect; 2 bad usage")
+    _add_url(p)
+    p.add_argument("topic", metavar="TOPIC")
+    p.add_argument("data", metavar="JSON", nargs="?", default="null",
+                   help="the event's data, a JSON value (a string needs its quotes: '\"hi\"'); default null")
+    _add_wait(p)
+    p.set_defaults(func=cmd_pub)
+
+    p = sub.add_parser("nodes", help="the cluster table: every node the connected node knows",
+                       description="Print the membership table of the node you connect to: each node, online or "
+                                   "not, with its temperature, CPU, memory, services and processes.",
+                       epilog="exit codes: 0 printed; 1 cannot connect or the node answered an error")
+    _add_url(p)
+    p.add_argument("--json", action="store_true", help="print node.cluster's result as JSON")
+    _add_wait(p)
+    p.set_defaults(func=cmd_nodes)
+
+    p = sub.add_parser("reply", help="answer calls of SERVICE.METHOD with a command (like 'nats reply')",
+                       description="Offer SERVICE.METHOD from this process (the node's operator role is needed) "
+                                   "and answer each call by running CMD: the call's params go to its stdin as "
+                                   "JSON; its stdout is the result (JSON, or else the text as a string). A "
+                                   "non-zero exit answers 'internal' with the end of its stderr. CMD is split "
+                                   "like a shell would split it but runs without a shell; pass one yourself "
+                                   "(--exec \"sh -c '...'\") if you need it. Reconnects when the node restarts; "
+                                   "runs until Ctrl-C or SIGTERM.",
+                       epilog="exit codes: 0 stopped by a signal; 1 the node refused the registration "
+                              "(forbidden, conflict) or cannot connect; 2 bad usage; 130 interrupted")
+    _add_url(p)
+    p.add_argument("target", metavar="SERVICE.METHOD")
+    p.add_argument("--exec", dest="command", required=True, metavar="CMD", help="the command that answers")
+    p.add_argument("--read-only", action="store_true",
+                   help="the method changes nothing (viewers may call it, the agent calls it without asking); "
+                        "default: it mutates")
+    p.add_argument("--description", default="", help="shown in node.describe, the dashboard and to the agent")
+    p.add_argument("--params-schema", default='{"type": "object"}', metavar="JSON",
+                   help="JSON Schema of the params (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="longest run of CMD (less if the caller's deadline is nearer; default %(default)s)")
+    p.add_argument("--max-output", type=int, default=1 << 20, metavar="BYTES",
+                   help="most stdout CMD may write (default %(default)s); more answers 'internal'")
+    _add_wait(p)
+    p.set_defaults(func=cmd_reply)
 
     p = sub.add_parser("keys", help="node signing keys (Ed25519)")
     ks = p.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
@@ -374,6 +421,90 @@ def cmd_sub(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_connected(args, go))
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{what} is not valid JSON ({e}); a string needs its quotes: '\"text\"'") from None
+
+
+def cmd_pub(args: argparse.Namespace) -> int:
+    data = _json_arg(args.data, "JSON data")
+
+    async def go(c: Any) -> int:
+        await c.publish(args.topic, data)
+        return 0
+
+    return int(asyncio.run(_connected(args, go)))
+
+
+def _cell(v: Any, fmt: str = "{:.0f}") -> str:
+    return fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    async def go(c: Any) -> int:
+        doc = await c.call(None, "node", "cluster")
+        if args.json:
+            print(json_text(doc, indent=2))
+            return 0
+        rows = [("NODE", "STATE", "TEMP °C", "CPU %", "MEM %", "SERVICES", "PROCESSES", "VERSION")]
+        for n in doc.get("nodes", []):
+            m = n.get("metrics") or {}
+            temp = _cell(m.get("temperature_c"), "{:.1f}") + ("~" if m.get("simulated") else "")
+            procs = n.get("processes") or []
+            running = sum(1 for p in procs if isinstance(p, dict) and p.get("state") == "running")
+            rows.append((printable(str(n.get("id")), limit=40) + (" *" if n.get("id") == doc.get("self") else ""),
+                         "online" if n.get("online") else "OFFLINE", temp, _cell(m.get("cpu_percent")),
+                         _cell(m.get("memory_percent")), str(len(n.get("services") or {})),
+                         f"{running}/{len(procs)}", printable(str(n.get("version") or "-"), limit=20)))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+        print("(* the node you are connected to; ~ simulated temperature)")
+        return 0
+
+    return int(asyncio.run(_connected(args, go)))
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    import shlex
+
+    from ._reply import CommandReplier
+    service, dot, method = args.target.partition(".")
+    if not dot or not service or not method:
+        raise ConfigError(f"{args.target!r} is not SERVICE.METHOD (e.g. echo.say)")
+    try:
+        argv = shlex.split(args.command)
+    except ValueError as e:
+        raise ConfigError(f"--exec: {e}") from None
+    if not argv:
+        raise ConfigError("--exec needs a command")
+    schema = _json_arg(args.params_schema, "--params-schema")
+    if not isinstance(schema, dict):
+        raise ConfigError("--params-schema must be a JSON object (a JSON Schema)")
+    replier = CommandReplier(argv, timeout=args.timeout, max_output=args.max_output)
+
+    async def go(c: Any) -> int:
+        await c.register(service, method, replier, params=schema, mutates=not args.read_only,
+                         description=args.description)
+        print(f"# answering {printable(args.target)} on {printable(c.node_id)} with {printable(args.command)}",
+              file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await replier.close()
+        return 0
+
+    return int(asyncio.run(_connected(args, go, name=f"reply {args.target}"[:60], reconnect=True)))
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:

@@ -49,6 +49,18 @@ def chromium(*extra_args: str) -> Iterator[Any]:
             b.close()
 
 
+def wait_js(page: Any, expr: str, arg: Any = None, timeout: float = 15.0) -> Any:
+    """``page.wait_for_function`` by polling ``page.evaluate``: the node's CSP (no 'unsafe-eval')
+    blocks the eval Playwright's own wait repeats on every poll.  Returns the truthy value."""
+    import time
+    deadline = time.monotonic() + timeout
+    while not (value := page.evaluate(expr, arg)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {expr}")
+        page.wait_for_timeout(50)
+    return value
+
+
 LOGGER = {"name": "logger", "command": ["python", "-m", "cloudisense.node.demo.logger", "--interval", "0.5"],
           "stop_grace": 3.0}
 

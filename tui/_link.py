@@ -56,11 +56,10 @@ def default_client_factory(url: str, token: str | None) -> Client:
 
 def backoff(initial: float = 0.25, cap: float = 5.0, factor: float = 2.0,
             rnd: Callable[[], float] = random.random) -> Iterator[float]:
-    """Delays before reconnect attempts: ``initial`` doubling up to ``cap``, each jittered to 50–100 %."""
-    delay = initial
-    while True:
-        yield round(delay * (0.5 + 0.5 * rnd()), 3)
-        delay = min(cap, delay * factor)
+    """Delays before reconnect attempts: the node client's (``cloudisense.node._client.backoff``)."""
+    from cloudisense.node._client import backoff as client_backoff
+
+    return client_backoff(initial, cap, factor, rnd)
 
 
 def retryable(exc: BaseException) -> bool:

@@ -1,15 +1,15 @@
-// CloudiSENSE dashboard: a plain browser client of protocol v1 (docs/protocol.md).
+// CloudiSENSE dashboard: a page on the browser library /lib/cloudisense.mjs (clients/js/), which
+// holds the WebSocket, hello/token, requests, reconnect with resubscription, and shares one
+// subscription on the wire per (node, topic) between the views that want it.
 //
 // Shape of this file:
-//   Connection  – the WebSocket, hello/token, request ids, reconnect.
-//   Subs        – page-level refcount of (node, topic) subscriptions, so two
-//                 views wanting the same stream share one subscribe frame.
+//   client      – the library's client; the page follows its connection events.
 //   state       – what the page knows; network handlers only mutate it and
 //                 call invalidate(part).
 //   render*     – draw the dirty parts, at most every FRAME_MS (coalesced with
 //                 a timer + requestAnimationFrame), so a burst of events from
 //                 50 nodes costs a handful of renders, not thousands.
-"use strict";
+import { connect } from "/lib/cloudisense.mjs";
 
 (() => {
   const FRAME_MS = 250;            // render at most ~4 times a second
@@ -41,7 +41,7 @@
     insp: { subs: [], events: [], count: 0, paused: false, error: "", view: "pretty" },
     callResult: null,            // {label, ok, text} of the last call made from the page
   };
-  const debug = { renders: 0, frames: 0, events: 0 };
+  const debug = { renders: 0, events: 0 };
 
   // ------------------------------------------------------------- utilities
   const $ = (id) => document.getElementById(id);
@@ -109,20 +109,6 @@
     return max && s.length > max ? s.slice(0, max) + "…" : s;
   }
 
-  /** MQTT filter matching (3.1.1 §4.7), including the `$` rule. */
-  function topicMatches(filter, topic) {
-    if (filter === topic) return true;
-    const f = filter.split("/");
-    const t = topic.split("/");
-    if ((f[0] === "+" || f[0] === "#") && topic.startsWith("$")) return false;
-    for (let i = 0; i < f.length; i++) {
-      if (f[i] === "#") return true;
-      if (i >= t.length) return false;
-      if (f[i] !== "+" && f[i] !== t[i]) return false;
-    }
-    return f.length === t.length;
-  }
-
   // ------------------------------------------------------------- rendering
   const dirty = new Set();
   let renderTimer = null;
@@ -151,46 +137,20 @@
   }
 
   // ---------------------------------------------------------- connection
-  class Connection {
-    constructor() {
-      this.ws = null;
-      this.nextId = 1;
-      this.pending = new Map();   // id -> {resolve, reject, timer}
-      this.backoff = 0.5;
-      this.retryTimer = null;
-      this.ready = false;         // welcome received
-    }
+  let client = null;   // the library's client, made by init()
 
-    url() {
-      return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-    }
-
-    open() {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-      if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
-      setConn("connecting");
-      const ws = new WebSocket(this.url());
-      this.ws = ws;
-      ws.onopen = () => this.hello();
-      ws.onmessage = (m) => this.onMessage(m.data);
-      ws.onclose = (e) => this.onClose(ws, e);
-    }
-
-    async hello() {
-      const token = sessionStorage.getItem(TOKEN_KEY);
-      const frame = { type: "hello", client: "dashboard" };
-      if (token) frame.token = token;
-      let welcome;
-      try {
-        welcome = await this.request(frame, 10000);
-      } catch (err) {
-        if (isAuthError(err)) return askToken(token ? "That token was not accepted." : "");
-        console.warn("hello failed", err);
-        return this.ws && this.ws.close();
-      }
-      this.ready = true;
-      this.backoff = 0.5;
+  function openClient() {
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    client = connect(url, { name: "dashboard", timeout: CALL_TIMEOUT, token: () => sessionStorage.getItem(TOKEN_KEY) });
+    client.on("state", (s) => { if (s === "connecting" || s === "disconnected") setConn(s); });
+    client.on("disconnect", (e) => { if (client.state !== "auth") setConn("disconnected", e.reason); });
+    client.on("event", onEvent);
+    client.on("error", (err) => {
+      if (client.state === "auth") askToken(sessionStorage.getItem(TOKEN_KEY) ? "That token was not accepted." : "");
+      else console.warn("cloudisense", err);
+    });
+    // After the welcome, and after the library subscribed again to everything the page had.
+    client.on("connect", (welcome) => {
       state.self = welcome.node;
       state.role = welcome.role || "operator";
       state.auth = welcome.auth === "none" ? "none" : "token";
@@ -198,89 +158,9 @@
       setConn("connected");
       hideToken();
       invalidate("header", "nodes", "detail", "insp");
-      await subs.resubscribeAll();
       refreshCluster();
-    }
-
-    send(frame) {
-      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-      this.ws.send(JSON.stringify(frame));
-      return true;
-    }
-
-    /** Send a request frame; resolves with the reply frame, rejects with {code, message}. */
-    request(frame, timeoutMs = (CALL_TIMEOUT + 2) * 1000) {
-      const id = String(this.nextId++);
-      return new Promise((resolve, reject) => {
-        if (!this.send({ ...frame, id })) {
-          reject({ code: "disconnected", message: "not connected to the node" });
-          return;
-        }
-        const timer = setTimeout(() => {
-          this.pending.delete(id);
-          reject({ code: "timeout", message: "no answer from the node" });
-        }, timeoutMs);
-        this.pending.set(id, { resolve, reject, timer });
-      });
-    }
-
-    call(node, service, method, params) {
-      const frame = { type: "call", service, method, params: params || {}, timeout: CALL_TIMEOUT };
-      if (node && node !== state.self) frame.node = node;
-      return this.request(frame).then((r) => r.result);
-    }
-
-    onMessage(raw) {
-      let msg;
-      try { msg = JSON.parse(raw); } catch { return; }
-      debug.frames++;
-      if (msg.type === "event") return onEvent(msg);
-      const p = msg.id !== undefined ? this.pending.get(String(msg.id)) : undefined;
-      if (msg.type === "error") {
-        const err = msg.error || { code: "internal", message: "error without details" };
-        if (p) {
-          this.pending.delete(String(msg.id));
-          clearTimeout(p.timer);
-          p.reject(err);
-        }
-        // A frame refused for lack of auth (the node may have restarted with tokens on).
-        if (isAuthError(err) && this.ready) {
-          this.ready = false;
-          askToken("");
-        }
-        return;
-      }
-      if (p) {
-        this.pending.delete(String(msg.id));
-        clearTimeout(p.timer);
-        p.resolve(msg);
-      }
-    }
-
-    onClose(ws, e) {
-      if (ws !== this.ws) return;
-      this.ws = null;
-      this.ready = false;
-      for (const p of this.pending.values()) {
-        clearTimeout(p.timer);
-        p.reject({ code: "disconnected", message: "connection closed" });
-      }
-      this.pending.clear();
-      subs.markAllInactive();
-      if (state.conn === "auth") return;          // wait for the token form
-      setConn("disconnected", e && e.reason);
-      const delay = this.backoff * (0.75 + Math.random() * 0.5);
-      this.backoff = Math.min(this.backoff * 2, 10);
-      this.retryTimer = setTimeout(() => this.open(), delay * 1000);
-    }
-
-    retryHello() {
-      if (this.ws && this.ws.readyState === WebSocket.OPEN) this.hello();
-      else this.open();
-    }
+    });
   }
-
-  const isAuthError = (err) => err && (err.code === "unauthenticated" || err.code === "forbidden");
 
   function setConn(s, reason) {
     state.conn = s;
@@ -288,57 +168,8 @@
     invalidate("header");
   }
 
-  // --------------------------------------------------------- subscriptions
-  /** Page-level refcount: (node, topic) -> one subscription on the wire. */
-  class Subs {
-    constructor() { this.map = new Map(); }
-    key(node, topic) { return `${node || ""}\u0000${topic}`; }
-
-    async add(node, topic) {
-      const k = this.key(node, topic);
-      let s = this.map.get(k);
-      if (s) { s.count++; return s.ready; }
-      s = { node: node || "", topic, count: 1, active: false, ready: Promise.resolve() };
-      this.map.set(k, s);
-      if (!conn.ready) return;     // wired by resubscribeAll() after the welcome
-      s.ready = this.wire(s);
-      try { await s.ready; } catch (err) {
-        if (--s.count <= 0) this.map.delete(k);
-        throw err;
-      }
-    }
-
-    async wire(s) {
-      const frame = { type: "subscribe", topic: s.topic };
-      if (s.node) frame.node = s.node;
-      await conn.request(frame);
-      s.active = true;
-    }
-
-    async remove(node, topic) {
-      const k = this.key(node, topic);
-      const s = this.map.get(k);
-      if (!s || --s.count > 0) return;
-      this.map.delete(k);
-      try { await s.ready; } catch { /* never wired */ }
-      if (!s.active || !conn.ready) return;
-      const frame = { type: "unsubscribe", topic: s.topic };
-      if (s.node) frame.node = s.node;
-      try { await conn.request(frame); } catch (err) { console.warn("unsubscribe", err); }
-    }
-
-    markAllInactive() { for (const s of this.map.values()) s.active = false; }
-
-    async resubscribeAll() {
-      await Promise.all([...this.map.values()].map((s) => {
-        s.ready = this.wire(s).catch((err) => console.warn("resubscribe", s.topic, err));
-        return s.ready;
-      }));
-    }
-  }
-
-  const conn = new Connection();
-  const subs = new Subs();
+  /** Subscribe for the page's lifetime (wired again after every reconnect by the library). */
+  const keep = (node, topic) => client.subscribe(node, topic);
 
   // ------------------------------------------------------------ cluster
   let clusterInFlight = false;
@@ -347,7 +178,7 @@
     if (clusterInFlight) return;
     clusterInFlight = true;
     try {
-      const res = await conn.call(null, "node", "cluster", {});
+      const res = await client.call(null, "node", "cluster", {});
       if (res && res.self) state.self = res.self;
       const seen = new Set();
       for (const n of (res && res.nodes) || []) {
@@ -445,12 +276,11 @@
   // -------------------------------------------------------------- events
   function onEvent(ev) {
     debug.events++;
-    const topic = String(ev.topic || "");
+    const topic = ev.topic;
     if (topic.startsWith("$cluster/node/")) onClusterEvent(ev);
     else if (topic === STATS_TOPIC && (!ev.node || ev.node === state.self)) onStats(ev);
     else if (topic.startsWith("metrics/")) onMetricsEvent(ev);
     else if (topic.startsWith("process/")) onProcessEvent(ev, topic);
-    onInspectorEvent(ev, topic);
     sparkFeed(ev, topic);
   }
 
@@ -469,21 +299,11 @@
   }
 
   // ----------------------------------------------------------- inspector
-  function inspectorSubMatches(sub, ev, topic) {
-    if (sub.node) {
-      if (ev.node !== sub.node) return false;
-      // The node also tells subscribers when the node they watch goes away and comes back.
-      return topicMatches(sub.topic, topic) || topic === "$cluster/node/offline" || topic === "$cluster/node/online";
-    }
-    if (!topicMatches(sub.topic, topic)) return false;
-    // Local subscription: events of this node, and $ topics that are *about* other nodes.
-    return !ev.node || ev.node === state.self || topic.startsWith("$");
-  }
-
-  function onInspectorEvent(ev, topic) {
+  /** The handler of every inspector subscription (the library matches events to them). */
+  function onInspectorEvent(ev) {
     const insp = state.insp;
-    if (!insp.subs.length || insp.paused) return;
-    if (!insp.subs.some((s) => inspectorSubMatches(s, ev, topic))) return;
+    // Paused, or already shown: one frame matching two of the inspector's filters is one row.
+    if (insp.paused || insp.events[insp.events.length - 1] === ev) return;
     insp.count++;
     insp.events.push(ev);
     if (insp.events.length > INSPECTOR_ROWS * 2) insp.events.splice(0, insp.events.length - INSPECTOR_ROWS);
@@ -500,11 +320,11 @@
     insp.subs.push(sub);
     invalidate("insp");
     try {
-      await subs.add(node, topic);
+      sub.off = await client.subscribe(node, topic, onInspectorEvent);
       sub.state = "active";
     } catch (err) {
       insp.subs = insp.subs.filter((s) => s !== sub);
-      insp.error = `subscribe ${topic} on ${node || state.self}: ${err.code}: ${err.message || ""}`;
+      insp.error = `subscribe ${topic} on ${node || state.self}: ${err.message}`;
     }
     invalidate("insp");
   }
@@ -512,24 +332,21 @@
   async function inspectorUnsubscribe(sub) {
     state.insp.subs = state.insp.subs.filter((s) => s !== sub);
     invalidate("insp");
-    await subs.remove(sub.node, sub.topic);
+    if (sub.off) await sub.off().catch((err) => console.warn("unsubscribe", err));
   }
 
   // -------------------------------------------------------------- detail
-  let detailStreams = null;   // {node, topics} the detail view subscribed for live data
+  let detailStreams = null;   // unsubscribe functions of the detail view's live data
 
   function select(id) {
     if (state.selected === id) return;
     state.selected = id;
     state.callResult = null;
-    if (detailStreams) {
-      for (const t of detailStreams.topics) subs.remove(detailStreams.node, t);
-      detailStreams = null;
-    }
+    if (detailStreams) for (const off of detailStreams) off.then((f) => f()).catch(() => {});
+    detailStreams = null;
     if (id && id !== state.self) {
-      const node = id;
-      detailStreams = { node, topics: DETAIL_TOPICS };
-      for (const t of detailStreams.topics) subs.add(node, t).catch((err) => console.warn("detail stream", t, err));
+      detailStreams = DETAIL_TOPICS.map((t) => client.subscribe(id, t));
+      for (const p of detailStreams) p.catch((err) => console.warn("detail stream", err));
     }
     invalidate("nodes", "detail");
   }
@@ -539,11 +356,11 @@
     state.callResult = { label, ok: null, text: "calling…" };
     invalidate("detail");
     try {
-      const result = await conn.call(nodeId, service, method, params);
+      const result = await client.call(nodeId, service, method, params);
       state.callResult = { label, ok: true, text: JSON.stringify(result, null, 2) };
       if (service === "supervisor" && result && result.name && result.state) patchProcess(nodeId, result);
     } catch (err) {
-      state.callResult = { label, ok: false, text: `${err.code}: ${err.message || ""}` };
+      state.callResult = { label, ok: false, text: `${err.message}` };
     }
     invalidate("detail");
   }
@@ -831,6 +648,8 @@
     const li = h("li", { class: "method", dataset: { testid: "method", method: formKey } },
       h("code", {}, mname),
       mutates ? h("span", { class: "badge mutates", title: "changes state" }, "mutates") : h("span", { class: "badge ro" }, "read-only"),
+      spec.offered_by === "client" ? h("span", { class: "badge client", dataset: { testid: "offered-by-client" },
+        title: "offered by a client connected to the node (it goes when the client does)" }, "client") : null,
       h("span", { class: "muted desc", title: spec.description || "" }, firstLine(spec.description)),
       takesParams && (!mutates || canMutate()) ? h("button", {
         type: "button", class: "link",
@@ -1139,7 +958,7 @@
     sparkPush(id, "temp", t, m.temperature_c);
     if (id && id !== state.self && !sparkStats.has(id) && sparkStats.size < SPARK_STATS_NODES) {
       sparkStats.add(id);
-      subs.add(id, STATS_TOPIC).catch(() => sparkStats.delete(id));
+      keep(id, STATS_TOPIC).catch(() => sparkStats.delete(id));
     }
   }
 
@@ -1210,12 +1029,12 @@
       $("token-input").value = "";
       state.conn = "connecting";
       invalidate("header");
-      conn.retryHello();
+      client.reconnect();
     });
     $("token-change").addEventListener("click", () => {
       sessionStorage.removeItem(TOKEN_KEY);
-      if (conn.ws) conn.ws.close();
       askToken("");
+      client.reconnect();   // without a token: the node refuses the hello, the form stays up
     });
     $("metrics-link").addEventListener("click", openMetrics);
     $("insp-form").addEventListener("submit", (e) => {
@@ -1240,18 +1059,16 @@
     // Ages ("online · 42s") move on their own.
     setInterval(() => invalidate("nodes", "detail"), 1000);
 
+    openClient();
     // Streams the page always wants; wired once the welcome arrives.
-    subs.add("", CLUSTER_TOPIC).catch(() => {});
-    subs.add("", STATS_TOPIC).catch(() => {});
-    for (const t of SELF_TOPICS) subs.add("", t).catch(() => {});
+    for (const t of [CLUSTER_TOPIC, STATS_TOPIC, ...SELF_TOPICS]) keep("", t).catch(() => {});
     invalidate("header", "nodes", "detail", "stats", "chart", "insp");
-    conn.open();
   }
 
   // For tests and debugging in the console: read-only views plus a way to feed frames.
   window.cloudisense = {
     state, debug,
-    subscriptions: () => [...subs.map.values()].map(({ node, topic, count, active }) => ({ node, topic, count, active })),
+    subscriptions: () => (client ? client.subscriptions() : []),
     inject: (frame) => onEvent(frame),
     renderNow: () => { clearTimeout(renderTimer); render(); },
   };

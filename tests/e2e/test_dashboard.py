@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
-from support import chromium  # noqa: E402
+from support import chromium, wait_js  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from cloudisense.node.testing import free_port  # noqa: E402
@@ -167,16 +167,6 @@ def wait_cluster(page: Page, *ids: str) -> None:
     expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "connected")
     for nid in ids:
         expect(card(page, nid)).to_have_attribute("data-online", "true")
-
-
-def wait_js(page: Page, expr: str, arg: Any = None, timeout: float = 15.0) -> None:
-    """``page.wait_for_function`` by polling ``page.evaluate``: the dashboard's CSP (no
-    'unsafe-eval') blocks the eval Playwright's own wait repeats on every poll."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expr, arg):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {expr}")
-        page.wait_for_timeout(50)
 
 
 def int_text(page: Page, testid: str) -> int:

@@ -143,6 +143,8 @@ async def test_every_error_code_reachable(cluster):
         r = await expect(ws, {"type": "call", "id": 17, "service": "testsvc", "method": "crash"}, "internal")
         assert "boom" not in r["error"]["message"]          # no internals over the wire
         assert "boom: secret internal detail" in a.log()    # but logged with its traceback
+        await expect(ws, {"type": "register", "id": "reg", "service": "system", "method": "metrics"},
+                     "conflict", contains="system.metrics")
         # node_offline: b is known, then gone
         assert (await request(ws, {"type": "call", "id": 18, "node": "err-b", "service": "node",
                                    "method": "ping"}))["type"] == "result"

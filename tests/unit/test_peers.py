@@ -110,7 +110,8 @@ class FakeRouter:
         self.stopping = False
         self.pending: PendingTable | None = None
 
-    def run_local(self, service: str, method: str, params: Any, t: float, role: str, done: Any) -> None:
+    def run_local(self, service: str, method: str, params: Any, t: float, role: str, done: Any,
+                  caller: str | None = None) -> None:
         self.runs.append((service, method, params, t, role, done))
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
