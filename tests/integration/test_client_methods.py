@@ -109,6 +109,10 @@ async def test_register_call_locally_and_remotely_and_die_with_the_client(cluste
         assert r["id"] == "l1" and r["result"] == {"text": "hi"} and r["node"] == "ra", r
         # a second yield for the same invocation is ignored: no frame to anyone
         await send(offerer, {"type": "yield", "invocation": inv["invocation"], "result": 2})
+        r = await request(local, call("l1b", "echo", "nope"))
+        assert r["error"]["code"] == "unknown_method" and "say" in r["error"]["message"], r
+        stats = (await request(local, call("st", "pubsub", "stats")))["result"]["rpc"]
+        assert stats["client_methods"] == 2 and stats["ignored_yields"] == 1, stats
 
         # called from the other node: the caller is rb
         await send(remote, call("r1", "echo", "say", {"text": "far"}, node="ra"))
