@@ -183,8 +183,10 @@ async def test_broker_restart_keeps_the_subscription_with_no_event_lost_after_it
         await asyncio.to_thread(mosq.start)
 
         async def interest_back():
-            s = await pub_client.call(None, "pubsub", "stats", timeout=2)
-            return s["federation"]["connected"] and s["pubsub"]["interests"] == {"ma": ["app/#"]}
+            sa = (await sub_client.call(None, "pubsub", "stats", timeout=2))["federation"]
+            sb = await pub_client.call(None, "pubsub", "stats", timeout=2)
+            linked = all(f["connected"] and f["reconnects"] >= 1 for f in (sa, sb["federation"]))
+            return linked and sb["pubsub"]["interests"] == {"ma": ["app/#"]}
         await async_wait_until(interest_back, 20, interval=0.1, what="mb holds ma's interest again")
         mark = ticker.started
         upto = mark + 40
