@@ -26,7 +26,8 @@ from ._cluster import Done, PendingTable, wire_error
 from ._config import Settings, node_id_error
 from ._deadlines import DeadlineTimer, TaskDeadlines
 from ._envelopes import CallBody
-from ._errors import BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, from_wire, to_wire
+from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, UnknownMethod, from_wire,
+                      to_wire)
 from ._gateway import Gateway
 from ._frames import MAX_SCHEMA_CHARS
 from ._json import dumps, loads
@@ -320,6 +321,9 @@ class Node:
                     raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
                 result = await self._invoke(offer, params, caller or {"node": self.id}, t)
             else:
+                if service not in self.registry and (offered := self.offers.methods_of(service)):
+                    raise UnknownMethod(f"service {service!r} has no method {method!r} (methods: "
+                                        f"{', '.join(offered)})")
                 if role != "operator" and self.registry.mutates(service, method):
                     raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
                 result = await self.registry.call(service, method, params)
@@ -491,7 +495,8 @@ class Node:
             "rpc": {"calls": s.calls, "calls_per_s": round(calls_ps, 2), "errors": dict(s.errors),
                     "latency_ms": s.percentiles(), "recent": s.recent, "pending": len(self.pending),
                     "remote_out": s.remote_calls_out, "remote_in": s.remote_calls_in,
-                    "late_replies": self.pending.late, "duplicates": s.duplicates, "late_calls": s.late_calls},
+                    "late_replies": self.pending.late, "duplicates": s.duplicates, "late_calls": s.late_calls,
+                    "client_methods": len(self.offers), "ignored_yields": self.offers.ignored_yields},
             "pubsub": {"topics": len(self.subs.patterns(self.id)), **self.subs.stats(),
                        "local_subscribers": len(self.subs.subscribers(self.id)),
                        "remote_interests": len(self.interests), "interests": self.interests.snapshot(),

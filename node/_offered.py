@@ -63,6 +63,10 @@ class Offers:
     def get(self, service: str, method: str) -> Offer | None:
         return self._by_name.get((service, method)) if self._by_name else None
 
+    def methods_of(self, service: str) -> list[str]:
+        """The methods clients offer under ``service`` (none: it is not a client-offered service)."""
+        return sorted(m for s, m in self._by_name if s == service) if self._by_name else []
+
     def add(self, offer: Offer, *, taken: bool) -> None:
         """Add ``offer``; ``taken``: a service of the node holds the name.  Raises Conflict or Overloaded."""
         name = f"{offer.service}.{offer.method}"

@@ -67,7 +67,9 @@ class CommandReplier:
         except TimeoutError:
             raise RpcError(ErrorCode.TIMEOUT, f"{self.argv[0]} did not finish within {self.timeout:g} s") from None
         finally:
-            self._kill(proc)
+            if proc.returncode is None:
+                self._kill(proc)
+                await asyncio.shield(proc.wait())   # SIGKILL: at once; reaped, not left a zombie
             self._procs.discard(proc)
         if code != 0:
             tail = printable(err.decode("utf-8", "replace").strip()[-STDERR_TAIL:])

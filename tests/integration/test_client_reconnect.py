@@ -6,7 +6,6 @@ another node, made again after a reconnect, and gone with the client.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -147,10 +146,8 @@ async def test_node_restart_resubscribes_and_reregisters_and_methods_die_with_th
         await collector.stop()
         collector = None
         await sub_client.close()
-        t0 = time.monotonic()
-        with pytest.raises(UnknownService):
-            await caller.call("ka", "echo", "say", {"text": "gone"}, timeout=10)
-        assert time.monotonic() - t0 < 3, "answered at once, not at the call's deadline"
+        with pytest.raises(UnknownService):   # not CallTimeout: answered at once, not at the deadline
+            await caller.call("ka", "echo", "say", {"text": "gone"}, timeout=30)
     finally:
         if ticker is not None:
             await ticker.stop()
@@ -183,8 +180,10 @@ async def test_broker_restart_keeps_the_subscription_with_no_event_lost_after_it
         await asyncio.to_thread(mosq.start)
 
         async def interest_back():
-            s = await pub_client.call(None, "pubsub", "stats", timeout=2)
-            return s["federation"]["connected"] and s["pubsub"]["interests"] == {"ma": ["app/#"]}
+            sa = (await sub_client.call(None, "pubsub", "stats", timeout=2))["federation"]
+            sb = await pub_client.call(None, "pubsub", "stats", timeout=2)
+            linked = all(f["connected"] and f["reconnects"] >= 1 for f in (sa, sb["federation"]))
+            return linked and sb["pubsub"]["interests"] == {"ma": ["app/#"]}
         await async_wait_until(interest_back, 20, interval=0.1, what="mb holds ma's interest again")
         mark = ticker.started
         upto = mark + 40

@@ -26,7 +26,8 @@ def test_wheel_layout_and_console_script(tmp_path):
                    "cloudisense/node/static/vendor/uPlot.iife.min.js", "cloudisense/node/static/vendor/uPlot.LICENSE",
                    "cloudisense/tools/__init__.py", "cloudisense/tui/__init__.py",
                    "cloudisense/prompts/__init__.py", "cloudisense/node/demo/logger.py",
-                   "cloudisense/tui/screens/main.py", "cloudisense/tui/widgets/plan_view.py"):
+                   "cloudisense/tui/screens/main.py", "cloudisense/tui/widgets/plan_view.py",
+                   "cloudisense/node/py.typed"):   # the client is typed (PEP 561)
         assert needed in names, needed
     assert any(n.startswith("cloudisense/prompts/") and n.endswith(".txt") for n in names)
     assert any(n.startswith("cloudisense/tui/") and n.endswith(".tcss") for n in names)
