@@ -345,7 +345,10 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
         if outcome.status == "clarify" and outcome.last is not None and outcome.last.options:
             from rich.markup import escape
 
-            out.print("options: " + escape(", ".join(outcome.last.options)))
+            from cloudisense.node._text import printable
+
+            # the options are names the nodes reported (processes, services): outside text
+            out.print("options: " + escape(printable(", ".join(outcome.last.options), limit=2000)))
         if args.json:
             doc = outcome_json(request, getattr(model, "name", "?"), outcome, dry_run=args.dry_run)
             if explained is not None:
