@@ -234,6 +234,7 @@ class Federation:
         self._client: aiomqtt.Client | None = None
         self._subs: dict[str, int] = {}
         self._held: set[str] = set()     # topics of _subs the broker granted on this connection
+        self._inflight: set[str] = set()  # topics whose SUBACK is awaited
         self._subs_lost = asyncio.Event()   # some topic of _subs is not held: the keeper retries it
         self._packer = packer or PlainPacker()
         self._out: dict[tuple[str, int], list[Any]] = defaultdict(list)   # prepared envelopes per topic
@@ -324,11 +325,14 @@ class Federation:
 
     async def _subscribe(self, client: aiomqtt.Client, topic: str, qos: int) -> bool:
         """One SUBSCRIBE, its SUBACK checked: True when the broker granted it."""
+        self._inflight.add(topic)
         try:
             codes = await client.subscribe(topic, qos=qos)
             why = next((f"the broker refused it ({_code_text(c)})" for c in codes if _refused(c)), None)
         except aiomqtt.MqttError as e:
             why = f"no grant: {e}"
+        finally:
+            self._inflight.discard(topic)
         if topic not in self._subs or self._client is not client:
             return why is None          # unsubscribed meanwhile, or another connection: nothing to keep
         if why is None:
@@ -355,7 +359,7 @@ class Federation:
             self._subs_lost.clear()
             for topic in self.missing():
                 qos = self._subs.get(topic)
-                if qos is not None and not await self._subscribe(client, topic, qos):
+                if qos is not None and topic not in self._inflight and not await self._subscribe(client, topic, qos):
                     break   # _subscribe set _subs_lost again: back off before the next round
             else:
                 delays = backoff(base=0.25, cap=5.0)
@@ -427,22 +431,29 @@ class Federation:
             fatal = None
             self._paho_error = ""
             self._held.clear()
+            self._inflight.clear()
             self._subs_lost.clear()
             try:
                 async with self._make_client() as client:
                     client.timeout = self.connect_timeout   # publishes and SUBACKs: as before failover
                     self._client = client
-                    for topic, qos in list(self._subs.items()):
-                        await self._subscribe(client, topic, qos)
-                    self.connected.set()
-                    self._ever_connected = True
-                    delays = backoff()
-                    if not first:
-                        self.counters["reconnects"] += 1
-                    log.info("connected to broker %s", self.url)
-                    self._on_connected()
-                    first = False
                     async with asyncio.TaskGroup() as tg:
+                        # All at once, and the link waits one attempt's time for them: a cluster
+                        # electing new leaders (NATS after a server died) may grant them seconds
+                        # later.  Those still in flight go on (the node is not ready until they
+                        # are held); a refused one the keeper retries.
+                        subs = [tg.create_task(self._subscribe(client, topic, qos))
+                                for topic, qos in list(self._subs.items())]
+                        if subs:
+                            await asyncio.wait(subs, timeout=self.attempt_timeout)
+                        self.connected.set()
+                        self._ever_connected = True
+                        delays = backoff()
+                        if not first:
+                            self.counters["reconnects"] += 1
+                        log.info("connected to broker %s", self.url)
+                        self._on_connected()
+                        first = False
                         tg.create_task(self._rx(client), name=f"federation[{self.node_id}].rx")
                         tg.create_task(self._tx(client), name=f"federation[{self.node_id}].tx")
                         tg.create_task(self._keep_subscriptions(client), name=f"federation[{self.node_id}].subs")
