@@ -418,6 +418,11 @@ class NatsServer:
             self.proc.wait(5)
 
 
+def errors_in(log: str) -> list[str]:
+    """The ERROR lines and tracebacks of a node's log."""
+    return [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
+
+
 def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 

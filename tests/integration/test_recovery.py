@@ -19,17 +19,13 @@ import time
 import pytest
 
 from support import async_wait_until
-from test_faults_support import CutProxy, Mosquitto, Peer
+from test_faults_support import CutProxy, Mosquitto, Peer, errors_in
 from wsutil import open_ws
 
 pytestmark = pytest.mark.timeout(90)
 
 CONFIRM_WINDOW = 3.0     # cluster.confirm_window's default
 DEADLINE = 8.0           # the calls' own deadline: far longer than the window
-
-
-def errors_in(log: str) -> list[str]:
-    return [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
 
 
 async def test_after_a_broker_restart_no_call_waits_out_its_deadline(cluster, tmp_path):
