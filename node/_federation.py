@@ -1,8 +1,9 @@
 """The MQTT adapter of the federation (thin I/O over aiomqtt).
 
-It owns one MQTT connection at a time and its two loops (receive, send),
-reconnects with capped, jittered backoff, restores its subscriptions after a
-reconnect, and hands every verified envelope to the node.  Routing decisions
+It owns one MQTT connection at a time and its loops (receive, send, keep the
+subscriptions), reconnects with capped, jittered backoff (to the next server
+when ``broker.url`` names several), restores its subscriptions after a
+reconnect and checks every SUBACK, and hands every verified envelope to the node.  Routing decisions
 live in the node; this module only moves bytes.
 
 Coalescing: envelopes queued for the same MQTT topic while the previous
