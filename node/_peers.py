@@ -207,7 +207,8 @@ class Peers:
     async def subscribe_remote(self, node: str, pattern: str) -> Any:
         """Subscribe to ``node``'s events on ``pattern``: the MQTT topic, then its acknowledged interest.
 
-        Returns ``node``'s acknowledgement (the filter and its lease)."""
+        Returns ``node``'s acknowledgement (the filter and its lease), or None when the subscriber left
+        before the ``sub`` went out."""
         assert self.fed is not None
         await self.fed.subscribe(self.events_topic(node, pattern), qos=self.settings.broker.event_qos)
         if pattern not in self.subs.patterns(node):

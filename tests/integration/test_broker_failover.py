@@ -75,8 +75,9 @@ async def test_a_refused_subscription_is_retried_and_the_node_not_ready_meanwhil
     try:
         auth = {"url": srv.url, "prefix": cluster.prefix, "keepalive": 2, "username": "node", "password": "pw"}
         a = cluster.start("sa", cfg=cluster.config("sa", broker=srv.url) | {"broker": auth})
-        status, why = wait_until(lambda: (r := ready(a))[0] == 503 and r, 10, what="/readyz to say 503")
-        assert broadcast in why["reason"] and "subscription" in why["reason"], why
+        status, why = wait_until(lambda: (r := ready(a))[0] == 503 and "subscription" in r[1]["reason"] and r, 10,
+                                 what="/readyz to say 503 for a missing subscription")
+        assert broadcast in why["reason"] and "1 subscription" in why["reason"], why
         assert metric(a, "cloudisense_federation_subscriptions_missing") == 1
         assert metric(a, "cloudisense_federation_subscribe_failures_total") >= 1
 
