@@ -148,8 +148,10 @@ class BrokerConfig(_Section):
             if part in ("embedded", "none"):
                 raise ValueError(f"{where}: 'embedded' and 'none' stand alone, not in a list of brokers")
             if not re.match(r"^mqtts?://[^/,\s]+$", part):
-                raise ValueError(f"{where} is not mqtt://HOST:PORT or mqtts://HOST:PORT "
-                                 "(several brokers: a TOML list, or comma-separated with a scheme on each)")
+                if len(parts) == 1:
+                    raise ValueError("must be 'embedded', 'none', mqtt://HOST:PORT or mqtts://HOST:PORT, or the "
+                                     "servers of a clustered broker (a TOML list, or comma-separated)")
+                raise ValueError(f"{where} is not mqtt://HOST:PORT or mqtts://HOST:PORT (a scheme on each)")
             try:
                 port = urlsplit(part).port
             except ValueError as e:
