@@ -10,6 +10,7 @@ import re
 import socket
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,6 +36,11 @@ def node_id_error(node_id: object) -> str | None:
         return (f"node id {node_id!r} is not valid: use 1-64 letters, digits, '-', '_' or '.', "
                 "starting with a letter or digit (no '/', '+', '#', spaces)")
     return None
+
+
+def broker_urls(value: str) -> list[str]:
+    """The broker URLs of a ``broker.url`` (one, or several comma-separated), in order."""
+    return [u.strip() for u in value.split(",")]
 
 
 def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -118,16 +124,41 @@ class BrokerConfig(_Section):
     keepalive: int = Field(10, ge=1, le=3600)
     event_qos: int = Field(0, ge=0, le=1)
     lease_seconds: float = Field(60.0, gt=0, description="remote interest lifetime; refreshed every third of it")
-    connect_timeout: float = Field(10.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0, description="how long start-up waits for a broker (all URLs)")
+    attempt_timeout: float = Field(3.0, gt=0, description="how long one connection attempt to one broker URL may "
+                                   "take (TCP, TLS, CONNACK) before the next URL in broker.url is tried")
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _url(cls, v: str) -> str:
+    def _url(cls, v: Any) -> str:
+        # One URL, or several brokers of one cluster (failover): a TOML list, or comma-separated
+        # (--broker, CLOUDISENSE_BROKER__URL).  Kept as one comma-separated string.
+        if isinstance(v, list):
+            if not v or not all(isinstance(x, str) for x in v):
+                raise ValueError("a list of broker URLs must hold at least one mqtt://HOST:PORT string")
+            v = ",".join(x.strip() for x in v)
+        if not isinstance(v, str):
+            raise ValueError("must be a string or a list of strings")
+        v = v.strip()
         if v in ("embedded", "none"):
             return v
-        if not re.match(r"^mqtts?://[^/]+$", v):
-            raise ValueError("must be 'embedded', 'none', mqtt://HOST:PORT or mqtts://HOST:PORT")
-        return v
+        parts = broker_urls(v)
+        for i, part in enumerate(parts, 1):
+            where = f"URL {i} of {len(parts)} ({part!r})" if len(parts) > 1 else repr(part)
+            if part in ("embedded", "none"):
+                raise ValueError(f"{where}: 'embedded' and 'none' stand alone, not in a list of brokers")
+            if not re.match(r"^mqtts?://[^/,\s]+$", part):
+                if len(parts) == 1:
+                    raise ValueError("must be 'embedded', 'none', mqtt://HOST:PORT or mqtts://HOST:PORT, or the "
+                                     "servers of a clustered broker (a TOML list, or comma-separated)")
+                raise ValueError(f"{where} is not mqtt://HOST:PORT or mqtts://HOST:PORT (a scheme on each)")
+            try:
+                port = urlsplit(part).port
+            except ValueError as e:
+                raise ValueError(f"{where}: bad port: {e}") from None
+            if port == 0 or not urlsplit(part).hostname:
+                raise ValueError(f"{where} needs a host and a port from 1 to 65535")
+        return ",".join(parts)
 
     @field_validator("prefix")
     @classmethod
@@ -140,7 +171,7 @@ class BrokerConfig(_Section):
     def _tls_means_mqtts(self) -> "BrokerConfig":
         # A node given TLS files means to talk TLS: never fall back to plaintext silently.
         tls_files = [k for k in ("ca", "cert", "key") if getattr(self, k)]
-        if tls_files and (self.url.startswith("mqtt://") or self.url == "embedded"):
+        if tls_files and (any(u.startswith("mqtt://") for u in broker_urls(self.url)) or self.url == "embedded"):
             raise ValueError(f"broker.{'/'.join(tls_files)} set for TLS, but broker.url {self.url!r} is plaintext: "
                              "use mqtts://HOST:PORT (or drop the TLS files)")
         return self
@@ -232,6 +263,8 @@ class ClusterConfig(_Section):
     max_members: int = Field(10_000, ge=2, description="members of the membership table, this node included; "
                              "a new node that finds it full replaces the longest-offline member, or is refused")
     offline_expiry: float = Field(3600.0, gt=0, description="seconds an offline member is kept before it is forgotten")
+    confirm_window: float = Field(3.0, gt=0, description="after this node reconnects to the broker, how long a call "
+                                  "to a peer not heard from since may wait before it fails as node_offline")
 
 
 class RpcConfig(_Section):
@@ -383,7 +416,7 @@ def _redact(x: Any, names: re.Pattern[str]) -> Any:
             elif k == "env" and isinstance(v, dict):
                 out[k] = {n: REDACTED if SECRET_NAME.search(n) else val for n, val in v.items()}
             elif k == "url" and isinstance(v, str):
-                out[k] = re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", rf"\1:{REDACTED}@", v)
+                out[k] = re.sub(r"(^|,)([a-z]+://[^:/@,]*):[^@/,]*@", rf"\1\2:{REDACTED}@", v)
             else:
                 out[k] = _redact(v, names)
         return out

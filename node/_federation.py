@@ -1,8 +1,9 @@
 """The MQTT adapter of the federation (thin I/O over aiomqtt).
 
-It owns one MQTT connection at a time and its two loops (receive, send),
-reconnects with capped, jittered backoff, restores its subscriptions after a
-reconnect, and hands every verified envelope to the node.  Routing decisions
+It owns one MQTT connection at a time and its loops (receive, send, keep the
+subscriptions), reconnects with capped, jittered backoff (to the next server
+when ``broker.url`` names several), restores its subscriptions after a
+reconnect and checks every SUBACK, and hands every verified envelope to the node.  Routing decisions
 live in the node; this module only moves bytes.
 
 Coalescing: envelopes queued for the same MQTT topic while the previous
@@ -33,6 +34,7 @@ import aiomqtt
 from paho.mqtt.client import PUBLISH
 from paho.mqtt.client import MQTTv311
 
+from ._config import broker_urls
 from ._errors import ConfigError
 from ._json import dumpb, loads
 from ._ratelog import RateLimitedLog
@@ -104,8 +106,17 @@ def tls_rejection(text: str) -> str | None:
     return None
 
 
+#: What paho logs at ERROR when a broker goes away (restart, failover): routine, logged as WARNING.
+_ROUTINE = ("failed to receive on socket", "broken pipe", "connection reset", "connection refused")
+
+
 class _PahoErrors(logging.Filter):
-    """Passes paho's log records through, showing its ERRORs to the federation first."""
+    """Passes paho's log records through, showing its ERRORs to the federation first.
+
+    A lost connection is routine (a broker restart, a server of a cluster dying): paho's
+    ERROR for it ("failed to receive on socket: Broken pipe") goes on as a WARNING; the
+    federation logs the loss and the reconnection itself.
+    """
 
     def __init__(self, fed: "Federation") -> None:
         super().__init__()
@@ -113,8 +124,22 @@ class _PahoErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
-            self.fed._on_paho_error(record.getMessage())
+            message = record.getMessage()
+            self.fed._on_paho_error(message)
+            if any(r in message.lower() for r in _ROUTINE):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+def _refused(code: Any) -> bool:
+    """Whether one SUBACK return code is a refusal (0x80; paho gives ints or ReasonCodes)."""
+    value = getattr(code, "value", code)
+    return isinstance(value, int) and value >= 0x80
+
+
+def _code_text(code: Any) -> str:
+    value = getattr(code, "value", code)
+    return f"SUBACK 0x{value:02x}" if isinstance(value, int) else str(code)
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
@@ -173,7 +198,16 @@ def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: Fals
 
 
 class Federation:
-    """One node's link to the broker.  Use as ``async with Federation(...) as fed``."""
+    """One node's link to the broker.  Use as ``async with Federation(...) as fed``.
+
+    ``url`` may name several servers of one broker cluster, comma-separated: each
+    connection attempt goes to the next one in turn and may take ``attempt_timeout``
+    seconds (TCP, TLS and CONNACK), so a dead server costs one short attempt.
+
+    Every SUBACK is checked: a topic the broker refused (0x80) or did not grant in
+    time is retried with backoff until it is held, counted as ``subscribe_failures``;
+    :meth:`missing` names the topics wanted and not held (the readiness check reads it).
+    """
 
     def __init__(self, *, node_id: str, url: str, keepalive: int, connect_timeout: float,
                  will: Callable[[], tuple[str, bytes]],
@@ -181,13 +215,17 @@ class Federation:
                  on_connected: Callable[[], None], on_disconnected: Callable[[str], None],
                  on_fatal: Callable[[str], None],
                  username: str = "", password: str = "",
-                 ca: str = "", cert: str = "", key: str = "", packer: Any = None) -> None:
+                 ca: str = "", cert: str = "", key: str = "", packer: Any = None,
+                 attempt_timeout: float | None = None) -> None:
         self.node_id = node_id
-        self.host, self.port, self.tls = parse_broker_url(url)
-        self.url = url
-        self._ssl = tls_context(ca, cert, key) if self.tls else None
+        self.urls = broker_urls(url)
+        self._at = 0                     # index in urls of the server of the current (or next) attempt
+        self.url = self.urls[0]
+        self.host, self.port, self.tls = parse_broker_url(self.url)
+        self._ssl = tls_context(ca, cert, key) if any(parse_broker_url(u)[2] for u in self.urls) else None
         self.keepalive = keepalive
         self.connect_timeout = connect_timeout
+        self.attempt_timeout = min(attempt_timeout or connect_timeout, connect_timeout)
         self.username, self.password = username or None, password or None
         self._will = will
         self._on_envelopes = on_envelopes
@@ -196,6 +234,9 @@ class Federation:
         self._on_fatal = on_fatal
         self._client: aiomqtt.Client | None = None
         self._subs: dict[str, int] = {}
+        self._held: set[str] = set()     # topics of _subs the broker granted on this connection
+        self._inflight: set[str] = set()  # topics whose SUBACK is awaited
+        self._subs_lost = asyncio.Event()   # some topic of _subs is not held: the keeper retries it
         self._packer = packer or PlainPacker()
         self._out: dict[tuple[str, int], list[Any]] = defaultdict(list)   # prepared envelopes per topic
         self._raw: list[tuple[str, int, bytes]] = []
@@ -214,7 +255,8 @@ class Federation:
         self._mqtt_log.addFilter(_PahoErrors(self))
         self._warn = RateLimitedLog(log)
         self.counters = {"rx_messages": 0, "rx_envelopes": 0, "tx_messages": 0, "tx_envelopes": 0,
-                         "malformed": 0, "reconnects": 0, "unsendable": 0, "link_failures": 0}
+                         "malformed": 0, "reconnects": 0, "unsendable": 0, "link_failures": 0,
+                         "subscribe_failures": 0, "failovers": 0}
 
     async def __aenter__(self) -> "Federation":
         self._task = asyncio.create_task(self._run(), name=f"federation[{self.node_id}]")
@@ -276,15 +318,55 @@ class Federation:
             self._unsendable(topic, e)
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe now if connected; a refusal is retried in the background (see :meth:`missing`)."""
         self._subs[topic] = qos
         client = self._client
         if client is not None and self.connected.is_set():
-            try:
-                await client.subscribe(topic, qos=qos)
-            except aiomqtt.MqttError as e:
-                log.info("subscribe %s failed (restored on reconnect): %s", topic, e)
+            await self._subscribe(client, topic, qos)
+
+    async def _subscribe(self, client: aiomqtt.Client, topic: str, qos: int) -> bool:
+        """One SUBSCRIBE, its SUBACK checked: True when the broker granted it."""
+        self._inflight.add(topic)
+        try:
+            codes = await client.subscribe(topic, qos=qos)
+            why = next((f"the broker refused it ({_code_text(c)})" for c in codes if _refused(c)), None)
+        except aiomqtt.MqttError as e:
+            why = f"no grant: {e}"
+        finally:
+            self._inflight.discard(topic)
+        if topic not in self._subs or self._client is not client:
+            return why is None          # unsubscribed meanwhile, or another connection: nothing to keep
+        if why is None:
+            self._held.add(topic)
+            return True
+        self._held.discard(topic)
+        self.counters["subscribe_failures"] += 1
+        self._warn.warning(("suback", topic), "subscribing to %s on %s failed: %s; retrying with backoff "
+                           "(the node is not ready while it is missing)", printable(topic, limit=200), self.url,
+                           printable(why, limit=200))
+        self._subs_lost.set()
+        return False
+
+    def missing(self) -> list[str]:
+        """Topics this node wants and the broker does not give it now (all of them while disconnected)."""
+        return sorted(t for t in self._subs if t not in self._held)
+
+    async def _keep_subscriptions(self, client: aiomqtt.Client) -> None:
+        """Retry refused subscriptions with capped backoff until every one is held."""
+        delays = backoff(base=0.25, cap=5.0)
+        while True:
+            await self._subs_lost.wait()
+            await asyncio.sleep(next(delays))
+            self._subs_lost.clear()
+            for topic in self.missing():
+                qos = self._subs.get(topic)
+                if qos is not None and topic not in self._inflight and not await self._subscribe(client, topic, qos):
+                    break   # _subscribe set _subs_lost again: back off before the next round
+            else:
+                delays = backoff(base=0.25, cap=5.0)
 
     async def unsubscribe(self, topic: str) -> None:
+        self._held.discard(topic)
         if self._subs.pop(topic, None) is None:
             return
         client = self._client
@@ -323,20 +405,23 @@ class Federation:
     # --- loops ---------------------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
+        self.url = self.urls[self._at]
+        self.host, self.port, self.tls = parse_broker_url(self.url)
         will_topic, will_payload = self._will()
         client = aiomqtt.Client(
             self.host, self.port,
             identifier=f"cloudisense-{self.node_id}-{random.getrandbits(32):08x}",
             protocol=MQTTv311, clean_session=True, keepalive=self.keepalive,
-            timeout=self.connect_timeout,
+            timeout=self.attempt_timeout,      # the CONNACK wait; raised to connect_timeout once connected
             username=self.username, password=self.password,
             will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
-            tls_context=self._ssl,
+            tls_context=self._ssl if self.tls else None,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             max_inflight_messages=1000, max_queued_incoming_messages=0,
             logger=self._mqtt_log,
         )
         write_first(client, lambda: self._eager)
+        client._client.connect_timeout = self.attempt_timeout   # paho's TCP (and TLS) connect
         return client
 
     async def _run(self) -> None:
@@ -346,22 +431,33 @@ class Federation:
             reason = "connection closed"
             fatal = None
             self._paho_error = ""
+            self._held.clear()
+            self._inflight.clear()
+            self._subs_lost.clear()
             try:
                 async with self._make_client() as client:
+                    client.timeout = self.connect_timeout   # publishes and SUBACKs: as before failover
                     self._client = client
-                    for topic, qos in list(self._subs.items()):
-                        await client.subscribe(topic, qos=qos)
-                    self.connected.set()
-                    self._ever_connected = True
-                    delays = backoff()
-                    if not first:
-                        self.counters["reconnects"] += 1
-                    log.info("connected to broker %s", self.url)
-                    self._on_connected()
-                    first = False
                     async with asyncio.TaskGroup() as tg:
+                        # All at once, and the link waits one attempt's time for them: a cluster
+                        # electing new leaders (NATS after a server died) may grant them seconds
+                        # later.  Those still in flight go on (the node is not ready until they
+                        # are held); a refused one the keeper retries.
+                        subs = [tg.create_task(self._subscribe(client, topic, qos))
+                                for topic, qos in list(self._subs.items())]
+                        if subs:
+                            await asyncio.wait(subs, timeout=self.attempt_timeout)
+                        self.connected.set()
+                        self._ever_connected = True
+                        delays = backoff()
+                        if not first:
+                            self.counters["reconnects"] += 1
+                        log.info("connected to broker %s", self.url)
+                        self._on_connected()
+                        first = False
                         tg.create_task(self._rx(client), name=f"federation[{self.node_id}].rx")
                         tg.create_task(self._tx(client), name=f"federation[{self.node_id}].tx")
+                        tg.create_task(self._keep_subscriptions(client), name=f"federation[{self.node_id}].subs")
             except* (aiomqtt.MqttError, OSError, ssl.SSLError) as eg:
                 exc = eg.exceptions[0]
                 reason = str(exc) or type(exc).__name__
@@ -391,12 +487,19 @@ class Federation:
             was_connected = self.connected.is_set()
             self.connected.clear()
             self._client = None
+            self._held.clear()
+            lost = self.url
+            if len(self.urls) > 1:   # failover: the next server of the cluster, at once after a lost link
+                self._at = (self._at + 1) % len(self.urls)
+                self.counters["failovers"] += 1
+            then = f"trying {self.urls[self._at]}" if len(self.urls) > 1 else "retrying"
             if was_connected:
-                log.warning("lost broker %s: %s; reconnecting", self.url, reason)
+                log.warning("lost broker %s: %s; %s", lost, reason, then)
                 self._on_disconnected(reason)
             else:
-                log.warning("cannot reach broker %s: %s; retrying", self.url, reason)
-            await asyncio.sleep(next(delays))
+                log.warning("cannot reach broker %s: %s; %s", lost, reason, then)
+            if not (was_connected and len(self.urls) > 1):
+                await asyncio.sleep(next(delays))
 
     async def _rx(self, client: aiomqtt.Client) -> None:
         """Parse each message and hand what it holds (an envelope, a batch, or anything else JSON

@@ -21,6 +21,8 @@ import os
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
+from ._text import printable
+
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
     from websockets.server import ServerConnection
@@ -165,6 +167,12 @@ def readiness(node: Any) -> tuple[bool, str]:
     fed = node.fed
     if fed is not None and not fed.connected.is_set():
         return False, f"the federation link to the broker {fed.url} is down"
+    missing = fed.missing() if fed is not None else []
+    if missing:
+        shown = ", ".join(printable(t, limit=120) for t in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        return False, (f"the broker {fed.url} has not granted {len(missing)} subscription(s) this node needs: "
+                       f"{shown}{more} (retrying; counted as federation.subscribe_failures)")
     return True, "ready"
 
 
@@ -222,6 +230,12 @@ def render(node: Any) -> str:
     x.one("federation_reconnects", "counter", "Reconnections to the broker after the link was lost.",
           c.get("reconnects", 0))
     x.one("federation_link_failures", "counter", "Failures of the broker link.", c.get("link_failures", 0))
+    x.one("federation_subscribe_failures", "counter", "Subscriptions the broker refused (SUBACK 0x80) or did not "
+          "grant in time; each is retried with backoff.", c.get("subscribe_failures", 0))
+    x.one("federation_subscriptions_missing", "gauge", "Subscriptions this node needs and the broker does not "
+          "give it now (the node is not ready while any is missing).", len(fed.missing()) if fed else 0)
+    x.one("federation_failovers", "counter", "Moves to the next server of broker.url after a failed attempt "
+          "or a lost link.", c.get("failovers", 0))
     x.labelled("mqtt_messages", "counter", "MQTT messages received (in) and sent (out).", "direction",
                {"in": c.get("rx_messages", 0), "out": c.get("tx_messages", 0)})
     x.labelled("envelopes", "counter", "Envelopes received (in) and sent (out).", "direction",

@@ -441,7 +441,7 @@ class Node:
             await self.peers.subscribe_remote(node, pattern)
         except BaseException:
             if self.subs.remove(sub, node, pattern):
-                await self.peers.unsubscribe_remote(node, pattern)
+                self.peers.release_remote(node, pattern, failed=True)   # our sub may have got there: unsub
             raise
 
     def unsubscribe(self, sub: Hashable, node: str, pattern: str) -> bool:

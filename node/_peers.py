@@ -83,6 +83,11 @@ class Peers:
         self.fatal: str | None = None   # why the link gave up for good (bad credentials, TLS refused)
         # Membership changes are news, but peers (or fakes of them) decide how many there are.
         self._member_log = RateLimitedLog(log, max_keys=256)
+        # After our own reconnect: peers not heard from since (see _confirm), the calls sent to
+        # them (re-sent once they are heard), and the confirm window's timer per peer.
+        self._unconfirmed: set[str] = set()
+        self._held: dict[str, list[Envelope]] = {}
+        self._confirm_timers: dict[str, asyncio.TimerHandle] = {}
 
     # --- topics ----------------------------------------------------------------
 
@@ -148,16 +153,42 @@ class Peers:
         if not self.fed.connected.is_set():
             raise NodeOffline(f"{target} is unreachable: this node is not connected to the broker", node=target)
 
+    def send(self, target: str, env: Envelope) -> None:
+        """``env`` to ``target``'s inbox (kept to send again if ``target`` is unconfirmed, see :meth:`_confirm`)."""
+        assert self.fed is not None
+        if target in self._unconfirmed and env["kind"] == "call":
+            self._held.setdefault(target, []).append(env)
+            if target not in self._confirm_timers:
+                window = self.settings.cluster.confirm_window
+                self._confirm_timers[target] = asyncio.get_running_loop().call_later(
+                    window, self._unheard, target, window)
+        self.fed.send(self.inbox(target), env)
+
+    def _confirm(self, node: str) -> None:
+        """``node`` was heard from after our reconnect: it is subscribed again.  Calls sent to it
+        before may have been dropped by the broker (it was not subscribed yet): they go again
+        (the receiver drops a copy it already has: calls are de-duplicated by id)."""
+        self._unconfirmed.discard(node)
+        timer = self._confirm_timers.pop(node, None)
+        if timer is not None:
+            timer.cancel()
+        for env in self._held.pop(node, []):
+            if env["id"] in self.pending and self.fed is not None:
+                self.fed.send(self.inbox(node), env)
+
+    def _unheard(self, node: str, window: float) -> None:
+        """The confirm window passed without a word from ``node``: its calls fail now, not at their deadline."""
+        self._confirm_timers.pop(node, None)
+        self._held.pop(node, None)
+        if node in self._unconfirmed:
+            self.pending.fail_node(node, f"{node} has not been heard from since this node reconnected to the "
+                                         f"broker ({window:g} s, cluster.confirm_window)")
+
     def online_peers(self) -> list[str]:
         """Other nodes online now (none without federation)."""
         if self.fed is None:
             return []
         return [n for n in self.members.online_ids() if n != self.id]
-
-    def send(self, target: str, env: Envelope) -> None:
-        """``env`` to ``target``'s inbox."""
-        assert self.fed is not None
-        self.fed.send(self.inbox(target), env)
 
     def send_broadcast(self, env: Envelope) -> None:
         if self.fed is not None and self.fed.connected.is_set():
@@ -176,22 +207,28 @@ class Peers:
     async def subscribe_remote(self, node: str, pattern: str) -> Any:
         """Subscribe to ``node``'s events on ``pattern``: the MQTT topic, then its acknowledged interest.
 
-        Returns ``node``'s acknowledgement (the filter and its lease)."""
+        Returns ``node``'s acknowledgement (the filter and its lease), or None when the subscriber left
+        before the ``sub`` went out."""
         assert self.fed is not None
         await self.fed.subscribe(self.events_topic(node, pattern), qos=self.settings.broker.event_qos)
+        if pattern not in self.subs.patterns(node):
+            # The subscriber left while the broker answered, and its cleanup already told ``node``
+            # (unsub): a ``sub`` now would overtake it and leave a stale interest there.
+            return None
+        self.check_reachable(node)   # it went offline meanwhile: node_offline, not a sub into the void
         body: SubBody = {"topic": pattern}
         return await self._control(node, "sub", body)
 
-    async def unsubscribe_remote(self, node: str, pattern: str) -> None:
-        if self.fed is not None:
-            await self.fed.unsubscribe(self.events_topic(node, pattern))
+    def release_remote(self, node: str, pattern: str, failed: bool = False) -> None:
+        """The last local subscriber of ``node``'s ``pattern`` left: drop the topic, tell ``node``.
 
-    def release_remote(self, node: str, pattern: str) -> None:
-        """The last local subscriber of ``node``'s ``pattern`` left: drop the topic, tell ``node``."""
+        ``failed``: a subscribe that failed (timeout, ``node`` crashed): ``node`` may hold the
+        interest all the same (our ``sub`` got there, or reaches it as it comes back), so it is
+        told even when it looks offline."""
         if self.fed is None:
             return
         self.router.spawn(self.fed.unsubscribe(self.events_topic(node, pattern)))
-        if self.members.is_online(node) and self.fed.connected.is_set():
+        if (failed or self.members.is_online(node)) and self.fed.connected.is_set():
             body: UnsubBody = {"topic": pattern}
             self.fed.send(self.inbox(node), self.envelope("unsub", node, body))
 
@@ -226,6 +263,10 @@ class Peers:
                 ts = env.get("ts")
                 if not isinstance(ts, (int, float)) or not self.members.newer(frm, kind, ts):
                     continue
+                if frm in self._unconfirmed and self.members.newer(frm, kind, ts - 1e-6):
+                    self._confirm(frm)   # strictly newer: sent since we were away, not the retained copy
+            elif frm in self._unconfirmed:
+                self._confirm(frm)
             try:
                 self._handlers[kind](self, frm, env, topic)
             except (KeyError, TypeError, AttributeError, ValueError) as e:
@@ -424,6 +465,7 @@ class Peers:
         b = self.settings.broker
         fed = self.fed = link(
             node_id=self.id, url=url, keepalive=b.keepalive, connect_timeout=b.connect_timeout,
+            attempt_timeout=b.attempt_timeout,
             will=self.will, on_envelopes=self._on_envelopes_first, on_connected=lambda: None,
             on_disconnected=self._on_disconnected, on_fatal=self._on_fatal,
             username=b.username, password=b.password, ca=b.ca, cert=b.cert, key=b.key,
@@ -498,7 +540,20 @@ class Peers:
                 self._other_state = body
 
     def _on_connected(self) -> None:
+        if self.joined.is_set():
+            # Our own reconnect: a peer may not be subscribed again yet (the broker restarted,
+            # and it reconnects after us) and would not get our calls.  Until it is heard from,
+            # a call to it waits at most cluster.confirm_window (see send, _confirm, _unheard).
+            self._clear_confirm()
+            self._unconfirmed = set(self.online_peers())
         self.router.spawn(self._after_connect())
+
+    def _clear_confirm(self) -> None:
+        for timer in self._confirm_timers.values():
+            timer.cancel()
+        self._confirm_timers.clear()
+        self._held.clear()
+        self._unconfirmed.clear()
 
     async def _after_connect(self) -> None:
         fed = self.fed
@@ -525,6 +580,7 @@ class Peers:
 
     async def leave(self) -> None:
         """Say offline (retained) and close the link."""
+        self._clear_confirm()
         if self.fed is not None:
             log.info("node %s: leaving the federation", self.id)
             await self.fed.close(final=(self.presence_topic(self.id), self._wire(self._presence("offline"))))

@@ -100,8 +100,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
                                    "(flags win).")
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--id", help="node id (letters, digits, - _ .); default: host name")
-    p.add_argument("--broker", help="'embedded' (default: start one here), mqtt://HOST:PORT, mqtts://HOST:PORT "
-                                    "or 'none' (no federation)")
+    p.add_argument("--broker", help="'embedded' (default: start one here), mqtt://HOST:PORT, mqtts://HOST:PORT, "
+                                    "several servers of one broker cluster comma-separated (tried in turn: "
+                                    "mqtt://a:1883,mqtt://b:1883), or 'none' (no federation)")
     p.add_argument("--ws", help="HOST:PORT to serve WebSocket clients and the dashboard on (default 127.0.0.1:8765)")
     p.add_argument("--tls-cert", help="certificate for wss:// (with --tls-key)")
     p.add_argument("--tls-key", help="private key for wss://")

@@ -14,7 +14,8 @@ from support import Cluster
 SERIAL = {
     "test_tui.py", "test_tui_fake.py", "test_bench_smoke.py", "test_faults.py", "test_load.py",
     "test_sec_connections.py", "test_sec_flood.py", "test_sec_membership.py", "test_supervisor.py",
-    "test_federation.py", "test_hostile_frames.py", "test_fuzz.py", "test_tui_stream.py",
+    "test_federation.py", "test_hostile_frames.py", "test_fuzz.py", "test_tui_stream.py", "test_recovery.py",
+    "test_broker_failover.py",
 }
 
 

@@ -18,6 +18,8 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -63,6 +65,18 @@ def wait_js(page: Any, expr: str, arg: Any = None, timeout: float = 15.0) -> Any
 
 LOGGER = {"name": "logger", "command": ["python", "-m", "cloudisense.node.demo.logger", "--interval", "0.5"],
           "stop_grace": 3.0}
+
+
+def http_get(base: str, path: str, token: str | None = None) -> tuple[int, str, dict[str, str]]:
+    """GET ``path`` of a node's HTTP side: (status, body, headers), an error status included."""
+    req = urllib.request.Request(base.rstrip("/") + path)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
 
 
 class NodeProc:

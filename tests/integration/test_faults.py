@@ -22,7 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from support import async_wait_until
-from test_faults_support import CutProxy, Mosquitto, Peer, mb, rss
+from test_faults_support import CutProxy, Mosquitto, Peer, RpcTraffic, mb, rss
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,47 +45,6 @@ def mosq(tmp_path):
     m.start()
     yield m
     m.stop()
-
-
-class RpcTraffic:
-    """Workers calling ``node`` in a loop; every reply of every call is kept (to see doubles)."""
-
-    def __init__(self, peer: Peer, node: str, workers: int = 6, timeout: float = 3.0) -> None:
-        self.peer, self.node, self.workers, self.timeout = peer, node, workers, timeout
-        self.sent: list[str] = []
-        self.outcome: dict[str, str] = {}
-        self.stop = asyncio.Event()
-        self.tasks: list[asyncio.Task] = []
-
-    def start(self) -> "RpcTraffic":
-        self.tasks = [asyncio.create_task(self._work(i), name=f"rpc-worker-{i}") for i in range(self.workers)]
-        return self
-
-    async def _work(self, i: int) -> None:
-        while not self.stop.is_set():
-            rid = self.peer.new_id(f"w{i}")
-            self.sent.append(rid)
-            # a hang fails here: every call must be answered within its deadline plus slack
-            r = await self.peer.call(self.node, "testsvc.sleep", {"seconds": 0.02}, timeout=self.timeout,
-                                     rid=rid, wait=self.timeout + 5)
-            self.outcome[rid] = "ok" if r["type"] == "result" else r["error"]["code"]
-            if r["type"] != "result":
-                await asyncio.sleep(0.05)   # pace retries while the link is down
-
-    async def finish(self) -> dict[str, int]:
-        self.stop.set()
-        await asyncio.gather(*self.tasks)
-        counts: dict[str, int] = {}
-        for code in self.outcome.values():
-            counts[code] = counts.get(code, 0) + 1
-        return counts
-
-    def check_exactly_once(self) -> None:
-        assert set(self.outcome) == set(self.sent), "some calls got no reply"
-        doubled = {rid: r for rid, r in self.peer.replies.items() if rid in self.outcome and len(r) != 1}
-        assert not doubled, f"calls answered more than once: {doubled}"
-        odd = {c for c in self.outcome.values()} - {"ok", "node_offline", "timeout"}
-        assert not odd, f"unexpected outcomes {odd}"
 
 
 async def ticker(peer: Peer, stop: asyncio.Event, rate: float = 20.0) -> None:

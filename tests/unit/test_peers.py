@@ -325,7 +325,10 @@ def test_an_event_reaches_the_local_subscribers_of_that_node(parts):
 
 
 async def test_outbound_subscribe_sends_sub_and_waits_for_the_ack(parts):
-    peers, link, router, *_ = parts
+    peers, link, router, subs, _ = parts
+    online(peers, "b")
+    link.sent.clear()
+    subs.add(Sink(), "b", "metrics/#")
     task = asyncio.create_task(peers.subscribe_remote("b", "metrics/#"))
     for _ in range(10):
         await asyncio.sleep(0)
@@ -575,3 +578,82 @@ async def test_heartbeat_and_leave(parts):
     await peers.leave()
     topic, payload = link.closed_with
     assert topic == peers.presence_topic("me") and json.loads(payload)["body"]["state"] == "offline"
+
+
+# --- recovery (issue 20) -----------------------------------------------------------------------
+
+async def test_a_subscriber_gone_during_the_suback_sends_no_sub(parts):
+    """The cleanup's unsub went out while the broker answered: a sub now would overtake it."""
+    peers, link, router, subs, _ = parts
+    online(peers, "b")
+    link.sent.clear()
+    sink = Sink()
+    subs.add(sink, "b", "t/#")
+    link.on_subscribe = lambda topic: subs.remove(sink, "b", "t/#")   # the client drops meanwhile
+    assert await asyncio.wait_for(peers.subscribe_remote("b", "t/#"), 2) is None
+    assert "sub" not in link.kinds()
+
+
+async def test_a_target_gone_during_the_suback_is_node_offline(parts):
+    peers, link, router, subs, _ = parts
+    online(peers, "b")
+    link.sent.clear()
+    subs.add(Sink(), "b", "t/#")
+    link.on_subscribe = lambda topic: peers.on_envelopes(
+        peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s1"}, to=None))
+    with pytest.raises(NodeOffline):
+        await asyncio.wait_for(peers.subscribe_remote("b", "t/#"), 2)
+    assert "sub" not in link.kinds()
+
+
+async def test_a_failed_subscribe_tells_the_target_even_when_it_looks_offline(parts):
+    peers, link, router, *_ = parts
+    peers.release_remote("b", "t/#", failed=True)
+    await asyncio.wait_for(asyncio.gather(*router.tasks), 2)
+    assert [(t, e["kind"]) for t, e, _ in link.sent] == [(peers.inbox("b"), "unsub")]
+
+
+def _reconnect(peers: Peers) -> None:
+    peers.joined.set()
+    peers._on_connected()
+
+
+async def test_after_a_reconnect_a_call_to_an_unheard_peer_fails_within_the_confirm_window(parts):
+    peers, link, router, subs, pending = parts
+    peers.settings.cluster.confirm_window = 0.2
+    online(peers, "b")
+    _reconnect(peers)
+    failed: list[Any] = []
+    call = peers.envelope("call", "b", {"service": "svc", "method": "get", "params": {}})
+    pending.add_call(call["id"], "b", None, lambda r, e: failed.append(e))
+    t0 = time.monotonic()
+    peers.send("b", call)
+    await asyncio.wait_for(_until(lambda: failed), 2)
+    assert failed[0]["code"] == "node_offline" and "confirm_window" in failed[0]["message"]
+    assert time.monotonic() - t0 < 1.0
+
+
+async def test_a_call_sent_before_the_peer_was_back_goes_again_when_it_is_heard(parts):
+    peers, link, router, subs, pending = parts
+    online(peers, "b")
+    _reconnect(peers)
+    call = peers.envelope("call", "b", {"service": "svc", "method": "get", "params": {}})
+    pending.add_call(call["id"], "b", None, lambda r, e: None)
+    peers.send("b", call)
+    # the retained copy of its presence (the same ts as before) does not confirm it
+    m = peers.members.get("b")
+    assert m is not None
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                      to=None, ts=m.presence_ts))
+    assert [e["id"] for _, e, _ in link.sent if e["kind"] == "call"] == [call["id"]]
+    # its new presence (it reconnected too) does: the call goes again, once
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                      to=None, ts=m.presence_ts + 0.5))
+    assert [e["id"] for _, e, _ in link.sent if e["kind"] == "call"] == [call["id"], call["id"]]
+    peers.send("b", peers.envelope("call", "b", {"service": "svc", "method": "get", "params": {}}))
+    assert not peers._held and not peers._confirm_timers
+
+
+async def _until(pred: Any) -> None:
+    while not pred():
+        await asyncio.sleep(0.01)
