@@ -157,6 +157,17 @@ class CloudisenseApp(App):
             self.main_screen.go_to_node(node)
         self.push_screen(NodeDetailScreen(node))
 
+    def follow_logs(self, node: str, process: str | None = None) -> None:
+        """Follow ``process``'s output on ``node`` live (None: every process of the node)."""
+        from .screens.logs import LogsScreen
+
+        row = self.cluster.nodes.get(node)
+        names = [str(p.get("name")) for p in (row.processes if row else []) if p.get("name")]
+        if process is None and not names:
+            self.notify(f"{printable(node, limit=80)} supervises no process.", severity="warning", markup=False)
+            return
+        self.push_screen(LogsScreen(node, names, process))
+
     def ask(self, request: str) -> None:
         """Plan ``request`` as if typed in the Ask box (the same plan → approval path)."""
         if self.main_screen is not None:

@@ -23,6 +23,7 @@ from cloudisense.tui._messages import ExecutionFinished, PlanReady
 from cloudisense.tui.screens import EditParamsScreen
 from cloudisense.tui.screens.dialogs import ConfirmScreen, FeedbackScreen
 from cloudisense.tui.screens.help import HelpScreen
+from cloudisense.tui.screens.logs import LogsScreen
 from cloudisense.tui.screens.node_detail import NodeDetailScreen
 from cloudisense.tui.testing import FakeLink, screen_text, three_nodes, wait_for, wait_for_text
 from cloudisense.tui.widgets import AskInput, ClusterTable, PlanView
@@ -475,6 +476,44 @@ async def test_node_detail_shows_metrics_services_processes_events_and_actions_g
         await pilot.press("a")
         await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
         assert link.fake.nodes["node-b"].processes["logger"]["pid"] != old_pid
+
+
+# ---- live logs -------------------------------------------------------------------------------
+
+async def test_l_follows_a_nodes_logs_live_pause_search_and_escape_ends_the_subscription(tmp_path):
+    link = FakeLink(three_nodes(NOW))
+    link.fake.nodes["node-b"].logs["logger"] = [  # lines 0, 1, 2
+        "2026-11-30T10:00:01.000 logger tick 1", "2026-11-30T10:00:01.500 \x1b]0;pwned\x07 [red]markup[/]",
+        "2026-11-30T10:00:02.000 logger tick 2"]
+    async with console(tmp_path, link, size=(100, 24)) as (app, pilot, seen, link):
+        await pilot.press("shift+tab", "j", "l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LogsScreen), what="the log view")
+        await wait_for(pilot, lambda: ("node-b", "$process/+/log") in link.subscribed, what="the subscription")
+        text = await wait_for_text(pilot, app, "logger tick 2", "following")
+        assert "10:00:01.500 \\x1b]0;pwned\\x07 [red]markup[/]" in text    # escaped, shown as data
+        assert "2026-11-30T10:00:01" not in text                              # one timestamp, not two
+
+        def batch(seq, *ticks):
+            return {"name": "logger", "node": "node-b", "seq": seq, "skipped": 0,
+                    "lines": [f"2026-11-30T10:00:0{i}.000 logger tick {i}" for i in ticks]}
+        link.emit("$process/logger/log", batch(2, 2, 3), node="node-b")       # tick 2 was read already
+        text = await wait_for_text(pilot, app, "logger tick 3")
+        assert text.count("logger tick 2") == 1
+        await pilot.press("p")
+        link.emit("$process/logger/log", batch(4, 4), node="node-b")
+        await wait_for_text(pilot, app, "PAUSED (1 waiting")
+        assert "logger tick 4" not in screen_text(app)
+        await pilot.press("p")
+        await wait_for_text(pilot, app, "logger tick 4")
+        link.emit("$process/logger/log", batch(7, 7), node="node-b")         # 5 and 6 never came
+        await wait_for_text(pilot, app, "2 lines of logger not shown", "logger tick 7")
+        await pilot.press("slash", *"tick 3", "enter")
+        text = await wait_for_text(pilot, app, "search 'tick 3'")
+        assert "logger tick 3" in text and "logger tick 4" not in text and "logger tick 1" not in text
+        await pilot.press("escape")      # back from the log view: the subscription ends
+        await wait_for(pilot, lambda: not isinstance(app.screen, LogsScreen), what="back")
+        await wait_for(pilot, lambda: not any(s.topic == "$process/+/log" for c in link.clients for s in c.subs),
+                       what="the subscription closed")
 
 
 async def test_rpc_sparkline_has_a_scale(tmp_path):

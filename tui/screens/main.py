@@ -9,7 +9,6 @@ disappears: ``plan`` (one request at a time, a new one replaces it),
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from cloudisense.node._text import printable
 
@@ -29,6 +28,7 @@ from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, Rpc
 from ..widgets.events_pane import FilterInput
 from ..widgets.pending_pane import PendingPane, PendingTable
 from ..widgets.plan_view import PlanTable
+from ..widgets.footer import ConsoleFooter
 from .dialogs import ConfirmScreen, FeedbackScreen
 from .edit_params import EditParamsScreen
 
@@ -46,12 +46,13 @@ def help_sections() -> list[tuple[str, Any]]:
 
     from ..widgets.events_pane import EventLog
     from ..widgets.plan_log import PlanLog
+    from .logs import LogsScreen, LogView
     from .node_detail import NodeDetailScreen, ProcessTable
 
     return [("Everywhere", CloudisenseApp), ("Main screen", MainScreen), ("Ask box", AskInput),
             ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Plan log", PlanLog),
             ("Edit params", EditParamsScreen), ("Event list", EventLog), ("Node detail", NodeDetailScreen),
-            ("Processes", ProcessTable)]
+            ("Processes", ProcessTable), ("Logs", LogsScreen), ("Log lines", LogView)]
 
 
 class MainScreen(Screen):
@@ -98,7 +99,7 @@ class MainScreen(Screen):
                 yield RpcPanel(id="rpc")
             with TabPane("Pending", id="tab-pending"):
                 yield PendingPane(id="pending")
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     @property
     def plan_view(self) -> PlanView:
@@ -272,6 +273,10 @@ class MainScreen(Screen):
     @on(ClusterTable.DetailRequested)
     def _detail(self, msg: ClusterTable.DetailRequested) -> None:
         self.app.go_to_node(msg.node)
+
+    @on(ClusterTable.LogsRequested)
+    def _logs(self, msg: ClusterTable.LogsRequested) -> None:
+        self.app.follow_logs(msg.node)
 
     @on(ClusterTable.FilterRequested)
     def _cluster_filter(self, msg: ClusterTable.FilterRequested) -> None:
@@ -588,26 +593,17 @@ class MainScreen(Screen):
 
     @work(exclusive=True, group="watch", exit_on_error=False)
     async def run_watch(self, node: str | None, topic: str) -> None:
-        from cloudisense.node import CloudisenseError, ConnectionLost
+        from .._follow import follow
 
         conn, pane = self.app.conn, self.events
         where = node or f"{conn.node_id or 'this node'} (connected)"
-        while True:
-            await conn.connected.wait()
-            try:
-                sub = await conn.subscribe(node, topic)
-            except ConnectionLost:
-                await asyncio.sleep(0.25)
-                continue
-            except CloudisenseError as e:
-                pane.status(f"cannot watch {topic} on {where}: {getattr(e, 'code', '')} {e}", error=True)
-                return
-            pane.status(f"watching {topic} on {where}")
-            try:
-                async for ev in sub:
-                    pane.add_event(ev)
-            finally:
-                await sub.close()
-            pane.status(f"link lost; watching {topic} on {where} again when the node is back", error=True)
-            await asyncio.sleep(0.25)
 
+        def status(state: str, detail: str) -> None:
+            if state == "up":
+                pane.status(f"watching {topic} on {where}")
+            elif state == "lost":
+                pane.status(f"link lost; watching {topic} on {where} again when the node is back", error=True)
+            else:
+                pane.status(f"cannot watch {topic} on {where}: {detail}", error=True)
+
+        await follow(conn, node, topic, on_event=pane.add_event, on_status=status)
