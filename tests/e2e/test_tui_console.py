@@ -159,6 +159,22 @@ async def test_footer_shows_the_focused_widgets_keys(tmp_path):
         assert "Approve" not in footer(app) and "Next tab" not in footer(app)
 
 
+async def test_footer_shows_only_whole_keys_at_80_100_and_120_columns(tmp_path):
+    async with console(tmp_path, size=(80, 24)) as (app, pilot, seen, link):
+        for width in (80, 100, 120):
+            await pilot.resize_terminal(width, 24)
+            await wait_for(pilot, lambda: footer(app).endswith(("f1 Help", "^p palette")), what=f"keys at {width}")
+            for focus in ("#request", "#cluster"):
+                app.screen.query_one(focus).focus()
+                await pilot.pause(0.1)
+                keys = await wait_for(pilot, lambda: footer(app) if footer(app).endswith(("Help", "palette")) else "",
+                                      what=f"the footer of {focus} at {width}")
+                assert len(keys) <= width, keys
+                # Never half a key under the palette key (it was "^q Quit f1 ▏^p palette" at 80)
+                assert ("▏^p palette" in keys) == (width >= 100), keys
+                assert "f1 Help" in keys, keys
+
+
 async def test_j_and_k_move_the_table_cursors(tmp_path):
     async with console(tmp_path) as (app, pilot, seen, link):
         table = app.screen.query_one(ClusterTable)

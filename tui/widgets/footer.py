@@ -4,7 +4,8 @@ Textual's footer docks the command palette key (``^p palette``) on the right,
 over the keys: at 80 columns it covered the last key but a glyph or two
 (``^q Quit f1 ▏^p palette``).  :class:`ConsoleFooter` shows only keys that fit
 whole: the palette key when there is room for it next to the others (it is in
-the help screen either way), then as many of the keys as fit, in order.
+the help screen either way), ``f1 Help`` always, then as many of the other keys
+as fit, in order.
 """
 
 from __future__ import annotations
@@ -36,17 +37,21 @@ class ConsoleFooter(Footer):
         keys = [w for w in items if not w.has_class("-command-palette")]
         palette = [w for w in items if w.has_class("-command-palette")]
         need = sum(key_width(k) if isinstance(k, FooterKey) else 0 for k in keys)
-        room = width - (PALETTE_KEY if palette and need + PALETTE_KEY <= width else 0)
-        if room == width:
-            palette = []
-        used = 0
+        if palette and need + PALETTE_KEY <= width:
+            yield from keys
+            yield from palette
+            return
+        helps = [k for k in keys if isinstance(k, FooterKey) and k.action == "help"]
+        room = width - sum(key_width(k) for k in helps) + 1   # the space after the last key may fall off
         for k in keys:
+            if k in helps:
+                continue
             w = key_width(k) if isinstance(k, FooterKey) else 0
-            if used + w - 1 > room:  # the space after the last key may fall off the edge
+            if w > room:
                 break
-            used += w
+            room -= w
             yield k
-        yield from palette
+        yield from helps
 
     def on_resize(self, event: events.Resize) -> None:
         if self.app.size.width != self._laid_width:
