@@ -24,6 +24,7 @@ from cloudisense.tui.screens import EditParamsScreen
 from cloudisense.tui.screens.dialogs import ConfirmScreen, FeedbackScreen
 from cloudisense.tui.screens.help import HelpScreen
 from cloudisense.tui.screens.logs import LogsScreen
+from cloudisense.tui.screens.past_plan import PastPlanScreen
 from cloudisense.tui.screens.node_detail import NodeDetailScreen
 from cloudisense.tui.testing import FakeLink, screen_text, three_nodes, wait_for, wait_for_text
 from cloudisense.tui.widgets import AskInput, ClusterTable, PlanView
@@ -492,6 +493,33 @@ async def test_node_detail_shows_metrics_services_processes_events_and_actions_g
         await pilot.press("a")
         await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
         assert link.fake.nodes["node-b"].processes["logger"]["pid"] != old_pid
+
+
+# ---- past plans ------------------------------------------------------------------------------
+
+async def test_history_lists_plans_of_earlier_sessions_with_their_outcome_and_opens_one(tmp_path):
+    from cloudisense.agent import Agent, AuditLog, make_model
+
+    link = FakeLink(three_nodes(NOW))
+    earlier = Agent(link.fake, make_model("offline"), audit=AuditLog(tmp_path / "audit.jsonl", session="earlier1"))
+    done = (await earlier.plan("restart logger on node-c")).plan
+    report = await earlier.execute(done, earlier.approve(done, via="terminal"))
+    new_pid = report.results[0].result["pid"]
+    refused = (await earlier.plan("stop logger on node-a")).plan
+    earlier.reject(refused, "node-a is busy", via="terminal")
+    async with console(tmp_path, link, size=(120, 30)) as (app, pilot, seen, link):
+        for _ in range(4):
+            await pilot.press("f2")
+        text = await wait_for_text(pilot, app, "2 plan(s) in the audit log, 2 from earlier sessions")
+        rows = [line for line in text.splitlines() if "logger on node-" in line]
+        assert "rejected" in rows[0] and "stop logger on node-a" in rows[0]     # newest first
+        assert "done" in rows[1] and "restart logger on node-c" in rows[1]
+        await pilot.press("j", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PastPlanScreen), what="the past plan")
+        text = await wait_for_text(pilot, app, "supervisor.restart", "outcome  done", f'"pid": {new_pid}')
+        assert "session earlier1" in text and "step 1 node-c supervisor.restart ok" in text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, PastPlanScreen), what="closed")
 
 
 # ---- live logs -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from .._messages import (ExecutionFinished, LinkChanged, ModelProgress, PlanEdit
 from .._state import fmt_params
 from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
 from ..widgets.events_pane import FilterInput
+from ..widgets.history_pane import HistoryPane, HistoryTable
 from ..widgets.pending_pane import PendingPane, PendingTable
 from ..widgets.plan_view import PlanTable
 from ..widgets.footer import ConsoleFooter
@@ -35,7 +36,7 @@ from .edit_params import EditParamsScreen
 if TYPE_CHECKING:
     from ..app import CloudisenseApp
 
-TABS = ("tab-plan", "tab-events", "tab-rpc", "tab-pending")
+TABS = ("tab-plan", "tab-events", "tab-rpc", "tab-pending", "tab-history")
 # Approving these (or any step on more than one node) asks again, naming the nodes.
 CONFIRM_METHODS = frozenset({"stop"})
 
@@ -52,7 +53,7 @@ def help_sections() -> list[tuple[str, Any]]:
     return [("Everywhere", CloudisenseApp), ("Main screen", MainScreen), ("Ask box", AskInput),
             ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Plan log", PlanLog),
             ("Edit params", EditParamsScreen), ("Event list", EventLog), ("Node detail", NodeDetailScreen),
-            ("Processes", ProcessTable), ("Logs", LogsScreen), ("Log lines", LogView)]
+            ("Processes", ProcessTable), ("Logs", LogsScreen), ("Log lines", LogView), ("History", HistoryTable)]
 
 
 class MainScreen(Screen):
@@ -99,6 +100,8 @@ class MainScreen(Screen):
                 yield RpcPanel(id="rpc")
             with TabPane("Pending", id="tab-pending"):
                 yield PendingPane(id="pending")
+            with TabPane("History", id="tab-history"):
+                yield HistoryPane(id="history")
         yield ConsoleFooter()
 
     @property
@@ -153,6 +156,8 @@ class MainScreen(Screen):
             self.query_one("#watch-input", Input).focus()
         elif tabs.active == "tab-pending":
             self.query_one(PendingTable).focus()
+        elif tabs.active == "tab-history":
+            self.query_one(HistoryTable).focus()
         elif tabs.active == "tab-plan" and self.plan_view.plan is not None:
             self.plan_view.table.focus()
         else:
@@ -185,6 +190,20 @@ class MainScreen(Screen):
     def _node_chosen(self, msg: ClusterTable.NodeChosen) -> None:
         # Node and topic together, and subscribed at once: the box and the status line agree.
         self.watch_topic(msg.node, "process/#")
+
+    # ---- past plans (the audit log) -------------------------------------------------------------
+
+    @on(TabbedContent.TabActivated, "#tabs", pane="#tab-history")
+    def _history_shown(self) -> None:
+        self.query_one(HistoryPane).reload()
+
+    @on(HistoryPane.Open)
+    def _open_past(self, msg: HistoryPane.Open) -> None:
+        from .past_plan import PastPlanScreen
+
+        plan = self.query_one(HistoryPane).plans.get(msg.plan_hash)
+        if plan is not None:
+            self.app.push_screen(PastPlanScreen(plan))
 
     # ---- pending plans (filed through MCP) ----------------------------------------------------
 
