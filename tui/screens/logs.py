@@ -188,9 +188,7 @@ class LogsScreen(Screen[None]):
         self.redraw()
 
     def open_search(self) -> None:
-        box = self.query_one("#logs-search", FilterInput)
-        box.add_class("-open")
-        box.focus()
+        self.query_one("#logs-search", FilterInput).open()
 
     @on(Input.Changed, "#logs-search")
     def _search_changed(self, event: Input.Changed) -> None:
@@ -201,8 +199,6 @@ class LogsScreen(Screen[None]):
     @on(Input.Submitted, "#logs-search")
     def _search_done(self, event: Input.Submitted) -> None:
         event.stop()
-        if not event.value.strip():
-            event.input.remove_class("-open")
         self.query_one(LogView).focus()
 
     def action_close(self) -> None:

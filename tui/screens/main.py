@@ -299,9 +299,7 @@ class MainScreen(Screen):
 
     @on(ClusterTable.FilterRequested)
     def _cluster_filter(self, msg: ClusterTable.FilterRequested) -> None:
-        box = self.query_one("#cluster-filter", FilterInput)
-        box.add_class("-open")
-        box.focus()
+        self.query_one("#cluster-filter", FilterInput).open()
 
     @on(Input.Changed, "#cluster-filter")
     def _cluster_filter_changed(self, event: Input.Changed) -> None:
@@ -311,8 +309,6 @@ class MainScreen(Screen):
     @on(Input.Submitted, "#cluster-filter")
     def _cluster_filter_done(self, event: Input.Submitted) -> None:
         event.stop()
-        if not event.value.strip():
-            event.input.remove_class("-open")
         self.query_one(ClusterTable).focus()
 
     # ---- request → plan ---------------------------------------------------------------------
