@@ -115,6 +115,13 @@ class PastPlan:
     via: str = ""
 
 
+def step_targets(step: dict[str, Any]) -> list[str]:
+    """The nodes a step of an audit ``plan`` record runs on (its fact's targets, else its node)."""
+    fact = step.get("fact") if isinstance(step.get("fact"), dict) else {}
+    targets = fact.get("targets") if isinstance(fact.get("targets"), list) else None
+    return [str(t) for t in targets] if targets is not None else ([str(step["node"])] if step.get("node") else [])
+
+
 def past_plans(records: list[dict[str, Any]], limit: int = 200) -> list[PastPlan]:
     """The plans in ``records`` (oldest first, as the log holds them), newest first, with their outcome.
 

@@ -513,10 +513,11 @@ async def test_history_lists_plans_of_earlier_sessions_with_their_outcome_and_op
         text = await wait_for_text(pilot, app, "2 plan(s) in the audit log, 2 from earlier sessions")
         rows = [line for line in text.splitlines() if "logger on node-" in line]
         assert "rejected" in rows[0] and "stop logger on node-a" in rows[0]     # newest first
-        assert "done" in rows[1] and "restart logger on node-c" in rows[1]
+        assert "done" in rows[1] and "supervisor.restart on node-c" in rows[1]
         await pilot.press("j", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, PastPlanScreen), what="the past plan")
-        text = await wait_for_text(pilot, app, "supervisor.restart", "outcome  done", f'"pid": {new_pid}')
+        text = await wait_for_text(pilot, app, 'supervisor.restart {"name": "logger"} on node-c', "outcome  done",
+                                   f'"pid": {new_pid}')
         assert "session earlier1" in text and "step 1 node-c supervisor.restart ok" in text
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, PastPlanScreen), what="closed")

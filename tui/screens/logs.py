@@ -82,7 +82,7 @@ class LogsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="logs-head")
         yield FilterInput(placeholder="search the lines (Enter keeps, Esc clears)", id="logs-search", compact=True)
-        yield LogView(id="logs-view", wrap=False, markup=False, max_lines=KEEP)
+        yield LogView(id="logs-view", wrap=True, markup=False, max_lines=KEEP)
         yield ConsoleFooter()
 
     def on_mount(self) -> None:

@@ -13,6 +13,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from cloudisense.agent import step_targets
 from cloudisense.node._text import printable
 
 from .._state import fmt_params
@@ -32,10 +33,13 @@ def past_plan_text(p: Any) -> Text:
         out.append(printable(p.summary, limit=400) + "\n")
     out.append("\n")
     for s in p.steps:
-        targets = ", ".join(printable(t, limit=60) for t in s.get("targets") or [])
+        targets = ", ".join(printable(t, limit=60) for t in step_targets(s))
         params = fmt_params(s.get("params") if isinstance(s.get("params"), dict) else {})
         out.append(f"step {s.get('index', '?')}  ", style="bold")
         out.append(printable(f"{s.get('service')}.{s.get('method')} {params} on {targets}", limit=300) + "\n")
+        why = (s.get("fact") or {}).get("why") if isinstance(s.get("fact"), dict) else ""
+        if why:
+            out.append(f"        why: {printable(why, limit=300)}\n", style="dim")
         if s.get("reason"):
             out.append(f"        reason: {printable(s.get('reason'), limit=300)}\n", style="dim")
     out.append("\noutcome  ", style="bold")

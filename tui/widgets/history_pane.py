@@ -18,6 +18,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from cloudisense.agent import step_targets
 from cloudisense.node._text import printable
 
 OUTCOME_STYLE = {"done": "green", "failed": "bold red", "refused": "red", "stale": "yellow", "rejected": "yellow",
@@ -65,7 +66,7 @@ class HistoryPane(Vertical):
         t.clear()
         for p in plans:
             when = time.strftime("%m-%d %H:%M", time.localtime(p.ts)) if p.ts else "?"
-            steps = "; ".join(f"{s.get('service')}.{s.get('method')} on {', '.join(map(str, s.get('targets') or []))}"
+            steps = "; ".join(f"{s.get('service')}.{s.get('method')} on {', '.join(step_targets(s))}"
                               for s in p.steps) or "(none)"
             t.add_row(Text(when), Text(printable(p.user, limit=30)),
                       Text(printable(p.outcome, limit=20), style=OUTCOME_STYLE.get(p.outcome, "")),
