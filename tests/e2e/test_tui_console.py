@@ -176,6 +176,18 @@ async def test_footer_shows_only_whole_keys_at_80_100_and_120_columns(tmp_path):
                 assert "f1 Help" in keys, keys
 
 
+async def test_plan_title_says_when_columns_are_off_screen_until_scrolled_to_them(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await ask(pilot, seen, "restart logger on the coolest node")
+        await wait_for_text(pilot, app, "needs approval · more columns: → scrolls")
+        for _ in range(6):      # → on the plan table scrolls it by a third, as the hint says
+            await pilot.press("right")
+        lines = (await wait_for_text(pilot, app, "needs approval")).splitlines()
+        title = next(i for i, line in enumerate(lines) if "Plan " in line and "needs approval" in line)
+        assert "more columns" not in lines[title]
+        assert lines[title + 1].split()[-1] == "reason"       # the table's last column is on screen now
+
+
 async def test_j_and_k_move_the_table_cursors(tmp_path):
     async with console(tmp_path) as (app, pilot, seen, link):
         table = app.screen.query_one(ClusterTable)
