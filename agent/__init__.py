@@ -12,7 +12,7 @@ Heavy dependencies (litellm, rich) are imported only when used.
 """
 
 from ._agent import Agent, Decision, SessionOutcome, run_session
-from ._audit import AuditLog, default_audit_path, read_audit
+from ._audit import AuditLog, PastPlan, default_audit_path, past_plans, read_audit, step_targets, tail_records
 from ._bench import PromptSize, count_tokens, measure_prompt_size
 from ._executor import ExecutionReport, Executor, StepResult
 from ._messages import defang, unwrap_untrusted, wrap_untrusted
@@ -40,5 +40,5 @@ __all__ = [
     "ScriptedModel", "SessionOutcome", "SessionRecorder", "StepResult", "ToolCall", "approve", "as_reply",
     "check_approval", "count_tokens", "default_audit_path", "defang", "load_session", "make_fact", "make_model",
     "measure_prompt_size", "explain_request", "parse_command", "read_audit", "recheck", "run_session", "unwrap_untrusted",
-    "wrap_untrusted",
+    "wrap_untrusted", "PastPlan", "past_plans", "step_targets", "tail_records",
 ]

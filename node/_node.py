@@ -419,6 +419,10 @@ class Node:
             remote = True
         return n, remote
 
+    def wanted(self, topic: str) -> bool:
+        """Whether an event of ours on ``topic`` would reach anyone: a local subscriber or a peer's interest."""
+        return bool(self.subs.match(self.id, topic)) or self.peers.wants(topic)
+
     def _check_topic(self, topic: str, *, wildcards: bool) -> None:
         """Raise :class:`BadRequest` unless ``topic`` is valid; remembers valid plain topics."""
         if err := topic_error(topic, wildcards=wildcards):
@@ -557,7 +561,7 @@ class Node:
                 broker = EmbeddedBroker(self.settings.broker.embedded_listen)
                 await broker.start()
                 url = broker.url
-            self.supervisor = Supervisor(self.settings.processes, self.publish, node_id=self.id)
+            self.supervisor = Supervisor(self.settings.processes, self.publish, node_id=self.id, wanted=self.wanted)
             self._register(SupervisorService(self.supervisor))
             async with self.supervisor:
                 for svc in self.registry:
@@ -592,7 +596,7 @@ class Node:
         while True:
             await asyncio.sleep(1.0)
             # $sys/stats for whoever listens
-            if self.subs.match(self.id, "$sys/stats") or self.interests.wanted("$sys/stats"):
+            if self.wanted("$sys/stats"):
                 self.publish("$sys/stats", self.stats_snapshot())
             self.peers.housekeeping(time.time())
 

@@ -43,6 +43,22 @@ Events, through ``publish(topic, data)``::
     process/NAME/stopped    {name, pid, exit_code, killed, node}
 
 ``exit_code`` follows :mod:`subprocess`: negative means killed by that signal.
+
+Following the output (``l`` in the console): while someone is subscribed to
+``$process/NAME/log`` (``wanted(topic)`` says so: a local subscriber or a
+peer's interest), captured lines are also published there, batched (one event
+per :data:`FOLLOW_INTERVAL` at most, each at most :data:`FOLLOW_MAX_LINES`
+lines and :data:`FOLLOW_MAX_BYTES`; older lines of a bigger burst are skipped
+and counted)::
+
+    $process/NAME/log       {name, node, seq, lines, skipped}
+
+Every captured line has a sequence number (``seq`` is the first line's);
+``supervisor.logs`` answers ``next_seq``, the number the next line will get.
+A follower subscribes first, then reads ``logs``, and keeps from the events
+only the lines numbered ``next_seq`` and up: no gap, no line twice.  The
+``$`` keeps these events out of ``#`` and ``process/#`` filters, so nobody
+gets (and the node does not publish) log lines it did not ask for.
 """
 
 from __future__ import annotations
@@ -78,6 +94,14 @@ MAX_LINE = 8192          # bytes of one captured line; longer lines are cut
 DRAIN_TIMEOUT = 1.0      # seconds to wait for output after the process exited
 KILL_TIMEOUT = 10.0      # seconds to wait for a SIGKILLed process to be reaped
 PR_SET_PDEATHSIG = 1
+FOLLOW_INTERVAL = 0.1    # seconds: lines arriving meanwhile go out in one $process/NAME/log event
+FOLLOW_MAX_LINES = 200   # lines in one such event (older ones of a bigger burst are skipped)
+FOLLOW_MAX_BYTES = 32 * 1024
+
+
+def log_topic(name: str) -> str:
+    """The topic a process's output is followed on."""
+    return f"$process/{name}/log"
 
 
 # --- pure logic -----------------------------------------------------------------
@@ -251,7 +275,8 @@ def _signal_name(code: int | None) -> str | None:
 class _Managed:
     """Bookkeeping of one configured process (owned by the Supervisor)."""
 
-    def __init__(self, cfg: ProcessConfig, backoff: Backoff) -> None:
+    def __init__(self, cfg: ProcessConfig, backoff: Backoff, on_line: Callable[[_Managed], None],
+                 seq: int = 0) -> None:
         self.cfg = cfg
         self.state: State = "stopped"
         self.protocol: _ChildProtocol | None = None
@@ -262,12 +287,32 @@ class _Managed:
         self.error: str | None = None
         self.restart_at: float | None = None     # monotonic, while in backoff
         self.log: collections.deque[str] = collections.deque(maxlen=cfg.log_lines)
+        self.seq = seq          # the number the next captured line gets
+        self.sent = seq         # lines below this were published to followers (or nobody followed)
+        self.follow: asyncio.TimerHandle | None = None   # a pending $process/NAME/log event
+        self.on_line = on_line
         self.lock = asyncio.Lock()
         self.backoff = dataclasses.replace(backoff, attempt=0)
         self.watcher: asyncio.Task[None] | None = None
 
     def line(self, text: str) -> None:
         self.log.append(f"{_timestamp()} {text}")
+        self.seq += 1
+        self.on_line(self)
+
+    def tail(self, n: int) -> tuple[list[str], int]:
+        """The last ``n`` lines and the number the next line will get."""
+        return (list(self.log)[-n:] if n > 0 else []), self.seq
+
+    def unsent(self) -> tuple[list[str], int, int]:
+        """The lines not yet published, bounded: (lines, seq of the first, how many were skipped)."""
+        new = self.seq - self.sent
+        lines = list(self.log)[-min(new, len(self.log), FOLLOW_MAX_LINES):] if new else []
+        size = sum(len(x) for x in lines)
+        while lines and size > FOLLOW_MAX_BYTES:
+            size -= len(lines.pop(0))
+        self.sent = self.seq
+        return lines, self.seq - len(lines), new - len(lines)
 
     def note(self, text: str) -> None:
         self.line(f"[supervisor] {text}")
@@ -296,14 +341,16 @@ class Supervisor:
     """
 
     def __init__(self, configs: list[ProcessConfig], publish: Callable[[str, dict], None], *,
-                 node_id: str = "", backoff: Backoff | None = None) -> None:
+                 node_id: str = "", backoff: Backoff | None = None,
+                 wanted: Callable[[str], bool] | None = None) -> None:
         self._procs: dict[str, _Managed] = {}
         policy = backoff or Backoff()
         for cfg in configs:
             if cfg.name in self._procs:
                 raise ConfigError(f"process name {cfg.name!r} is configured twice")
-            self._procs[cfg.name] = _Managed(cfg, policy)
+            self._procs[cfg.name] = _Managed(cfg, policy, self._line_added)
         self._publish_cb = publish
+        self._wanted = wanted
         self._node_id = node_id
         self._policy = policy
         self._tg: asyncio.TaskGroup | None = None
@@ -343,6 +390,8 @@ class Supervisor:
                 self._force_kill(m)
             for t in list(self._tasks):
                 t.cancel()
+            for m in self._procs.values():
+                self._unfollow(m)
             self._phase = "closed"
             await self._tg.__aexit__(None, None, None)
 
@@ -378,10 +427,11 @@ class Supervisor:
         return await self._op(m, "restart", self._restart_locked)
 
     async def logs(self, name: str, lines: int = 50) -> list[str]:
-        m = self._get(name)
-        if lines <= 0:
-            return []
-        return list(m.log)[-lines:]
+        return self.tail(name, lines)[0]
+
+    def tail(self, name: str, lines: int = 50) -> tuple[list[str], int]:
+        """The last ``lines`` captured lines of ``name`` and the sequence number of the next one."""
+        return self._get(name).tail(lines)
 
     async def update(self, configs: list[ProcessConfig]) -> dict[str, list[str]]:
         """Apply new process definitions, like supervisorctl's ``update`` (SIGHUP reload).
@@ -404,10 +454,13 @@ class Supervisor:
             m = self._procs[name]
             await self._op(m, "stop", self._stop_locked)
             m.note("definition removed" if name in removed else "definition changed")
+        for name in removed + changed:
+            self._unfollow(self._procs[name])
         for name in removed:
             del self._procs[name]
         for name in changed + added:
-            self._procs[name] = _Managed(new[name], self._policy)
+            old = self._procs.get(name)   # a changed one keeps numbering its lines: followers see no reset
+            self._procs[name] = _Managed(new[name], self._policy, self._line_added, old.seq if old else 0)
         self._procs = {n: self._procs[n] for n in new}   # config order
         for name in changed + added:
             m = self._procs[name]
@@ -629,6 +682,32 @@ class Supervisor:
             if m.protocol.transport is not None:
                 m.protocol.transport.close()
 
+    # following the output ($process/NAME/log) --------------------------------
+
+    def _line_added(self, m: _Managed) -> None:
+        if m.follow is not None:
+            return  # an event is on its way: this line goes with it
+        if self._wanted is None or self._phase == "closed" or not self._wanted(log_topic(m.cfg.name)):
+            m.sent = m.seq
+            return
+        m.follow = asyncio.get_running_loop().call_later(FOLLOW_INTERVAL, self._send_lines, m)
+
+    def _send_lines(self, m: _Managed) -> None:
+        m.follow = None
+        lines, seq, skipped = m.unsent()
+        if not lines or self._wanted is None or not self._wanted(log_topic(m.cfg.name)):
+            return
+        try:
+            self._publish_cb(log_topic(m.cfg.name), {"name": m.cfg.name, "node": self._node_id, "seq": seq,
+                                                     "lines": lines, "skipped": skipped})
+        except Exception:  # noqa: BLE001 - a failing subscriber must not stop the supervisor
+            self._log.exception("publishing %s failed", log_topic(m.cfg.name))
+
+    def _unfollow(self, m: _Managed) -> None:
+        if m.follow is not None:
+            m.follow.cancel()
+            m.follow = None
+
     # plumbing -----------------------------------------------------------------
 
     def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -670,6 +749,8 @@ class ProcessList(BaseModel):
 class ProcessLogs(BaseModel):
     name: str
     lines: list[str] = Field(description="captured stdout+stderr lines, oldest first, each prefixed with a timestamp")
+    next_seq: int = Field(0, description="the sequence number the next captured line will get: a follower of "
+                          "$process/NAME/log keeps the events' lines from this number on")
 
 
 class SupervisorService(Service):
@@ -717,5 +798,8 @@ class SupervisorService(Service):
     @method(mutates=False)
     async def logs(self, p: LogsParams) -> ProcessLogs:
         """The most recent output lines (stdout and stderr, timestamped) of a process, oldest first,
-        including the supervisor's own notes on starts, exits and restarts."""
-        return ProcessLogs(name=p.name, lines=await self.supervisor.logs(p.name, p.lines))
+        including the supervisor's own notes on starts, exits and restarts. To follow the output,
+        subscribe to $process/NAME/log first, then call this, and keep the events' lines numbered
+        next_seq and up."""
+        lines, next_seq = self.supervisor.tail(p.name, p.lines)
+        return ProcessLogs(name=p.name, lines=lines, next_seq=next_seq)

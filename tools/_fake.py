@@ -107,7 +107,8 @@ class _Supervisor(Service):
     @method(mutates=False, description="the last lines a process wrote")
     async def logs(self, p: LogsParams) -> _Anything:
         self._proc(p.name)
-        return _Anything(name=p.name, lines=self.fnode.logs.get(p.name, [])[-p.lines:])
+        lines = self.fnode.logs.get(p.name, [])
+        return _Anything(name=p.name, lines=lines[-p.lines:], next_seq=len(lines))
 
 
 class _System(Service):

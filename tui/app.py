@@ -16,7 +16,6 @@ screen (:mod:`.screens.main`) owns the interaction.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -157,6 +156,17 @@ class CloudisenseApp(App):
             self.main_screen.go_to_node(node)
         self.push_screen(NodeDetailScreen(node))
 
+    def follow_logs(self, node: str, process: str | None = None) -> None:
+        """Follow ``process``'s output on ``node`` live (None: every process of the node)."""
+        from .screens.logs import LogsScreen
+
+        row = self.cluster.nodes.get(node)
+        names = [str(p.get("name")) for p in (row.processes if row else []) if p.get("name")]
+        if process is None and not names:
+            self.notify(f"{printable(node, limit=80)} supervises no process.", severity="warning", markup=False)
+            return
+        self.push_screen(LogsScreen(node, names, process))
+
     def ask(self, request: str) -> None:
         """Plan ``request`` as if typed in the Ask box (the same plan → approval path)."""
         if self.main_screen is not None:
@@ -270,25 +280,17 @@ class CloudisenseApp(App):
 
     def audit_tail(self, n: int = 8) -> list[dict[str, Any]]:
         """The last ``n`` records of the audit log (read from the end of the file)."""
+        from cloudisense.agent import tail_records
+
         audit = self.agent.audit
-        if audit is None:
-            return []
-        path = Path(audit.path)
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - 64 * 1024))
-                lines = f.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return []
-        out = []
-        for line in lines[-n:]:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return out
+        return tail_records(audit.path, 64 * 1024)[-n:] if audit is not None else []
+
+    def past_plans(self) -> list[Any]:
+        """The plans of the audit log (this session's and earlier ones), newest first, with their outcome."""
+        from cloudisense.agent import past_plans, tail_records
+
+        audit = self.agent.audit
+        return past_plans(tail_records(audit.path)) if audit is not None else []
 
 
 def _escaped_key(event: events.Key) -> events.Key | None:

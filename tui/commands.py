@@ -42,6 +42,10 @@ class ConsoleCommands(Provider):
         for row in app.cluster.rows():
             nid = printable(row.id, limit=80)
             yield f"Go to node {nid}", "the node's detail view: metrics, services, processes, events", partial(app.go_to_node, row.id)
+            for proc in row.processes:
+                if name := proc.get("name"):
+                    yield (f"Logs of {printable(name, limit=60)} on {nid}", "follow its output live (same as l)",
+                           partial(app.follow_logs, row.id, str(name)))
             for topic in WATCH_TOPICS:
                 yield (f"Watch {topic} on {nid}", "subscribe in the Events tab",
                        partial(app.watch_topic, row.id, topic))

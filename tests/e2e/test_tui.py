@@ -7,6 +7,7 @@ changes only after ``a``, never after ``r`` or a rejected edit.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
@@ -20,7 +21,7 @@ from cloudisense.tui import make_app
 from cloudisense.tui._messages import ExecutionFinished, LinkChanged, PlanReady, PlanRejected
 from cloudisense.tui.screens import EditParamsScreen
 from cloudisense.tui.screens.main import MainScreen
-from cloudisense.tui.testing import LagProbe, wait_for, wait_for_text
+from cloudisense.tui.testing import LagProbe, screen_text, wait_for, wait_for_text
 from cloudisense.tui.widgets import PlanView
 from cloudisense.tui.widgets.plan_view import PlanTable
 
@@ -122,6 +123,35 @@ async def test_approve_restarts_the_logger_on_the_coolest_node(trio, tmp_path):
     assert events[:3] == ["request", "plan", "approval"] and "step" in events and events[-1] == "execution"
     rec = read_audit(audit)[-1]
     assert rec["plan_hash"] == result.plan.hash and rec["status"] == "done"
+
+
+async def test_l_follows_a_remote_nodes_logger_live_and_only_while_watched(cluster, tmp_path):
+    a, b = cluster.start("node-a"), cluster.start("node-b")
+    await cluster_ready(a.url, {"node-a", "node-b"})
+
+    async def interests_in_b() -> list[str]:
+        async with Client(b.url) as c:
+            return (await c.call(None, "pubsub", "topics", {}, 5))["interests"].get("node-a", [])
+
+    def ticks() -> list[int]:
+        return [int(n) for n in re.findall(r"logger tick (\d+)", screen_text(app))]
+
+    app = make_app(url=a.url, model="offline", audit=tmp_path / "audit.jsonl")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_console(pilot, app, 2)
+        assert "$process/logger/log" not in await interests_in_b()    # nobody follows: node-b sends no lines
+        app.go_to_node("node-b")
+        await wait_for_text(pilot, app, "logger", "running")
+        await pilot.press("l")     # on the process list: follow it, on another node, over the federation
+        await wait_for_text(pilot, app, "logs  logger on node-b", "following")
+        last = max(await wait_for(pilot, ticks, what="the lines so far"))
+        await wait_for(pilot, lambda: max(ticks()) >= last + 2, what="new lines as the logger writes them")
+        assert "$process/logger/log" in await interests_in_b()
+        await pilot.press("escape")
+
+        async def released() -> bool:
+            return "$process/logger/log" not in await interests_in_b()
+        await async_wait_until(released, 10, interval=0.2, what="node-a's interest in the lines dropped")
 
 
 async def test_reject_runs_nothing(trio, tmp_path):

@@ -23,6 +23,8 @@ from cloudisense.tui._messages import ExecutionFinished, PlanReady
 from cloudisense.tui.screens import EditParamsScreen
 from cloudisense.tui.screens.dialogs import ConfirmScreen, FeedbackScreen
 from cloudisense.tui.screens.help import HelpScreen
+from cloudisense.tui.screens.logs import LogsScreen
+from cloudisense.tui.screens.past_plan import PastPlanScreen
 from cloudisense.tui.screens.node_detail import NodeDetailScreen
 from cloudisense.tui.testing import FakeLink, screen_text, three_nodes, wait_for, wait_for_text
 from cloudisense.tui.widgets import AskInput, ClusterTable, PlanView
@@ -156,6 +158,34 @@ async def test_footer_shows_the_focused_widgets_keys(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, EditParamsScreen), what="the editor")
         await wait_for(pilot, lambda: "Cancel" in footer(app), what="the editor's keys")
         assert "Approve" not in footer(app) and "Next tab" not in footer(app)
+
+
+async def test_footer_shows_only_whole_keys_at_80_100_and_120_columns(tmp_path):
+    async with console(tmp_path, size=(80, 24)) as (app, pilot, seen, link):
+        for width in (80, 100, 120):
+            await pilot.resize_terminal(width, 24)
+            await wait_for(pilot, lambda: footer(app).endswith(("f1 Help", "^p palette")), what=f"keys at {width}")
+            for focus in ("#request", "#cluster"):
+                app.screen.query_one(focus).focus()
+                await pilot.pause(0.1)
+                keys = await wait_for(pilot, lambda: footer(app) if footer(app).endswith(("Help", "palette")) else "",
+                                      what=f"the footer of {focus} at {width}")
+                assert len(keys) <= width, keys
+                # Never half a key under the palette key (it was "^q Quit f1 ▏^p palette" at 80)
+                assert ("▏^p palette" in keys) == (width >= 100), keys
+                assert "f1 Help" in keys, keys
+
+
+async def test_plan_title_says_when_columns_are_off_screen_until_scrolled_to_them(tmp_path):
+    async with console(tmp_path) as (app, pilot, seen, link):
+        await ask(pilot, seen, "restart logger on the coolest node")
+        await wait_for_text(pilot, app, "needs approval · more columns: → scrolls")
+        for _ in range(6):      # → on the plan table scrolls it by a third, as the hint says
+            await pilot.press("right")
+        lines = (await wait_for_text(pilot, app, "needs approval")).splitlines()
+        title = next(i for i, line in enumerate(lines) if "Plan " in line and "needs approval" in line)
+        assert "more columns" not in lines[title]
+        assert lines[title + 1].split()[-1] == "reason"       # the table's last column is on screen now
 
 
 async def test_j_and_k_move_the_table_cursors(tmp_path):
@@ -475,6 +505,72 @@ async def test_node_detail_shows_metrics_services_processes_events_and_actions_g
         await pilot.press("a")
         await wait_for(pilot, lambda: next((m for m in seen if isinstance(m, ExecutionFinished)), None))
         assert link.fake.nodes["node-b"].processes["logger"]["pid"] != old_pid
+
+
+# ---- past plans ------------------------------------------------------------------------------
+
+async def test_history_lists_plans_of_earlier_sessions_with_their_outcome_and_opens_one(tmp_path):
+    from cloudisense.agent import Agent, AuditLog, make_model
+
+    link = FakeLink(three_nodes(NOW))
+    earlier = Agent(link.fake, make_model("offline"), audit=AuditLog(tmp_path / "audit.jsonl", session="earlier1"))
+    done = (await earlier.plan("restart logger on node-c")).plan
+    report = await earlier.execute(done, earlier.approve(done, via="terminal"))
+    new_pid = report.results[0].result["pid"]
+    refused = (await earlier.plan("stop logger on node-a")).plan
+    earlier.reject(refused, "node-a is busy", via="terminal")
+    async with console(tmp_path, link, size=(120, 30)) as (app, pilot, seen, link):
+        for _ in range(4):
+            await pilot.press("f2")
+        text = await wait_for_text(pilot, app, "2 plan(s) in the audit log, 2 from earlier sessions")
+        rows = [line for line in text.splitlines() if "logger on node-" in line]
+        assert "rejected" in rows[0] and "stop logger on node-a" in rows[0]     # newest first
+        assert "done" in rows[1] and "supervisor.restart on node-c" in rows[1]
+        await pilot.press("j", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, PastPlanScreen), what="the past plan")
+        text = await wait_for_text(pilot, app, 'supervisor.restart {"name": "logger"} on node-c', "outcome  done",
+                                   f'"pid": {new_pid}')
+        assert "session earlier1" in text and "step 1 node-c supervisor.restart ok" in text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, PastPlanScreen), what="closed")
+
+
+# ---- live logs -------------------------------------------------------------------------------
+
+async def test_l_follows_a_nodes_logs_live_pause_search_and_escape_ends_the_subscription(tmp_path):
+    link = FakeLink(three_nodes(NOW))
+    link.fake.nodes["node-b"].logs["logger"] = [  # lines 0, 1, 2
+        "2026-11-30T10:00:01.000 logger tick 1", "2026-11-30T10:00:01.500 \x1b]0;pwned\x07 [red]markup[/]",
+        "2026-11-30T10:00:02.000 logger tick 2"]
+    async with console(tmp_path, link, size=(100, 24)) as (app, pilot, seen, link):
+        await pilot.press("shift+tab", "j", "l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LogsScreen), what="the log view")
+        await wait_for(pilot, lambda: ("node-b", "$process/+/log") in link.subscribed, what="the subscription")
+        text = await wait_for_text(pilot, app, "logger tick 2", "following")
+        assert "10:00:01.500 \\x1b]0;pwned\\x07 [red]markup[/]" in text    # escaped, shown as data
+        assert "2026-11-30T10:00:01" not in text                              # one timestamp, not two
+
+        def batch(seq, *ticks):
+            return {"name": "logger", "node": "node-b", "seq": seq, "skipped": 0,
+                    "lines": [f"2026-11-30T10:00:0{i}.000 logger tick {i}" for i in ticks]}
+        link.emit("$process/logger/log", batch(2, 2, 3), node="node-b")       # tick 2 was read already
+        text = await wait_for_text(pilot, app, "logger tick 3")
+        assert text.count("logger tick 2") == 1
+        await pilot.press("p")
+        link.emit("$process/logger/log", batch(4, 4), node="node-b")
+        await wait_for_text(pilot, app, "PAUSED (1 waiting")
+        assert "logger tick 4" not in screen_text(app)
+        await pilot.press("p")
+        await wait_for_text(pilot, app, "logger tick 4")
+        link.emit("$process/logger/log", batch(7, 7), node="node-b")         # 5 and 6 never came
+        await wait_for_text(pilot, app, "2 lines of logger not shown", "logger tick 7")
+        await pilot.press("slash", *"tick 3", "enter")
+        text = await wait_for_text(pilot, app, "search 'tick 3'")
+        assert "logger tick 3" in text and "logger tick 4" not in text and "logger tick 1" not in text
+        await pilot.press("escape")      # back from the log view: the subscription ends
+        await wait_for(pilot, lambda: not isinstance(app.screen, LogsScreen), what="back")
+        await wait_for(pilot, lambda: not any(s.topic == "$process/+/log" for c in link.clients for s in c.subs),
+                       what="the subscription closed")
 
 
 async def test_rpc_sparkline_has_a_scale(tmp_path):

@@ -107,3 +107,27 @@ def test_edit_params_with_a_schema_error_80x24(snap_compare, tmp_path):
         await wait_for_text(pilot, pilot.app, "invalid_params")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_log_view_80x24(snap_compare, tmp_path):
+    """l on node-b's row: its logger's lines so far and one that arrived live, paused with one waiting."""
+    app, link = console(tmp_path)
+    link.fake.nodes["node-b"].logs["logger"] = [
+        "2026-11-30T10:00:00.000 [supervisor] started pid 4102: python -m cloudisense.node.demo.logger",
+        "2026-11-30T10:00:00.400 logger: started pid 4102, a line every 0.5 s",
+        "2026-11-30T10:00:00.900 logger tick 1", "2026-11-30T10:00:01.400 \x1b[31mlogger tick 2 [b]not bold[/b]"]
+
+    async def run_before(pilot) -> None:
+        await wait_for(pilot, lambda: pilot.app.link_state == "connected", what="the fake link")
+        await wait_for_text(pilot, pilot.app, "Cluster 3/3 online")
+        await pilot.press("shift+tab", "j", "l")
+        await wait_for_text(pilot, pilot.app, "following", "logger tick 2")
+        link.emit("$process/logger/log", {"name": "logger", "node": "node-b", "seq": 4, "skipped": 0,
+                                          "lines": ["2026-11-30T10:00:01.900 logger tick 3"]}, node="node-b")
+        await wait_for_text(pilot, pilot.app, "logger tick 3")
+        await pilot.press("p")
+        link.emit("$process/logger/log", {"name": "logger", "node": "node-b", "seq": 5, "skipped": 0,
+                                          "lines": ["2026-11-30T10:00:02.400 logger tick 4"]}, node="node-b")
+        await wait_for_text(pilot, pilot.app, "PAUSED (1 waiting")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

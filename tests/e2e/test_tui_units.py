@@ -188,3 +188,29 @@ def test_run_tui_refuses_a_worker_thread():
     t.start()
     t.join(10)
     assert errors and "run_tui_async" in str(errors[0].value)
+
+
+def test_log_tail_joins_the_read_and_the_events_by_line_number():
+    from cloudisense.tui._logtail import LogTail
+
+    t = LogTail()
+
+    def texts(lines):
+        return [(x.text, x.note) for x in lines]
+
+    def ev(seq, *lines, skipped=0):
+        return {"name": "p", "seq": seq, "lines": list(lines), "skipped": skipped}
+
+    early = ev(1, "b", "c")                        # arrived between subscribing and reading
+    assert texts(t.load("p", ["a", "b", "c"], 3)) == [("a", False), ("b", False), ("c", False)]
+    assert t.add(early) == []                      # already read
+    assert texts(t.add(ev(2, "c", "d"))) == [("d", False)]
+    assert texts(t.add(ev(6, "g", skipped=2))) == [("… 2 lines of p not shown (a burst bigger than one event, or "
+                                                    "the link dropped)", True), ("g", False)]
+    assert texts(t.load("p", ["f", "g", "h"], 8)) == [("h", False)]   # read again after a reconnect
+    out = t.add(ev(0, "x"))                        # before the live events went past the read: a repeat
+    assert out == []
+    t.add(ev(8, "i"))
+    out = t.add(ev(0, "new start"))                # the node restarted: numbering starts again
+    assert out[0].note and "restarted" in out[0].text and out[1].text == "new start"
+    assert t.add({"name": "p", "lines": "not a list"}) == [] and t.add("junk") == []

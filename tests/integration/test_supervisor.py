@@ -128,6 +128,34 @@ async def test_start_running_pid_and_logs(events):
     assert gone(st.pid)
 
 
+async def test_output_is_followed_only_while_wanted_numbered_without_gaps(events):
+    """``$process/NAME/log`` goes out only while someone wants it; its lines are numbered as ``tail`` counts."""
+    followers: set[str] = set()
+    topic = "$process/logger/log"
+
+    def followed() -> list[str]:
+        return [ln for d in events.of(topic) for ln in d["lines"]]
+
+    async with Supervisor([logger_cfg()], events, node_id="n1", wanted=followers.__contains__) as sup:
+        await wait_for(lambda: log_lines(sup, "logger", "logger tick 2"), what="ticks before anyone follows")
+        assert events.of(topic) == []                      # nobody wanted them: nothing published
+        followers.add(topic)
+        _, next_seq = sup.tail("logger", 1)
+        await wait_for(lambda: sum("tick" in ln for ln in followed()) >= 3, what="three ticks followed")
+        followers.clear()
+        sent = len(events.of(topic))
+        lines, end = sup.tail("logger", 1000)
+        assert end - len(lines) == 0                       # all still in the buffer: line k is lines[k]
+        batches = events.of(topic)
+        assert all(d["name"] == "logger" and d["node"] == "n1" and d["skipped"] == 0 for d in batches)
+        assert batches[0]["seq"] <= next_seq               # a follower drops what it read already
+        assert [d["seq"] for d in batches[1:]] == [d["seq"] + len(d["lines"]) for d in batches[:-1]]  # no gap
+        for d in batches:
+            assert d["lines"] == lines[d["seq"]:d["seq"] + len(d["lines"])]
+        await wait_for(lambda: sup.tail("logger", 1)[1] >= end + 5, what="more lines, nobody following")
+        assert len(events.of(topic)) <= sent + 1           # at most the event already on its way
+
+
 async def test_operator_restart_new_pid_old_reaped(events):
     async with Supervisor([logger_cfg()], events) as sup:
         old = (await sup.status("logger")).pid

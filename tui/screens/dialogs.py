@@ -14,9 +14,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from cloudisense.node._text import printable
+
+from ..widgets.footer import ConsoleFooter
 
 
 class FeedbackScreen(ModalScreen["str | None"]):
@@ -33,7 +35,7 @@ class FeedbackScreen(ModalScreen["str | None"]):
             yield Input(placeholder="e.g. not node-b · node-c is in maintenance  (empty: just reject)",
                         id="feedback-input")
             yield Static("Enter: reject (and revise the plan with your words) · Esc: keep the plan", classes="hint")
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         self.query_one("#feedback-box").border_title = "Reject"
@@ -61,7 +63,7 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Static(Text(printable(self.title_text, limit=200), style="bold"))
             yield Static(Text("\n".join(printable(line, limit=400) for line in self.lines)), id="confirm-lines")
             yield Static("y: run it · n / Esc: back to the plan (nothing runs)", classes="hint")
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         self.query_one("#confirm-box").border_title = "Confirm"

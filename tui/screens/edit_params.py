@@ -17,9 +17,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from .._state import fmt_params
+from ..widgets.footer import ConsoleFooter
 
 Validate = Callable[[dict[str, Any]], Awaitable["str | None"]]
 
@@ -67,7 +68,7 @@ class EditParamsScreen(ModalScreen["dict[str, Any] | None"]):
             yield Static("", id="edit-error")
             yield Static("Enter: check against the schema and keep · Esc: cancel (the plan stays as it was)",
                          id="edit-hint")
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         self.query_one("#edit-box").border_title = "Edit params"

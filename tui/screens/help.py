@@ -16,9 +16,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from .._grammar import examples, grammar_text
+from ..widgets.footer import ConsoleFooter
 
 # Keys that are not a Binding of one of the console's widgets (Textual's own, or typed text).
 EXTRA_KEYS = (
@@ -79,7 +80,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(keys, id="help-keys")
             yield Static(Text("\nRequests", style="bold underline"))
             yield Static(planner, id="help-planner")
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         self.query_one("#help-box").focus()

@@ -9,7 +9,6 @@ disappears: ``plan`` (one request at a time, a new one replaces it),
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from cloudisense.node._text import printable
 
@@ -27,15 +26,17 @@ from .._messages import (ExecutionFinished, LinkChanged, ModelProgress, PlanEdit
 from .._state import fmt_params
 from ..widgets import AskInput, ClusterTable, EventsPane, PlanView, RpcLine, RpcPanel, TopBar
 from ..widgets.events_pane import FilterInput
+from ..widgets.history_pane import HistoryPane, HistoryTable
 from ..widgets.pending_pane import PendingPane, PendingTable
 from ..widgets.plan_view import PlanTable
+from ..widgets.footer import ConsoleFooter
 from .dialogs import ConfirmScreen, FeedbackScreen
 from .edit_params import EditParamsScreen
 
 if TYPE_CHECKING:
     from ..app import CloudisenseApp
 
-TABS = ("tab-plan", "tab-events", "tab-rpc", "tab-pending")
+TABS = ("tab-plan", "tab-events", "tab-rpc", "tab-pending", "tab-history")
 # Approving these (or any step on more than one node) asks again, naming the nodes.
 CONFIRM_METHODS = frozenset({"stop"})
 
@@ -46,12 +47,13 @@ def help_sections() -> list[tuple[str, Any]]:
 
     from ..widgets.events_pane import EventLog
     from ..widgets.plan_log import PlanLog
+    from .logs import LogsScreen, LogView
     from .node_detail import NodeDetailScreen, ProcessTable
 
     return [("Everywhere", CloudisenseApp), ("Main screen", MainScreen), ("Ask box", AskInput),
             ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Plan log", PlanLog),
             ("Edit params", EditParamsScreen), ("Event list", EventLog), ("Node detail", NodeDetailScreen),
-            ("Processes", ProcessTable)]
+            ("Processes", ProcessTable), ("Logs", LogsScreen), ("Log lines", LogView), ("History", HistoryTable)]
 
 
 class MainScreen(Screen):
@@ -98,7 +100,9 @@ class MainScreen(Screen):
                 yield RpcPanel(id="rpc")
             with TabPane("Pending", id="tab-pending"):
                 yield PendingPane(id="pending")
-        yield Footer(compact=True)
+            with TabPane("History", id="tab-history"):
+                yield HistoryPane(id="history")
+        yield ConsoleFooter()
 
     @property
     def plan_view(self) -> PlanView:
@@ -152,6 +156,8 @@ class MainScreen(Screen):
             self.query_one("#watch-input", Input).focus()
         elif tabs.active == "tab-pending":
             self.query_one(PendingTable).focus()
+        elif tabs.active == "tab-history":
+            self.query_one(HistoryTable).focus()
         elif tabs.active == "tab-plan" and self.plan_view.plan is not None:
             self.plan_view.table.focus()
         else:
@@ -184,6 +190,20 @@ class MainScreen(Screen):
     def _node_chosen(self, msg: ClusterTable.NodeChosen) -> None:
         # Node and topic together, and subscribed at once: the box and the status line agree.
         self.watch_topic(msg.node, "process/#")
+
+    # ---- past plans (the audit log) -------------------------------------------------------------
+
+    @on(TabbedContent.TabActivated, "#tabs", pane="#tab-history")
+    def _history_shown(self) -> None:
+        self.query_one(HistoryPane).reload()
+
+    @on(HistoryPane.Open)
+    def _open_past(self, msg: HistoryPane.Open) -> None:
+        from .past_plan import PastPlanScreen
+
+        plan = self.query_one(HistoryPane).plans.get(msg.plan_hash)
+        if plan is not None:
+            self.app.push_screen(PastPlanScreen(plan))
 
     # ---- pending plans (filed through MCP) ----------------------------------------------------
 
@@ -273,11 +293,13 @@ class MainScreen(Screen):
     def _detail(self, msg: ClusterTable.DetailRequested) -> None:
         self.app.go_to_node(msg.node)
 
+    @on(ClusterTable.LogsRequested)
+    def _logs(self, msg: ClusterTable.LogsRequested) -> None:
+        self.app.follow_logs(msg.node)
+
     @on(ClusterTable.FilterRequested)
     def _cluster_filter(self, msg: ClusterTable.FilterRequested) -> None:
-        box = self.query_one("#cluster-filter", FilterInput)
-        box.add_class("-open")
-        box.focus()
+        self.query_one("#cluster-filter", FilterInput).open()
 
     @on(Input.Changed, "#cluster-filter")
     def _cluster_filter_changed(self, event: Input.Changed) -> None:
@@ -287,8 +309,6 @@ class MainScreen(Screen):
     @on(Input.Submitted, "#cluster-filter")
     def _cluster_filter_done(self, event: Input.Submitted) -> None:
         event.stop()
-        if not event.value.strip():
-            event.input.remove_class("-open")
         self.query_one(ClusterTable).focus()
 
     # ---- request → plan ---------------------------------------------------------------------
@@ -588,26 +608,17 @@ class MainScreen(Screen):
 
     @work(exclusive=True, group="watch", exit_on_error=False)
     async def run_watch(self, node: str | None, topic: str) -> None:
-        from cloudisense.node import CloudisenseError, ConnectionLost
+        from .._follow import follow
 
         conn, pane = self.app.conn, self.events
         where = node or f"{conn.node_id or 'this node'} (connected)"
-        while True:
-            await conn.connected.wait()
-            try:
-                sub = await conn.subscribe(node, topic)
-            except ConnectionLost:
-                await asyncio.sleep(0.25)
-                continue
-            except CloudisenseError as e:
-                pane.status(f"cannot watch {topic} on {where}: {getattr(e, 'code', '')} {e}", error=True)
-                return
-            pane.status(f"watching {topic} on {where}")
-            try:
-                async for ev in sub:
-                    pane.add_event(ev)
-            finally:
-                await sub.close()
-            pane.status(f"link lost; watching {topic} on {where} again when the node is back", error=True)
-            await asyncio.sleep(0.25)
 
+        def status(state: str, detail: str) -> None:
+            if state == "up":
+                pane.status(f"watching {topic} on {where}")
+            elif state == "lost":
+                pane.status(f"link lost; watching {topic} on {where} again when the node is back", error=True)
+            else:
+                pane.status(f"cannot watch {topic} on {where}: {detail}", error=True)
+
+        await follow(conn, node, topic, on_event=pane.add_event, on_status=status)

@@ -20,11 +20,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, RichLog, Sparkline, Static
+from textual.widgets import DataTable, RichLog, Sparkline, Static
 
 from cloudisense.node._text import printable
 
 from .._state import SPARK_METRICS, fmt_age
+from ..widgets.footer import ConsoleFooter
 
 if TYPE_CHECKING:
     from ..app import CloudisenseApp
@@ -38,12 +39,16 @@ class ProcessTable(DataTable):
         Binding("r", "act('restart')", "Restart…"),
         Binding("s", "act('start')", "Start…"),
         Binding("x", "act('stop')", "Stop…"),
+        Binding("l", "logs", "Logs"),
         Binding("j", "cursor_down", "", show=False),
         Binding("k", "cursor_up", "", show=False),
     ]
 
     def action_act(self, verb: str) -> None:
         self.screen.act(verb)  # type: ignore[attr-defined]
+
+    def action_logs(self) -> None:
+        self.screen.logs()  # type: ignore[attr-defined]
 
 
 class NodeDetailScreen(Screen[None]):
@@ -67,14 +72,14 @@ class NodeDetailScreen(Screen[None]):
             yield VerticalScroll(Static(id="detail-services"), id="detail-services-box")
         yield ProcessTable(id="detail-procs", cursor_type="row")
         yield RichLog(id="detail-events", wrap=False, markup=False, max_lines=200)
-        yield Footer(compact=True)
+        yield ConsoleFooter()
 
     def on_mount(self) -> None:
         t = self.query_one(ProcessTable)
         for col in ("process", "state", "pid", "restarts", "exit"):
             t.add_column(col, key=col)
         self.query_one("#detail-services-box").border_title = "services"
-        self.query_one("#detail-procs").border_title = "processes  (r restart · s start · x stop: planned, then approved)"
+        self.query_one("#detail-procs").border_title = "processes  (r restart · s start · x stop: planned, then approved · l logs)"
         self.query_one("#detail-events").border_title = "recent events from this node"
         self.refresh_view()
         self.set_interval(0.5, self.refresh_view)
@@ -150,6 +155,13 @@ class NodeDetailScreen(Screen[None]):
             return
         self.dismiss(None)
         self.app.ask(f"{verb} {name} on {self.node}")
+
+    def logs(self) -> None:
+        name = self.selected_process()
+        if name is None:
+            self.notify("No process on this node.", severity="warning")
+            return
+        self.app.follow_logs(self.node, name)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -21,6 +21,7 @@ class ClusterTable(DataTable):
     BINDINGS = [
         Binding("enter", "select_cursor", "Watch node"),
         Binding("d", "detail", "Detail"),
+        Binding("l", "logs", "Logs"),
         Binding("slash", "filter", "Filter"),
         Binding("j", "cursor_down", "", show=False),
         Binding("k", "cursor_up", "", show=False),
@@ -28,6 +29,13 @@ class ClusterTable(DataTable):
 
     class DetailRequested(Message):
         """``d``: the node's detail view."""
+
+        def __init__(self, node: str) -> None:
+            super().__init__()
+            self.node = node
+
+    class LogsRequested(Message):
+        """``l``: follow the output of the node's processes."""
 
         def __init__(self, node: str) -> None:
             super().__init__()
@@ -70,11 +78,19 @@ class ClusterTable(DataTable):
         self.text_filter = text.strip().lower()
         self.refresh_rows(force=True)
 
+    def _cursor_node(self) -> str | None:
+        if not self.row_count:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return str(key) if key else None
+
     def action_detail(self) -> None:
-        if self.row_count:
-            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-            if key:
-                self.post_message(self.DetailRequested(str(key)))
+        if node := self._cursor_node():
+            self.post_message(self.DetailRequested(node))
+
+    def action_logs(self) -> None:
+        if node := self._cursor_node():
+            self.post_message(self.LogsRequested(node))
 
     def action_filter(self) -> None:
         self.post_message(self.FilterRequested())

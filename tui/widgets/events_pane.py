@@ -37,9 +37,19 @@ def event_line(ev: dict[str, Any]) -> Text:
 
 
 class FilterInput(Input):
-    """A ``/`` filter box: typing filters at once, Enter keeps the filter, Escape clears and closes it."""
+    """A ``/`` filter box: typing filters at once, Enter keeps the filter (an empty one closes the box), Escape
+    clears and closes it."""
 
     BINDINGS = [Binding("enter", "submit", "Keep filter"), Binding("escape", "clear_filter", "Clear filter")]
+
+    def open(self) -> None:
+        self.add_class("-open")
+        self.focus()
+
+    async def action_submit(self) -> None:
+        if not self.value.strip():
+            self.remove_class("-open")
+        await super().action_submit()
 
     def action_clear_filter(self) -> None:
         self.value = ""
@@ -123,9 +133,7 @@ class EventsPane(Vertical):
     # ---- filter, pause, clear -----------------------------------------------------------------
 
     def open_filter(self) -> None:
-        box = self.query_one("#events-filter", Input)
-        box.add_class("-open")
-        box.focus()
+        self.query_one("#events-filter", FilterInput).open()
 
     @on(Input.Changed, "#events-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -136,8 +144,6 @@ class EventsPane(Vertical):
     @on(Input.Submitted, "#events-filter")
     def _filter_done(self, event: Input.Submitted) -> None:
         event.stop()
-        if not event.value.strip():
-            event.input.remove_class("-open")
         self.log_view.focus()
 
     def toggle_system(self) -> None:

@@ -53,6 +53,23 @@ class PlanTable(DataTable):
             return True if self.plan_view.awaiting_approval else None  # None: shown, greyed out
         return True
 
+    def watch_scroll_x(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_x(old_value, new_value)
+        self.plan_view.update_title()
+
+    def on_resize(self) -> None:
+        self.plan_view.update_title()
+
+    def action_cursor_right(self) -> None:  # a row cursor has nowhere to go sideways: scroll by a third
+        self.scroll_relative(x=max(8, self.scrollable_content_region.width // 3), animate=False)
+
+    def action_cursor_left(self) -> None:
+        self.scroll_relative(x=-max(8, self.scrollable_content_region.width // 3), animate=False)
+
+    def columns_hidden(self) -> bool:
+        """Columns to the right of what is on screen (the title says so: the scrollbar alone is easy to miss)."""
+        return self.row_count > 0 and self.max_scroll_x - self.scroll_x > 2   # more than a column's padding
+
     def _step_index(self) -> int | None:
         if self.plan_view.plan is None or not self.row_count:
             return None
@@ -141,7 +158,8 @@ class PlanView(Vertical):
         t.clear()
         for s in plan.steps:
             t.add_row(*self._cells(s), key=str(s.index))
-        self._update_title()
+        self.update_title()
+        self.call_after_refresh(self.update_title)  # the table's width is known after it is laid out
         self._update_detail()
         self._update_buttons()
         self.table.refresh_bindings()
@@ -182,11 +200,11 @@ class PlanView(Vertical):
         for s in self.plan.steps:
             for (key, _), value in zip(COLUMNS, self._cells(s), strict=False):
                 t.update_cell(str(s.index), key, value, update_width=key in ("status", "params"))
-        self._update_title()
+        self.update_title()
         self._update_buttons()
         self.table.refresh_bindings()
 
-    def _update_title(self) -> None:
+    def update_title(self) -> None:
         p, plan = self.progress, self.plan
         if plan is None or p is None:
             return
@@ -199,7 +217,8 @@ class PlanView(Vertical):
         else:
             chosen = len(p.checked())
             tail = f"needs approval ({chosen} of {n} checked)" if chosen != n else "needs approval"
-        self.query_one("#plan-title", Static).update(Text.assemble((head, "bold"), " · ", tail))
+        hint = (" · more columns: → scrolls", "dim italic") if self.table.columns_hidden() else ""
+        self.query_one("#plan-title", Static).update(Text.assemble((head, "bold"), " · ", tail, hint))
 
     def _update_detail(self) -> None:
         if self.plan is None:
