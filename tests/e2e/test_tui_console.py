@@ -585,10 +585,10 @@ async def test_cluster_table_shows_process_names_as_data(tmp_path):
     async with console(tmp_path, size=(120, 30)) as (app, pilot, seen, link):
         # the console subscribes to process events right after it connects: an event emitted before that is
         # (rightly) not delivered, so say it again until it shows, as a node would on its next change
-        for _ in range(15):
+        for _ in range(20):
             link.emit("process/x/started", {"name": "[bold red]x[/]\x1b[2J", "pid": 7}, ts=NOW)
             try:
-                text = await wait_for_text(pilot, app, "[bold red]x[/]", timeout=2.0)
+                text = await wait_for_text(pilot, app, "[bold red]x[/]", timeout=3.0)
                 break
             except AssertionError:
                 continue
