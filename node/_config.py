@@ -376,7 +376,7 @@ def redacted(settings: Settings) -> dict[str, Any]:
 
 def _redact(x: Any, names: re.Pattern[str]) -> Any:
     if isinstance(x, dict):
-        out = {}
+        out: dict[Any, Any] = {}
         for k, v in x.items():
             if isinstance(v, str) and v and names.search(k):
                 out[k] = REDACTED

@@ -72,7 +72,9 @@ class Publish(_In):
     data: Any = None
 
 
-INBOUND: dict[str, type[_In]] = {m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
+InFrame = Hello | Call | Subscribe | Unsubscribe | Publish
+
+INBOUND: dict[str, type[InFrame]] = {m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
                                  for m in (Hello, Call, Subscribe, Unsubscribe, Publish)}
 
 
@@ -151,7 +153,7 @@ def _first_error(e: ValidationError) -> str:
     return f"field {loc!r}: {err['msg']}"
 
 
-def parse_frame(raw: str | bytes, *, max_params_keys: int | None = None) -> _In:
+def parse_frame(raw: str | bytes, *, max_params_keys: int | None = None) -> InFrame:
     """Parse and validate one inbound frame; raise BadRequest naming the problem.
 
     The raised error's ``request_id`` is the frame's ``id`` when one could be read.

@@ -373,6 +373,7 @@ class ClientSession:
                 raise Unauthenticated("invalid token" if f.token else "this node requires a token in hello")
             self.role, self.authed = role, True
             self.token_name = token_name(self.gw.settings.auth.tokens, f.token)
+            assert f.token is not None   # check_token accepted it
             self.token_sha = hashlib.sha256(f.token.encode()).hexdigest()   # SIGHUP revokes by it (_reload)
         self._hello_done()
         if f.client:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
-    from websockets.server import ServerConnection
+    from websockets.asyncio.server import ServerConnection
 
     from ._gateway import Gateway
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, get_type_hints
+from typing import Any, Awaitable, Callable, ClassVar, cast, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -64,7 +64,7 @@ def method(*, mutates: bool, description: str | None = None) -> Callable[[Callab
     def mark(func: Callable) -> Callable:
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"{func.__qualname__} must be async")
-        func.__cloudisense_method__ = {"mutates": mutates, "description": description}
+        cast(Any, func).__cloudisense_method__ = {"mutates": mutates, "description": description}
         return func
 
     return mark

@@ -61,7 +61,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -534,16 +534,16 @@ def add_trusted(store: str | Path, node_id: str, raw: bytes) -> tuple[Path, bool
             f.write(f"{node_id} {base64.b64encode(raw).decode('ascii')}\n")
         return p, True
     p.mkdir(parents=True, exist_ok=True)
-    f = p / f"{node_id}.pub"
-    if f.exists():
-        known = raw_public_key(f.read_bytes(), str(f))
+    pub = p / f"{node_id}.pub"
+    if pub.exists():
+        known = raw_public_key(pub.read_bytes(), str(pub))
         if known != raw:
-            raise ConfigError(f"{f} already holds another key for {node_id!r} ({fingerprint(known)}); "
+            raise ConfigError(f"{pub} already holds another key for {node_id!r} ({fingerprint(known)}); "
                               "move it away first if the node really has a new key")
-        return f, False
-    _write_new(f, key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        return pub, False
+    _write_new(pub, key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
                0o644)
-    return f, True
+    return pub, True
 
 
 # --------------------------------------------------------------------------- verify
@@ -597,7 +597,7 @@ class _SeenCache:
         return len(self._d)
 
 
-def _is_timestamp(ts: object) -> bool:
+def _is_timestamp(ts: object) -> TypeGuard[float]:
     """A finite float or an int a float holds exactly (not a bool, not 10**400)."""
     t = type(ts)
     if t is float:
@@ -795,7 +795,10 @@ class Verifier:
         try:
             # libsodium's verify (PyNaCl): 91 µs here against OpenSSL's 189 µs, and strict
             # (it refuses non-canonical S values and small-order keys).
-            crypto_sign_open(raw + data, self.trust.raw(sender))
+            pk = self.trust.raw(sender)
+            if pk is None:
+                return False
+            crypto_sign_open(raw + data, pk)
         except (BadSignatureError, ValueError):
             return False
         return True

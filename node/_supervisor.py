@@ -48,6 +48,7 @@ Events, through ``publish(topic, data)``::
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import contextlib
 import ctypes
@@ -181,7 +182,9 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         if not self.exited.done():
             assert self.transport is not None
-            self.exited.set_result(self.transport.get_returncode())
+            code = self.transport.get_returncode()
+            assert code is not None   # asyncio calls process_exited once the process has a return code
+            self.exited.set_result(code)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -295,7 +298,7 @@ class Supervisor:
     ``backoff`` is the restart policy each process gets a copy of.
     """
 
-    def __init__(self, configs: list[ProcessConfig], publish: Callable[[str, dict], None], *,
+    def __init__(self, configs: list[ProcessConfig], publish: Callable[[str, dict[str, Any]], object], *,
                  node_id: str = "", backoff: Backoff | None = None) -> None:
         self._procs: dict[str, _Managed] = {}
         policy = backoff or Backoff()
@@ -377,13 +380,13 @@ class Supervisor:
         m = self._get(name)
         return await self._op(m, "restart", self._restart_locked)
 
-    async def logs(self, name: str, lines: int = 50) -> list[str]:
+    async def logs(self, name: str, lines: int = 50) -> builtins.list[str]:
         m = self._get(name)
         if lines <= 0:
             return []
         return list(m.log)[-lines:]
 
-    async def update(self, configs: list[ProcessConfig]) -> dict[str, list[str]]:
+    async def update(self, configs: builtins.list[ProcessConfig]) -> dict[str, builtins.list[str]]:
         """Apply new process definitions, like supervisorctl's ``update`` (SIGHUP reload).
 
         Removed processes are stopped and forgotten; changed ones are stopped and started again

@@ -217,7 +217,7 @@ class FakeCluster:
 
     def _node(self, node: str | None) -> FakeNode:
         nid = self.self_id if node in (None, ".", "") else node
-        n = self.nodes.get(nid)  # type: ignore[arg-type]
+        n = self.nodes.get(nid)
         if n is None:
             raise UnknownNode(f"no node {nid!r}", node=nid)
         if not n.online:

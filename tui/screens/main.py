@@ -63,7 +63,7 @@ class MainScreen(Screen):
         Binding("escape", "focus_request", "Ask box"),
     ]
 
-    app: CloudisenseApp  # type: ignore[assignment]
+    app: CloudisenseApp
 
     def __init__(self) -> None:
         super().__init__()

@@ -49,7 +49,7 @@ class ProcessTable(DataTable):
 class NodeDetailScreen(Screen[None]):
     BINDINGS = [Binding("escape,q", "close", "Back")]
 
-    app: CloudisenseApp  # type: ignore[assignment]
+    app: CloudisenseApp
 
     def __init__(self, node: str) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import DataTable
 
 from cloudisense.node._text import printable
@@ -118,7 +119,7 @@ class ClusterTable(DataTable):
                         self.update_cell(r.id, col, value, update_width=True)
                 self._shown_cells[r.id] = cells
         on, total = self.model.counts()
-        if self.parent is not None:
+        if isinstance(self.parent, Widget):
             title = f"Cluster {on}/{total} online" if total else "Cluster (waiting for the node)"
             if self.text_filter:
                 title += f" · filter {self.text_filter!r}: {len(rows)} shown"

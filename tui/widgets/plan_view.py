@@ -65,7 +65,7 @@ class PlanTable(DataTable):
     def action_reject(self) -> None:
         self.plan_view.post_message(PlanView.Reject())
 
-    def action_toggle(self) -> None:
+    def action_toggle(self) -> None:  # type: ignore[override]  # the step toggle (space), not DOMNode's toggle(attr)
         i = self._step_index()
         if i is not None:
             self.plan_view.toggle(i)
