@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, Callable, TypeGuard
 
 from ._lexicon import ARTICLES, MUTATING, OR_MORE, SUPERLATIVES, Lexeme, Lexicon, lex, normalise
 from ._target import All, Cond, Except, Expr, Filter, Has, Ids, Others, Rank, Same, Union, is_broad
@@ -787,7 +787,7 @@ class _Request:
             return "$it"
         p = c.kind("proc")
         assert p is not None
-        return p.value
+        return str(p.value)
 
     def _number(self) -> float:
         c = self.c
@@ -907,7 +907,7 @@ class _Request:
         raise _refuse_word(here, "(the offline planner understands restart, stop, start, status, logs and "
                               "questions about nodes, processes and metrics)")
 
-    def _scaffold_then(self, f: Any) -> Step:
+    def _scaffold_then(self, f: Callable[[], Step]) -> Step:
         c = self.c
         while c.peek() is not None and (_is(c.peek(), *_Q, "there", "me", "us") or
                                         (c.kind_at() == "verb" and c.value_at() in ("show", "describe")

@@ -105,7 +105,7 @@ def input_schema(model: type[BaseModel]) -> dict[str, Any]:
     optional (with their defaults), so a client may leave them out.
     """
     raw = model.model_json_schema()
-    schema = _inline(raw, raw.get("$defs", {}))
+    schema: dict[str, Any] = _inline(raw, raw.get("$defs", {}))
     schema.pop("description", None)
     schema.setdefault("properties", {})
     return schema

@@ -91,9 +91,9 @@ class Client:
         self.node_id: str = ""
         self.role: str = ""
         self._ids = itertools.count(1)
-        self._waiting: dict[str, asyncio.Future] = {}
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._subs: dict[tuple[str, str], set[Subscription]] = {}
-        self._reader: asyncio.Task | None = None
+        self._reader: asyncio.Task[None] | None = None
         self.closed = True
         self.dropped = 0
 
@@ -191,7 +191,7 @@ class Client:
             raise ConnectionLost("not connected")
         rid = str(next(self._ids))
         frame["id"] = rid
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         try:
             await self.ws.send(dumps({k: v for k, v in frame.items() if v is not None}))
@@ -218,7 +218,8 @@ class Client:
 
     async def broadcast(self, service: str, method: str, params: dict[str, Any] | None = None,
                         timeout: float | None = None) -> dict[str, Any]:
-        return await self.call("*", service, method, params, timeout)
+        answers: dict[str, Any] = await self.call("*", service, method, params, timeout)
+        return answers
 
     async def subscribe(self, node: str | None, topic: str) -> Subscription:
         sub = Subscription(self, node, topic)

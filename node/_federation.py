@@ -202,7 +202,7 @@ class Federation:
         self._raw: list[tuple[str, int, bytes]] = []
         self._out_ready = asyncio.Event()
         self._eager = False   # publishing a lone envelope: write it at once (see write_first)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.connected = asyncio.Event()
         self.last_error = ""            # why the last connection attempt failed (for the give-up message)

@@ -500,7 +500,7 @@ class Gateway:
                 "configured; add tokens or set ws.require_auth_remote = false to allow anyone on the network")
         self.sessions: set[ClientSession] = set()
         self._server: Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.ssl = None
         ws = settings.ws
         if ws.tls_cert or ws.tls_key:

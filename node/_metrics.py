@@ -254,7 +254,7 @@ def render(node: Any) -> str:
 
 def varz(node: Any) -> dict[str, Any]:
     """``/varz``: the stats snapshot plus the clients (like NATS's ``/varz`` and ``/connz``)."""
-    snap = node.stats_snapshot()
+    snap: dict[str, Any] = node.stats_snapshot()
     snap["clients_list"] = [
         {"id": c.num, "name": c.name, "role": c.role, "remote": c.addr,
          "subscriptions": node.subs.count(c), "queued_bytes": c.queued, "dropped": c.dropped_total}

@@ -375,7 +375,8 @@ class Sealer:
             tag = b',"mac":"' + base64.b64encode(mac_of(key, data)) + b'"}'
         else:   # multicast, or a peer we hold no key of (a sig is accepted on unicast too)
             tag = b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
-        return data[:-1] + tag
+        sealed: bytes = data[:-1] + tag
+        return sealed
 
     def wire(self, envs: list[dict[str, Any]]) -> bytes:
         """:meth:`prepare` and :meth:`pack` in one (retained messages, the will, tests)."""

@@ -61,7 +61,7 @@ import sys
 import time
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable, Coroutine, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,6 +70,7 @@ from ._errors import CloudisenseError, ConfigError, InvalidParams
 from ._services import Service, method
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 __all__ = ["Backoff", "ProcessStatus", "Supervisor", "SupervisorService", "child_env"]
 
@@ -634,7 +635,7 @@ class Supervisor:
 
     # plumbing -----------------------------------------------------------------
 
-    def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    def _spawn_task(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
         assert self._tg is not None
         task = self._tg.create_task(coro, name=name)
         self._tasks.add(task)

@@ -66,7 +66,7 @@ class _StepTap:
                 listener(data)
 
 
-class CloudisenseApp(App):
+class CloudisenseApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "CloudiSENSE"
     COMMANDS = App.COMMANDS | {ConsoleCommands}
@@ -116,7 +116,7 @@ class CloudisenseApp(App):
         self.history = History(self.state_dir / HISTORY_FILE)
         self.main_screen: MainScreen | None = None
 
-    def get_default_screen(self) -> Screen:
+    def get_default_screen(self) -> Screen[None]:
         self.main_screen = MainScreen()
         return self.main_screen
 

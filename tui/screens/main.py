@@ -54,7 +54,7 @@ def help_sections() -> list[tuple[str, Any]]:
             ("Processes", ProcessTable)]
 
 
-class MainScreen(Screen):
+class MainScreen(Screen[None]):
     AUTO_FOCUS = "#request"
     BINDINGS = [
         Binding("f2", "next_tab", "Next tab"),

@@ -33,7 +33,7 @@ _LABEL = {"temperature_c": ("temp", "°C"), "cpu_percent": ("cpu", "%"), "memory
           "disk_percent": ("disk", "%")}
 
 
-class ProcessTable(DataTable):
+class ProcessTable(DataTable[Text]):
     BINDINGS = [
         Binding("r", "act('restart')", "Restart…"),
         Binding("s", "act('start')", "Start…"),

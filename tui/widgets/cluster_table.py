@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from rich.markup import escape
 from rich.text import Text
@@ -16,7 +16,7 @@ from cloudisense.node._text import printable
 from .._state import CLUSTER_COLUMNS, ClusterModel
 
 
-class ClusterTable(DataTable):
+class ClusterTable(DataTable[Text]):
     """One row per node; re-rendered at most a few times a second, only when the model changed."""
 
     BINDINGS = [
@@ -44,14 +44,14 @@ class ClusterTable(DataTable):
             super().__init__()
             self.node = node
 
-    def __init__(self, model: ClusterModel, clock: Callable[[], float], **kw) -> None:
+    def __init__(self, model: ClusterModel, clock: Callable[[], float], **kw: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kw)
         self.model = model
         self.clock = clock
         self._shown_version = -1
         self._shown_at = 0.0
         self._shown_ids: list[str] = []
-        self._shown_cells: dict[str, list] = {}
+        self._shown_cells: dict[str, list[Text]] = {}
         self.text_filter = ""
         self._laid_width = 26
 

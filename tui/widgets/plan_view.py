@@ -32,7 +32,7 @@ _STATUS_STYLE = {"ok": "bold green", "error": "bold red", "running": "bold yello
                  "skipped": "dim", "not run": "dim", "unchecked": "dim"}
 
 
-class PlanTable(DataTable):
+class PlanTable(DataTable[Any]):
     """The steps.  Its bindings are the approval keys."""
 
     BINDINGS = [
