@@ -267,7 +267,7 @@ def varz(node: Any) -> dict[str, Any]:
 
 def http(gw: "Gateway", conn: "ServerConnection", req: "Request", path: str) -> "Response":
     """Answer one of :data:`OPS_PATHS` (the gateway has checked the Host header)."""
-    from ._gateway import _response
+    from ._edge import http_response as _response
     from ._json import dumps
     node = gw.node
     if path == "/healthz":

@@ -146,7 +146,7 @@ class CloudisenseApp(App[None]):
         from .screens.main import help_sections
 
         rows = self.cluster.rows()
-        self.push_screen(HelpScreen(help_sections(), [r.id for r in rows],
+        self.push_screen(HelpScreen(help_sections(type(self)), [r.id for r in rows],
                                     sorted({str(p.get("name")) for r in rows for p in r.processes if p.get("name")})))
 
     def go_to_node(self, node: str) -> None:

@@ -40,15 +40,14 @@ TABS = ("tab-plan", "tab-events", "tab-rpc", "tab-pending")
 CONFIRM_METHODS = frozenset({"stop"})
 
 
-def help_sections() -> list[tuple[str, Any]]:
-    """(section, class with BINDINGS) for the help screen, in the order the screen shows them."""
-    from ..app import CloudisenseApp
-
+def help_sections(app_class: type[Any]) -> list[tuple[str, Any]]:
+    """(section, class with BINDINGS) for the help screen, in the order the screen shows them; ``app_class``
+    (the app's, whose bindings work everywhere) is passed in by the app, which imports this module."""
     from ..widgets.events_pane import EventLog
     from ..widgets.plan_log import PlanLog
     from .node_detail import NodeDetailScreen, ProcessTable
 
-    return [("Everywhere", CloudisenseApp), ("Main screen", MainScreen), ("Ask box", AskInput),
+    return [("Everywhere", app_class), ("Main screen", MainScreen), ("Ask box", AskInput),
             ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Plan log", PlanLog),
             ("Edit params", EditParamsScreen), ("Event list", EventLog), ("Node detail", NodeDetailScreen),
             ("Processes", ProcessTable)]
