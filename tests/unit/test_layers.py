@@ -36,6 +36,15 @@ def module_name(path: Path) -> str:
     return ".".join(["cloudisense", *parts])
 
 
+def from_target(node: ast.ImportFrom, package: str) -> str:
+    """The module a ``from X import ...`` in ``package`` reads from (relative levels resolved)."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(path: Path, mod: str = "") -> set[str]:
     """Every cloudisense.* module ``path`` (module ``mod``) names: absolute, relative and in strings."""
     mod = mod or module_name(path)
@@ -46,12 +55,7 @@ def imports_of(path: Path, mod: str = "") -> set[str]:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = from_target(node, package)
             found.add(target)
             found.update(f"{target}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -145,12 +149,7 @@ def module_imports(path: Path, known: dict[str, Path], mod: str = "") -> set[str
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name in known)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = from_target(node, package)
             for a in node.names:
                 if f"{target}.{a.name}" in known:
                     out.add(f"{target}.{a.name}")
