@@ -29,7 +29,8 @@ def make_model(spec: str | None) -> Model:
     model settings (api_base, timeout, retries, ...) from the ``CLOUDISENSE_*`` variables (see ``_settings``)."""
     if not spec or spec == "offline":
         return OfflineModel()
-    return build_model(load_model_settings(None, {"model": spec}))
+    model: Model = build_model(load_model_settings(None, {"model": spec}))
+    return model
 
 
 __all__ = [

@@ -8,7 +8,7 @@ ask the operator (``decide``), revise on rejection, execute on approval.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable, Literal, Protocol
 
 from cloudisense.tools import ClusterConnection
 
@@ -17,12 +17,19 @@ from ._executor import ExecutionReport, Executor
 from ._model import Model
 from ._plan import Approval, NotApproved, Plan, approve
 from ._planner import PlanResult, Planner
-from ._session import SessionRecorder
+
+
+class Recorder(Protocol):
+    """What the agent records a session into: a :class:`~._session.SessionRecorder`, or a front end's tap."""
+
+    def start(self, request: str, model: str, url: str | None = None, nonce: str | None = None) -> None: ...
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None: ...
 
 
 class Agent:
     def __init__(self, conn: ClusterConnection, model: Model, *, audit: AuditLog | None = None,
-                 recorder: SessionRecorder | None = None, user: str | None = None, max_nodes: int = 10,
+                 recorder: Recorder | None = None, user: str | None = None, max_nodes: int = 10,
                  max_turns: int = 8, max_errors: int = 3, timeout: float = 10.0, result_chars: int = 4000,
                  nonce: str | None = None, budget: float | None = None) -> None:
         self.conn = conn
@@ -190,7 +197,9 @@ async def run_session(agent: Agent, request: str, decide: Decide, *, replay_feed
             r = await agent.revise(d.feedback)
             out.results.append(r)
             continue
-        out.approval = agent.approve(r.plan, d.steps, via=d.via)
-        out.report = await agent.execute(r.plan, out.approval)
+        plan = r.plan
+        assert plan is not None   # checked at the top of the loop, and r is the same
+        out.approval = agent.approve(plan, d.steps, via=d.via)
+        out.report = await agent.execute(plan, out.approval)
         out.status = out.report.status
         return out

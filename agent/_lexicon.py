@@ -387,7 +387,7 @@ def _article(toks: list[str], k: int, lx: Lexicon) -> bool:
         return True
     nxt = toks[k + 1] if k + 1 < len(toks) else ""
     return nxt in NODE_NOUNS or nxt in ("few", "couple", "single", "random", "bit") or nxt in lx.processes \
-        or nxt in METRICS or any(nxt == s[0] for s in SUPERLATIVES) or nxt in PROC_NOUNS
+        or any(nxt == m[0] for m in METRICS) or any(nxt == s[0] for s in SUPERLATIVES) or nxt in PROC_NOUNS
 
 
 def _word(t: str, lx: Lexicon, pos: int, prev: Lexeme | None) -> Lexeme:

@@ -286,8 +286,8 @@ class Compiler:
             e = step.target or All()
             domain = sorted(n.id for n in self.view.nodes) if step.include_offline and isinstance(e, All) \
                 else self.online
-            procs = {c.process for c in _conds(e) if isinstance(c, Has)}
-            e = _subst_it(e, sorted(procs))
+            named = {c.process for c in _conds(e) if isinstance(c, Has)}
+            e = _subst_it(e, sorted(named))
             targets = self._eval(e, domain, previous, None)
             rank = _top_rank(e)
             return [self._find(targets, rank.metric if rank else None, rank.order if rank else None)], targets, []
@@ -368,19 +368,19 @@ def _as_filter(e: Expr, proc: str | None) -> NodeFilter | None:
     while True:
         if isinstance(e, All):
             break
-        if isinstance(e, Filter) and isinstance(e.cond, Has) and e.cond.stopped:
-            return None
-        if isinstance(e, Filter) and isinstance(e.cond, Has):
-            if running is not None or e.cond.process != proc or not e.cond.running:
-                if e.cond.process == proc and not e.cond.running:
-                    e = e.base
-                    continue
-                return None
-            running = e.cond.process
-            e = e.base
-            continue
         if isinstance(e, Filter):
-            conds.append(Condition(metric=e.cond.metric, op=e.cond.op, value=e.cond.value))  # type: ignore[arg-type]
+            c = e.cond
+            if isinstance(c, Has):
+                if c.stopped:
+                    return None
+                if running is not None or c.process != proc or not c.running:
+                    if c.process == proc and not c.running:
+                        e = e.base
+                        continue
+                    return None
+                running = c.process
+            else:   # the metric and op are checked here, as the planner's own words were
+                conds.append(Condition.model_validate({"metric": c.metric, "op": c.op, "value": c.value}))
             e = e.base
             continue
         if isinstance(e, Except) and isinstance(e.excluded, Ids):
@@ -404,7 +404,7 @@ def _as_selector(e: Expr, proc: str | None) -> NodeSelector | None:
             return None
         if excl:
             where = where.model_copy(update={"exclude": sorted(set((where.exclude or []) + excl))})
-        return NodeSelector(where=where, sort_by=e.metric, order=e.order, pick="one")  # type: ignore[arg-type]
+        return NodeSelector(where=where, sort_by=e.metric, order=e.order, pick="one")
     where = _as_filter(e, proc)
     if where is None:
         return None
@@ -686,4 +686,4 @@ class OfflineModel:
         outcome = None
         if "queued" not in statuses:
             outcome = "answer" if "ok" in statuses else "refuse"
-        return ModelReply(content="\n".join(parts), outcome=outcome)  # type: ignore[arg-type]
+        return ModelReply(content="\n".join(parts), outcome=outcome)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeGuard
 
 from ._lexicon import ARTICLES, MUTATING, OR_MORE, SUPERLATIVES, Lexeme, Lexicon, lex, normalise
 from ._target import All, Cond, Except, Expr, Filter, Has, Ids, Others, Rank, Same, Union, is_broad
@@ -99,7 +99,7 @@ _Q = {"how", "what", "which", "where", "who", "is", "are", "does", "do"}
 _NEG = {"not", "no", "never", "dont", "don"}
 
 
-def _is(x: Lexeme | None, *words: str) -> bool:
+def _is(x: Lexeme | None, *words: str) -> TypeGuard[Lexeme]:
     return x is not None and x.kind in ("word", "count", "ord", "filler", "article", "punct", "unit", "verb",
                                         "adj", "nnoun", "pnoun") and x.words[-1] in words and len(x.words) == 1
 
@@ -114,6 +114,16 @@ class _Clause:
     def peek(self, k: int = 0) -> Lexeme | None:
         j = self.i + k
         return self.x[j] if j < len(self.x) else None
+
+    def kind_at(self, k: int = 0) -> str | None:
+        """The kind of the lexeme ``k`` ahead, None past the end."""
+        t = self.peek(k)
+        return t.kind if t is not None else None
+
+    def value_at(self, k: int = 0) -> Any:
+        """The value of the lexeme ``k`` ahead, None past the end."""
+        t = self.peek(k)
+        return t.value if t is not None else None
 
     def take(self) -> Lexeme:
         t = self.x[self.i]
@@ -251,8 +261,7 @@ class _Request:
 
     def clause(self, prev: Step | None) -> Step:
         c = self.c
-        while _is(c.peek(), "first", "firstly", "finally", "lastly") and c.peek(1) is not None \
-                and c.peek(1).kind == "verb":  # type: ignore[union-attr]
+        while _is(c.peek(), "first", "firstly", "finally", "lastly") and c.kind_at(1) == "verb":
             c.i += 1
         t = c.peek()
         assert t is not None
@@ -269,7 +278,7 @@ class _Request:
         if _is(t, *_NEG) or (_is(t, "do") and _is(c.peek(1), *_NEG)):
             raise Refusal(f"the request is negated ({t.text!r} ...): I plan nothing for it")
         if t.kind == "verb" and t.value in MUTATING:
-            if t.words[0] in ("reboot", "shutdown", "power") and c.peek(1) is not None and c.peek(1).kind == "node":  # type: ignore[union-attr]
+            if t.words[0] in ("reboot", "shutdown", "power") and c.kind_at(1) == "node":
                 raise Refusal(f"{t.text} a whole node is not something the planner does; it restarts, stops "
                               "and starts supervised processes. Nothing was planned")
             return self.action(c.take().value)
@@ -306,7 +315,7 @@ class _Request:
         if t is not None and (t.kind == "node" or _is(t, "on", "at", "in", "for", "across")):
             self._prep()
             target = self.texpr()
-            if c.peek() is not None and c.peek().kind == "punct":  # type: ignore[union-attr]
+            if c.kind_at() == "punct":
                 c.i += 1
             if c.i != verb_at:
                 c.i = j
@@ -331,7 +340,7 @@ class _Request:
                 not (step.processes or step.all_processes or step.pronoun):
             raise Clarification(f"what should I {verb} on {t.value}? Name a process (restarting a whole node is "
                                 "not something the planner does)", self._procs_of([t.value]))
-        if c.peek() is not None and c.peek().kind == "punct" and _is(c.peek(1), "on", "at", "in", "across"):  # type: ignore[union-attr]
+        if c.kind_at() == "punct" and _is(c.peek(1), "on", "at", "in", "across"):
             c.i += 1   # "restart logger, on nb"
         step.target = self.target_opt()
         if step.target is None and step.pronoun and prev is None and self._prev_step is not None:
@@ -356,29 +365,28 @@ class _Request:
         if c.word("it", "them"):
             step.pronoun = True
             return
-        if _is(c.peek(), "all", "every", "each") and c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+        if _is(c.peek(), "all", "every", "each") and c.kind_at(1) == "proc":
             c.i += 1
             self._implied_all = True   # "restart all loggers": the logger on every node
         c.word("both")
         while True:
-            c.kind("pnoun") if c.peek() is not None and c.peek().kind == "pnoun" and \
-                c.peek(1) is not None and c.peek(1).kind == "proc" else None  # type: ignore[union-attr]
+            c.kind("pnoun") if c.kind_at() == "pnoun" and \
+                c.kind_at(1) == "proc" else None
             p = c.kind("proc")
             if p is None:
                 break
             step.processes.append(p.value)
-            if c.peek() is not None and c.peek().kind == "pnoun" and not c.peek().value:  # type: ignore[union-attr]
+            if c.kind_at() == "pnoun" and not c.value_at():
                 c.i += 1
-            if _is(c.peek(), "or") and c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
-                raise Clarification("which process: " + " or ".join([p.value, c.peek(1).value]) + "?",  # type: ignore[union-attr]
-                                    [p.value, c.peek(1).value])  # type: ignore[union-attr]
-            if (_is(c.peek(), "and", "plus") or (c.peek() is not None and c.peek().kind == "punct")) and \
-                    c.peek(1) is not None and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+            if _is(c.peek(), "or") and c.kind_at(1) == "proc":
+                raise Clarification("which process: " + " or ".join([p.value, c.value_at(1)]) + "?",
+                                    [p.value, c.value_at(1)])
+            if (_is(c.peek(), "and", "plus") or (c.kind_at() == "punct")) and \
+                    c.kind_at(1) == "proc":
                 c.i += 1
                 continue
-            if (_is(c.peek(), "and", ",") or (c.peek() is not None and c.peek().kind == "punct")) \
-                    and c.peek(1) is not None and c.peek(1).kind == "pnoun" and c.peek(2) is not None \
-                    and c.peek(2).kind == "proc":  # type: ignore[union-attr]
+            if (_is(c.peek(), "and", ",") or (c.kind_at() == "punct")) \
+                    and c.kind_at(1) == "pnoun" and c.kind_at(2) == "proc":
                 c.i += 1
                 continue
             break
@@ -400,7 +408,7 @@ class _Request:
         t = c.peek()
         if t is None or self._at_boundary():
             return None
-        if _is(t, "wherever") or (_is(t, "where") and c.peek(1) is not None and c.peek(1).kind != "node"):  # type: ignore[union-attr]
+        if _is(t, "wherever") or (_is(t, "where") and c.kind_at(1) not in (None, "node")):
             if _is(t, "wherever"):
                 c.i += 1
             e = self.posts(All())
@@ -553,14 +561,14 @@ class _Request:
         if _is(t, "cluster", "fleet"):
             c.i += 1
             return All()
-        if _is(t, "both") and c.peek(1) is not None and c.peek(1).kind in ("node", "nnoun"):  # type: ignore[union-attr]
+        if _is(t, "both") and c.kind_at(1) in ("node", "nnoun"):
             c.i += 1
             c.kind("nnoun")
             e = self.union()
             if not (isinstance(e, Union) and len(e.parts) == 2):
                 raise Clarification("'both' should name two nodes: which two?", [])
             return e
-        if _is(t, "whichever") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+        if _is(t, "whichever") and c.kind_at(1) == "nnoun":
             c.i += 1
             return self.term()
         if _is(t, "others", "rest"):
@@ -569,13 +577,13 @@ class _Request:
             c.word("them")
             c.kind("nnoun")
             return Others()
-        if _is(t, "other", "remaining") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+        if _is(t, "other", "remaining") and c.kind_at(1) == "nnoun":
             c.i += 2
             return Others()
         if _is(t, "there") or (_is(t, "it", "them") and self._target_pronoun_ok()):
             c.i += 1
             return Same()
-        if _is(t, "same") or (_is(t, "that") and c.peek(1) is not None and c.peek(1).kind == "nnoun"):  # type: ignore[union-attr]
+        if _is(t, "same") or (_is(t, "that") and c.kind_at(1) == "nnoun"):
             c.i += 1
             if not c.kind("nnoun"):
                 raise _refuse_word(t)
@@ -596,14 +604,14 @@ class _Request:
             count = int(n.value) if n else 1
         elif t.kind == "ord":
             ordinal = int(c.take().value)
-        elif t.kind == "num" and c.peek(1) is not None and c.peek(1).kind == "sup":  # type: ignore[union-attr]
+        elif t.kind == "num" and c.kind_at(1) == "sup":
             count = int(c.take().value)
-        elif t.kind == "count" and t.value > 0 and c.peek(1) is not None and c.peek(1).kind == "sup":  # type: ignore[union-attr]
+        elif t.kind == "count" and t.value > 0 and c.kind_at(1) == "sup":
             count = int(c.take().value)
         s = c.kind("sup")
         if s is not None:
             n = c.kind("num")
-            if n is None and c.peek() is not None and c.peek().kind == "count" and c.peek().value > 0:  # type: ignore[union-attr]
+            if n is None and c.kind_at() == "count" and c.value_at() > 0:
                 n = c.take()
             if n is not None:
                 count = int(n.value)
@@ -623,7 +631,7 @@ class _Request:
             base = self.posts(All(), allow_rank=False)
             return Rank(base, s.value[0], s.value[1], count, ordinal)
         c.i = j
-        if t.kind in ("num", "count") and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+        if t.kind in ("num", "count") and c.kind_at(1) == "nnoun":
             c.i += 2
             e = self.posts(All())
             if isinstance(e, Rank):
@@ -631,7 +639,7 @@ class _Request:
                     e.count = int(t.value)
                     return e
             raise Clarification(f"which {t.text} nodes? Name them, or say e.g. 'the {t.text} coolest nodes'", [])
-        if t.kind == "ord" and c.peek(1) is not None and c.peek(1).kind == "nnoun":  # type: ignore[union-attr]
+        if t.kind == "ord" and c.kind_at(1) == "nnoun":
             raise Clarification(f"the {t.text} node by what? Say e.g. 'the {t.text} hottest node'", [])
         # node [ID] post* | ID [node]
         if t.kind == "nnoun":
@@ -668,8 +676,8 @@ class _Request:
         e = base
         while True:
             j = c.i
-            if e is not base and _is(c.peek(), "and") and c.peek(1) is not None and (
-                    c.peek(1).kind in ("cmp", "metric") or _is(c.peek(1), "with", "where", "whose", "that", "running")):  # type: ignore[union-attr]
+            if e is not base and _is(c.peek(), "and") and (
+                    c.kind_at(1) in ("cmp", "metric") or _is(c.peek(1), "with", "where", "whose", "that", "running")):
                 c.i += 1   # "under 50 and over 40 degrees", "with load over 1 and temperature under 50": both hold
             cond = self.post()
             if cond is None:
@@ -698,11 +706,11 @@ class _Request:
         # running X / that has it / with X
         j = c.i
         if c.word("is", "are"):
-            if c.word("running") and c.peek() is not None and (c.peek().kind == "proc" or _is(c.peek(), "it")):  # type: ignore[union-attr]
+            if c.word("running") and (c.kind_at() == "proc" or _is(c.peek(), "it")):
                 return Has(self._proc_or_it(), running=True)
             c.i = j
         t = c.peek()
-        if _is(t, *_RUNWORDS) and c.peek(1) is not None and (c.peek(1).kind == "proc" or _is(c.peek(1), "it", "one")):  # type: ignore[union-attr]
+        if _is(t, *_RUNWORDS) and (c.kind_at(1) == "proc" or _is(c.peek(1), "it", "one")):
             word = c.take().words[0]
             proc = self._proc_or_it()
             running = word in ("running", "runs", "run") or c.word("running")
@@ -710,8 +718,8 @@ class _Request:
         # "where it is stopped", "where logger is not running", "that have it stopped"
         k = c.i
         subj = None
-        if _is(c.peek(), "it") or (c.peek() is not None and c.peek().kind == "proc"):  # type: ignore[union-attr]
-            subj = "$it" if _is(c.peek(), "it") else c.peek().value  # type: ignore[union-attr]
+        if _is(c.peek(), "it") or (c.kind_at() == "proc"):
+            subj = "$it" if _is(c.peek(), "it") else c.value_at()
             c.i += 1
             c.word("is", "are")
             if c.word("stopped", "down", "dead") or (c.word("not") and c.word("running")):
@@ -735,14 +743,14 @@ class _Request:
             n = c.kind("num")
             if n is not None:
                 unit = self._unit()
-                if metric is None and c.peek() is not None and c.peek().kind == "metric":  # type: ignore[union-attr]
+                if metric is None and c.kind_at() == "metric":
                     metric = c.take().value
                 pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
                 after = c.peek(2)
                 if pair in OR_MORE and not (after is not None and after.kind == "num"):
                     c.i += 2
                     key = self._metric_for(metric, None, unit, n)
-                    return Cond(key, OR_MORE[pair], float(n.value))  # type: ignore[index]
+                    return Cond(key, OR_MORE[pair], float(n.value))
             c.i = k
             if rel or m is not None:
                 c.i = j - (1 if rel else 0)
@@ -758,7 +766,7 @@ class _Request:
             return [Cond(key, "ge", min(lo, hi)), Cond(key, "le", max(lo, hi))]
         v = self._number()
         unit = self._unit()
-        if metric is None and c.peek() is not None and c.peek().kind == "metric":  # type: ignore[union-attr]
+        if metric is None and c.kind_at() == "metric":
             metric = c.take().value        # "less than 50% memory used"
             if c.word("free") and metric == "memory_percent":
                 metric = "free_memory_percent"
@@ -766,7 +774,7 @@ class _Request:
         pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
         after = c.peek(2)
         if pair in OR_MORE and not (after is not None and after.kind == "num"):   # not "under 50 and over 40"
-            new = OR_MORE[pair]  # type: ignore[index]
+            new = OR_MORE[pair]
             if op == "eq" or (op in ("gt", "ge") and new == "ge") or (op in ("lt", "le") and new == "le"):
                 c.i += 2
                 op = new
@@ -779,7 +787,7 @@ class _Request:
             return "$it"
         p = c.kind("proc")
         assert p is not None
-        return p.value
+        return str(p.value)
 
     def _number(self) -> float:
         c = self.c
@@ -818,11 +826,11 @@ class _Request:
         """status/logs [of] PROC... [on TARGET] [N lines]."""
         c = self.c
         step = Step(verb=verb)
-        while c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+        while c.kind_at() == "verb" and c.value_at() in ("status", "logs"):
             c.i += 1
         c.word("of", "for", "on")
-        if verb == "status" and c.peek() is not None and (c.peek().kind == "node" or (c.peek().kind == "nnoun"  # type: ignore[union-attr]
-                                                                                        and c.peek(1) is not None and c.peek(1).kind == "node")):  # type: ignore[union-attr]
+        if verb == "status" and (c.kind_at() == "node" or (c.kind_at() == "nnoun"
+                                                                                        and c.kind_at(1) == "node")):
             c.kind("nnoun")
             n = c.take()
             if c.done() or self._at_boundary():   # "status edge-1", "check node-b": the node itself
@@ -894,15 +902,15 @@ class _Request:
             return self._scaffold_then(self._describe)
         if kinds & {"nnoun", "sup", "cmp", "node"}:
             return self._scaffold_then(self._nodes)
-        t = c.peek()
-        assert t is not None
-        raise _refuse_word(t, "(the offline planner understands restart, stop, start, status, logs and "
+        here = c.peek()
+        assert here is not None
+        raise _refuse_word(here, "(the offline planner understands restart, stop, start, status, logs and "
                               "questions about nodes, processes and metrics)")
 
-    def _scaffold_then(self, f: Any) -> Step:
+    def _scaffold_then(self, f: Callable[[], Step]) -> Step:
         c = self.c
         while c.peek() is not None and (_is(c.peek(), *_Q, "there", "me", "us") or
-                                        (c.peek().kind == "verb" and c.peek().value in ("show", "describe")  # type: ignore[union-attr]
+                                        (c.kind_at() == "verb" and c.value_at() in ("show", "describe")
                                          and f != self._describe)):
             c.i += 1
         return f()
@@ -912,19 +920,18 @@ class _Request:
         step = Step(verb=verb)
         self._lines(step)
         c.word("of", "from")
-        if c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+        if c.kind_at() == "verb" and c.value_at() in ("status", "logs"):
             c.i += 1
             c.word("of", "for", "from")
         self._lines(step)
         pre = None
-        if c.peek() is not None and c.peek().kind in ("node",) and c.peek(1) is not None \
-                and c.peek(1).kind == "proc":  # type: ignore[union-attr]
+        if c.kind_at() in ("node",) and c.kind_at(1) == "proc":
             pre = Ids([c.take().value])       # "node-b logger logs"
         self.objects(step)
         c.word("is", "are")
         if state_word:
             c.word(*_STATEWORDS)
-        if c.peek() is not None and c.peek().kind == "verb" and c.peek().value in ("status", "logs"):  # type: ignore[union-attr]
+        if c.kind_at() == "verb" and c.value_at() in ("status", "logs"):
             c.i += 1
         self._lines(step)
         step.target = self.target_opt() if pre is None else pre
@@ -948,7 +955,7 @@ class _Request:
             w = c.peek()
             running = False
             if _is(w, *_RUNWORDS) or _is(w, "is", "are"):
-                running = w.words[0] in ("running", "runs", "run")  # type: ignore[union-attr]
+                running = w.words[0] in ("running", "runs", "run")
                 c.i += 1
                 if _is(c.peek(), "running"):
                     running = True
@@ -961,8 +968,8 @@ class _Request:
                 running = True
                 c.i += 1
             c.word("is", "are")
-            if _is(c.peek(), "running", "run", "runs", "supervised", "hosted"):
-                running = running or c.peek().words[0] != "supervised"  # type: ignore[union-attr]
+            if _is(t := c.peek(), "running", "run", "runs", "supervised", "hosted"):
+                running = running or t.words[0] != "supervised"
                 c.i += 1
             procs.append((p.value, running or True))
             if not c.word("and"):
@@ -971,8 +978,8 @@ class _Request:
             t = c.peek()
             raise _refuse_word(t) if t else Refusal("which process?")
         e: Expr = All()
-        for p, running in procs:
-            e = Filter(e, Has(p, running=running))
+        for name, running in procs:
+            e = Filter(e, Has(name, running=running))
         if not c.done() and not self._at_boundary():
             e2 = self.posts(e)
             e = e2
@@ -1033,9 +1040,9 @@ class _Request:
                 step.metric = t.value
                 c.i += 1
             elif _is(t, "metrics", "stats", "temperatures", "temps", "is", "are", "free", "used", "of", "does", "do"):
-                if t.words[0] in ("temperatures", "temps"):  # type: ignore[union-attr]
+                if t.words[0] in ("temperatures", "temps"):
                     step.metric = "temperature_c"
-                if t.words[0] == "free" and step.metric == "memory_percent":  # type: ignore[union-attr]
+                if t.words[0] == "free" and step.metric == "memory_percent":
                     step.metric = "free_memory_percent"
                 c.i += 1
             else:
@@ -1057,7 +1064,7 @@ class _Request:
     def _describe(self) -> Step:
         c = self.c
         c.word("describe")
-        if c.peek() is not None and c.peek().kind == "verb":  # type: ignore[union-attr]
+        if c.kind_at() == "verb":
             c.i += 1
         c.kind("pnoun")
         s = c.kind("service")
@@ -1071,8 +1078,8 @@ class _Request:
         c = self.c
         step = Step(verb="nodes")
         t = c.peek()
-        if t is not None and t.kind == "nnoun" and c.peek(1) is not None and c.peek(1).kind == "node" \
-                and (c.i + 2 >= len(c.x) or self._boundary_at(c.i + 2)):  # type: ignore[union-attr]
+        if t is not None and t.kind == "nnoun" and c.kind_at(1) == "node" \
+                and (c.i + 2 >= len(c.x) or self._boundary_at(c.i + 2)):
             c.i += 1
             step.verb, step.target = "node", Ids([c.take().value])
             return step
@@ -1085,22 +1092,21 @@ class _Request:
             step.include_offline = True
             step.target = All()
             return step
-        if _is(t, "all", "every") and c.peek(1) is not None and c.peek(1).kind == "nnoun" and \
-                (c.i + 2 >= len(c.x) or self._boundary_at(c.i + 2)):  # type: ignore[union-attr]
+        if _is(t, "all", "every") and c.kind_at(1) == "nnoun" and \
+                (c.i + 2 >= len(c.x) or self._boundary_at(c.i + 2)):
             c.i += 2
             step.include_offline = True
             step.target = All()
             return step
         # "which node is the hottest": node noun, is, superlative
-        if t is not None and (t.kind == "nnoun" or _is(t, "one")) and _is(c.peek(1), "is", "are") and c.peek(2) is not None \
-                and c.peek(2).kind == "sup":  # type: ignore[union-attr]
+        if t is not None and (t.kind == "nnoun" or _is(t, "one")) and _is(c.peek(1), "is", "are") and c.kind_at(2) == "sup":
             c.i += 3
             c.word("one")
             c.kind("nnoun")
             step.target = Rank(self.posts(All(), allow_rank=False), c.x[c.i - 1].value[0]
                                if c.x[c.i - 1].kind == "sup" else "", "")
             s = next(x for x in reversed(c.x[:c.i]) if x.kind == "sup")
-            step.target = Rank(step.target.base, s.value[0], s.value[1])  # type: ignore[union-attr]
+            step.target = Rank(step.target.base, s.value[0], s.value[1])
             return step
         if t is not None and t.kind == "nnoun" and _is(c.peek(1), "are", "is") and _is(c.peek(2), "online", "up") \
                 and (c.i + 3 >= len(c.x) or self._boundary_at(c.i + 3)):

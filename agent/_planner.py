@@ -39,7 +39,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
@@ -286,7 +286,8 @@ class Planner:
         return {"queued_step": step.index, "status": "queued for operator approval; NOT executed",
                 "targets": fact.targets, "chosen": fact.why}
 
-    def _named(self, node: str, view: ClusterView, fact: Any) -> tuple[str, NodeSelector | None]:
+    def _named(self, node: str, view: ClusterView, fact: Any) -> tuple[Literal["request", "model"],
+                                                                        NodeSelector | None]:
         """Who named ``node``, and the criterion to re-check when the model chose it by ranking.
 
         A node id the operator wrote in the request is theirs.  Otherwise the model named it; if the model had ranked nodes

@@ -95,9 +95,9 @@ def load_model_settings(config: str | os.PathLike[str] | None = None, flags: Map
             raise SettingsError(f"{config}: [agent] is not a table")
         merged.update(table)
         where.update(dict.fromkeys(table, f"{config} [agent]"))
-    e = _from_env(os.environ if env is None else env)
-    merged.update(e)
-    where.update({k: ENV[k] for k in e})
+    from_env = _from_env(os.environ if env is None else env)
+    merged.update(from_env)
+    where.update({k: ENV[k] for k in from_env})
     f = {k: v for k, v in (flags or {}).items() if v is not None}
     merged.update(f)
     where.update({k: FLAGS.get(k, k) for k in f})

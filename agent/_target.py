@@ -188,7 +188,7 @@ def evaluate(e: Expr, ctx: Context) -> list[str]:
     if isinstance(e, All):
         return list(ctx.domain)
     if isinstance(e, Ids):
-        out = []
+        out: list[str] = []
         for i in e.ids:
             if i not in dom:
                 raise TargetError(_why_not(ctx, i))
@@ -239,7 +239,7 @@ def evaluate(e: Expr, ctx: Context) -> list[str]:
                               f"nodes named first ({', '.join(base)}); say exactly which nodes")
         return _minus(base, gone)
     if isinstance(e, Union):
-        out: list[str] = []
+        out = []
         for p in e.parts:
             out += [i for i in evaluate(p, ctx) if i not in out]
         return out

@@ -283,7 +283,8 @@ async def _connect(args: argparse.Namespace) -> Any:
 
 async def _session(args: argparse.Namespace, model: Any, request: str, *, recorder: Any = None,
                    replay_feedback: list[str] | None = None, conn: Any = None, input_fn: Any = input,
-                   budget: float | None = None, nonce: str | None = None, phase: dict[str, str] | None = None) -> Any:
+                   budget: float | None = None, nonce: str | None = None, phase: dict[str, str] | None = None,
+                   ) -> tuple[Any, int]:
     import asyncio
 
     from ._agent import Agent, Decision, run_session

@@ -105,7 +105,7 @@ def input_schema(model: type[BaseModel]) -> dict[str, Any]:
     optional (with their defaults), so a client may leave them out.
     """
     raw = model.model_json_schema()
-    schema = _inline(raw, raw.get("$defs", {}))
+    schema: dict[str, Any] = _inline(raw, raw.get("$defs", {}))
     schema.pop("description", None)
     schema.setdefault("properties", {})
     return schema
@@ -242,7 +242,8 @@ class ClusterMcp:
         key = f"{prepared.service}.{prepared.method}"
         allowed = key in self.settings.allow
         audit_plan(self.audit, plan, via="mcp", requested_by=context["requested_by"])
-        rec = self.store.add(plan, **context)
+        rec = self.store.add(plan, url=context["url"], audit=context["audit"], session=context["session"],
+                             requested_by=context["requested_by"])
         if not allowed:
             out = rec.summary()
             out["message"] = (f"NOT executed: {key} changes state, so this is a pending plan. An operator approves "

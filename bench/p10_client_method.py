@@ -6,7 +6,7 @@ node-hosted ``bench.echo`` of A (the floor).  Local: the caller is a client of A
 of B calls node A.  A client-offered call crosses one more WebSocket round trip (node → offering
 client → node) than the floor, so the ratio is what that hop costs.
 
-``run.py`` hooks it in: ``SCENARIO`` joins its table, :func:`run` measures, :func:`cells` renders.
+A scenario module of ``bench/run.py`` (``KEY``, ``INFO``, ``needs``, ``run``, ``cells``).
 """
 
 from __future__ import annotations
@@ -16,45 +16,52 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SCENARIO = {"title": "client-offered method call",
-            "measures": "client → node A → the offering client → A → client (local), and the same from a client "
-                        "of node B (remote, over MQTT), vs bench.echo hosted by node A, same frame size",
-            "target": "p50 ≤ 1.3× node-hosted, local and remote"}
+from _harness import Bench, Starter, WsSide, call_frame, fmt, ratio
+
+KEY = "P10"
+ORDER = 45   # after P5, while nodes A and B still run
+INFO = {"title": "client-offered method call",
+        "measures": "client → node A → the offering client → A → client (local), and the same from a client "
+                    "of node B (remote, over MQTT), vs bench.echo hosted by node A, same frame size",
+        "target": "p50 ≤ 1.3× node-hosted, local and remote"}
+REACH = [("B", "A")]
 TARGET = 1.3
 
 
-def _frame(call_frame: Any, service: str, node: str | None) -> Any:
+def _frame(service: str, node: str | None) -> Any:
     def frame(i: int) -> str:
         return call_frame(i, node).replace('"service":"bench"', f'"service":"{service}"', 1)
     return frame
 
 
-async def run(bench: Any, procs: dict[str, Any], *, ws_side: Any, call_frame: Any, ratio: Any) -> None:
-    """Measure on run.py's nodes A and B (``ws_side``, ``call_frame``, ``ratio``: run.py's helpers)."""
-    a, b = procs["A"], procs["B"]
-    offerer = bench.procs.spawn("p10-offerer", [sys.executable, str(Path(__file__).resolve()), "offer", a.url])
-    await bench.procs.ready(offerer)
-    broker = [bench.broker_pid] if bench.broker_pid else []
+async def needs(b: Bench) -> dict[str, Starter]:
+    return b.pair()
+
+
+async def run(b: Bench) -> None:
+    a, bb = b.running["A"], b.running["B"]
+    offerer = b.procs.spawn("p10-offerer", [sys.executable, str(Path(__file__).resolve()), "offer", a.url])
+    await b.procs.ready(offerer)
     try:
         figures: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         for where, url, node, pids in (("local", a.url, None, [a.pid]),
-                                       ("remote", b.url, "A", [a.pid, b.pid, *broker])):
-            lat, tput = await bench._both(f"P10 {where}", [
-                ws_side("client-offered", url, _frame(call_frame, "cbench", node), [*pids, offerer.pid]),
-                ws_side("node-hosted", url, _frame(call_frame, "bench", node), pids)])
-            figures[where] = (bench._merge(lat[0], tput[0]), bench._merge(lat[1], tput[1]))
+                                       ("remote", bb.url, "A", [a.pid, bb.pid, *b.broker_pids])):
+            lat, tput = await b.both(f"P10 {where}", [
+                WsSide("client-offered", url, _frame("cbench", node), [*pids, offerer.pid]),
+                WsSide("node-hosted", url, _frame("bench", node), pids)])
+            figures[where] = (b.merge(lat[0], tput[0]), b.merge(lat[1], tput[1]))
     finally:
-        bench.procs.stop(offerer)
+        b.procs.stop(offerer)
     project = {w: p for w, (p, _) in figures.items()}
     floor = {"name": "bench.echo hosted by node A", **{w: f for w, (_, f) in figures.items()}}
     ratios = {f"{k}_{w}": ratio(p[m], f[m]) for w, (p, f) in figures.items()
               for k, m in (("p50", "p50_us"), ("p99", "p99_us"), ("throughput", "msgs_per_s"))}
     met = all(ratios[f"p50_{w}"] is not None and ratios[f"p50_{w}"] <= TARGET for w in figures)
-    bench._record("P10", project, floor, ratios, met)
-    bench.tick("P10 done", 1)
+    b.record(KEY, project, floor, ratios, met)
+    b.tick("P10 done", 1)
 
 
-def cells(r: dict[str, Any], fmt: Any) -> tuple[str, str, str]:
+def cells(r: dict[str, Any]) -> tuple[str, str, str]:
     """The table's project, floor and ratio cells."""
     def cell(x: dict[str, Any]) -> str:
         return "<br>".join(f"{w}: p50 {fmt(x[w]['p50_us'])} µs · p99 {fmt(x[w]['p99_us'])} µs · "

@@ -4,6 +4,8 @@ Run a node with ``cloudisense node``; embed one with ``await Node(load_settings(
 talk to one with :class:`Client`.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 from ._config import Settings, load_settings  # noqa: E402 - after __version__, which submodules read
@@ -15,7 +17,7 @@ from ._services import NoParams, Registry, Service, method  # noqa: E402 - as ab
 _LAZY = {"Client", "ConnectionLost", "Registration", "RpcError", "Subscription"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The client pulls in websockets' client side (proxy support: urllib.request, http.client):
     # ~0.5 MB that a serving node never uses, so it is imported on first use.
     if name in _LAZY:

@@ -55,7 +55,7 @@ class EmbeddedBroker:
     def __init__(self, listen: str) -> None:
         self.host, self.port = parse_hostport(listen)
         self.proc: asyncio.subprocess.Process | None = None
-        self._dir: tempfile.TemporaryDirectory | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:

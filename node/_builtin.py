@@ -51,7 +51,7 @@ class NodeService(Service):
         return Described(node=self.node.id, services=self.node.catalog())
 
     @method(mutates=False)
-    async def cluster(self) -> dict:
+    async def cluster(self) -> dict[str, Any]:
         """The membership table: every known node, online or not, with metrics, services and processes."""
         return {"self": self.node.id, "nodes": self.node.cluster_table()}
 
@@ -192,6 +192,7 @@ class PubSubService(Service):
         return TopicsResult(**self.node.topics())
 
     @method(mutates=False)
-    async def stats(self) -> dict:
+    async def stats(self) -> dict[str, Any]:
         """Counters: events, drops, subscriptions, remote interests, MQTT subscriptions, RPC counters."""
-        return self.node.stats_snapshot()
+        snap: dict[str, Any] = self.node.stats_snapshot()
+        return snap

@@ -191,8 +191,9 @@ def _load_ca(ca_pem: Path, ca_key: Path) -> tuple[x509.Certificate, ec.EllipticC
         priv = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as e:
         raise ConfigError(f"existing CA key {ca_key} can't be used: {e}") from None
-    if not isinstance(priv, ec.EllipticCurvePrivateKey) or \
-            priv.public_key().public_numbers() != cert.public_key().public_numbers():
+    pub = cert.public_key()
+    if not isinstance(priv, ec.EllipticCurvePrivateKey) or not isinstance(pub, ec.EllipticCurvePublicKey) or \
+            priv.public_key().public_numbers() != pub.public_numbers():
         raise ConfigError(f"{ca_key} is not the key of {ca_pem}")
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)

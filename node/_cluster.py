@@ -212,7 +212,7 @@ class Membership:
         return [m.view() for m in sorted(self._m.values(), key=lambda m: m.id)]
 
 
-Done = Callable[[Any, "dict[str, Any] | None"], None]   # (result, error) — exactly one is set
+Done = Callable[[Any, "dict[str, Any] | None"], object]   # (result, error) — exactly one is set; return ignored
 
 
 @dataclass

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ._errors import ConfigError
@@ -317,8 +318,11 @@ class Settings(BaseSettings):
         return v
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
         # CLOUDISENSE_LOG is the CLI's log level (a word such as WARNING), not the [log] table: the env source
         # would try to read it as that table's JSON and refuse to start.  CLOUDISENSE_LOG__LEVEL sets the table.
         env = getattr(env_settings, "env_vars", None)
@@ -331,7 +335,7 @@ class Settings(BaseSettings):
 class _TomlSource(PydanticBaseSettingsSource):
     path: Path | None = None  # set by load_settings for the duration of one load
 
-    def get_field_value(self, field, field_name):  # pragma: no cover - unused
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
@@ -404,12 +408,13 @@ def redacted(settings: Settings) -> dict[str, Any]:
     of ``[[processes]] env`` entries whose names look secret (``OPENAI_API_KEY``, ``*_TOKEN`` …).
     File paths (``security.key``, ``broker.key``, ``ws.tls_key``) are shown: they are not secrets.
     """
-    return _redact(settings.model_dump(mode="json"), names=_SECRET_FIELD)
+    redacted: dict[str, Any] = _redact(settings.model_dump(mode="json"), names=_SECRET_FIELD)
+    return redacted
 
 
 def _redact(x: Any, names: re.Pattern[str]) -> Any:
     if isinstance(x, dict):
-        out = {}
+        out: dict[Any, Any] = {}
         for k, v in x.items():
             if isinstance(v, str) and v and names.search(k):
                 out[k] = REDACTED

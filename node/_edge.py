@@ -27,7 +27,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-__all__ = ["AuthFailures", "EdgePolicy", "SECURITY_HEADERS", "is_loopback", "normalize_origin"]
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+__all__ = ["AuthFailures", "EdgePolicy", "HTTP_REASONS", "SECURITY_HEADERS", "http_response", "is_loopback",
+           "normalize_origin"]
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -183,3 +187,16 @@ class AuthFailures:
             del self._blocked[next(iter(self._blocked))]
         self._blocked[addr] = now + self.block
         return True
+
+
+# --- plain HTTP answers (the gateway's pages and the ops endpoints of _metrics) ---------------
+
+HTTP_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
+                503: "Service Unavailable"}
+
+
+def http_response(status: int, body: bytes, ctype: str) -> Response:
+    reason = HTTP_REASONS.get(status, "")
+    headers = Headers([("Content-Type", ctype if not ctype.startswith("text/") else ctype + "; charset=utf-8"),
+                       ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
+    return Response(status, reason, headers, body)

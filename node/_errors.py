@@ -68,22 +68,66 @@ class ConfigError(CloudisenseError):
     pass
 
 
-def _sub(name: str, code: ErrorCode) -> type[CloudisenseError]:
-    return type(name, (CloudisenseError,), {"code": code, "__doc__": f"Wire code ``{code}``."})
+# One class per wire code (written out, not made by type(): a type checker sees them as classes).
+
+class BadRequest(CloudisenseError):
+    """Wire code ``bad_request``."""
+    code = ErrorCode.BAD_REQUEST
 
 
-BadRequest = _sub("BadRequest", ErrorCode.BAD_REQUEST)
-TooLarge = _sub("TooLarge", ErrorCode.TOO_LARGE)
-Unauthenticated = _sub("Unauthenticated", ErrorCode.UNAUTHENTICATED)
-Forbidden = _sub("Forbidden", ErrorCode.FORBIDDEN)
-UnknownNode = _sub("UnknownNode", ErrorCode.UNKNOWN_NODE)
-NodeOffline = _sub("NodeOffline", ErrorCode.NODE_OFFLINE)
-UnknownService = _sub("UnknownService", ErrorCode.UNKNOWN_SERVICE)
-UnknownMethod = _sub("UnknownMethod", ErrorCode.UNKNOWN_METHOD)
-InvalidParams = _sub("InvalidParams", ErrorCode.INVALID_PARAMS)
-CallTimeout = _sub("CallTimeout", ErrorCode.TIMEOUT)
-Overloaded = _sub("Overloaded", ErrorCode.OVERLOADED)
-Conflict = _sub("Conflict", ErrorCode.CONFLICT)
+class TooLarge(CloudisenseError):
+    """Wire code ``too_large``."""
+    code = ErrorCode.TOO_LARGE
+
+
+class Unauthenticated(CloudisenseError):
+    """Wire code ``unauthenticated``."""
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class Forbidden(CloudisenseError):
+    """Wire code ``forbidden``."""
+    code = ErrorCode.FORBIDDEN
+
+
+class UnknownNode(CloudisenseError):
+    """Wire code ``unknown_node``."""
+    code = ErrorCode.UNKNOWN_NODE
+
+
+class NodeOffline(CloudisenseError):
+    """Wire code ``node_offline``."""
+    code = ErrorCode.NODE_OFFLINE
+
+
+class UnknownService(CloudisenseError):
+    """Wire code ``unknown_service``."""
+    code = ErrorCode.UNKNOWN_SERVICE
+
+
+class UnknownMethod(CloudisenseError):
+    """Wire code ``unknown_method``."""
+    code = ErrorCode.UNKNOWN_METHOD
+
+
+class InvalidParams(CloudisenseError):
+    """Wire code ``invalid_params``."""
+    code = ErrorCode.INVALID_PARAMS
+
+
+class CallTimeout(CloudisenseError):
+    """Wire code ``timeout``."""
+    code = ErrorCode.TIMEOUT
+
+
+class Overloaded(CloudisenseError):
+    """Wire code ``overloaded``."""
+    code = ErrorCode.OVERLOADED
+
+
+class Conflict(CloudisenseError):
+    """Wire code ``conflict``."""
+    code = ErrorCode.CONFLICT
 
 
 class RemoteError(CloudisenseError):
@@ -100,7 +144,7 @@ def from_wire(err: dict[str, Any], *, node: str | None = None,
               request_id: str | None = None) -> CloudisenseError:
     """Turn a wire error object back into the matching exception."""
     try:
-        code = ErrorCode(err.get("code"))
+        code = ErrorCode(str(err.get("code")))
     except ValueError:
         code = ErrorCode.INTERNAL
     cls = _BY_CODE.get(code, RemoteError)

@@ -32,7 +32,6 @@ from urllib.parse import urlparse
 
 import aiomqtt
 from paho.mqtt.client import PUBLISH
-from paho.mqtt.client import MQTTv311
 
 from ._config import broker_urls
 from ._errors import ConfigError
@@ -53,7 +52,7 @@ class PlainPacker:
     ``Sealer``: ``prepare`` each envelope as it is queued, ``pack`` one MQTT message's worth."""
 
     @staticmethod
-    def prepare(env: dict[str, Any]) -> bytes:
+    def prepare(env: Mapping[str, Any]) -> bytes:
         return dumpb(env)
 
     @staticmethod
@@ -178,6 +177,8 @@ def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: Fals
     """
     paho = client._client   # aiomqtt 2.x keeps its paho client here (pinned < 3)
     watch = paho.on_socket_register_write
+    if watch is None:
+        return   # not driven by aiomqtt's external loop: nothing to wrap
     busy = paho._in_callback_mutex
 
     def register_write(c: Any, userdata: Any, sock: Any) -> None:
@@ -242,7 +243,7 @@ class Federation:
         self._raw: list[tuple[str, int, bytes]] = []
         self._out_ready = asyncio.Event()
         self._eager = False   # publishing a lone envelope: write it at once (see write_first)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.connected = asyncio.Event()
         self.last_error = ""            # why the last connection attempt failed (for the give-up message)
@@ -284,8 +285,8 @@ class Federation:
             while not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=0.5)
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc
 
     # --- API used by the node -----------------------------------------------
 
@@ -411,7 +412,7 @@ class Federation:
         client = aiomqtt.Client(
             self.host, self.port,
             identifier=f"cloudisense-{self.node_id}-{random.getrandbits(32):08x}",
-            protocol=MQTTv311, clean_session=True, keepalive=self.keepalive,
+            protocol=aiomqtt.ProtocolVersion.V311, clean_session=True, keepalive=self.keepalive,
             timeout=self.attempt_timeout,      # the CONNACK wait; raised to connect_timeout once connected
             username=self.username, password=self.password,
             will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
@@ -459,7 +460,7 @@ class Federation:
                         tg.create_task(self._tx(client), name=f"federation[{self.node_id}].tx")
                         tg.create_task(self._keep_subscriptions(client), name=f"federation[{self.node_id}].subs")
             except* (aiomqtt.MqttError, OSError, ssl.SSLError) as eg:
-                exc = eg.exceptions[0]
+                exc: Exception = eg.exceptions[0]
                 reason = str(exc) or type(exc).__name__
                 if self._paho_error and self._paho_error not in reason:
                     reason = f"{reason} ({self._paho_error})"   # e.g. a timeout after a TLS alert

@@ -121,9 +121,11 @@ class Yield(_In):
     error: YieldError | None = None
 
 
-INBOUND: dict[str, type[_In]] = {m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
-                                 for m in (Hello, Call, Subscribe, Unsubscribe, Publish, Register, Unregister,
-                                           Yield)}
+InFrame = Hello | Call | Subscribe | Unsubscribe | Publish | Register | Unregister | Yield
+
+INBOUND: dict[str, type[InFrame]] = {m.model_fields["type"].annotation.__args__[0]: m  # type: ignore[union-attr]
+                                     for m in (Hello, Call, Subscribe, Unsubscribe, Publish, Register, Unregister,
+                                               Yield)}
 
 
 class _Out(BaseModel):
@@ -230,7 +232,7 @@ def _first_error(e: ValidationError) -> str:
     return f"field {loc!r}: {err['msg']}"
 
 
-def parse_frame(raw: str | bytes, *, max_params_keys: int | None = None) -> _In:
+def parse_frame(raw: str | bytes, *, max_params_keys: int | None = None) -> InFrame:
     """Parse and validate one inbound frame; raise BadRequest naming the problem.
 
     The raised error's ``request_id`` is the frame's ``id`` when one could be read.

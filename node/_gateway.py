@@ -27,14 +27,15 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
 from ._config import Settings, parse_hostport
 from ._audit import NO_TOKENS, CallAudit, token_name
+from ._edge import HTTP_REASONS as _REASONS
 from ._edge import SECURITY_HEADERS, AuthFailures, EdgePolicy, is_loopback
+from ._edge import http_response as _response
 from ._errors import (BadRequest, CloudisenseError, ConfigError, Forbidden, Overloaded, TooLarge,
                       Unauthenticated, to_wire)
 from ._frames import (MAX_DEPTH, PROTOCOL_VERSION, Call, Hello, Publish, Register, Subscribe, Unregister,
@@ -387,6 +388,7 @@ class ClientSession:
                 raise Unauthenticated("invalid token" if f.token else "this node requires a token in hello")
             self.role, self.authed = role, True
             self.token_name = token_name(self.gw.settings.auth.tokens, f.token)
+            assert f.token is not None   # check_token accepted it
             self.token_sha = hashlib.sha256(f.token.encode()).hexdigest()   # SIGHUP revokes by it (_reload)
         self._hello_done()
         if f.client:
@@ -524,7 +526,7 @@ class Gateway:
                 "configured; add tokens or set ws.require_auth_remote = false to allow anyone on the network")
         self.sessions: set[ClientSession] = set()
         self._server: Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.ssl = None
         ws = settings.ws
         if ws.tls_cert or ws.tls_key:
@@ -697,9 +699,6 @@ class Gateway:
 #: GET path -> content type of the files of clients/js/ (the package cloudisense.node.lib) the node serves.
 LIB_FILES = {"/lib/cloudisense.mjs": "text/javascript", "/lib/cloudisense.d.ts": "application/typescript"}
 
-_REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
-            503: "Service Unavailable"}
-
 
 def _pubkey(node: "Router") -> Response:
     """``GET /pubkey``: this node's id and Ed25519 public key, for ``cloudisense trust add URL``.
@@ -711,9 +710,3 @@ def _pubkey(node: "Router") -> Response:
         return _response(404, b"this node has no signing key (security.key)\n", "text/plain")
     return _response(200, dumps(doc).encode(), "application/json")
 
-
-def _response(status: int, body: bytes, ctype: str) -> Response:
-    reason = _REASONS.get(status, "")
-    headers = Headers([("Content-Type", ctype if not ctype.startswith("text/") else ctype + "; charset=utf-8"),
-                       ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
-    return Response(status, reason, headers, body)

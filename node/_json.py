@@ -60,8 +60,8 @@ def canonical_bytes(obj: Any) -> bytes:
 
 def loads(raw: str | bytes | bytearray | memoryview) -> Any:
     """Parse JSON; ``ValueError`` (``json.JSONDecodeError``) when it is not valid JSON."""
-    t = type(raw)
-    data = raw if t is bytes else raw.encode("utf-8", "surrogatepass") if t is str else bytes(raw)
+    data = (raw if type(raw) is bytes else raw.encode("utf-8", "surrogatepass") if isinstance(raw, str)
+            else bytes(raw))
     if _RUN in data.translate(_DIGITS_TO_ZERO):
         return json.loads(data)
     return _orjson_loads(data)

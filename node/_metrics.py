@@ -25,7 +25,7 @@ from ._text import printable
 
 if TYPE_CHECKING:
     from websockets.http11 import Request, Response
-    from websockets.server import ServerConnection
+    from websockets.asyncio.server import ServerConnection
 
     from ._gateway import Gateway
 
@@ -268,7 +268,7 @@ def render(node: Any) -> str:
 
 def varz(node: Any) -> dict[str, Any]:
     """``/varz``: the stats snapshot plus the clients (like NATS's ``/varz`` and ``/connz``)."""
-    snap = node.stats_snapshot()
+    snap: dict[str, Any] = node.stats_snapshot()
     snap["clients_list"] = [
         {"id": c.num, "name": c.name, "role": c.role, "remote": c.addr,
          "subscriptions": node.subs.count(c), "queued_bytes": c.queued, "dropped": c.dropped_total}
@@ -281,7 +281,7 @@ def varz(node: Any) -> dict[str, Any]:
 
 def http(gw: "Gateway", conn: "ServerConnection", req: "Request", path: str) -> "Response":
     """Answer one of :data:`OPS_PATHS` (the gateway has checked the Host header)."""
-    from ._gateway import _response
+    from ._edge import http_response as _response
     from ._json import dumps
     node = gw.node
     if path == "/healthz":

@@ -19,6 +19,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable
+from types import TracebackType
+
+# what Logger.log takes as exc_info
+ExcInfo = bool | BaseException | tuple[type[BaseException], BaseException, TracebackType | None] | None
 
 __all__ = ["RateLimitedLog"]
 
@@ -36,7 +40,7 @@ class RateLimitedLog:
         self._window: dict[Hashable, list[float | int]] = {}  # reason -> [logged_at, suppressed]
         self._overflow_at = -float("inf")
 
-    def log(self, level: int, reason: Hashable, msg: str, *args: object, exc_info: object = None,
+    def log(self, level: int, reason: Hashable, msg: str, *args: object, exc_info: ExcInfo = None,
             extra: dict[str, object] | None = None) -> bool:
         """Count one occurrence of ``reason``; log ``msg % args`` unless rate-limited. True if logged.
 

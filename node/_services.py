@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, get_type_hints
+from typing import Any, Awaitable, Callable, ClassVar, Iterator, TypeVar, cast, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -58,13 +58,16 @@ class MethodSpec:
         }
 
 
-def method(*, mutates: bool, description: str | None = None) -> Callable[[Callable], Callable]:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def method(*, mutates: bool, description: str | None = None) -> Callable[[_F], _F]:
     """Mark an ``async def`` of a :class:`Service` as callable over the wire."""
 
-    def mark(func: Callable) -> Callable:
+    def mark(func: _F) -> _F:
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"{func.__qualname__} must be async")
-        func.__cloudisense_method__ = {"mutates": mutates, "description": description}
+        cast(Any, func).__cloudisense_method__ = {"mutates": mutates, "description": description}
         return func
 
     return mark
@@ -102,7 +105,7 @@ class Service:
             result = hints.get("return")
             if result is type(None):
                 result = None
-            if result is dict:
+            if result is dict or get_origin(result) is dict:   # dict or dict[str, Any]: any JSON object
                 result = _AnyObject
             if result is not None and not (isinstance(result, type) and issubclass(result, BaseModel)):
                 raise TypeError(f"{cls.__name__}.{attr}: result must be a pydantic model or None")
@@ -139,7 +142,7 @@ class Registry:
         self._methods[service.name] = service.methods()
         self._describe_cache = None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Service]:
         return iter(self._services.values())
 
     def __contains__(self, name: str) -> bool:

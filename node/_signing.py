@@ -61,7 +61,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -398,7 +398,8 @@ class Sealer:
             tag = b',"mac":"' + base64.b64encode(mac_of(key, data)) + b'"}'
         else:   # multicast, or a peer we hold no key of (a sig is accepted on unicast too)
             tag = b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
-        return data[:-1] + tag
+        sealed: bytes = data[:-1] + tag
+        return sealed
 
     def wire(self, envs: list[dict[str, Any]]) -> bytes:
         """:meth:`prepare` and :meth:`pack` in one (retained messages, the will, tests)."""
@@ -557,16 +558,16 @@ def add_trusted(store: str | Path, node_id: str, raw: bytes) -> tuple[Path, bool
             f.write(f"{node_id} {base64.b64encode(raw).decode('ascii')}\n")
         return p, True
     p.mkdir(parents=True, exist_ok=True)
-    f = p / f"{node_id}.pub"
-    if f.exists():
-        known = raw_public_key(f.read_bytes(), str(f))
+    pub = p / f"{node_id}.pub"
+    if pub.exists():
+        known = raw_public_key(pub.read_bytes(), str(pub))
         if known != raw:
-            raise ConfigError(f"{f} already holds another key for {node_id!r} ({fingerprint(known)}); "
+            raise ConfigError(f"{pub} already holds another key for {node_id!r} ({fingerprint(known)}); "
                               "move it away first if the node really has a new key")
-        return f, False
-    _write_new(f, key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        return pub, False
+    _write_new(pub, key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
                0o644)
-    return f, True
+    return pub, True
 
 
 # --------------------------------------------------------------------------- verify
@@ -632,7 +633,7 @@ def _authenticator(obj: Any) -> tuple[str | None, str | None] | Reason:
     return sig, mac
 
 
-def _is_timestamp(ts: object) -> bool:
+def _is_timestamp(ts: object) -> TypeGuard[float]:
     """A finite float or an int a float holds exactly (not a bool, not 10**400)."""
     t = type(ts)
     if t is float:
@@ -835,7 +836,10 @@ class Verifier:
         try:
             # libsodium's verify (PyNaCl): 91 µs here against OpenSSL's 189 µs, and strict
             # (it refuses non-canonical S values and small-order keys).
-            crypto_sign_open(raw + data, self.trust.raw(sender))
+            pk = self.trust.raw(sender)
+            if pk is None:
+                return False
+            crypto_sign_open(raw + data, pk)
         except (BadSignatureError, ValueError):
             return False
         return True

@@ -64,6 +64,7 @@ gets (and the node does not publish) log lines it did not ask for.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import contextlib
 import ctypes
@@ -76,7 +77,7 @@ import sys
 import time
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable, Coroutine, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,6 +86,7 @@ from ._errors import CloudisenseError, ConfigError, InvalidParams
 from ._services import Service, method
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 __all__ = ["Backoff", "ProcessStatus", "Supervisor", "SupervisorService", "child_env"]
 
@@ -205,7 +207,9 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         if not self.exited.done():
             assert self.transport is not None
-            self.exited.set_result(self.transport.get_returncode())
+            code = self.transport.get_returncode()
+            assert code is not None   # asyncio calls process_exited once the process has a return code
+            self.exited.set_result(code)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -340,7 +344,7 @@ class Supervisor:
     ``backoff`` is the restart policy each process gets a copy of.
     """
 
-    def __init__(self, configs: list[ProcessConfig], publish: Callable[[str, dict], None], *,
+    def __init__(self, configs: list[ProcessConfig], publish: Callable[[str, dict[str, Any]], object], *,
                  node_id: str = "", backoff: Backoff | None = None,
                  wanted: Callable[[str], bool] | None = None) -> None:
         self._procs: dict[str, _Managed] = {}
@@ -426,14 +430,14 @@ class Supervisor:
         m = self._get(name)
         return await self._op(m, "restart", self._restart_locked)
 
-    async def logs(self, name: str, lines: int = 50) -> list[str]:
+    async def logs(self, name: str, lines: int = 50) -> builtins.list[str]:
         return self.tail(name, lines)[0]
 
-    def tail(self, name: str, lines: int = 50) -> tuple[list[str], int]:
+    def tail(self, name: str, lines: int = 50) -> tuple[builtins.list[str], int]:
         """The last ``lines`` captured lines of ``name`` and the sequence number of the next one."""
         return self._get(name).tail(lines)
 
-    async def update(self, configs: list[ProcessConfig]) -> dict[str, list[str]]:
+    async def update(self, configs: builtins.list[ProcessConfig]) -> dict[str, builtins.list[str]]:
         """Apply new process definitions, like supervisorctl's ``update`` (SIGHUP reload).
 
         Removed processes are stopped and forgotten; changed ones are stopped and started again
@@ -710,7 +714,7 @@ class Supervisor:
 
     # plumbing -----------------------------------------------------------------
 
-    def _spawn_task(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    def _spawn_task(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
         assert self._tg is not None
         task = self._tg.create_task(coro, name=name)
         self._tasks.add(task)

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
 
 from ._errors import CloudisenseError, ConfigError
 from ._text import json_text, printable
@@ -46,7 +46,11 @@ def _add_wait(p: argparse.ArgumentParser) -> None:
                         "or has not yet heard of the target node (default: fail at once)")
 
 
-async def _connected(args: argparse.Namespace, body: Any, *, name: str = "cli", reconnect: bool = False) -> Any:
+_T = TypeVar("_T")
+
+
+async def _connected(args: argparse.Namespace, body: Callable[[Any], Awaitable[_T]], *, name: str = "cli",
+                     reconnect: bool = False) -> _T:
     """Run ``body(client)`` on a fresh connection; with ``--wait``, retry while the node is not up yet or
     does not know the target node yet (nothing ran then: the call never left).  ``reconnect``: the
     client comes back by itself when the connection is lost (long-running commands)."""
@@ -341,7 +345,7 @@ async def _run_node(settings: Any, reload_settings: Any = None, *, log_level_pin
     return 0
 
 
-_reloading: set[asyncio.Task] = set()
+_reloading: set[asyncio.Task[Any]] = set()
 
 
 def _on_sighup(node: Any, reload_settings: Any, pinned: bool) -> None:

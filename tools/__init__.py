@@ -9,8 +9,10 @@ build on it::
     result = await tb.run("find_nodes", args)
 """
 
-from ._cluster import (BUILTIN_METHODS, ClusterView, Condition, MethodInfo, Metrics, MetricKey, NodeFilter,
-                       NodeInfo, NodeSelector, Order, ProcessInfo, Resolution, SelectionError, ServiceInfo,
+from cloudisense.node._heartbeat import MethodInfo, Metrics, ProcessInfo, ServiceInfo
+
+from ._cluster import (BUILTIN_METHODS, ClusterView, Condition, MetricKey, NodeFilter,
+                       NodeInfo, NodeSelector, Order, Resolution, SelectionError,
                        SortKey, describe_filter, describe_selector, metric, resolve, select_nodes, summarize)
 from ._compact import compact, to_text
 from ._connection import ClusterConnection, Subscription, fetch_cluster, fetch_describe

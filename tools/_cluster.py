@@ -253,8 +253,8 @@ def _explain_empty(view: ClusterView, where: NodeFilter, sel: NodeSelector, text
     base = where.model_copy(update={"conditions": None})
     if not any(base.matches(n) for n in online):
         hints = []
-        if where.process or where.running:
-            name = where.process or where.running
+        name = where.process or where.running
+        if name:
             having = [n.id for n in online if n.process(name)]
             hints.append(f"online nodes with process {name}: {', '.join(having[:10]) or 'none'}")
         if where.service:

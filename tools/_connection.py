@@ -40,4 +40,5 @@ async def fetch_cluster(conn: ClusterConnection, timeout: float | None = None) -
 
 async def fetch_describe(conn: ClusterConnection, node: str, timeout: float | None = None) -> dict[str, Any]:
     """A node's services with method schemas (``node.describe``)."""
-    return await conn.call(node, "node", "describe", {}, timeout)
+    described: dict[str, Any] = await conn.call(node, "node", "describe", {}, timeout)
+    return described

@@ -14,7 +14,7 @@ import copy
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -134,10 +134,10 @@ class _Sub:
         self._closed = asyncio.Event()
         self.closed = False
 
-    def __aiter__(self):
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iter()
 
-    async def _iter(self):
+    async def _iter(self) -> AsyncIterator[dict[str, Any]]:
         for ev in self._events:
             yield ev
         await self._closed.wait()  # a live subscription: quiet until closed
@@ -146,7 +146,7 @@ class _Sub:
         self.closed = True
         self._closed.set()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -218,7 +218,7 @@ class FakeCluster:
 
     def _node(self, node: str | None) -> FakeNode:
         nid = self.self_id if node in (None, ".", "") else node
-        n = self.nodes.get(nid)  # type: ignore[arg-type]
+        n = self.nodes.get(nid)
         if n is None:
             raise UnknownNode(f"no node {nid!r}", node=nid)
         if not n.online:

@@ -84,7 +84,7 @@ def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The strict-mode JSON schema of a pydantic model (ValueError if it has a free-form dict field)."""
     raw = model.model_json_schema()
     defs = raw.get("$defs", {})
-    schema = _strictify(_inline(raw, defs))
+    schema: dict[str, Any] = _strictify(_inline(raw, defs))
     schema.pop("description", None)  # the tool's own description says it
     return schema
 

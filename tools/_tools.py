@@ -225,7 +225,7 @@ class Toolbox:
         node: str | None = None
         selector: NodeSelector | None = None
         resolution: Resolution | None = None
-        if kind == "broadcast":
+        if isinstance(args, BroadcastArgs):
             selector = NodeSelector(where=NodeFilter(service=args.service), pick="all")
         else:
             if (args.node is None) == (args.selector is None):

@@ -49,7 +49,7 @@ ClientFactory = Callable[[str, "str | None"], Client]
 
 
 def default_client_factory(url: str, token: str | None) -> Client:
-    from cloudisense.node import Client as NodeClient
+    from cloudisense.node._client import Client as NodeClient
 
     return NodeClient(url, token=token, name="tui")
 
@@ -74,7 +74,7 @@ def retryable(exc: BaseException) -> bool:
 
 
 def _lost(why: str) -> Exception:
-    from cloudisense.node import ConnectionLost
+    from cloudisense.node._client import ConnectionLost
 
     return ConnectionLost(why)
 

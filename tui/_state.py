@@ -198,12 +198,14 @@ class ClusterModel:
     def apply(self, event: dict[str, Any], now: float) -> bool:
         """One event from the node.  Unknown topics change nothing."""
         topic = str(event.get("topic") or "")
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
-        node = event.get("node") or data.get("id")
-        if not node:
+        raw = event.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        named = event.get("node") or data.get("id")
+        if not named:
             return False
-        node = str(node)
-        ts = event.get("ts") if isinstance(event.get("ts"), (int, float)) else now
+        node = str(named)
+        t = event.get("ts")
+        ts: float = t if isinstance(t, (int, float)) else now
         if node in self.nodes:
             row0 = self.nodes[node]
             row0.recent = (row0.recent + [{"topic": topic, "ts": ts, "data": event.get("data")}])[-RECENT:]
@@ -240,7 +242,7 @@ class ClusterModel:
             what = topic.rsplit("/", 1)[-1]
             if not data.get("name"):
                 return False
-            patch = {k: data[k] for k in ("pid", "restarts", "exit_code") if k in data}
+            patch: dict[str, Any] = {k: data[k] for k in ("pid", "restarts", "exit_code") if k in data}
             if what in PROCESS_STATES:
                 patch["state"] = "backoff" if what == "exited" and data.get("restart_in") else PROCESS_STATES[what]
             return self.patch_process(node, {"name": data["name"], **patch})

@@ -65,7 +65,7 @@ class _StepTap:
                 listener(data)
 
 
-class CloudisenseApp(App):
+class CloudisenseApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "CloudiSENSE"
     COMMANDS = App.COMMANDS | {ConsoleCommands}
@@ -115,7 +115,7 @@ class CloudisenseApp(App):
         self.history = History(self.state_dir / HISTORY_FILE)
         self.main_screen: MainScreen | None = None
 
-    def get_default_screen(self) -> Screen:
+    def get_default_screen(self) -> Screen[None]:
         self.main_screen = MainScreen()
         return self.main_screen
 
@@ -145,7 +145,7 @@ class CloudisenseApp(App):
         from .screens.main import help_sections
 
         rows = self.cluster.rows()
-        self.push_screen(HelpScreen(help_sections(), [r.id for r in rows],
+        self.push_screen(HelpScreen(help_sections(type(self)), [r.id for r in rows],
                                     sorted({str(p.get("name")) for r in rows for p in r.processes if p.get("name")})))
 
     def go_to_node(self, node: str) -> None:

@@ -133,10 +133,10 @@ async def run_demo(args: Any) -> int:
             tui = False
         if tui:
             try:
-                from cloudisense.tui.cli import run_tui_async
-            except ImportError:
-                run_tui_async = None
-            if run_tui_async is not None:
+                from .app import run_tui_async
+            except ImportError:   # the tui extra (Textual) is not installed: run headless
+                pass
+            else:
                 await run_tui_async(urls[0], args.model, audit=state / "audit.jsonl", state_dir=state)
                 return 0
         print("Ctrl-C stops everything.", flush=True)

@@ -41,22 +41,21 @@ TABS = ("tab-plan", "tab-events", "tab-rpc", "tab-pending", "tab-history")
 CONFIRM_METHODS = frozenset({"stop"})
 
 
-def help_sections() -> list[tuple[str, Any]]:
-    """(section, class with BINDINGS) for the help screen, in the order the screen shows them."""
-    from ..app import CloudisenseApp
-
+def help_sections(app_class: type[Any]) -> list[tuple[str, Any]]:
+    """(section, class with BINDINGS) for the help screen, in the order the screen shows them; ``app_class``
+    (the app's, whose bindings work everywhere) is passed in by the app, which imports this module."""
     from ..widgets.events_pane import EventLog
     from ..widgets.plan_log import PlanLog
     from .logs import LogsScreen, LogView
     from .node_detail import NodeDetailScreen, ProcessTable
 
-    return [("Everywhere", CloudisenseApp), ("Main screen", MainScreen), ("Ask box", AskInput),
+    return [("Everywhere", app_class), ("Main screen", MainScreen), ("Ask box", AskInput),
             ("Cluster table", ClusterTable), ("Plan", PlanTable), ("Plan log", PlanLog),
             ("Edit params", EditParamsScreen), ("Event list", EventLog), ("Node detail", NodeDetailScreen),
             ("Processes", ProcessTable), ("Logs", LogsScreen), ("Log lines", LogView), ("History", HistoryTable)]
 
 
-class MainScreen(Screen):
+class MainScreen(Screen[None]):
     AUTO_FOCUS = "#request"
     BINDINGS = [
         Binding("f2", "next_tab", "Next tab"),
@@ -65,7 +64,7 @@ class MainScreen(Screen):
         Binding("escape", "focus_request", "Ask box"),
     ]
 
-    app: CloudisenseApp  # type: ignore[assignment]
+    app: CloudisenseApp
 
     def __init__(self) -> None:
         super().__init__()

@@ -34,7 +34,7 @@ _LABEL = {"temperature_c": ("temp", "°C"), "cpu_percent": ("cpu", "%"), "memory
           "disk_percent": ("disk", "%")}
 
 
-class ProcessTable(DataTable):
+class ProcessTable(DataTable[Text]):
     BINDINGS = [
         Binding("r", "act('restart')", "Restart…"),
         Binding("s", "act('start')", "Start…"),
@@ -54,7 +54,7 @@ class ProcessTable(DataTable):
 class NodeDetailScreen(Screen[None]):
     BINDINGS = [Binding("escape,q", "close", "Back")]
 
-    app: CloudisenseApp  # type: ignore[assignment]
+    app: CloudisenseApp
 
     def __init__(self, node: str) -> None:
         super().__init__()

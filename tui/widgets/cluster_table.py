@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from rich.markup import escape
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import DataTable
 
 from cloudisense.node._text import printable
@@ -15,7 +16,7 @@ from cloudisense.node._text import printable
 from .._state import CLUSTER_COLUMNS, ClusterModel
 
 
-class ClusterTable(DataTable):
+class ClusterTable(DataTable[Text]):
     """One row per node; re-rendered at most a few times a second, only when the model changed."""
 
     BINDINGS = [
@@ -51,14 +52,14 @@ class ClusterTable(DataTable):
             super().__init__()
             self.node = node
 
-    def __init__(self, model: ClusterModel, clock: Callable[[], float], **kw) -> None:
+    def __init__(self, model: ClusterModel, clock: Callable[[], float], **kw: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kw)
         self.model = model
         self.clock = clock
         self._shown_version = -1
         self._shown_at = 0.0
         self._shown_ids: list[str] = []
-        self._shown_cells: dict[str, list] = {}
+        self._shown_cells: dict[str, list[Text]] = {}
         self.text_filter = ""
         self._laid_width = 26
 
@@ -134,7 +135,7 @@ class ClusterTable(DataTable):
                         self.update_cell(r.id, col, value, update_width=True)
                 self._shown_cells[r.id] = cells
         on, total = self.model.counts()
-        if self.parent is not None:
+        if isinstance(self.parent, Widget):
             title = f"Cluster {on}/{total} online" if total else "Cluster (waiting for the node)"
             if self.text_filter:
                 title += f" · filter {self.text_filter!r}: {len(rows)} shown"

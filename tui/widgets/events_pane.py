@@ -162,7 +162,7 @@ class EventsPane(Vertical):
         self.held.clear()
         self.redraw()
 
-    def visible(self, ev: dict[str, Any], line: Text | None = None) -> bool:
+    def _shows(self, ev: dict[str, Any], line: Text | None = None) -> bool:
         if not self.show_system and str(ev.get("topic") or "").startswith("$"):
             return False
         if self.text_filter:
@@ -175,7 +175,7 @@ class EventsPane(Vertical):
         self.hidden = 0
         for ev in self.kept:
             line = event_line(ev)
-            if self.visible(ev, line):
+            if self._shows(ev, line):
                 log.write(line)
             else:
                 self.hidden += 1
@@ -193,7 +193,7 @@ class EventsPane(Vertical):
     def _keep(self, ev: dict[str, Any]) -> None:
         self.kept.append(ev)
         line = event_line(ev)
-        if self.visible(ev, line):
+        if self._shows(ev, line):
             self.log_view.write(line)
         else:
             self.hidden += 1

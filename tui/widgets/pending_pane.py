@@ -24,7 +24,7 @@ from cloudisense.node._text import printable
 from .._state import fmt_params
 
 
-class PendingTable(DataTable):
+class PendingTable(DataTable[Text]):
     BINDINGS = [
         Binding("a", "decide('approve')", "Approve"),
         Binding("r", "decide('reject')", "Reject"),

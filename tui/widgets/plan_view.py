@@ -32,7 +32,7 @@ _STATUS_STYLE = {"ok": "bold green", "error": "bold red", "running": "bold yello
                  "skipped": "dim", "not run": "dim", "unchecked": "dim"}
 
 
-class PlanTable(DataTable):
+class PlanTable(DataTable[Any]):
     """The steps.  Its bindings are the approval keys."""
 
     BINDINGS = [
@@ -82,7 +82,7 @@ class PlanTable(DataTable):
     def action_reject(self) -> None:
         self.plan_view.post_message(PlanView.Reject())
 
-    def action_toggle(self) -> None:
+    def action_toggle(self) -> None:  # type: ignore[override]  # the step toggle (space), not DOMNode's toggle(attr)
         i = self._step_index()
         if i is not None:
             self.plan_view.toggle(i)

@@ -1,0 +1,99 @@
+"""P5: what signing costs, P2 with authenticated envelopes (pairwise MACs on calls and replies) against the
+same nodes unsigned; plus the cost of each cryptographic piece, timed in process with the node's own code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from _harness import PAD_CALL, Bench, Starter, WsSide, call_frame, rr_cells
+
+KEY = "P5"
+ORDER = 40
+INFO = {"title": "signing cost",
+        "measures": "P2 with authenticated envelopes (pairwise MACs on calls and replies; project) vs the "
+                    "same nodes unsigned (floor)",
+        "target": "p50 ≤ 1.05× unsigned"}
+REACH = [("A", "B"), ("SA", "SB")]
+
+
+async def needs(b: Bench) -> dict[str, Starter]:
+    p = b.procs
+    keys = Path(tempfile.mkdtemp(dir=p.tmp, prefix="keys-"))
+    for nid in ("SA", "SB"):
+        subprocess.run([sys.executable, "-m", "cloudisense.node.cli", "keys", "gen", nid, "--out", str(keys)],
+                       check=True, capture_output=True)
+    return {**b.pair(),
+            "SA": lambda: p.node("SA", signed_dir=keys, prefix=p.prefix + "/signed"),
+            "SB": lambda: p.node("SB", signed_dir=keys, prefix=p.prefix + "/signed")}
+
+
+async def run(b: Bench) -> None:
+    procs = b.running
+    lat, tput = await b.both("P5", [
+        WsSide("project", procs["SA"].url, lambda i: call_frame(i, "SB"),
+               [procs["SA"].pid, procs["SB"].pid, *b.broker_pids]),
+        WsSide("floor", procs["A"].url, lambda i: call_frame(i, "B"),
+               [procs["A"].pid, procs["B"].pid, *b.broker_pids])])
+    crypto = signing_cost(b.procs.tmp)
+    floor = b.merge(lat[1], tput[1], name="same nodes, unsigned")
+    crypto["budget_us_at_1_05"] = round(0.05 * floor["p50_us"], 1)
+    b.rr("P5", b.merge(lat[0], tput[0]), floor, lambda r: r["p50"] <= 1.05, crypto=crypto)
+    b.tick("P5 done", 1)
+
+
+def cells(r: dict[str, Any]) -> tuple[str, str, str]:
+    return rr_cells(KEY, r)
+
+
+def signing_cost(tmp: Path, n: int = 2000) -> dict[str, Any]:
+    """What authentication alone costs, timed here with the node's own code on a ~350-byte envelope: the
+    canonical bytes, and then a pairwise MAC (what calls and replies carry) or an Ed25519 signature (events,
+    presence, state); sealing is :meth:`Sealer.pack` (the bytes that go out), checking is
+    :meth:`Verifier.verify` on the parsed envelope.  Best of 5 runs of ``n`` each (timeit)."""
+    import timeit
+
+    from cloudisense.node._json import loads
+    from cloudisense.node._signing import PairKeys, Sealer, Signer, TrustStore, Verifier, generate_keypair
+    keys = Path(tempfile.mkdtemp(dir=tmp, prefix="crypto-"))
+    for nid in ("x", "y"):
+        generate_keypair(nid, keys)
+    trust = TrustStore.load(keys)
+    sx, sy = Signer("x", keys / "x.key"), Signer("y", keys / "y.key")
+    sealer = Sealer(sx, PairKeys(sx, trust))
+    legacy = Sealer(sx, PairKeys(sx, trust), unicast="sig")
+    ky = PairKeys(sy, trust)
+
+    def env(i: int) -> dict[str, Any]:
+        return {"v": 1, "kind": "call", "from": "x", "to": "y", "id": f"{i:x}", "ts": time.time(),
+                "body": {"service": "bench", "method": "echo", "params": {"data": "x" * PAD_CALL},
+                         "reply_by": time.time() + 10, "role": "operator"}}
+
+    envs = [env(i) for i in range(n)]
+    macd = [loads(sealer.wire([e])) for e in envs]
+    signed = [loads(legacy.wire([e])) for e in envs]
+    assert "mac" in macd[0] and "sig" in signed[0]
+
+    def best(fn: Callable[[], Any]) -> float:
+        return min(timeit.repeat(fn, number=1, repeat=5)) / n * 1e6
+
+    def check(batch: list[dict[str, Any]]) -> Callable[[], None]:
+        def run() -> None:
+            v = Verifier(trust, window=3600, keys=ky)   # a fresh replay cache per run
+            for e in batch:
+                v.verify(e)
+        return run
+
+    mac = best(lambda: [sealer.pack([sealer.prepare(e)]) for e in envs])
+    sign = best(lambda: [legacy.pack([legacy.prepare(e)]) for e in envs])
+    mac_verify, verify = best(check(macd)), best(check(signed))
+    derive = min(timeit.repeat(lambda: PairKeys(sx, trust).get("y"), number=200, repeat=5)) / 200 * 1e6
+    return {"mac_us": round(mac, 1), "mac_verify_us": round(mac_verify, 1), "sign_us": round(sign, 1),
+            "verify_us": round(verify, 1), "pair_key_us": round(derive, 1),
+            "per_round_trip_us": round(2 * (mac + mac_verify), 1),
+            "per_round_trip_sig_us": round(2 * (sign + verify), 1)}
+
