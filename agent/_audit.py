@@ -117,8 +117,10 @@ class PastPlan:
 
 def step_targets(step: dict[str, Any]) -> list[str]:
     """The nodes a step of an audit ``plan`` record runs on (its fact's targets, else its node)."""
-    fact = step.get("fact") if isinstance(step.get("fact"), dict) else {}
-    targets = fact.get("targets") if isinstance(fact.get("targets"), list) else None
+    fact = step.get("fact")
+    targets = fact.get("targets") if isinstance(fact, dict) else None
+    if not isinstance(targets, list):
+        targets = None
     return [str(t) for t in targets] if targets is not None else ([str(step["node"])] if step.get("node") else [])
 
 
@@ -134,7 +136,9 @@ def past_plans(records: list[dict[str, Any]], limit: int = 200) -> list[PastPlan
         if ev == "request":
             request[session] = str(r.get("request") or "")
         elif ev == "plan" and isinstance(h, str):
-            steps = r.get("steps") if isinstance(r.get("steps"), list) else []
+            steps = r.get("steps")
+            if not isinstance(steps, list):
+                steps = []
             plans.pop(h, None)   # the same plan made again: the newest one counts
             plans[h] = PastPlan(h, float(r.get("ts") or 0), session, str(r.get("user") or ""),
                                 request.get(session, ""), [s for s in steps if isinstance(s, dict)],

@@ -25,12 +25,13 @@ A client may offer methods (``register``, operators only): the node sends their 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator, TypeVar, overload
+from typing import Any, Awaitable, Callable, Iterator, TypeVar, cast, overload
 
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
@@ -250,9 +251,9 @@ class Client:
             self.node_id = welcome["node"]
             self.role = welcome["role"]
             for key in list(self._subs):
-                await self._remake(key, self._sub_frame(key), lambda k=key: k in self._subs)
+                await self._remake(key, self._sub_frame(key), functools.partial(self._subs.__contains__, key))
             for rkey, reg in list(self._regs.items()):
-                await self._remake(rkey, reg.frame(), lambda k=rkey, r=reg: self._regs.get(k) is r)
+                await self._remake(rkey, reg.frame(), functools.partial(self._holds, rkey, reg))
         except BaseException:
             await self._drop_connection()
             raise
@@ -260,6 +261,10 @@ class Client:
     @staticmethod
     def _sub_frame(key: tuple[str, str]) -> dict[str, Any]:
         return {"type": "subscribe", "node": None if key[0] == "." else key[0], "topic": key[1]}
+
+    def _holds(self, key: tuple[str, str], reg: Registration) -> bool:
+        """Whether ``reg`` is still this client's registration of ``key`` (not withdrawn or replaced)."""
+        return self._regs.get(key) is reg
 
     async def _remake(self, key: tuple[str, str], frame: dict[str, Any], wanted: Callable[[], bool]) -> None:
         """Subscribe or register again on a new connection.  A refusal (the remote node is not known yet
@@ -522,7 +527,8 @@ class Client:
         if (service, method) in self._regs:
             raise ValueError(f"{service}.{method} is registered already by this client")
         model = params if isinstance(params, type) and issubclass(params, BaseModel) else None
-        schema = model.model_json_schema() if model is not None else dict(params or {"type": "object"})
+        schema = (model.model_json_schema() if model is not None
+                  else dict(cast("dict[str, Any]", params) or {"type": "object"}))
         reg = Registration(self, service, method, handler, model, schema, mutates, description)
         await self._request(reg.frame())
         self._regs[(service, method)] = reg

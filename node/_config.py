@@ -140,9 +140,9 @@ class BrokerConfig(_Section):
             v = ",".join(x.strip() for x in v)
         if not isinstance(v, str):
             raise ValueError("must be a string or a list of strings")
-        v = v.strip()
+        v = str(v).strip()
         if v in ("embedded", "none"):
-            return v
+            return str(v)
         parts = broker_urls(v)
         for i, part in enumerate(parts, 1):
             where = f"URL {i} of {len(parts)} ({part!r})" if len(parts) > 1 else repr(part)

@@ -637,13 +637,14 @@ class Gateway:
         if path == "/pubkey":
             return _pubkey(self.node)
         if path in LIB_FILES:   # the browser library (clients/js/), importable from pages on any origin
-            data = resources.files("cloudisense.node.lib").joinpath(path.removeprefix("/lib/")).read_bytes()
-            return _response(200, data, LIB_FILES[path])
+            lib = resources.files("cloudisense.node.lib").joinpath(path.removeprefix("/lib/")).read_bytes()
+            return _response(200, lib, LIB_FILES[path])
         if path.startswith("/static/"):
             name = path.removeprefix("/static/")
             sub = ("vendor",) if name.startswith("vendor/") else ()   # static/vendor/: third-party files
             name = name.removeprefix("vendor/")
             if "/" not in name and ".." not in name and name:
+                data: bytes | None
                 try:
                     data = resources.files("cloudisense.node").joinpath("static", *sub, name).read_bytes()
                 except (FileNotFoundError, IsADirectoryError, OSError):

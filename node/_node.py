@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Hashable
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Hashable, cast
 
 from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
@@ -31,7 +31,7 @@ from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forb
 from ._gateway import Gateway
 from ._frames import MAX_SCHEMA_CHARS
 from ._json import dumps, loads
-from ._offered import Offer, Offers
+from ._offered import Offer, Offerer, Offers
 from ._peers import SEEN_CALLS_SECONDS, Peers
 from ._pubsub import SubscriptionTable, event_text, fan_out
 from ._services import Registry, Service
@@ -464,7 +464,7 @@ class Node:
             if node != self.id:
                 self.peers.release_remote(node, pattern)
         self.pending.drop_owner(sub)
-        if self.offers.drop_owner(sub):
+        if self.offers.drop_owner(cast(Offerer, sub)):   # compared by identity: any client object will do
             self._catalog_changed()
 
     def count_dropped(self, n: int) -> None:

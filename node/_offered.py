@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Protocol
+from typing import Any, Protocol
 
 from ._errors import Conflict, Overloaded, TooLarge, UnknownService, from_wire
 from ._json import dumps
@@ -53,7 +53,7 @@ class Offers:
     def __init__(self) -> None:
         self._by_name: dict[tuple[str, str], Offer] = {}
         self._ids = itertools.count(1)
-        self._waiting: dict[str, tuple[Hashable, asyncio.Future[Any]]] = {}
+        self._waiting: dict[str, tuple[Offerer, asyncio.Future[Any]]] = {}
         self.ignored_yields = 0   # yields for no invocation in flight (late, unknown or repeated)
         self.version = 0          # bumped on every change of the table (catalog cache key)
 
@@ -84,7 +84,7 @@ class Offers:
         self._by_name[(offer.service, offer.method)] = offer
         self.version += 1
 
-    def remove(self, owner: Hashable, service: str, method: str) -> bool:
+    def remove(self, owner: Offerer, service: str, method: str) -> bool:
         held = self._by_name.get((service, method))
         if held is None or held.owner is not owner:
             return False
@@ -92,7 +92,7 @@ class Offers:
         self.version += 1
         return True
 
-    def drop_owner(self, owner: Hashable) -> bool:
+    def drop_owner(self, owner: Offerer) -> bool:
         """The client went: its methods go, its invocations are answered ``unknown_service``."""
         gone = [k for k, o in self._by_name.items() if o.owner is owner]
         for k in gone:
@@ -114,7 +114,7 @@ class Offers:
             svc["methods"][o.method] = o.describe()
         return out
 
-    def pending(self, owner: Hashable) -> int:
+    def pending(self, owner: Offerer) -> int:
         return sum(1 for who, _ in self._waiting.values() if who is owner)
 
     async def invoke(self, offer: Offer, params: dict[str, Any], caller: dict[str, Any], timeout: float,
@@ -135,7 +135,7 @@ class Offers:
         finally:
             self._waiting.pop(inv, None)
 
-    def answer(self, owner: Hashable, invocation: str, result: Any, error: dict[str, Any] | None) -> None:
+    def answer(self, owner: Offerer, invocation: str, result: Any, error: dict[str, Any] | None) -> None:
         """A ``yield`` from ``owner``; ignored (counted) unless it answers one of its invocations in flight."""
         entry = self._waiting.get(invocation)
         if entry is None or entry[0] is not owner or entry[1].done():
@@ -148,7 +148,7 @@ class Offers:
         else:
             fut.set_result(result)
 
-    def too_large(self, owner: Hashable, invocation: Any, why: str) -> bool:
+    def too_large(self, owner: Offerer, invocation: Any, why: str) -> bool:
         """A yield was refused for its size: its caller gets ``too_large``.  False if no such invocation."""
         entry = self._waiting.get(invocation) if isinstance(invocation, str) else None
         if entry is None or entry[0] is not owner or entry[1].done():

@@ -13,7 +13,7 @@ restart.  Lines are handed on as the node sent them (cut at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 MAX_LINE = 2000        # characters of one line shown
 
@@ -51,7 +51,7 @@ class LogTail:
         # In order, an event starts where the last one ended; one that starts before it is a new count
         # (the node restarted) once the events went past the last read.
         restarted = first is not None and expected is not None and process in self._live and first < expected
-        skipped = data.get("skipped") if _is_int(data.get("skipped")) else 0
+        skipped = data["skipped"] if _is_int(data.get("skipped")) else 0
         out = self._take(process, first, lines, skipped, restarted)
         if first is not None and expected is not None and first + len(lines) > expected:
             self._live.add(process)
@@ -78,5 +78,5 @@ class LogTail:
         return out
 
 
-def _is_int(x: Any) -> bool:
+def _is_int(x: Any) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)

@@ -59,7 +59,7 @@ class LogView(RichLog):
 class LogsScreen(Screen[None]):
     BINDINGS = [Binding("escape,q", "close", "Back")]
 
-    app: CloudisenseApp  # type: ignore[assignment]
+    app: CloudisenseApp
 
     def __init__(self, node: str, processes: list[str], process: str | None = None) -> None:
         """Follow ``process`` on ``node``, or (None) every one of ``processes`` (the node's, as last seen)."""

@@ -25,7 +25,7 @@ OUTCOME_STYLE = {"done": "green", "failed": "bold red", "refused": "red", "stale
                  "superseded": "dim yellow", "edited": "dim", "approved": "cyan", "not decided": "dim"}
 
 
-class HistoryTable(DataTable):
+class HistoryTable(DataTable[Any]):
     BINDINGS = [
         Binding("enter", "select_cursor", "Open"),
         Binding("j", "cursor_down", "", show=False),
