@@ -188,7 +188,9 @@ async def one(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             out["node_cpu_percent"] = round((c1 - c0) / wall * 100, 2)
             out["node_rss_mb"] = round(run.rss(node.pid) / 2**20, 1)
 
-            page: dict[str, Any] = {"fields": ["id", "online", "metrics", "services"], "limit": 100}
+            # what a table view asks for: a page of compact rows, the catalogs beside them once
+            page: dict[str, Any] = {"fields": ["id", "online", "status", "metrics", "catalog_hash"], "limit": 100,
+                                    "catalogs": True}
             times, size = [], 0
             for _ in range(3):
                 dt, size, reply = await call(node.url, "node", "cluster", page)

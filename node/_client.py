@@ -19,12 +19,16 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ._errors import CallTimeout, CloudisenseError, NodeOffline, from_wire
+from ._errors import CallTimeout, CloudisenseError, NodeOffline, TooLarge, from_wire
 from ._json import dumps, loads
 from ._topics import matches
 from ._config import DEFAULT_URL
 
 log = logging.getLogger(__name__)
+
+
+#: The largest frame this client reads; node.cluster's default max_bytes stays under it.
+MAX_FRAME = 2 ** 24
 
 
 class ConnectionLost(NodeOffline):
@@ -108,7 +112,7 @@ class Client:
         if not self.closed:
             raise RuntimeError("client is already connected")
         try:
-            self.ws = await connect(self.url, open_timeout=self.open_timeout, max_size=2 ** 24,
+            self.ws = await connect(self.url, open_timeout=self.open_timeout, max_size=MAX_FRAME,
                                     compression=None, ping_interval=20)
         except (OSError, TimeoutError) as e:
             raise ConnectionLost(f"cannot connect to {self.url}: {e}") from None
@@ -138,10 +142,10 @@ class Client:
             self._reader = None
         self._fail_all("connection closed")
 
-    def _fail_all(self, why: str) -> None:
+    def _fail_all(self, why: str, too_large: bool = False) -> None:
         for fut in self._waiting.values():
             if not fut.done():
-                fut.set_exception(ConnectionLost(why))
+                fut.set_exception(TooLarge(why) if too_large else ConnectionLost(why))
         self._waiting.clear()
         for subs in self._subs.values():
             for s in subs:
@@ -166,8 +170,13 @@ class Client:
                     fut = self._waiting.pop(str(msg.get("id")), None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as e:
+            if (e.sent and e.sent.code == 1009) or (e.rcvd and e.rcvd.code == 1009):
+                # a frame over our limit (ours) or over the node's: the reply is what was too large
+                self.closed = True
+                self._fail_all(f"a frame was larger than the limit ({MAX_FRAME / 2**20:g} MiB here); the "
+                               f"connection was closed: ask for less (node.cluster: limit and cursor, fields)",
+                               too_large=True)
         finally:
             self.closed = True
             self._fail_all("connection to the node closed")
