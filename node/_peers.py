@@ -462,7 +462,10 @@ class Peers:
             return
         if state == "alive":
             if frm == node:   # only a node can say it is alive
-                self._alive(node, session)
+                if self.members.is_online(node):
+                    self._alive(node, session)
+                elif self.members.on_presence(node, "online", session, time.time()) == "online":
+                    self._node_online(node)   # declared offline while it was only slow: it is back
         elif state == "suspect":
             if self.members.suspect(node, session, time.time()):
                 self._stale(node, f"suspected by {frm}")
