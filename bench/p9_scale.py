@@ -175,14 +175,16 @@ async def one(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
             out["converge_s"] = round(time.monotonic() - t0, 2)
             await asyncio.sleep(args.interval)   # settle: one full heartbeat round
-            rx0 = metric(node.url, "mqtt_messages_total", 'direction="in"')
-            (b0t, b0), c0 = await counter.next(), run.cpu_seconds(node.pid)
+            b0t, b0 = await counter.next()
+            r0t, rx0, c0 = time.monotonic(), metric(node.url, "mqtt_messages_total", 'direction="in"'), \
+                run.cpu_seconds(node.pid)
             await asyncio.sleep(args.idle)
-            (b1t, b1), c1 = await counter.next(), run.cpu_seconds(node.pid)
-            rx1 = metric(node.url, "mqtt_messages_total", 'direction="in"')
-            wall = b1t - b0t
-            out["broker_sent_per_s"] = round((b1 - b0) / wall, 1)
-            out["node_rx_per_s"] = round((rx1 - rx0) / wall, 2)
+            b1t, b1 = await counter.next()
+            r1t, rx1, c1 = time.monotonic(), metric(node.url, "mqtt_messages_total", 'direction="in"'), \
+                run.cpu_seconds(node.pid)
+            wall = r1t - r0t
+            out["broker_sent_per_s"] = round((b1 - b0) / (b1t - b0t), 1)
+            out["node_rx_per_s"] = round((rx1 - rx0) / wall, 3)
             out["cluster_per_interval"] = round((rx1 - rx0) / wall * args.interval * (n + 1))
             out["target_per_interval"] = 2 * n
             out["node_cpu_percent"] = round((c1 - c0) / wall * 100, 2)

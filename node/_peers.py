@@ -52,7 +52,7 @@ CATALOG_FETCH_SECONDS = 5.0
 #: After a join, the retained heartbeats that come in this long are the snapshot the stale-on-join check reads.
 JOIN_SNAPSHOT_SECONDS = 2.0
 #: The reasons ``$cluster/node/offline`` carries.
-OfflineReason = Literal["will", "left", "probe", "stale-on-join"]
+OfflineReason = Literal["will", "left", "probe", "stale-on-join", "disconnected"]
 
 LinkFactory = Callable[..., Link]
 
@@ -103,6 +103,7 @@ class Peers:
         self._metrics_until = 0.0        # linger after a node.cluster that asked for metrics (or the join)
         self._stale_check_at = 0.0       # when the stale-on-join check runs (0: done)
         self._states_seen = 0            # heartbeats taken since the state subscription was made
+        self._lost_at = 0.0              # when we lost the broker (0: connected)
 
     # --- topics ----------------------------------------------------------------
 
@@ -619,7 +620,7 @@ class Peers:
             self.fed.send(self.inbox(node), self.envelope("sub", node, body))
 
     def node_offline(self, node: str, why: str, reason: OfflineReason) -> None:
-        """``node`` is offline (``reason``: will, left, probe, stale-on-join): tell whoever cares."""
+        """``node`` is offline (``reason``: will, left, probe, stale-on-join, disconnected): tell whoever cares."""
         self._member_log.log(logging.INFO, ("offline", node), "node %s %s", node, why)
         dropped = self.interests.drop(node)
         failed = self.pending.fail_node(node, f"{node} {why}")
@@ -726,6 +727,7 @@ class Peers:
     async def _after_connect(self) -> None:
         fed = self.fed
         assert fed is not None
+        self._lost_at = 0.0
         await self._publish_catalog()
         await fed.publish_retained(self.presence_topic(self.id), self._presence("online", self._conn_ts))
         await fed.publish_retained(self.state_topic(self.id), self.envelope("state", None, self.router.heartbeat()),
@@ -745,6 +747,7 @@ class Peers:
         self.router.fail(message)
 
     def _on_disconnected(self, reason: str) -> None:
+        self._lost_at = self._lost_at or time.time()
         self.pending.fail_all(f"lost the connection to the broker ({reason})")
 
     async def leave(self) -> None:
@@ -842,7 +845,15 @@ class Peers:
             self._member_log.log(logging.INFO, ("forgot", node), "forgot node %s: offline for more than "
                                  "%g s (cluster.offline_expiry)", node, expiry)
         if not self.fed.connected.is_set():
-            return   # no probes, no verdicts: while we can't reach the broker, silence proves nothing
+            # No probes, no verdicts on anyone in particular; but after the grace every peer is out of
+            # reach from here (their retained presences bring them back when we reconnect).
+            grace = max(1.5 * self.settings.broker.keepalive, 4 * self.settings.system.metrics_interval)
+            if self._lost_at and now - self._lost_at > grace:
+                for node in self.online_peers():
+                    if self.members.mark_offline(node, now):
+                        self.prober.forget(node)
+                        self.node_offline(node, "is unreachable: this node lost the broker", "disconnected")
+            return
         if self._stale_check_at and now >= self._stale_check_at:
             self._stale_check_at = 0.0
             bound = self.settings.cluster.stale_after

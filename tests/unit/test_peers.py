@@ -708,3 +708,18 @@ async def test_heartbeat_and_leave(parts):
     await peers.leave()
     topic, payload = link.closed_with
     assert topic == peers.presence_topic("me") and json.loads(payload)["body"]["state"] == "offline"
+
+
+def test_a_node_that_lost_the_broker_lists_its_peers_offline_after_the_grace(parts):
+    peers, link, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/offline")
+    online(peers, "b")
+    link.connected.clear()
+    t = time.time()
+    peers._on_disconnected("keepalive timeout")
+    peers.housekeeping(t + 3.5)                # grace: max(1.5 × keepalive 2, 4 × metrics_interval 5) = 20 s
+    assert peers.members.is_online("b") and link.sent == []   # no probes, no verdicts while cut off
+    peers.housekeeping(t + 21)
+    assert not peers.members.is_online("b")
+    assert [(e["node"], e["data"]["reason"]) for e in sink.events] == [("b", "disconnected")]
