@@ -225,6 +225,7 @@ async def one(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 stderr=subprocess.STDOUT, env=run.child_env([HERE]))
             text, _ = await asyncio.wait_for(proc.communicate(), 300)
             out["ask_dry_run_s"] = round(time.perf_counter() - t, 2)
+            out["sim_refutations"] = sim.refutations   # simulated peers suspected (one process answers for all)
             out["ask_exit"] = proc.returncode
             if proc.returncode != 0:
                 out["ask_error"] = text.decode(errors="replace")[-400:]

@@ -12,7 +12,8 @@ Each simulated peer (``sim-00001`` …):
   catalog's hash and a liveness timestamp;
 * answers calls to its inbox (``node.ping``, ``node.describe``; anything else: ``unknown_service``),
   probes (``probe`` → ``ack``; a ``probe`` naming another simulated ``target`` is
-  answered for it at once), and broadcast calls (one reply per peer,
+  answered for it at once), suspicions (``member suspect|offline`` about one of
+  them: refuted with ``member alive``), and broadcast calls (one reply per peer,
   in arrays of at most 256 envelopes).
 
 One MQTT connection carries all of them, so a simulated peer has no will of its
@@ -67,7 +68,7 @@ class Sim:
         self._seq = 0
         self._client: aiomqtt.Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.calls = self.broadcasts = self.probes = 0
+        self.calls = self.broadcasts = self.probes = self.refutations = 0
 
     # --- envelopes ---------------------------------------------------------------------
 
@@ -104,6 +105,7 @@ class Sim:
         await self._client.__aenter__()
         await self._client.subscribe(f"{self.prefix}/node/+/inbox", qos=1)
         await self._client.subscribe(f"{self.prefix}/broadcast", qos=1)
+        await self._client.subscribe(f"{self.prefix}/members", qos=1)
         self._tasks.append(asyncio.create_task(self._rx()))
         return self
 
@@ -198,6 +200,8 @@ class Sim:
                 print(f"sim: {type(e).__name__}: {e} on {msg.topic.value}", file=sys.stderr, flush=True)
 
     async def _on_message(self, msg: aiomqtt.Message) -> None:
+        c = self._client
+        assert c is not None
         try:
             obj = json.loads(msg.payload)
         except ValueError:
@@ -208,6 +212,16 @@ class Sim:
             if not isinstance(env, dict) or env.get("from") in self._idset:
                 continue
             frm, kind = env.get("from"), env.get("kind")
+            if topic.endswith("/members"):
+                # a simulated peer that is suspected (it was slow: one process answers for all) refutes
+                body = env.get("body") or {}
+                node = body.get("node")
+                if kind == "member" and node in self._idset and body.get("state") in ("suspect", "offline") \
+                        and body.get("session") == self.sessions[node]:
+                    self.refutations += 1
+                    await c.publish(topic, _dumps(self._env(node, "member", None, {
+                        "node": node, "state": "alive", "session": self.sessions[node]})), qos=1)
+                continue
             if topic.endswith("/broadcast"):
                 if kind == "call" and (env.get("body") or {}).get("reply", True):
                     self.broadcasts += 1

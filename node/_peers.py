@@ -410,6 +410,10 @@ class Peers:
         elif isinstance(named := body.get("catalog_hash"), str) and named:
             self.want_catalog(frm, named)
         self._states_seen += 1
+        m = self.members.get(frm)
+        if m is not None and not m.online and m.session and body.get("session") == m.session \
+                and env["ts"] > m.since + 1:
+            self._alive(frm, m.session)   # a heartbeat made after we gave it up (stale-on-join, probe): back
         change = self.members.on_state(frm, body.get("session", ""), body, time.time(), env["ts"])
         if change == FULL:
             self._membership_full(frm)
@@ -463,10 +467,7 @@ class Peers:
             return
         if state == "alive":
             if frm == node:   # only a node can say it is alive
-                if self.members.is_online(node):
-                    self._alive(node, session)
-                elif self.members.on_presence(node, "online", session, time.time()) == "online":
-                    self._node_online(node)   # declared offline while it was only slow: it is back
+                self._alive(node, session)
         elif state == "suspect":
             if self.members.suspect(node, session, time.time()):
                 self._stale(node, f"suspected by {frm}")
@@ -537,6 +538,12 @@ class Peers:
     # --- liveness ------------------------------------------------------------------------
 
     def _alive(self, node: str, session: str) -> None:
+        m = self.members.get(node)
+        if m is not None and not m.online and session and session == m.session:
+            # declared offline (a probe verdict, stale-on-join) yet it answers: it is back
+            if self.members.on_presence(node, "online", session, time.time()) == "online":
+                self._node_online(node)
+            return
         if self.members.alive(node, session, time.time()):
             self._member_log.log(logging.INFO, ("alive", node), "node %s answers again: no longer stale", node)
             m = self.members.get(node)

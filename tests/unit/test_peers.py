@@ -723,3 +723,21 @@ def test_a_node_that_lost_the_broker_lists_its_peers_offline_after_the_grace(par
     peers.housekeeping(t + 21)
     assert not peers.members.is_online("b")
     assert [(e["node"], e["data"]["reason"]) for e in sink.events] == [("b", "disconnected")]
+
+
+def test_a_member_given_up_that_answers_or_beats_again_is_back(parts):
+    peers, *_ = parts
+    online(peers, "b")
+    t = time.time()
+    assert peers.members.mark_offline("b", t - 10)     # e.g. stale-on-join while its heartbeat was on its way
+    peers.on_envelopes(peers.state_topic("b"), env("state", "b", state_body("s1"), to=None, ts=t))
+    assert peers.members.is_online("b")
+    assert peers.members.mark_offline("b", t - 10)     # a probe verdict; then it refutes
+    peers.on_envelopes(peers.members_topic, env("member", "b", {"node": "b", "state": "alive", "session": "s1"},
+                                                to=None))
+    assert peers.members.is_online("b")
+    # a heartbeat from before it was given up (its last one, then its will) does not revive it
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s1"},
+                                                      to=None))
+    peers.on_envelopes(peers.state_topic("b"), env("state", "b", state_body("s1"), to=None, ts=t + 0.5))
+    assert not peers.members.is_online("b")
