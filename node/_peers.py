@@ -852,12 +852,15 @@ class Peers:
             self._member_log.log(logging.INFO, ("forgot", node), "forgot node %s: offline for more than "
                                  "%g s (cluster.offline_expiry)", node, expiry)
         if not self.fed.connected.is_set():
-            # No probes, no verdicts on anyone in particular; but after the grace every peer is out of
-            # reach from here (their retained presences bring them back when we reconnect).
-            grace = max(1.5 * self.settings.broker.keepalive, 4 * self.settings.system.metrics_interval)
-            if self._lost_at and now - self._lost_at > grace:
+            # No probes, no verdicts on anyone in particular; but after the heartbeat grace of each
+            # (4 of its intervals) every peer is out of reach from here (their retained presences bring
+            # them back when we reconnect).
+            if self._lost_at:
+                floor = 1.5 * self.settings.broker.keepalive
                 for node in self.online_peers():
-                    if self.members.mark_offline(node, now):
+                    m = self.members.get(node)
+                    interval = float((m.state.get("interval") if m else None) or 5.0)
+                    if now - self._lost_at > max(floor, 4 * interval) and self.members.mark_offline(node, now):
                         self.prober.forget(node)
                         self.node_offline(node, "is unreachable: this node lost the broker", "disconnected")
             return

@@ -718,7 +718,7 @@ def test_a_node_that_lost_the_broker_lists_its_peers_offline_after_the_grace(par
     link.connected.clear()
     t = time.time()
     peers._on_disconnected("keepalive timeout")
-    peers.housekeeping(t + 3.5)                # grace: max(1.5 × keepalive 2, 4 × metrics_interval 5) = 20 s
+    peers.housekeeping(t + 3.5)                # grace: max(1.5 × keepalive 2, 4 × b's interval 5) = 20 s
     assert peers.members.is_online("b") and link.sent == []   # no probes, no verdicts while cut off
     peers.housekeeping(t + 21)
     assert not peers.members.is_online("b")
