@@ -82,6 +82,11 @@ async def test_the_catalog_travels_once_and_again_when_it_changes(cluster):
         second = await cluster_rows(wa, fields=["id"], limit=1, cursor=first["next"])
         assert first["total"] == 2 and [first["nodes"][0]["id"], second["nodes"][0]["id"]] == ["sa", "sb"]
         assert second["next"] is None
+        # an answer over the caller's limit is an error naming the way out, and the connection stays
+        r = await request(wa, {"type": "call", "id": "big", "service": "node", "method": "cluster",
+                               "params": {"max_bytes": 1024, "catalogs": True}})
+        assert r["type"] == "error" and r["error"]["code"] == "too_large" and "limit" in r["error"]["message"], r
+        assert (await cluster_rows(wa, fields=["id"], sort="-id"))["nodes"][0]["id"] == "sb"
 
 
 async def test_a_frozen_peer_goes_stale_then_offline_by_probe_and_comes_back(cluster):
