@@ -9,10 +9,11 @@ import random
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._cluster import ROW_FIELDS
 from ._errors import BadRequest
 from ._host import Host
 from ._services import Service, method
@@ -35,6 +36,29 @@ class Described(BaseModel):
     services: dict[str, Any]
 
 
+class ClusterWhere(_P):
+    online: bool | None = Field(None, description="only online (true) or offline (false) members")
+    status: Literal["online", "stale", "offline"] | None = None
+    id_prefix: str | None = Field(None, max_length=64, description="ids that start with this")
+    service: str | None = Field(None, max_length=128, description="members whose catalog has this service")
+    process: str | None = Field(None, max_length=128, description="members supervising a process of this name")
+
+
+class ClusterParams(_P):
+    fields: list[str] | None = Field(None, max_length=len(ROW_FIELDS), description=(
+        f"row fields, of {', '.join(ROW_FIELDS)}; default: every one but services (the catalog: give "
+        "'catalogs' instead, or ask for 'services' by name). Without any parameter at all the rows are whole, "
+        "services included, as before paging"))
+    where: ClusterWhere = Field(default_factory=ClusterWhere)
+    sort: str = Field("id", description="id, since, last_seen, status, host, version, cpu_percent, memory_percent, "
+                                        "disk_percent, temperature_c, load_1m; '-' in front: highest first")
+    limit: int | None = Field(None, ge=1, le=100_000, description="rows per page (default: all)")
+    cursor: str | None = Field(None, max_length=32, description="'next' of the previous page")
+    catalogs: bool = Field(False, description="add 'catalogs': {hash: catalog} for the rows' catalog_hash")
+    max_bytes: int = Field(15 * 2**20, ge=1024, description="a reply larger than this is refused with too_large "
+                                                           "(the project's client takes frames up to 16 MiB)")
+
+
 class NodeService(Service):
     name = "node"
     description = "This node: liveness, its service catalog, and the cluster as it sees it."
@@ -51,9 +75,11 @@ class NodeService(Service):
         return Described(node=self.node.id, services=self.node.catalog())
 
     @method(mutates=False)
-    async def cluster(self) -> dict[str, Any]:
-        """The membership table: every known node, online or not, with metrics, services and processes."""
-        return {"self": self.node.id, "nodes": self.node.cluster_table()}
+    async def cluster(self, p: ClusterParams) -> dict[str, Any]:
+        """The membership table, a page at a time: compact rows (fields), filtered (where), sorted, with a
+        cursor; 'catalogs' adds each distinct service catalog once.  Without parameters: every member whole."""
+        page: dict[str, Any] = await self.node.cluster_query(p)
+        return page
 
 
 # --- system -------------------------------------------------------------------

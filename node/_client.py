@@ -38,8 +38,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ._config import DEFAULT_URL
-from ._errors import (CallTimeout, CloudisenseError, ErrorCode, Forbidden, NodeOffline, Unauthenticated, from_wire,
-                      to_wire)
+from ._errors import (CallTimeout, CloudisenseError, ErrorCode, Forbidden, NodeOffline, TooLarge, Unauthenticated,
+                      from_wire, to_wire)
 from ._json import dumps, loads
 from ._topics import matches
 
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Hook = Callable[["Client"], Any]
 Handler = Callable[[Any], Awaitable[Any]]
+
+
+#: The largest frame this client reads; node.cluster's default max_bytes stays under it.
+MAX_FRAME = 2 ** 24
 
 
 class ConnectionLost(NodeOffline):
@@ -239,7 +243,7 @@ class Client:
 
     async def _open(self) -> None:
         try:
-            self.ws = await connect(self.url, open_timeout=self.open_timeout, max_size=2 ** 24,
+            self.ws = await connect(self.url, open_timeout=self.open_timeout, max_size=MAX_FRAME,
                                     compression=None, ping_interval=20)
         except (OSError, TimeoutError) as e:
             raise ConnectionLost(f"cannot connect to {self.url}: {e}") from None
@@ -318,10 +322,10 @@ class Client:
             await asyncio.gather(*self._handlers, return_exceptions=True)
         self._end_subscriptions()
 
-    def _fail_waiting(self, why: str) -> None:
+    def _fail_waiting(self, why: str, too_large: bool = False) -> None:
         for fut in self._waiting.values():
             if not fut.done():
-                fut.set_exception(ConnectionLost(why))
+                fut.set_exception(TooLarge(why) if too_large else ConnectionLost(why))
         self._waiting.clear()
 
     def _end_subscriptions(self) -> None:
@@ -360,8 +364,13 @@ class Client:
                     fut = self._waiting.pop(str(msg.get("id")), None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as e:
+            if (e.sent and e.sent.code == 1009) or (e.rcvd and e.rcvd.code == 1009):
+                # a frame over our limit (ours) or over the node's: the reply is what was too large
+                self.closed = True
+                self._fail_waiting(f"a frame was larger than the limit ({MAX_FRAME / 2**20:g} MiB here); the "
+                               f"connection was closed: ask for less (node.cluster: limit and cursor, fields)",
+                               too_large=True)
         finally:
             if self.ws is ws:
                 self._lost(f"connection to the node closed ({ws.close_code})")

@@ -266,6 +266,18 @@ class ClusterConfig(_Section):
     offline_expiry: float = Field(3600.0, gt=0, description="seconds an offline member is kept before it is forgotten")
     confirm_window: float = Field(3.0, gt=0, description="after this node reconnects to the broker, how long a call "
                                   "to a peer not heard from since may wait before it fails as node_offline")
+    probe_interval: float = Field(5.0, gt=0, description="seconds between this node's probes of its successor "
+                                  "(failure detection, docs/protocol.md §2 Liveness)")
+    probe_timeout: float = Field(1.0, gt=0, description="seconds to wait for a probe's ack, then again for the "
+                                 "indirect probes' acks, before the target is suspected (stale)")
+    indirect_probes: int = Field(3, ge=0, le=16, description="members asked to probe a peer that missed its ack")
+    suspect_timeout: float = Field(10.0, gt=0, description="seconds a stale (suspected) member has to refute "
+                                   "before it is declared offline")
+    stale_after: float = Field(30.0, gt=0, description="a retained presence whose newest heartbeat is older than "
+                               "this is not trusted on join: the member is offline (reason stale-on-join)")
+    metrics_linger: float = Field(30.0, ge=0, description="seconds this node keeps receiving peers' heartbeats "
+                                  "after the last node.cluster that asked for metrics (while nobody watches "
+                                  "$cluster/node/state)")
 
 
 class RpcConfig(_Section):

@@ -16,7 +16,8 @@ END = "<!-- END GENERATED SCHEMAS -->"
 
 _CODE_TEXT = {
     ErrorCode.BAD_REQUEST: "malformed JSON, unknown frame type, missing or wrong field (named in the message)",
-    ErrorCode.TOO_LARGE: "frame over `ws.max_frame_bytes` (frames over 4× that close the socket with 1009)",
+    ErrorCode.TOO_LARGE: "frame over `ws.max_frame_bytes` (frames over 4× that close the socket with 1009), or a "
+                         "reply over the caller's limit (`node.cluster` `max_bytes`: ask for a page)",
     ErrorCode.UNAUTHENTICATED: "auth is on and no valid `hello` came first, or the token is wrong",
     ErrorCode.FORBIDDEN: "the role may not do this (a viewer calling a mutating method or publishing)",
     ErrorCode.UNKNOWN_NODE: "no node with this id has been seen",

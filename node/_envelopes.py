@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = ["Kind", "Envelope", "CallBody", "ResultBody", "ErrorBody", "SubBody", "UnsubBody", "LeaseBody",
-           "PresenceBody", "StateBody", "EventBody", "WireError"]
+           "PresenceBody", "StateBody", "EventBody", "WireError", "CatalogEnvBody", "ProbeBody", "AckBody",
+           "MemberBody"]
 
-Kind = Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state"]
+Kind = Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state", "catalog",
+               "probe", "ack", "member"]
 
 
 class WireError(TypedDict):
@@ -64,6 +66,34 @@ class PresenceBody(TypedDict):
     """``presence`` (retained): a node's broker connection came up or went away (the will)."""
     state: Literal["online", "offline"]
     session: str
+    catalog_hash: NotRequired[str]   # online: the hash of its service catalog (re-announced when it changes)
+    reason: NotRequired[Literal["will", "left"]]   # offline: the last will, or a clean stop
+
+
+class CatalogEnvBody(TypedDict):
+    """``catalog`` (retained, on ``{p}/node/{id}/catalog``): the node's services (``_heartbeat.CatalogBody``)."""
+    hash: str
+    catalog: dict[str, Any]
+
+
+class ProbeBody(TypedDict):
+    """``probe``: are you alive?  With ``target`` (another node): probe it for me (indirect)."""
+    target: NotRequired[str]
+
+
+class AckBody(TypedDict):
+    """``ack``: the answer to a ``probe``: ``target`` is alive (the sender itself, or the node it probed)."""
+    re: str
+    target: str
+    session: NotRequired[str]
+
+
+class MemberBody(TypedDict):
+    """``member`` (on ``{p}/members``): ``node`` of ``session`` is ``suspect`` or ``offline`` as the sender
+    sees it, or (from ``node`` itself) ``alive``: a refutation."""
+    node: str
+    state: Literal["suspect", "offline", "alive"]
+    session: str
 
 
 class EventBody(TypedDict):
@@ -75,7 +105,8 @@ class EventBody(TypedDict):
 #: ``state`` (retained heartbeat): the model is ``_heartbeat`` (shared with the tools).
 StateBody = dict[str, Any]
 
-Body = CallBody | ResultBody | ErrorBody | SubBody | UnsubBody | LeaseBody | PresenceBody | EventBody | StateBody
+Body = (CallBody | ResultBody | ErrorBody | SubBody | UnsubBody | LeaseBody | PresenceBody | EventBody | StateBody
+        | CatalogEnvBody | ProbeBody | AckBody | MemberBody)
 
 
 #: One envelope as built by ``Peers.envelope`` (``sig``/``mac`` are added by the sealer on the way out).

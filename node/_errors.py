@@ -34,7 +34,7 @@ class ErrorCode(StrEnum):
     """The closed set of error codes of protocol v1 (see docs/protocol.md)."""
 
     BAD_REQUEST = "bad_request"          # malformed JSON, unknown type, missing or wrong field
-    TOO_LARGE = "too_large"              # frame over the configured size
+    TOO_LARGE = "too_large"              # frame over the configured size, or a reply over the caller's limit
     UNAUTHENTICATED = "unauthenticated"  # auth is on and no valid hello came first
     FORBIDDEN = "forbidden"              # the role may not do this (viewer calling a mutating method)
     UNKNOWN_NODE = "unknown_node"        # no node with this id was ever seen

@@ -276,9 +276,10 @@ class Envelope(BaseModel):
     """Federation envelope (MQTT payload; several coalesced: a JSON array of them, or a batch when signed)."""
     model_config = ConfigDict(extra="forbid")
     v: Literal[1] = 1
-    kind: Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state"]
+    kind: Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state", "catalog",
+                  "probe", "ack", "member"]
     from_: str = Field(alias="from", description="sender node id; must match the signing key")
-    to: str | None = Field(description="receiver node id, '*' for broadcasts, null for events/presence/state")
+    to: str | None = Field(description="receiver node id, '*' for broadcasts, null for events/presence/state/catalog/member")
     id: str = Field(description="unique id; the de-duplication key of calls and the correlation key of replies")
     ts: float = Field(description="sender clock, seconds since the epoch; signed envelopes outside the "
                                   "replay window are dropped")

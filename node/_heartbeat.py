@@ -11,15 +11,25 @@ what readers dereference.
 
 Counts are bounded too (services, methods, processes, the load list), so a
 member's entry stays small whatever a peer sends.
+
+What changes travels apart from what doesn't (issue 20): the heartbeat carries
+metrics, processes, a liveness timestamp and the *hash* of the service catalog
+(:func:`catalog_hash`); the catalog itself is a retained ``catalog`` envelope
+(:class:`CatalogBody`) published on connect and when it changes, fetched by
+peers whose cache lacks that hash.  A heartbeat that still carries ``catalog``
+(a node from before the split) is read too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["Heartbeat", "Metrics", "MethodInfo", "ProcessInfo", "ServiceInfo", "heartbeat_error"]
+__all__ = ["CatalogBody", "Heartbeat", "Metrics", "MethodInfo", "ProcessInfo", "ServiceInfo", "body_error",
+           "catalog_hash", "heartbeat_error"]
 
 MAX_SERVICES = 256
 MAX_METHODS = 256
@@ -78,16 +88,36 @@ class Heartbeat(_Lenient):
     ws: str | None = None
     started: float | None = None
     metrics: Metrics = Field(default_factory=Metrics)
-    catalog: dict[str, ServiceInfo] = Field(default_factory=dict, max_length=MAX_SERVICES)
+    catalog_hash: str | None = Field(None, max_length=64, description="catalog_hash() of the node's catalog")
+    #: Only from nodes before the catalog split (issue 20); taken into the catalog cache.
+    catalog: dict[str, ServiceInfo] | None = Field(None, max_length=MAX_SERVICES)
     processes: list[ProcessInfo] = Field(default_factory=list, max_length=MAX_PROCESSES)
+
+
+class CatalogBody(_Lenient):
+    """The body of a ``catalog`` envelope (retained on ``{p}/node/{id}/catalog``): the node's services."""
+
+    hash: str = Field(max_length=64)
+    catalog: dict[str, ServiceInfo] = Field(max_length=MAX_SERVICES)
+
+
+def catalog_hash(catalog: Any) -> str:
+    """BLAKE2b-128 (hex) of the canonical JSON of a catalog: equal catalogs, equal hashes, on every node."""
+    text = json.dumps(catalog, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def heartbeat_error(body: Any) -> str | None:
     """Why ``body`` can't go into the membership table, or None (the first problem, short)."""
+    return body_error(Heartbeat, body)
+
+
+def body_error(model: type[BaseModel], body: Any) -> str | None:
+    """Why ``body`` fails ``model``, or None (the first problem, short)."""
     if not isinstance(body, dict):
         return "the body is not an object"
     try:
-        Heartbeat.model_validate(body)
+        model.model_validate(body)
     except ValidationError as e:
         err = e.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in err["loc"]) or "body"

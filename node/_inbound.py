@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 MAX_ENVELOPES = 256
 MAX_ID_LEN = 256
 #: Kinds the broker keeps (retained): legitimately old, so they skip the replay window.
-RETAINED = frozenset({"presence", "state"})
+RETAINED = frozenset({"presence", "state", "catalog"})
 _KNOWN_IDS_MAX = 20_000
 
 

@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any, Callable, Coroutine, Hashable, cast
 
 from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
-from ._cluster import Done, PendingTable, wire_error
+from ._cluster import COMPACT_FIELDS, METRIC_KEYS, ROW_FIELDS, Done, PendingTable, query, sort_error, wire_error
 from ._config import Settings, node_id_error
 from ._deadlines import DeadlineTimer, TaskDeadlines
 from ._envelopes import CallBody
-from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, UnknownMethod, from_wire,
-                      to_wire)
-from ._gateway import Gateway
+from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, InvalidParams, TooLarge,
+                      UnknownMethod, from_wire, to_wire)
 from ._frames import MAX_SCHEMA_CHARS
+from ._gateway import Gateway
+from ._heartbeat import catalog_hash
 from ._json import dumps, loads
 from ._offered import Offer, Offerer, Offers
 from ._peers import SEEN_CALLS_SECONDS, Peers
@@ -91,9 +92,9 @@ class Node:
         self._valid_ids: set[str] = set()   # node ids that passed node_id_error (resolve_target)
         self._local_deadlines = TaskDeadlines()
         self.started = time.time()
+        self._catalog_cache: tuple[tuple[tuple[str, ...], int], dict[str, Any], str] | None = None
         self.registry = Registry()
         self.offers = Offers()             # methods clients offer (register)
-        self._catalog: tuple[int, dict[str, Any]] | None = None
         self._catalog_publish: asyncio.Task[Any] | None = None
         self.subs = SubscriptionTable()
         self.pending = PendingTable()
@@ -204,7 +205,42 @@ class Node:
 
     def cluster_table(self) -> list[dict[str, Any]]:
         self.members.set_self(self.session, self._state_body(), time.time())
-        return self.members.table()
+        return self.members.table(self.peers.catalogs)
+
+    async def cluster_query(self, p: Any) -> dict[str, Any]:
+        """``node.cluster`` (params ``_builtin.ClusterParams``): one page of the membership table."""
+        bare = not p.model_fields_set
+        fields = ROW_FIELDS if bare else tuple(p.fields or COMPACT_FIELDS)
+        if bad := [f for f in fields if f not in ROW_FIELDS]:
+            raise InvalidParams(f"no field {bad[0]!r} in node.cluster rows (fields: {', '.join(ROW_FIELDS)})")
+        if err := sort_error(p.sort):
+            raise InvalidParams(err)
+        try:
+            offset = int(p.cursor or 0)
+        except ValueError:
+            raise InvalidParams(f"bad cursor {p.cursor!r}: pass the 'next' of the previous page") from None
+        if "metrics" in fields or p.sort.lstrip("-") in METRIC_KEYS:
+            await self.peers.want_metrics()
+        self.members.set_self(self.session, self._state_body(), time.time())
+        catalogs = self.peers.catalogs
+        w = p.where
+        rows, total = query(self.members.members(), fields=fields, catalogs=catalogs, online=w.online,
+                            status=w.status, id_prefix=w.id_prefix, service=w.service, process=w.process,
+                            sort=p.sort, offset=max(0, offset), limit=p.limit)
+        end = max(0, offset) + len(rows)
+        out: dict[str, Any] = {"self": self.id, "nodes": rows}
+        if not bare:
+            out["total"] = total
+            out["next"] = str(end) if end < total else None
+        if p.catalogs:
+            hashes = {m.catalog_hash for m in self.members.members() if m.catalog_hash}
+            out["catalogs"] = {h: catalogs[h] for h in hashes if h in catalogs}
+        size = len(dumps(out))
+        if size > p.max_bytes:
+            raise TooLarge(f"node.cluster would answer {size / 2**20:.1f} MiB ({len(rows)} rows), more than "
+                           f"{p.max_bytes / 2**20:.1f} MiB (max_bytes): ask for a page (limit, then cursor), "
+                           f"fewer fields, or a filter (where)")
+        return out
 
     # --- calls -------------------------------------------------------------------
 
@@ -217,8 +253,7 @@ class Node:
                 return self.registry.mutates(service, method)
             except CloudisenseError:
                 return target == "*"
-        m = self.members.get(target)
-        meta = (m.state.get("catalog", {}) if m else {}).get(service, {}).get("methods", {}).get(method)
+        meta = self.peers.catalog_of(target).get(service, {}).get("methods", {}).get(method)
         return True if meta is None else bool(meta.get("mutates", True))
 
     def _timeout(self, timeout: float | None) -> float:
@@ -371,15 +406,6 @@ class Node:
         self._catalog_changed()
         return True
 
-    def catalog(self) -> dict[str, Any]:
-        """Every service of this node with its methods: the registry's, and those clients offer."""
-        if not len(self.offers):
-            return self.registry.describe()
-        cached = self._catalog
-        if cached is None or cached[0] != self.offers.version:
-            cached = self._catalog = (self.offers.version, {**self.registry.describe(), **self.offers.describe()})
-        return cached[1]
-
     def _catalog_changed(self) -> None:
         """Tell the cluster now (one heartbeat for a burst of changes), not at the next heartbeat."""
         if self._catalog_publish is None and not self.stopping:
@@ -528,14 +554,27 @@ class Node:
             "host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
             "ws": self.gateway.url, "started": self.started,
             "metrics": m.model_dump(mode="json"),
-            "catalog": {name: {"description": svc["description"],
-                               "methods": {k: {"description": v["description"], "mutates": v["mutates"],
-                                               "params": v["params"],
-                                               **({"offered_by": "client"} if "offered_by" in v else {})}
-                                           for k, v in svc["methods"].items()}}
-                        for name, svc in self.catalog().items()},
+            "catalog_hash": self._catalog()[1],
             "processes": [p.model_dump(mode="json") for p in sup.snapshot()] if sup is not None else [],
         }
+
+    def _catalog(self) -> tuple[dict[str, Any], str]:
+        """This node's service catalog (published apart from the heartbeat) and its hash: the registry's
+        services and those clients offer (``offered_by: "client"``); made again only when either changed."""
+        key = (tuple(svc.name for svc in self.registry), self.offers.version)
+        if self._catalog_cache is None or self._catalog_cache[0] != key:
+            described = {**self.registry.describe(), **self.offers.describe()}
+            catalog = {name: {"description": svc["description"],
+                              "methods": {k: {"description": v["description"], "mutates": v["mutates"],
+                                              "params": v["params"],
+                                              **({"offered_by": "client"} if "offered_by" in v else {})}
+                                          for k, v in svc["methods"].items()}}
+                       for name, svc in described.items()}
+            self._catalog_cache = (key, catalog, catalog_hash(catalog))
+        return self._catalog_cache[1], self._catalog_cache[2]
+
+    def catalog(self) -> dict[str, Any]:
+        return self._catalog()[0]
 
     heartbeat = _state_body
 

@@ -28,12 +28,12 @@ import socket
 import time
 from typing import Any, Callable, Hashable, Literal, Mapping
 
-from ._cluster import FULL, Membership, PendingTable, wire_error
+from ._cluster import FULL, Membership, PendingTable, Prober, wire_error
 from ._config import Settings
-from ._envelopes import (CallBody, Envelope, Kind, ErrorBody, EventBody, LeaseBody, PresenceBody, ResultBody, StateBody,
-                         SubBody, UnsubBody)
+from ._envelopes import (AckBody, CallBody, CatalogEnvBody, Envelope, Kind, ErrorBody, EventBody, LeaseBody,
+                         MemberBody, PresenceBody, ProbeBody, ResultBody, StateBody, SubBody, UnsubBody)
 from ._errors import ConfigError, ErrorCode, NodeOffline, UnknownNode, from_wire
-from ._heartbeat import heartbeat_error
+from ._heartbeat import CatalogBody, body_error, catalog_hash, heartbeat_error
 from ._inbound import MAX_ENVELOPES, RETAINED, Inbound
 from ._json import dumps
 from ._ports import Link, Router
@@ -45,6 +45,14 @@ log = logging.getLogger(__name__)
 
 #: How long a call's (sender, id) is remembered to drop duplicates (QoS 1 may deliver twice).
 SEEN_CALLS_SECONDS = 120.0
+#: Distinct service catalogs kept (by hash); nodes of one build share one.
+MAX_CATALOGS = 1024
+#: How long a catalog fetch waits for the retained catalog.
+CATALOG_FETCH_SECONDS = 5.0
+#: After a join, the retained heartbeats that come in this long are the snapshot the stale-on-join check reads.
+JOIN_SNAPSHOT_SECONDS = 2.0
+#: The reasons ``$cluster/node/offline`` carries.
+OfflineReason = Literal["will", "left", "probe", "stale-on-join", "disconnected"]
 
 LinkFactory = Callable[..., Link]
 
@@ -88,6 +96,19 @@ class Peers:
         self._unconfirmed: set[str] = set()
         self._held: dict[str, list[Envelope]] = {}
         self._confirm_timers: dict[str, asyncio.TimerHandle] = {}
+        cl = settings.cluster
+        self.prober = Prober(interval=cl.probe_interval, timeout=cl.probe_timeout, indirect=cl.indirect_probes)
+        # Service catalogs by hash (members hold only the hash), the fetches under way, what we published.
+        self.catalogs: dict[str, dict[str, Any]] = {}
+        self._fetching: dict[str, asyncio.Event] = {}   # hash -> set when it came
+        self._wanted: dict[str, str] = {}                # hash -> a node that has it (fetch not yet started)
+        self._catalog_published = ""
+        # Peers' heartbeats ({p}/node/+/state) come in only while someone needs their metrics.
+        self._metrics_subscribed = False
+        self._metrics_until = 0.0        # linger after a node.cluster that asked for metrics (or the join)
+        self._stale_check_at = 0.0       # when the stale-on-join check runs (0: done)
+        self._states_seen = 0            # heartbeats taken since the state subscription was made
+        self._lost_at = 0.0              # when we lost the broker (0: connected)
 
     # --- topics ----------------------------------------------------------------
 
@@ -103,9 +124,21 @@ class Peers:
     def state_topic(self, node: str) -> str:
         return f"{self.prefix}/node/{node}/state"
 
+    def catalog_topic(self, node: str) -> str:
+        return f"{self.prefix}/node/{node}/catalog"
+
     @property
     def broadcast_topic(self) -> str:
         return f"{self.prefix}/broadcast"
+
+    @property
+    def members_topic(self) -> str:
+        """Suspicions, deaths and refutations, once each (not retained)."""
+        return f"{self.prefix}/members"
+
+    @property
+    def states_topic(self) -> str:
+        return f"{self.prefix}/node/+/state"
 
     # --- envelopes -------------------------------------------------------------
 
@@ -114,8 +147,13 @@ class Peers:
         return {"v": 1, "kind": kind, "from": self.id, "to": to, "id": f"{self._id_prefix}{next(self._id_seq):x}",
                 "ts": ts if ts is not None else time.time(), "body": body}
 
-    def _presence(self, state: Literal["online", "offline"], ts: float | None = None) -> Envelope:
+    def _presence(self, state: Literal["online", "offline"], ts: float | None = None,
+                  reason: Literal["will", "left"] = "will") -> Envelope:
         body: PresenceBody = {"state": state, "session": self.session}
+        if state == "online" and self._catalog_published:
+            body["catalog_hash"] = self._catalog_published
+        if state == "offline":
+            body["reason"] = reason
         return self.envelope("presence", None, body, ts)
 
     def _wire(self, env: Envelope) -> bytes:
@@ -258,7 +296,7 @@ class Peers:
         ``raw``: the message's bytes (authenticators are checked over them)."""
         for env in self.inbound.admit(message, raw):
             kind, frm = env["kind"], env["from"]
-            if kind in RETAINED and frm != self.id:
+            if kind in RETAINED and kind != "catalog" and frm != self.id:
                 # retained and verified without the replay window: keep only newer ones
                 ts = env.get("ts")
                 if not isinstance(ts, (int, float)) or not self.members.newer(frm, kind, ts):
@@ -378,14 +416,20 @@ class Peers:
                 self.router.spawn(self.fed.publish_retained(self.presence_topic(self.id),
                                                             self._presence("online", self._conn_ts)))
             return
+        h = body.get("catalog_hash")
+        h = h if isinstance(h, str) and len(h) <= 64 else None
         change = self.members.on_presence(frm, body["state"], str(body.get("session", "")), time.time(),
-                                          env["ts"])
+                                          env["ts"], h)
+        if h and body["state"] == "online":
+            self.want_catalog(frm, h)
         if change == FULL:
             self._membership_full(frm)
         elif change == "online":
             self._node_online(frm)
         elif change == "offline":
-            self.node_offline(frm, "went offline")
+            self.prober.forget(frm)
+            # its will, or the presence of a clean stop: the same envelope, told apart by its ts
+            self.node_offline(frm, "went offline", "left" if body.get("reason") == "left" else "will")
         elif body["state"] == "online" and self.members.is_online(frm):
             # It (re)connected to the broker without ever looking gone to us; it may have
             # given *us* up meanwhile (it judges our heartbeats by its own clock) and
@@ -401,6 +445,17 @@ class Peers:
             # (stale check on "interval"), role checks, the tools' view of the cluster.
             self.inbound.reject("bad_state", frm, f"a heartbeat that fails its model: {why}")
             return
+        if body.get("catalog") is not None:   # a node from before the catalog split: its catalog is here
+            cat = body.pop("catalog")
+            body["catalog_hash"] = legacy = catalog_hash(cat)
+            self._keep_catalog(legacy, cat)
+        elif isinstance(named := body.get("catalog_hash"), str) and named:
+            self.want_catalog(frm, named)
+        self._states_seen += 1
+        m = self.members.get(frm)
+        if m is not None and not m.online and m.session and body.get("session") == m.session \
+                and env["ts"] > m.since + 1:
+            self._alive(frm, m.session)   # a heartbeat made after we gave it up (stale-on-join, probe): back
         change = self.members.on_state(frm, body.get("session", ""), body, time.time(), env["ts"])
         if change == FULL:
             self._membership_full(frm)
@@ -408,12 +463,181 @@ class Peers:
             self._node_online(frm)
         elif self.members.is_online(frm):
             m = self.members.get(frm)
-            self.emit_cluster("state", frm, m.view() if m else {})
+            self.emit_cluster("state", frm, m.view(self.catalogs) if m else {})
+
+    def _h_catalog(self, frm: str, env: Envelope, topic: str) -> None:
+        body: CatalogEnvBody = env["body"]
+        if (why := body_error(CatalogBody, body)) is not None:
+            self.inbound.reject("bad_catalog", frm, f"a catalog that fails its model: {why}")
+            return
+        if catalog_hash(body["catalog"]) != body["hash"]:
+            self.inbound.reject("bad_catalog", frm, "a catalog whose hash does not match it")
+            return
+        self._keep_catalog(body["hash"], body["catalog"])
+
+    def _h_probe(self, frm: str, env: Envelope, topic: str) -> None:
+        assert self.fed is not None
+        body: ProbeBody = env["body"]
+        target = body.get("target")
+        if not target or target == self.id:
+            ack: AckBody = {"re": env["id"], "target": self.id, "session": self.session}
+            self.fed.send(self.inbox(frm), self.envelope("ack", frm, ack))
+            return
+        if not isinstance(target, str) or target not in self.members:
+            return   # we can't help: the asker's other helpers will
+        probe = self.envelope("probe", target, {})
+        self.prober.relay(probe["id"], frm, env["id"], target, time.time())
+        self.fed.send(self.inbox(target), probe)
+
+    def _h_ack(self, frm: str, env: Envelope, topic: str) -> None:
+        body: AckBody = env["body"]
+        got = self.prober.acked(str(body["re"]), frm, body.get("target"))
+        if isinstance(got, tuple):   # an ack of a probe we made for someone else: pass it on
+            assert self.fed is not None
+            origin, origin_req, target = got
+            fwd: AckBody = {"re": origin_req, "target": target, "session": str(body.get("session", ""))}
+            self.fed.send(self.inbox(origin), self.envelope("ack", origin, fwd))
+        elif got is not None:
+            self._alive(got, str(body.get("session", "")))
+
+    def _h_member(self, frm: str, env: Envelope, topic: str) -> None:
+        body: MemberBody = env["body"]
+        node, state, session = body["node"], body["state"], str(body.get("session", ""))
+        if node == self.id:
+            if state in ("suspect", "offline") and session == self.session:
+                self._refute()
+            return
+        if state == "alive":
+            if frm == node:   # only a node can say it is alive
+                self._alive(node, session)
+        elif state == "suspect":
+            if self.members.suspect(node, session, time.time()):
+                self._stale(node, f"suspected by {frm}")
+        elif state == "offline":
+            if self.members.mark_offline(node, time.time(), session):
+                self.prober.forget(node)
+                self.node_offline(node, f"stopped answering probes (declared by {frm})", "probe")
 
     _handlers: dict[str, Callable[..., None]] = {
         "call": _h_call, "result": _h_reply, "error": _h_reply, "sub": _h_sub, "unsub": _h_unsub,
         "lease": _h_lease, "event": _h_event, "presence": _h_presence, "state": _h_state,
+        "catalog": _h_catalog, "probe": _h_probe, "ack": _h_ack, "member": _h_member,
     }
+
+    # --- catalogs ----------------------------------------------------------------------
+
+    def _keep_catalog(self, h: str, catalog: dict[str, Any]) -> None:
+        if h not in self.catalogs:
+            if len(self.catalogs) >= MAX_CATALOGS:
+                del self.catalogs[next(iter(self.catalogs))]
+            self.catalogs[h] = catalog
+        self._wanted.pop(h, None)
+        came = self._fetching.get(h)
+        if came is not None:
+            came.set()
+
+    def want_catalog(self, node: str, h: str) -> None:
+        """``node``'s catalog has hash ``h``: fetch it unless it is known or on its way."""
+        if h in self.catalogs or h in self._fetching or h in self._wanted or self.fed is None:
+            return
+        self._wanted[h] = node
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return   # (driven without a loop, as the in-process tests do: housekeeping starts it)
+        self._start_fetches()
+
+    def _start_fetches(self) -> None:
+        for h, node in list(self._wanted.items()):
+            del self._wanted[h]
+            self._fetching[h] = asyncio.Event()
+            self.router.spawn(self._fetch_catalog(node, h))
+
+    async def _fetch_catalog(self, node: str, h: str) -> None:
+        """Subscribe to ``node``'s retained catalog until it came (or ``CATALOG_FETCH_SECONDS``), then let go."""
+        assert self.fed is not None
+        came = self._fetching[h]
+        topic = self.catalog_topic(node)
+        try:
+            await self.fed.subscribe(topic, qos=1)
+            async with asyncio.timeout(CATALOG_FETCH_SECONDS):
+                await came.wait()
+        except TimeoutError:
+            log.info("the catalog of %s (hash %s) did not come within %g s; asking again on its next mention",
+                     node, h[:12], CATALOG_FETCH_SECONDS)
+        finally:
+            self._fetching.pop(h, None)
+            if self.fed is not None:
+                await self.fed.unsubscribe(topic)
+
+    def catalog_of(self, node: str) -> dict[str, Any]:
+        """The service catalog of ``node`` as far as known ({} until fetched)."""
+        if node == self.id:
+            return self.router.catalog()
+        m = self.members.get(node)
+        return self.catalogs.get(m.catalog_hash, {}) if m else {}
+
+    # --- liveness ------------------------------------------------------------------------
+
+    def _alive(self, node: str, session: str) -> None:
+        m = self.members.get(node)
+        if m is not None and not m.online and session and session == m.session:
+            # declared offline (a probe verdict, stale-on-join) yet it answers: it is back
+            if self.members.on_presence(node, "online", session, time.time()) == "online":
+                self._node_online(node)
+            return
+        if self.members.alive(node, session, time.time()):
+            self._member_log.log(logging.INFO, ("alive", node), "node %s answers again: no longer stale", node)
+            m = self.members.get(node)
+            self.emit_cluster("online", node, m.view(self.catalogs) if m else {"id": node})
+
+    def _stale(self, node: str, why: str) -> None:
+        self._member_log.log(logging.INFO, ("stale", node), "node %s is stale: %s", node, why)
+        m = self.members.get(node)
+        self.emit_cluster("stale", node, {**(m.view(self.catalogs) if m else {"id": node}), "reason": why})
+
+    def _refute(self) -> None:
+        """A peer suspects us: say we are alive, once, to everyone."""
+        if self.fed is None or not self.fed.connected.is_set():
+            return
+        log.info("a peer suspects this node; refuting")
+        body: MemberBody = {"node": self.id, "state": "alive", "session": self.session}
+        self.fed.send(self.members_topic, self.envelope("member", None, body))
+
+    def _disseminate(self, node: str, state: Literal["suspect", "offline"]) -> None:
+        assert self.fed is not None
+        m = self.members.get(node)
+        body: MemberBody = {"node": node, "state": state, "session": m.session if m else ""}
+        self.fed.send(self.members_topic, self.envelope("member", None, body))
+
+    def probe_round(self, now: float) -> None:
+        """Probe this node's successor once per interval; ask helpers, suspect, declare offline when it's time."""
+        assert self.fed is not None
+        online = self.online_peers()
+        req_env = self.envelope("probe", None, {})
+        target = self.members.ring_successor()
+        if self.prober.start(now, req_env["id"], target):
+            assert target is not None
+            req_env["to"] = target
+            self.fed.send(self.inbox(target), req_env)
+        ask, suspects = self.prober.due(now, online)
+        for req, helper in ask:
+            target = self.prober.target_of(req)
+            if target is None:
+                continue
+            body: ProbeBody = {"target": target}
+            env = self.envelope("probe", helper, body)
+            env["id"] = req   # the helper's ack echoes our id
+            self.fed.send(self.inbox(helper), env)
+        for node in suspects:
+            if self.members.suspect(node, None, now):
+                self._stale(node, "it did not answer a probe, nor the indirect probes")
+                self._disseminate(node, "suspect")
+        for node in self.members.suspects_due(now, self.settings.cluster.suspect_timeout):
+            if self.members.mark_offline(node, now):
+                self.prober.forget(node)
+                self._disseminate(node, "offline")
+                self.node_offline(node, "stopped answering probes", "probe")
 
     # --- membership changes ------------------------------------------------------------
 
@@ -433,7 +657,7 @@ class Peers:
     def _node_online(self, node: str) -> None:
         self._member_log.log(logging.INFO, ("online", node), "node %s is online", node)
         m = self.members.get(node)
-        self.emit_cluster("online", node, m.view() if m else {"id": node}, self.subs.subscribers(node))
+        self.emit_cluster("online", node, m.view(self.catalogs) if m else {"id": node}, self.subs.subscribers(node))
         # Re-establish our relayed subscriptions on it (it lost them when it went away).
         self._resubscribe(node)
 
@@ -444,12 +668,14 @@ class Peers:
             body: SubBody = {"topic": pattern}
             self.fed.send(self.inbox(node), self.envelope("sub", node, body))
 
-    def node_offline(self, node: str, why: str) -> None:
+    def node_offline(self, node: str, why: str, reason: OfflineReason) -> None:
+        """``node`` is offline (``reason``: will, left, probe, stale-on-join, disconnected): tell whoever cares."""
         self._member_log.log(logging.INFO, ("offline", node), "node %s %s", node, why)
         dropped = self.interests.drop(node)
         failed = self.pending.fail_node(node, f"{node} {why}")
         m = self.members.get(node)
-        self.emit_cluster("offline", node, m.view() if m else {"id": node}, self.subs.subscribers(node))
+        self.emit_cluster("offline", node, {**(m.view(self.catalogs) if m else {"id": node}), "reason": reason},
+                          self.subs.subscribers(node))
         log.debug("node %s offline: dropped %d interests, failed %d calls", node, dropped, failed)
 
     # --- the join ----------------------------------------------------------------------------
@@ -484,9 +710,15 @@ class Peers:
         await fed.unsubscribe(self.presence_topic(self.id))
         await fed.unsubscribe(self.state_topic(self.id))
         fed.route(self.on_envelopes, self._on_connected)
-        for topic, qos in ((self.inbox(self.id), 1), (self.broadcast_topic, 1),
-                           (f"{self.prefix}/node/+/presence", 1), (f"{self.prefix}/node/+/state", 0)):
+        for topic, qos in ((self.inbox(self.id), 1), (self.broadcast_topic, 1), (self.members_topic, 1),
+                           (f"{self.prefix}/node/+/presence", 1)):
             await fed.subscribe(topic, qos)
+        # The retained heartbeats are the join's snapshot: metrics, and the liveness timestamps the
+        # stale-on-join check reads.  Afterwards they come in only while someone watches.
+        now = time.time()
+        self._metrics_until = max(self._metrics_until, now + JOIN_SNAPSHOT_SECONDS)
+        self._stale_check_at = now + JOIN_SNAPSHOT_SECONDS
+        await self._metrics_subscription(now)
         self._on_connected()
 
     async def _check_unique_id(self) -> None:
@@ -558,6 +790,8 @@ class Peers:
     async def _after_connect(self) -> None:
         fed = self.fed
         assert fed is not None
+        self._lost_at = 0.0
+        await self._publish_catalog()
         await fed.publish_retained(self.presence_topic(self.id), self._presence("online", self._conn_ts))
         await fed.publish_retained(self.state_topic(self.id), self.envelope("state", None, self.router.heartbeat()),
                                    qos=0)
@@ -576,6 +810,7 @@ class Peers:
         self.router.fail(message)
 
     def _on_disconnected(self, reason: str) -> None:
+        self._lost_at = self._lost_at or time.time()
         self.pending.fail_all(f"lost the connection to the broker ({reason})")
 
     async def leave(self) -> None:
@@ -583,17 +818,78 @@ class Peers:
         self._clear_confirm()
         if self.fed is not None:
             log.info("node %s: leaving the federation", self.id)
-            await self.fed.close(final=(self.presence_topic(self.id), self._wire(self._presence("offline"))))
+            await self.fed.close(final=(self.presence_topic(self.id),
+                                        self._wire(self._presence("offline", reason="left"))))
 
     # --- periodic work ---------------------------------------------------------------------
 
+    async def _publish_catalog(self) -> None:
+        """Our catalog (retained) if it is not the one published: on connect, and when services change."""
+        assert self.fed is not None
+        catalog = self.router.catalog()
+        h = catalog_hash(catalog)
+        self._keep_catalog(h, catalog)
+        if h == self._catalog_published and self.fed.connected.is_set():
+            return
+        body: CatalogEnvBody = {"hash": h, "catalog": catalog}
+        await self.fed.publish_retained(self.catalog_topic(self.id), self.envelope("catalog", None, body), qos=1)
+        self._catalog_published = h
+
     async def heartbeat(self, body: dict[str, Any]) -> None:
-        """Our state: into the table, to local ``$cluster`` subscribers, and (retained) to the broker."""
+        """Our state: into the table, to local ``$cluster`` subscribers, and (retained) to the broker.
+
+        Retained, so whoever subscribes later reads it; delivered to the nodes that hold the
+        state subscription now (someone watches there).  A changed catalog is published,
+        and announced in a new presence (that one goes to everyone).
+        """
         self.members.set_self(self.session, body, time.time())
         me = self.members.get(self.id)
-        self.emit_cluster("state", self.id, me.view() if me else {})
+        self.emit_cluster("state", self.id, me.view(self.catalogs) if me else {})
         if self.fed is not None and self.fed.connected.is_set():
+            if body.get("catalog_hash") and body["catalog_hash"] != self._catalog_published:
+                await self._publish_catalog()
+                await self.fed.publish_retained(self.presence_topic(self.id), self._presence("online", self._conn_ts))
             await self.fed.publish_retained(self.state_topic(self.id), self.envelope("state", None, body), qos=0)
+
+    # --- metrics on demand ---------------------------------------------------------------
+
+    def metrics_watched(self) -> bool:
+        """Whether someone here needs peers' heartbeats now: a local or relayed subscriber of
+        ``$cluster/node/state``."""
+        t = "$cluster/node/state"
+        return bool(self.subs.match(self.id, t)) or self.interests.wanted(t)
+
+    async def want_metrics(self, wait: float = 2.0) -> None:
+        """Fresh metrics for a ``node.cluster`` that asks for them: hold the state subscription for
+        ``cluster.metrics_linger`` s; when it is new, wait (at most ``wait`` s) for the retained snapshot."""
+        now = time.time()
+        self._metrics_until = max(self._metrics_until, now + self.settings.cluster.metrics_linger)
+        if self._metrics_subscribed or self.fed is None or not self.fed.connected.is_set():
+            return
+        await self._metrics_subscription(now)
+        want = len(self.online_peers())
+        deadline = time.monotonic() + wait
+        last, quiet = -1, 0
+        while self._states_seen < want and time.monotonic() < deadline:
+            quiet = quiet + 1 if self._states_seen == last else 0
+            if quiet >= 10:   # 0.2 s without a new one: the broker has sent what it holds
+                break
+            last = self._states_seen
+            await asyncio.sleep(0.02)
+
+    async def _metrics_subscription(self, now: float) -> None:
+        """Hold ``{p}/node/+/state`` exactly while it is wanted."""
+        fed = self.fed
+        if fed is None:
+            return
+        want = now < self._metrics_until or self.metrics_watched()
+        if want and not self._metrics_subscribed:
+            self._metrics_subscribed = True
+            self._states_seen = 0
+            await fed.subscribe(self.states_topic, 0)
+        elif not want and self._metrics_subscribed:
+            self._metrics_subscribed = False
+            await fed.unsubscribe(self.states_topic)
 
     def housekeeping(self, now: float) -> None:
         """Once a second: forget old call ids, expire interests, give up silent members, renew leases."""
@@ -608,16 +904,37 @@ class Peers:
             return
         for remote, pattern in self.interests.expire(now):
             log.info("interest of %s in %s expired (lease not renewed)", remote, pattern)
-        grace = self.settings.broker.keepalive * 1.5
-        for node in self.members.stale(now, grace):
-            if self.members.mark_offline(node, now):
-                self.node_offline(node, "stopped sending heartbeats")
         expiry = self.settings.cluster.offline_expiry
         for node in self.members.expire(now, expiry):
             self._member_log.log(logging.INFO, ("forgot", node), "forgot node %s: offline for more than "
                                  "%g s (cluster.offline_expiry)", node, expiry)
+        if not self.fed.connected.is_set():
+            # No probes, no verdicts on anyone in particular; but after the heartbeat grace of each
+            # (4 of its intervals) every peer is out of reach from here (their retained presences bring
+            # them back when we reconnect).
+            if self._lost_at:
+                floor = 1.5 * self.settings.broker.keepalive
+                for node in self.online_peers():
+                    m = self.members.get(node)
+                    interval = float((m.state.get("interval") if m else None) or 5.0)
+                    if now - self._lost_at > max(floor, 4 * interval) and self.members.mark_offline(node, now):
+                        self.prober.forget(node)
+                        self.node_offline(node, "is unreachable: this node lost the broker", "disconnected")
+            return
+        if self._stale_check_at and now >= self._stale_check_at:
+            self._stale_check_at = 0.0
+            bound = self.settings.cluster.stale_after
+            for node in self.members.stale_on_join(now, bound):
+                if self.members.mark_offline(node, now):
+                    self.node_offline(node, f"is offline: its retained presence and heartbeat are older than "
+                                      f"{bound:g} s (cluster.stale_after)", "stale-on-join")
+        self.probe_round(now)
+        if self._wanted:
+            self._start_fetches()
+        if (now < self._metrics_until or self.metrics_watched()) != self._metrics_subscribed:
+            self.router.spawn(self._metrics_subscription(now))
         lease = self.settings.broker.lease_seconds
-        if time.monotonic() - self._last_lease >= lease / 3 and self.fed.connected.is_set():
+        if time.monotonic() - self._last_lease >= lease / 3:
             self._last_lease = time.monotonic()
             self.renew_leases()
 

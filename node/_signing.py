@@ -115,9 +115,9 @@ MAC_CONTEXT = b"cloudisense/v1 pairwise envelope MAC key"
 #: Bytes of a MAC (BLAKE2b-128) and of a pairwise key.
 MAC_BYTES, PAIR_KEY_BYTES = 16, 32
 #: Kinds many receivers read: they carry a signature, never a MAC.
-MULTICAST_KINDS = frozenset({"event", "presence", "state"})
+MULTICAST_KINDS = frozenset({"event", "presence", "state", "catalog", "member"})
 #: Retained kinds: verified without the stale and replay checks (they are legitimately old).
-RETAINED_KINDS = frozenset({"presence", "state"})
+RETAINED_KINDS = frozenset({"presence", "state", "catalog"})
 #: A batch of more envelopes than this is ``malformed`` (a sender coalesces at most 64).
 MAX_BATCH_ENVELOPES = 256
 _AUTH = ("sig", "mac")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # What a member is made of is the node's model: the node validates every heartbeat with it before
 # the heartbeat enters its membership table, so whatever node.cluster lists, these models read.
@@ -46,7 +46,9 @@ class NodeInfo(_Lenient):
     last_seen: float | None = None
     host: str | None = None
     version: str | None = None
+    status: Literal["online", "stale", "offline"] | None = None
     metrics: Metrics | None = None
+    catalog_hash: str | None = None
     services: dict[str, ServiceInfo] = Field(default_factory=dict)
     processes: list[ProcessInfo] = Field(default_factory=list)
 
@@ -69,6 +71,15 @@ class NodeInfo(_Lenient):
 class ClusterView(_Lenient):
     self_id: str = Field("", alias="self")
     nodes: list[NodeInfo] = Field(default_factory=list)
+    #: Each distinct service catalog once, by hash (``node.cluster`` with ``catalogs``); rows name theirs.
+    catalogs: dict[str, dict[str, ServiceInfo]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _services_from_catalogs(self) -> "ClusterView":
+        for n in self.nodes:
+            if not n.services and n.catalog_hash and n.catalog_hash in self.catalogs:
+                n.services = self.catalogs[n.catalog_hash]
+        return self
 
     def get(self, node_id: str) -> NodeInfo | None:
         return next((n for n in self.nodes if n.id == node_id), None)

@@ -33,9 +33,16 @@ class ClusterConnection(Protocol):
     async def subscribe(self, node: str | None, topic: str) -> Subscription: ...
 
 
+#: What the tools ask ``node.cluster`` for: every member, compact, with the catalogs beside.
+CLUSTER_QUERY: dict[str, Any] = {"catalogs": True}
+
+
 async def fetch_cluster(conn: ClusterConnection, timeout: float | None = None) -> ClusterView:
-    """The connected node's membership table (``node.cluster``) as a :class:`ClusterView`."""
-    return ClusterView.model_validate(await conn.call(None, "node", "cluster", {}, timeout))
+    """The connected node's membership table (``node.cluster``) as a :class:`ClusterView`.
+
+    Compact rows with each distinct service catalog once (``catalogs``), not a catalog per row:
+    10,000 members of one build are 10,000 hashes and one catalog."""
+    return ClusterView.model_validate(await conn.call(None, "node", "cluster", CLUSTER_QUERY, timeout))
 
 
 async def fetch_describe(conn: ClusterConnection, node: str, timeout: float | None = None) -> dict[str, Any]:

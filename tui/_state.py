@@ -183,9 +183,13 @@ class ClusterModel:
         """A whole ``node.cluster`` result: nodes it no longer lists are dropped."""
         self.self_id = str(snapshot.get("self") or self.self_id)
         seen = set()
+        found = snapshot.get("catalogs")
+        catalogs: dict[str, Any] = found if isinstance(found, dict) else {}
         for entry in snapshot.get("nodes") or []:
             if not isinstance(entry, dict) or not entry.get("id"):
                 continue
+            if not entry.get("services") and entry.get("catalog_hash") in catalogs:
+                entry = {**entry, "services": catalogs[entry["catalog_hash"]]}   # compact rows: catalogs beside
             nid = str(entry["id"])
             seen.add(nid)
             row = self.nodes.setdefault(nid, NodeRow(nid))

@@ -30,6 +30,7 @@ from textual.screen import Screen
 
 from cloudisense.node._config import DEFAULT_URL
 from cloudisense.node._text import printable
+from cloudisense.tools._connection import CLUSTER_QUERY
 
 from ._history import HISTORY_FILE, History
 from ._link import ClientFactory, LinkState, LiveConnection, backoff, default_client_factory, retryable
@@ -244,7 +245,7 @@ class CloudisenseApp(App[None]):
         try:
             for topic in LINK_TOPICS:
                 subs.append(await client.subscribe(None, topic))
-            snapshot = await client.call(None, "node", "cluster", {}, self.call_timeout)
+            snapshot = await client.call(None, "node", "cluster", CLUSTER_QUERY, self.call_timeout)
             self.cluster.load(snapshot)
             self.conn.attach(client)
             self._set_link(LinkState.CONNECTED)

@@ -207,11 +207,13 @@ async def exercise(node: Node, topic: str, batch: list[Any]) -> None:
     for _ in range(3):
         await asyncio.sleep(0)
     now = time.time()
-    grace = node.settings.broker.keepalive * 1.5
-    for n in node.members.stale(now, grace):
+    for n in node.members.stale_on_join(now, node.settings.cluster.stale_after):
         if node.members.mark_offline(n, now):
-            node.peers.node_offline(n, "stopped sending heartbeats")
-    for n in node.members.stale(now + 3600, grace):
+            node.peers.node_offline(n, "is stale", "stale-on-join")
+    for n in node.members.stale_on_join(now + 3600, 1.0):
+        if node.members.suspect(n, None, now):
+            node.peers._stale(n, "fuzz")
+    for n in node.members.suspects_due(now + 3600, node.settings.cluster.suspect_timeout):
         node.members.mark_offline(n, now)
     node.interests.expire(now + 1e9)
     node.cluster_table()

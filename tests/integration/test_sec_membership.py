@@ -41,7 +41,7 @@ async def members(ws) -> dict[str, bool]:
 def state_env(node: str, **body) -> dict:
     now = time.time()
     base = {"session": uuid.uuid4().hex, "ts": now, "interval": 5.0, "host": "fake", "version": "0",
-            "metrics": {"cpu_percent": 1.0, "load": [0.1, 0.1, 0.1]}, "catalog": {}, "processes": []}
+            "metrics": {"cpu_percent": 1.0, "load": [0.1, 0.1, 0.1]}, "catalog_hash": None, "processes": []}
     return {"v": 1, "kind": "state", "from": node, "to": None, "id": uuid.uuid4().hex, "ts": now,
             "body": {**base, **body}}
 
@@ -90,6 +90,7 @@ async def test_a_heartbeat_the_tools_cannot_read_is_rejected_at_the_node_and_ask
         "interval": state_env("bad-interval", interval=1e300),
     }
     async with Publisher() as attacker, await open_ws(a.url) as wa:
+        await members(wa)   # someone reads metrics: ma takes peers' heartbeats (cluster.metrics_linger)
         for env in bad.values():
             await attacker.publish(f"{p}/node/{env['from']}/state", env, retain=True)
 
@@ -170,6 +171,7 @@ async def test_ten_thousand_garbage_states_log_a_handful_of_lines(cluster):
     p = cluster.prefix
     n = 10_000
     async with Publisher() as attacker, await open_ws(a.url) as wa:
+        await members(wa)   # someone reads metrics: ga takes peers' heartbeats (cluster.metrics_linger)
         lines_before = len(a.log().splitlines())
         garbage = [state_env(f"g{i}", metrics=["garbage", i]) for i in range(n // 2)] + \
                   [state_env(f"h{i}", interval=-i) for i in range(n // 2)]

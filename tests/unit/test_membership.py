@@ -7,7 +7,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cloudisense.node._cluster import FULL, Membership
+from cloudisense.node._cluster import FULL, METRIC_KEYS, ROW_FIELDS, Membership, query
 from cloudisense.node._config import Settings
 from cloudisense.node._heartbeat import heartbeat_error
 from cloudisense.node._node import Node
@@ -73,7 +73,7 @@ bodies = st.fixed_dictionaries({}, optional={
     "session": json_any, "ts": json_any, "interval": json_any | st.floats(0.1, 10), "host": json_any,
     "version": json_any, "ws": json_any, "pid": json_any, "started": json_any,
     "metrics": metrics | json_any, "catalog": st.dictionaries(st.text(max_size=4), service | json_any, max_size=3)
-    | json_any, "processes": st.lists(process | json_any, max_size=3) | json_any})
+    | json_any, "catalog_hash": json_any, "processes": st.lists(process | json_any, max_size=3) | json_any})
 
 
 @given(bodies)
@@ -87,7 +87,12 @@ def test_whatever_the_node_accepts_the_tools_read(body):
     node = view.get("peer")
     assert node is not None and node.online
     node.service_names()
-    m.stale(now=1e6, grace=3.0)   # the housekeeping loop's reads work too
+    m.stale_on_join(now=1e6, bound=3.0)   # the housekeeping loop's reads work too
+    query(m.members(), fields=ROW_FIELDS, catalogs={}, process="logger", status="online", limit=5)
+    for key in ("-host", "-version", *METRIC_KEYS):   # and node.cluster's sort reads every metric
+        rows, total = query(m.members(), fields=ROW_FIELDS, catalogs={}, sort=key)
+        assert total == 1 and rows[0]["id"] == "peer"
+        ClusterView.model_validate({"self": "self", "nodes": rows})
 
 
 # --- the cap ------------------------------------------------------------------------------------

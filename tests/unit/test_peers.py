@@ -21,6 +21,7 @@ import pytest
 from cloudisense.node._cluster import Membership, PendingTable
 from cloudisense.node._config import Settings
 from cloudisense.node._errors import ConfigError, NodeOffline, UnknownNode
+from cloudisense.node._heartbeat import catalog_hash
 from cloudisense.node._peers import SEEN_CALLS_SECONDS, Peers
 from cloudisense.node._pubsub import SubscriptionTable
 from cloudisense.node._stats import Stats
@@ -128,16 +129,20 @@ class FakeRouter:
     def heartbeat(self) -> dict[str, Any]:
         return state_body("me-session")
 
+    def catalog(self) -> dict[str, Any]:
+        return CATALOG
+
     def fail(self, message: str) -> None:
         self.failed.append(message)
+
+
+CATALOG = {"svc": {"description": "", "methods": {"get": {"description": "", "mutates": False, "params": {}}}}}
 
 
 def state_body(session: str, *, interval: float = 5.0, ts: float | None = None, **extra: Any) -> dict[str, Any]:
     return {"session": session, "ts": ts if ts is not None else time.time(), "interval": interval,
             "host": "elsewhere", "pid": 1, "version": "0", "ws": "ws://x", "started": 0.0,
-            "metrics": {}, "catalog": {"svc": {"description": "", "methods": {
-                "get": {"description": "", "mutates": False, "params": {}}}}},
-            "processes": [], **extra}
+            "metrics": {}, "catalog_hash": catalog_hash(CATALOG), "processes": [], **extra}
 
 
 _seq = iter(range(1, 1_000_000))
@@ -160,6 +165,7 @@ def parts():
     peers = Peers(router, settings, session="me-session", subs=subs, pending=pending)  # type: ignore[arg-type]
     link = RecordingLink(url="mqtt://fake")
     peers.fed = link
+    peers._keep_catalog(catalog_hash(CATALOG), CATALOG)   # the catalog of this build (peers of it share it)
     return peers, link, router, subs, pending
 
 
@@ -193,7 +199,8 @@ def test_the_will_is_an_offline_presence_of_this_connection(parts):
     topic, payload = peers.will()
     will = json.loads(payload)
     assert topic == peers.presence_topic("me")
-    assert will["kind"] == "presence" and will["body"] == {"state": "offline", "session": "me-session"}
+    assert will["kind"] == "presence" and will["body"] == {"state": "offline", "session": "me-session",
+                                                           "reason": "will"}
     assert will["ts"] == peers._conn_ts
 
 
@@ -400,11 +407,124 @@ def test_an_older_presence_does_not_undo_a_newer_one(parts):
     assert peers.members.is_online("b")
 
 
-def test_a_silent_member_goes_offline_in_housekeeping(parts):
-    peers, *_ = parts
+async def test_a_member_that_stops_answering_probes_goes_stale_then_offline(parts):
+    peers, link, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/#")
     online(peers, "b")
-    peers.housekeeping(time.time() + 60)   # keepalive 2 s: no heartbeat for a minute
+    online(peers, "c")
+    link.sent.clear()
+    t = time.time()
+    peers.housekeeping(t)                     # probe_interval 5: b, our successor, is probed now
+    [(topic, probe, _)] = link.sent
+    assert topic == peers.inbox("b") and probe["kind"] == "probe" and probe["to"] == "b"
+    link.sent.clear()
+    peers.housekeeping(t + 1.1)               # probe_timeout 1: no ack, so c is asked to probe b for us
+    [(topic, ask, _)] = link.sent
+    assert topic == peers.inbox("c") and ask["body"] == {"target": "b"} and ask["id"] == probe["id"]
+    link.sent.clear()
+    peers.housekeeping(t + 2.1)               # nor through c: b is stale, and everyone is told once
+    assert peers.members.get("b").status == "stale" and peers.members.is_online("b")
+    [(topic, told, _)] = link.sent
+    assert topic == peers.members_topic and told["body"] == {"node": "b", "state": "suspect", "session": "s1"}
+    link.sent.clear()
+    peers.housekeeping(t + 2.1 + 10.1)        # suspect_timeout 10 without a refutation: offline
     assert not peers.members.is_online("b")
+    assert [e["body"]["state"] for _, e, _ in link.sent if e["kind"] == "member"] == ["offline"]
+    events = [(e["topic"], e["node"], e["data"].get("reason")) for e in sink.events if e["node"] == "b"]
+    assert events[-2:] == [("$cluster/node/stale", "b", "it did not answer a probe, nor the indirect probes"),
+                           ("$cluster/node/offline", "b", "probe")]
+
+
+def test_an_ack_keeps_a_member_online_and_a_refutation_clears_a_suspicion(parts):
+    peers, link, *_ = parts
+    online(peers, "b")
+    link.sent.clear()
+    t = time.time()
+    peers.housekeeping(t)
+    [(_, probe, _)] = link.sent
+    peers.on_envelopes(peers.inbox("me"), env("ack", "b", {"re": probe["id"], "target": "b", "session": "s1"}))
+    peers.housekeeping(t + 3)
+    assert peers.members.get("b").status == "online"
+    # another node suspects b: stale here too, until b says it is alive
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "b", "state": "suspect", "session": "s1"},
+                                                to=None))
+    assert peers.members.get("b").status == "stale"
+    peers.on_envelopes(peers.members_topic, env("member", "b", {"node": "b", "state": "alive", "session": "s1"},
+                                                to=None))
+    assert peers.members.get("b").status == "online"
+
+
+def test_a_suspected_node_refutes_once_and_helps_probe_others(parts):
+    peers, link, *_ = parts
+    online(peers, "b")
+    link.sent.clear()
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "me", "state": "suspect",
+                                                                "session": "me-session"}, to=None))
+    [(topic, refute, _)] = link.sent
+    assert topic == peers.members_topic and refute["body"] == {"node": "me", "state": "alive", "session": "me-session"}
+    link.sent.clear()
+    # c asks us to probe b; b's ack goes back to c under c's id
+    peers.on_envelopes(peers.inbox("me"), env("probe", "c", {"target": "b"}, id="c-7"))
+    [(topic, probe, _)] = link.sent
+    assert topic == peers.inbox("b") and probe["kind"] == "probe"
+    link.sent.clear()
+    peers.on_envelopes(peers.inbox("me"), env("ack", "b", {"re": probe["id"], "target": "b", "session": "s1"}))
+    [(topic, ack, _)] = link.sent
+    assert topic == peers.inbox("c") and ack["body"] == {"re": "c-7", "target": "b", "session": "s1"}
+    # and a direct probe is answered with our session
+    link.sent.clear()
+    peers.on_envelopes(peers.inbox("me"), env("probe", "c", {}, id="c-8"))
+    [(topic, ack, _)] = link.sent
+    assert topic == peers.inbox("c") and ack["body"] == {"re": "c-8", "target": "me", "session": "me-session"}
+
+
+async def test_a_retained_online_older_than_the_stale_bound_is_not_trusted_on_join(parts):
+    peers, _, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/#")
+    t = time.time()
+    old = t - 100                                       # stale_after 30
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                      to=None, ts=old))
+    peers.on_envelopes(peers.state_topic("b"), env("state", "b", state_body("s1", ts=old), to=None, ts=old))
+    online(peers, "c")                                  # fresh
+    peers._stale_check_at = t + 2                       # as join() sets it
+    peers.housekeeping(t + 1)
+    assert peers.members.is_online("b")                 # the snapshot is still coming in
+    peers.housekeeping(t + 2)
+    assert not peers.members.is_online("b") and peers.members.is_online("c")
+    [offline] = [e for e in sink.events if e["topic"] == "$cluster/node/offline"]
+    assert offline["node"] == "b" and offline["data"]["reason"] == "stale-on-join"
+
+
+def test_a_will_and_a_clean_stop_are_told_apart(parts):
+    peers, _, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/offline")
+    online(peers, "b")
+    online(peers, "c")
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s1",
+                                                                        "reason": "will"}, to=None))
+    peers.on_envelopes(peers.presence_topic("c"), env("presence", "c", {"state": "offline", "session": "s1",
+                                                                        "reason": "left"}, to=None))
+    assert [(e["node"], e["data"]["reason"]) for e in sink.events] == [("b", "will"), ("c", "left")]
+
+
+def test_a_catalog_is_fetched_once_per_hash_and_checked(parts):
+    peers, link, *_ = parts
+    other = {"x": {"description": "", "methods": {}}}
+    h = catalog_hash(other)
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1",
+                                                                        "catalog_hash": h}, to=None))
+    peers.on_envelopes(peers.presence_topic("c"), env("presence", "c", {"state": "online", "session": "s1",
+                                                                        "catalog_hash": h}, to=None))
+    assert peers._wanted == {h: "b"}                   # one fetch for both (started by housekeeping here)
+    assert peers.catalog_of("b") == {}
+    peers.on_envelopes(peers.catalog_topic("b"), env("catalog", "b", {"hash": h, "catalog": {"y": {}}}, to=None))
+    assert peers.rejected() == {"bad_catalog": 1} and peers.catalog_of("b") == {}
+    peers.on_envelopes(peers.catalog_topic("b"), env("catalog", "b", {"hash": h, "catalog": other}, to=None))
+    assert peers.catalog_of("b") == peers.catalog_of("c") == other and not peers._wanted
 
 
 def test_a_heartbeat_that_fails_its_model_is_rejected(parts):
@@ -458,11 +578,11 @@ def test_housekeeping_renews_our_leases_on_online_nodes(parts):
     link.sent.clear()
     peers._last_lease -= 11          # lease_seconds 30: renewed every 10 s
     peers.housekeeping(time.time())
-    assert [(t, e["kind"], e["body"]) for t, e, _ in link.sent] == [(peers.inbox("b"), "lease",
-                                                                     {"topics": ["t/#"]})]
+    assert [(t, e["kind"], e["body"]) for t, e, _ in link.sent if e["kind"] == "lease"] == [
+        (peers.inbox("b"), "lease", {"topics": ["t/#"]})]
     link.sent.clear()
     peers.housekeeping(time.time())  # not due again yet
-    assert link.sent == []
+    assert [e for _, e, _ in link.sent if e["kind"] == "lease"] == []
 
 
 def test_housekeeping_forgets_old_call_ids(parts):
@@ -482,13 +602,21 @@ async def test_join_checks_the_id_then_subscribes_and_announces(parts):
     await asyncio.wait_for(peers.join("mqtt://fake", link=RecordingLink), 5)
     [link] = RecordingLink.instances
     assert link.kw["will"] == peers.will and link.routed == (peers.on_envelopes, peers._on_connected)
+    # the heartbeats only for the join's snapshot (JOIN_SNAPSHOT_SECONDS), then while someone watches
     assert set(link.subs) == {peers.inbox("me"), peers.broadcast_topic, f"{PREFIX}/node/+/presence",
-                              f"{PREFIX}/node/+/state"}
+                              peers.members_topic, f"{PREFIX}/node/+/state"}
     assert link.unsubscribed == [peers.presence_topic("me"), peers.state_topic("me")]
     await asyncio.wait_for(peers.joined.wait(), 2)
     kinds = [(t, e["kind"]) for t, e, _ in link.retained]
-    assert kinds == [(peers.presence_topic("me"), "presence"), (peers.state_topic("me"), "state")]
-    assert link.retained[0][1]["body"] == {"state": "online", "session": "me-session"}
+    assert kinds == [(peers.catalog_topic("me"), "catalog"), (peers.presence_topic("me"), "presence"),
+                     (peers.state_topic("me"), "state")]
+    assert link.retained[0][1]["body"] == {"hash": catalog_hash(CATALOG), "catalog": CATALOG}
+    link.retained = link.retained[1:]
+    peers.housekeeping(time.time() + 3)
+    await asyncio.wait_for(asyncio.gather(*router.tasks), 2)
+    assert f"{PREFIX}/node/+/state" not in link.subs
+    assert link.retained[0][1]["body"] == {"state": "online", "session": "me-session",
+                                           "catalog_hash": catalog_hash(CATALOG)}
 
 
 def _other_process(link: RecordingLink, peers: Peers, *, pid: int, age: float) -> None:
@@ -574,6 +702,12 @@ async def test_heartbeat_and_leave(parts):
     subs.add(sink, "me", "$cluster/node/state")
     await peers.heartbeat(state_body("me-session"))
     assert [e["topic"] for e in sink.events] == ["$cluster/node/state"]
+    # the first: the catalog, a presence naming its hash, the heartbeat; then only heartbeats
+    assert [(t, e["kind"]) for t, e, _ in link.retained] == [
+        (peers.catalog_topic("me"), "catalog"), (peers.presence_topic("me"), "presence"),
+        (peers.state_topic("me"), "state")]
+    link.retained.clear()
+    await peers.heartbeat(state_body("me-session"))
     assert [(t, e["kind"]) for t, e, _ in link.retained] == [(peers.state_topic("me"), "state")]
     await peers.leave()
     topic, payload = link.closed_with
@@ -657,3 +791,34 @@ async def test_a_call_sent_before_the_peer_was_back_goes_again_when_it_is_heard(
 async def _until(pred: Any) -> None:
     while not pred():
         await asyncio.sleep(0.01)
+def test_a_node_that_lost_the_broker_lists_its_peers_offline_after_the_grace(parts):
+    peers, link, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/offline")
+    online(peers, "b")
+    link.connected.clear()
+    t = time.time()
+    peers._on_disconnected("keepalive timeout")
+    peers.housekeeping(t + 3.5)                # grace: max(1.5 × keepalive 2, 4 × b's interval 5) = 20 s
+    assert peers.members.is_online("b") and link.sent == []   # no probes, no verdicts while cut off
+    peers.housekeeping(t + 21)
+    assert not peers.members.is_online("b")
+    assert [(e["node"], e["data"]["reason"]) for e in sink.events] == [("b", "disconnected")]
+
+
+def test_a_member_given_up_that_answers_or_beats_again_is_back(parts):
+    peers, *_ = parts
+    online(peers, "b")
+    t = time.time()
+    assert peers.members.mark_offline("b", t - 10)     # e.g. stale-on-join while its heartbeat was on its way
+    peers.on_envelopes(peers.state_topic("b"), env("state", "b", state_body("s1"), to=None, ts=t))
+    assert peers.members.is_online("b")
+    assert peers.members.mark_offline("b", t - 10)     # a probe verdict; then it refutes
+    peers.on_envelopes(peers.members_topic, env("member", "b", {"node": "b", "state": "alive", "session": "s1"},
+                                                to=None))
+    assert peers.members.is_online("b")
+    # a heartbeat from before it was given up (its last one, then its will) does not revive it
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s1"},
+                                                      to=None))
+    peers.on_envelopes(peers.state_topic("b"), env("state", "b", state_body("s1"), to=None, ts=t + 0.5))
+    assert not peers.members.is_online("b")

@@ -1,8 +1,10 @@
 """Pure routing tables: subscriptions, interests, membership, pending calls."""
 
+import random
+
 import pytest
 
-from cloudisense.node._cluster import Membership, PendingTable
+from cloudisense.node._cluster import Membership, PendingTable, Prober
 from cloudisense.node._pubsub import InterestTable, SubscriptionTable
 
 pytestmark = pytest.mark.timeout(30)
@@ -44,10 +46,41 @@ def test_membership_sessions_and_wills():
     # the retained last state of the dead session does not revive it
     assert m.on_state("b", "s1", {"ts": 3.5}, 5.0) is None and not m.is_online("b")
     # a new session does
-    assert m.on_state("b", "s2", {"ts": 6.0}, 6.0) == "online"
-    assert m.stale(now=6.5, grace=3) == []
-    assert m.stale(now=100, grace=3) == ["b"]
+    assert m.on_state("b", "s2", {"ts": 6.0}, 6.0, ts=6.0) == "online"
+    # a retained online is judged by its newest word (ts) on join: fresh at 6.5, stale at 100
+    assert m.stale_on_join(now=6.5, bound=3) == []
+    assert m.stale_on_join(now=100, bound=3) == ["b"]
+    # a suspicion of the session it has (not of an older one) makes it stale, a word from it clears that
+    assert not m.suspect("b", "s1", 7.0) and m.get("b").status == "online"
+    assert m.suspect("b", "s2", 7.0) and m.get("b").status == "stale" and m.is_online("b")
+    assert m.suspects_due(now=12.0, after=10) == [] and m.suspects_due(now=17.5, after=10) == ["b"]
+    assert m.alive("b", "s2", 8.0) and m.get("b").status == "online" and m.suspects_due(now=30, after=10) == []
+    assert not m.mark_offline("b", 100, session="s1")   # a verdict on an old session does not count
     assert m.mark_offline("b", 100) and not m.mark_offline("b", 101)
+
+
+def test_the_prober_probes_its_successor_then_through_helpers_then_suspects():
+    m = Membership("m")
+    for n in ("a", "k", "x", "z"):
+        m.on_presence(n, "online", "s", 1.0)
+    assert m.ring_successor() == "x"          # the next id after ours
+    m.mark_offline("x", 2.0)
+    assert m.ring_successor() == "z"
+    m.mark_offline("z", 2.0)
+    assert m.ring_successor() == "a"          # wrapping round
+    p = Prober(interval=5, timeout=1, indirect=2, rng=random.Random(1))
+    assert p.start(10.0, "r1", "a") and not p.start(12.0, "r2", "a")   # one round per interval
+    assert p.due(10.5, ["a", "k"]) == ([], [])
+    ask, suspects = p.due(11.0, ["a", "k"])
+    assert ask == [("r1", "k")] and suspects == []   # the helpers exclude the target
+    assert p.acked("r1", "k", "x") is None           # an ack for another target is not one
+    assert p.acked("r1", "k", "a") == "a"            # through a helper: a is alive
+    assert p.start(15.0, "r3", "a")
+    p.due(16.0, ["a"])
+    assert p.due(17.0, ["a"]) == ([], ["a"]) and len(p) == 0
+    # a probe we make for someone else: its ack goes back to them
+    p.relay("r9", "c", "c-1", "a", 20.0)
+    assert p.acked("r9", "a", "a") == ("c", "c-1", "a") and len(p) == 0
 
 
 class Done:
