@@ -1,6 +1,6 @@
 """N simulated peers in one process, speaking the federation contract (docs/protocol.md §2, unsigned).
 
-Used by ``bench/p9_scale.py``: one real node joins a broker where N simulated
+Used by ``bench/scale_p9.py``: one real node joins a broker where N simulated
 peers live, and the benchmark measures what that costs the node and the broker.
 
 Each simulated peer (``sim-00001`` …):

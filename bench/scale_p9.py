@@ -1,6 +1,6 @@
 """P9: what N peers cost one real node, and the broker (issue 20).
 
-    python bench/p9_scale.py [--n 100,1000,10000] [--interval 5] [--idle 15] [--legacy] [--json FILE]
+    python bench/scale_p9.py [--n 100,1000,10000] [--interval 5] [--idle 15] [--legacy] [--json FILE]
 
 For each N: a private mosquitto (``sys_interval 1``, to read its delivery
 counter), one real ``cloudisense node`` and N simulated peers (``bench/sim.py``,
@@ -48,7 +48,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run  # noqa: E402  (process handling and footprint helpers shared with bench/run.py)
+import _harness as run  # noqa: E402  (process handling and footprint helpers shared with bench/run.py)
+from run import machine  # noqa: E402
 from sim import Sim  # noqa: E402
 from cloudisense.node.testing import free_port  # noqa: E402
 
@@ -264,7 +265,7 @@ async def main() -> int:
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"legacy": args.legacy, "interval": args.interval, "rows": rows,
-                                               "machine": run.machine()}, indent=1) + "\n")
+                                               "machine": machine()}, indent=1) + "\n")
     return 0 if all("error" not in r for r in rows) else 1
 
 
