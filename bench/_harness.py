@@ -209,16 +209,17 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
 
 
-async def private_mosquitto(procs: Procs) -> str:
+async def private_mosquitto(procs: Procs, extra: str = "") -> str:
     """A mosquitto of our own on a free port, with TCP_NODELAY on its sockets (see MEASUREMENTS: without it,
-    QoS 1 round trips stall 40-90 ms on Nagle), no persistence; stopped with every other process."""
+    QoS 1 round trips stall 40-90 ms on Nagle), no persistence; stopped with every other process.
+    ``extra``: more lines of its configuration."""
     exe = mosquitto_binary()
     if exe is None:
         raise RuntimeError("no mosquitto binary; pass --broker mqtt://HOST:PORT")
     port = free_port()
     conf = procs.tmp / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                    "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n")
+                    "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n" + extra)
     os.chmod(procs.tmp, 0o755)
     os.chmod(conf, 0o644)
     p = procs.spawn("mosquitto", [exe, "-c", str(conf)])

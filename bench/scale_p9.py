@@ -57,26 +57,9 @@ ASK = "restart logger on coolest node"
 
 
 async def mosquitto(procs: run.Procs) -> int:
-    """A private mosquitto that publishes its counters every second."""
-    exe = run.mosquitto_binary()
-    if exe is None:
-        raise SystemExit("p9: no mosquitto binary")
-    port = free_port()
-    conf = procs.tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
-                    "sys_interval 1\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\n")
-    os.chmod(procs.tmp, 0o755)
-    os.chmod(conf, 0o644)
-    p = procs.spawn("mosquitto", [exe, "-c", str(conf)])
-    for _ in range(100):
-        try:
-            run.socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return port
-        except OSError:
-            if p.popen.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {p.log_tail()}") from None
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"mosquitto did not listen on {port}")
+    """A private mosquitto that publishes its counters every second (its port)."""
+    url = await run.private_mosquitto(procs, "sys_interval 1\nmax_queued_messages 0\n")
+    return int(url.rsplit(":", 1)[1])
 
 
 class BrokerCounter:
