@@ -832,8 +832,15 @@ class Peers:
         if h == self._catalog_published and self.fed.connected.is_set():
             return
         body: CatalogEnvBody = {"hash": h, "catalog": catalog}
-        await self.fed.publish_retained(self.catalog_topic(self.id), self.envelope("catalog", None, body), qos=1)
+        # Marked before the await: the join and the first heartbeat both get here, and one publish will do.
         self._catalog_published = h
+        try:
+            await self.fed.publish_retained(self.catalog_topic(self.id), self.envelope("catalog", None, body),
+                                            qos=1)
+        except BaseException:
+            if self._catalog_published == h:
+                self._catalog_published = ""   # not published: the next heartbeat tries again
+            raise
 
     async def heartbeat(self, body: dict[str, Any]) -> None:
         """Our state: into the table, to local ``$cluster`` subscribers, and (retained) to the broker.
@@ -842,6 +849,9 @@ class Peers:
         state subscription now (someone watches there).  A changed catalog is published,
         and announced in a new presence (that one goes to everyone).
         """
+        h = body.get("catalog_hash")
+        if isinstance(h, str) and h not in self.catalogs:   # our own: known here even with no broker
+            self._keep_catalog(h, self.router.catalog())
         self.members.set_self(self.session, body, time.time())
         me = self.members.get(self.id)
         self.emit_cluster("state", self.id, me.view(self.catalogs) if me else {})

@@ -41,7 +41,7 @@ def test_json_is_pure_with_litellm_debug_logging(node, tmp_path):
                                "openai/test-model", "--api-base", srv.base_url, "--yes", "--json", "--url", node.url,
                                "--audit", str(tmp_path / "a.jsonl")),
                            capture_output=True, text=True, timeout=150, env=env())
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, p.stdout[-3000:] + "\n----\n" + "\n".join(l for l in p.stderr.splitlines() if "LiteLLM" not in l)[-3000:]
     doc = json.loads(p.stdout)  # the whole of stdout
     assert doc["status"] == "done" and doc["plan"]["steps"][0]["node"] == "llm-n1"
     assert "LiteLLM" in p.stderr  # debug: litellm's logging shown, on stderr
