@@ -51,7 +51,13 @@ def test_quick_run_produces_figures_for_every_scenario(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"bench failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     data = json.loads(out.read_text())
 
-    assert sorted(data["scenarios"]) == SCENARIOS
+    assert sorted(data["scenarios"]) == sorted([*SCENARIOS, "P10"])
+    p10 = data["scenarios"]["P10"]   # client-offered method: figures per side, local and remote
+    assert "error" not in p10, p10.get("error")
+    for side in ("project", "floor"):
+        for where in ("local", "remote"):
+            assert _number(p10[side][where]["p50_us"]) and _number(p10[side][where]["msgs_per_s"]), p10[side]
+    assert _number(p10["ratio"]["p50_local"]) and _number(p10["ratio"]["p50_remote"]), p10["ratio"]
     for key in SCENARIOS:
         s = data["scenarios"][key]
         assert "error" not in s, f"{key}: {s['error']}"

@@ -158,7 +158,7 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path):
             wait_until(lambda: ready(n)[0] == 200, SETTLE, what=f"{n.id} ready again: every subscription held")
         t_ready = time.monotonic() - t_kill
         ok_before = list(to_c1.outcome.values()).count("ok")
-        await async_wait_until(lambda: list(to_c1.outcome.values()).count("ok") >= ok_before + 10, 10,
+        await async_wait_until(lambda: list(to_c1.outcome.values()).count("ok") >= ok_before + 10, SETTLE,
                                what="steady calls to c1 after the move")
 
         servers[0].start()             # the server returns: nothing of ours is restarted
