@@ -111,6 +111,7 @@ async def _mqtt_works(url: str) -> bool:
         return False
 
 
+@pytest.mark.timeout(240)   # nats-server may take 20-30 s to be whole again; each wait has its own bound
 async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path):
     ports = [free_port() for _ in range(3)]
     servers = [NatsServer(tmp_path, f"s{i + 1}", cluster_port=ports[i], routes=ports[:i] + ports[i + 1:],
