@@ -254,6 +254,20 @@ class LiteLLMModel:
         quiet_litellm(logging.getLogger().getEffectiveLevel() <= logging.DEBUG)
         return litellm
 
+    async def _bounded(self, litellm: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                       wait: float) -> ModelReply:
+        """One request, bounded by ``wait`` seconds.  A cancel from outside (Ctrl-C) that the provider's
+        library turned into an error of its own (a lost connection, which is retryable) is a cancel again:
+        planning stops instead of asking the model again."""
+        try:
+            async with asyncio.timeout(wait):
+                return await self._once(litellm, messages, tools)
+        except Exception as e:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError() from e
+            raise
+
     async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ModelReply:
         litellm = self._litellm()
         attempts = 1 + self.max_retries
@@ -268,8 +282,7 @@ class LiteLLMModel:
                                  + (f" (last error: {_short(last)})" if last else ""), kind="budget")
             wait = self.timeout if left is None else min(self.timeout, left)
             try:
-                async with asyncio.timeout(wait):
-                    return await self._once(litellm, messages, tools)
+                return await self._bounded(litellm, messages, tools, wait)
             except TimeoutError as e:
                 if left is not None and wait < self.timeout:
                     raise ModelError(f"{self.name}: no answer before the planning budget ran out", kind="budget") from e

@@ -139,3 +139,34 @@ def test_progress_on_a_terminal_shows_a_spinner_with_seconds():
 
     assert re.search(r"asking openai/x… turn 2/8, \d+\.\d s", text), text
     assert "\x1b[31m" not in text and "\\x1b[31m" in text  # streamed model text is data: escaped
+
+
+async def test_ctrl_c_while_the_provider_call_turns_the_cancel_into_an_error_still_stops():
+    """SIGINT cancels the planning task; a provider library that catches the cancel and raises a connection
+    error instead (which is retryable) must not make the model ask again and wait out its timeout."""
+    import asyncio
+
+    from cloudisense.agent._model import LiteLLMModel
+
+    class APIConnectionError(Exception):   # the name litellm's lost connection has: retryable
+        pass
+
+    calls = []
+
+    class Swallowing(LiteLLMModel):
+        async def _once(self, litellm, messages, tools):
+            calls.append(1)
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                raise APIConnectionError("connection lost") from None
+
+    model = Swallowing("openai/test-model", timeout=30, max_retries=3)
+    model._litellm = lambda: None   # no provider is reached: _once is ours
+    task = asyncio.ensure_future(model.complete([{"role": "user", "content": "hi"}], []))
+    while not calls:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 3)
+    assert len(calls) == 1   # not asked again
