@@ -368,6 +368,47 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
             await conn.close()
 
 
+#: The watchdog started by a Ctrl-C (see _interruptible); cancelled once the command returned on its own.
+_WATCHDOG: list[Any] = []
+
+
+async def _interruptible(coro: Any, phase: dict[str, str], grace: float = 3.0) -> Any:
+    """Run ``coro``; a Ctrl-C meanwhile cancels it as asyncio does, and also starts a watchdog: if the
+    process has not ended ``grace`` seconds later (a provider's request stuck in a thread, a close that
+    does not finish), it says so and exits 130 there and then.  Nothing is executing while planning."""
+    import signal
+    import threading
+
+    prev = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(prev):
+        return await coro
+
+    def stuck() -> None:
+        _interrupted(phase)
+        sys.stderr.flush()
+        os._exit(130)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if not _WATCHDOG and phase.get("now") != "executing":
+            t = threading.Timer(grace, stuck)
+            t.daemon = True
+            t.start()
+            _WATCHDOG.append(t)
+        prev(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return await coro
+    finally:
+        if signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, prev)
+
+
+def _stop_watchdog() -> None:
+    while _WATCHDOG:
+        _WATCHDOG.pop().cancel()
+
+
 def _interrupted(phase: dict[str, str]) -> int:
     if phase.get("now") == "executing":
         print("interrupted while executing: steps may have run; see the audit log", file=sys.stderr)
@@ -450,12 +491,15 @@ def cmd_ask(args: argparse.Namespace, *, input_fn: Any = input, conn: Any = None
     phase: dict[str, str] = {}
     try:
         with cassette:
-            _, code = asyncio.run(_session(args, model, args.text, recorder=recorder, input_fn=input_fn, conn=conn,
-                                           budget=settings.budget if settings.model != "offline" else None,
-                                           nonce=nonce, phase=phase))
+            code: int
+            _, code = asyncio.run(_interruptible(
+                _session(args, model, args.text, recorder=recorder, input_fn=input_fn, conn=conn,
+                         budget=settings.budget if settings.model != "offline" else None, nonce=nonce, phase=phase),
+                phase))
     except KeyboardInterrupt:
         return _interrupted(phase)
     finally:
+        _stop_watchdog()
         if recorder is not None:
             recorder.close()
     return code

@@ -170,3 +170,36 @@ async def test_ctrl_c_while_the_provider_call_turns_the_cancel_into_an_error_sti
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 3)
     assert len(calls) == 1   # not asked again
+
+
+def test_ctrl_c_ends_the_process_even_when_cleanup_hangs(tmp_path):
+    """After Ctrl-C the watchdog ends a planning process whose cleanup does not finish (exit 130, said why)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from cloudisense.agent.cli import _interruptible\n"
+        "async def stuck():\n"
+        "    try:\n"
+        "        print('ready', flush=True)\n"
+        "        await asyncio.sleep(100)\n"
+        "    finally:\n"
+        "        await asyncio.shield(asyncio.sleep(100))   # a cleanup that never ends\n"
+        "asyncio.run(_interruptible(stuck(), {}, grace=0.5))\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        secs = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 130 and secs < 5, (proc.returncode, secs, err)
+    assert "interrupted while planning: nothing ran" in err
