@@ -372,7 +372,7 @@ async def _session(args: argparse.Namespace, model: Any, request: str, *, record
 _WATCHDOG: list[Any] = []
 
 
-async def _interruptible(coro: Any, phase: dict[str, str], grace: float = 3.0) -> Any:
+async def _interruptible(coro: Any, phase: dict[str, str], grace: float = 1.5) -> Any:
     """Run ``coro``; a Ctrl-C meanwhile cancels it as asyncio does, and also starts a watchdog: if the
     process has not ended ``grace`` seconds later (a provider's request stuck in a thread, a close that
     does not finish), it says so and exits 130 there and then.  Nothing is executing while planning."""
