@@ -282,9 +282,13 @@ class Federation:
         self._closing = True
         task, self._task = self._task, None
         if task is not None:
-            while not task.done():
+            give_up = asyncio.get_running_loop().time() + 5.0   # a stop must not hang on the link
+            while not task.done() and asyncio.get_running_loop().time() < give_up:
                 task.cancel()
                 await asyncio.wait({task}, timeout=0.5)
+            if not task.done():
+                log.warning("the broker link did not stop within 5 s of being cancelled; leaving it")
+                return
             if not task.cancelled() and (exc := task.exception()) is not None:
                 raise exc
 
