@@ -237,6 +237,7 @@ class Federation:
         self._subs: dict[str, int] = {}
         self._held: set[str] = set()     # topics of _subs the broker granted on this connection
         self._inflight: set[str] = set()  # topics whose SUBACK is awaited
+        self._fresh: set[str] = set()     # of those, asked for while connected, first SUBACK awaited
         self._subs_lost = asyncio.Event()   # some topic of _subs is not held: the keeper retries it
         self._packer = packer or PlainPacker()
         self._out: dict[tuple[str, int], list[Any]] = defaultdict(list)   # prepared envelopes per topic
@@ -327,7 +328,13 @@ class Federation:
         self._subs[topic] = qos
         client = self._client
         if client is not None and self.connected.is_set():
-            await self._subscribe(client, topic, qos)
+            # A new subscription on a working link does not make the node unready while its
+            # SUBACK is on the way; a refusal does (see missing).
+            self._fresh.add(topic)
+            try:
+                await self._subscribe(client, topic, qos)
+            finally:
+                self._fresh.discard(topic)
 
     async def _subscribe(self, client: aiomqtt.Client, topic: str, qos: int) -> bool:
         """One SUBSCRIBE, its SUBACK checked: True when the broker granted it."""
@@ -353,8 +360,9 @@ class Federation:
         return False
 
     def missing(self) -> list[str]:
-        """Topics this node wants and the broker does not give it now (all of them while disconnected)."""
-        return sorted(t for t in self._subs if t not in self._held)
+        """Topics this node wants and the broker does not give it now (all of them while disconnected),
+        but not those asked for on this connection whose first SUBACK is still on the way."""
+        return sorted(t for t in self._subs if t not in self._held and t not in self._fresh)
 
     async def _keep_subscriptions(self, client: aiomqtt.Client) -> None:
         """Retry refused subscriptions with capped backoff until every one is held."""
@@ -438,6 +446,7 @@ class Federation:
             self._paho_error = ""
             self._held.clear()
             self._inflight.clear()
+            self._fresh.clear()
             self._subs_lost.clear()
             try:
                 async with self._make_client() as client:

@@ -719,7 +719,8 @@ class Peers:
         self._metrics_until = max(self._metrics_until, now + JOIN_SNAPSHOT_SECONDS)
         self._stale_check_at = now + JOIN_SNAPSHOT_SECONDS
         await self._metrics_subscription(now)
-        self._on_connected()
+        # Announced before join returns: the node says it is ready only when /readyz agrees.
+        await self._after_connect()
 
     async def _check_unique_id(self) -> None:
         """Refuse to start when a live node already uses this id."""

@@ -1,0 +1,57 @@
+"""Readiness and subscriptions (CI saw /readyz say 503 just after the node said it was ready): a
+subscription asked for on a working link is not "missing" while its SUBACK is on the way, a refused
+one is until the broker grants it.  The SUBACK's timing is the point, so the client here is a stand-in
+whose SUBACK the test releases; the real broker paths are tests/integration/test_broker_failover.py."""
+
+import asyncio
+
+import pytest
+
+from cloudisense.node._federation import Federation
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class SlowSuback:
+    """An aiomqtt client whose SUBACK for each topic comes when the test says, with the given code."""
+
+    def __init__(self) -> None:
+        self.acks: dict[str, asyncio.Future[list[int]]] = {}
+
+    async def subscribe(self, topic: str, qos: int = 1) -> list[int]:
+        self.acks[topic] = asyncio.get_running_loop().create_future()
+        return await self.acks[topic]
+
+
+def link() -> tuple[Federation, SlowSuback]:
+    fed = Federation(node_id="n", url="mqtt://127.0.0.1:1", keepalive=5, connect_timeout=5,
+                     will=lambda: ("t", b""), on_envelopes=lambda *a: None, on_connected=lambda: None,
+                     on_disconnected=lambda r: None, on_fatal=lambda m: None)
+    client = SlowSuback()
+    fed._client = client      # type: ignore[assignment]
+    fed.connected.set()
+    return fed, client
+
+
+async def suback(fed: Federation, client: SlowSuback, topic: str, codes: list[int]) -> None:
+    sub = asyncio.create_task(fed.subscribe(topic))
+    async with asyncio.timeout(5):
+        while topic not in client.acks:
+            await asyncio.sleep(0)
+    assert fed.missing() == [], "a SUBACK on the way is not a refusal"
+    client.acks[topic].set_result(codes)
+    await sub
+
+
+async def test_a_new_subscription_in_flight_is_not_missing_and_a_granted_one_is_held():
+    fed, client = link()
+    await suback(fed, client, "p/x", [1])
+    assert fed.missing() == []
+
+
+async def test_a_refused_subscription_is_missing_until_granted():
+    fed, client = link()
+    await suback(fed, client, "p/y", [0x80])
+    assert fed.missing() == ["p/y"]
+    assert fed.counters["subscribe_failures"] == 1
+    fed._subs_lost.clear()          # the keeper is not running here; nothing else may retry it
