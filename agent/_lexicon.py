@@ -26,7 +26,8 @@ from cloudisense.tools._cluster import BUILTIN_METHODS
 
 VERBS: dict[str, str] = {
     "restart": "restart", "re-start": "restart", "recycle": "restart", "bounce": "restart", "reboot": "restart",
-    "reload": "restart", "cycle": "restart", "respawn": "restart", "kick": "restart",
+    "reload": "restart", "cycle": "restart", "respawn": "restart", "kick": "restart", "relaunch": "restart",
+    "re-launch": "restart", "reset": "restart",
     "stop": "stop", "terminate": "stop", "kill": "stop", "halt": "stop", "shutdown": "stop", "end": "stop",
     "start": "start", "launch": "start", "boot": "start",
     "status": "status", "check": "status", "health": "status", "healthcheck": "status", "state": "status",
@@ -45,6 +46,43 @@ VERB_PHRASES: dict[tuple[str, ...], str] = {
     ("tell", "me"): "show", ("let", "me", "see"): "show", ("list", "out"): "show",
 }
 MUTATING = {"restart", "start", "stop"}
+# Phrasal verbs whose object may stand between verb and particle: "bring the worker back up",
+# "turn the logger off".  The adjacent form ("bring back up the worker") is a VERB_PHRASE too.
+SEPARABLE: dict[tuple[str, ...], str] = {
+    ("bring", "up"): "start", ("bring", "back"): "start", ("bring", "back", "up"): "start",
+    ("bring", "back", "online"): "start", ("bring", "online"): "start", ("spin", "up"): "start",
+    ("spin", "back", "up"): "start", ("fire", "up"): "start", ("fire", "back", "up"): "start",
+    ("start", "up"): "start", ("start", "back", "up"): "start", ("boot", "up"): "start",
+    ("turn", "on"): "start", ("turn", "back", "on"): "start", ("switch", "on"): "start",
+    ("switch", "back", "on"): "start", ("kick", "off"): "start",
+    ("take", "down"): "stop", ("take", "offline"): "stop", ("bring", "down"): "stop", ("shut", "down"): "stop",
+    ("shut", "off"): "stop", ("turn", "off"): "stop", ("switch", "off"): "stop", ("spin", "down"): "stop",
+    ("power", "cycle"): "restart",
+}
+VERB_PHRASES.update(SEPARABLE)
+# "I need the worker restarted", "have the logger on nb stopped": the action as a participle
+PARTICIPLES: dict[tuple[str, ...], str] = {
+    **{(w,): "restart" for w in ("restarted", "rebooted", "bounced", "recycled", "reloaded", "cycled",
+                                "respawned", "relaunched", "kicked")},
+    **{(w,): "stop" for w in ("stopped", "killed", "terminated", "halted", "ended")},
+    **{(w,): "start" for w in ("started", "launched", "booted")},
+    ("power", "cycled"): "restart", ("shut", "down"): "stop", ("shut", "off"): "stop", ("taken", "down"): "stop",
+    ("turned", "off"): "stop", ("switched", "off"): "stop", ("brought", "down"): "stop",
+    ("brought", "up"): "start", ("brought", "back", "up"): "start", ("brought", "back"): "start",
+    ("spun", "up"): "start", ("fired", "up"): "start", ("turned", "on"): "start", ("switched", "on"): "start",
+    ("started", "up"): "start", ("started", "again"): "start",
+}
+# "the logger on nb needs restarting / a restart / to be restarted"
+GERUNDS = {**{w: "restart" for w in ("restarting", "rebooting", "bouncing", "recycling", "cycling",
+                                     "relaunching", "respawning")},
+           **{w: "stop" for w in ("stopping", "killing", "terminating", "halting")},
+           **{w: "start" for w in ("starting", "launching")}}
+# the request's wish, before a participle: "I need", "we want", "please have", "get"
+INTENTS: set[tuple[str, ...]] = {
+    ("i", "need"), ("i", "want"), ("i", "would", "like"), ("we", "need"), ("we", "want"), ("we", "would", "like"),
+    ("i", "would", "love"), ("need",), ("want",), ("have",), ("get",), ("i", "would", "want"),
+}
+NEEDS = {"needs", "need", "should", "must"}
 QUESTION_WORDS = {"how", "what", "which", "where", "is", "are", "does", "do", "who", "whats"}
 
 # metric words → metric key
@@ -97,6 +135,11 @@ _sup(["emptiest disk", "most free disk", "most free disk space", "most disk spac
       "lowest disk", "least disk used", "least full disk", "most disk free", "least disk usage"], "disk_percent", _DOWN)
 _sup(["fullest disk", "least free disk", "least free disk space", "least disk space", "highest disk usage",
       "highest disk", "most disk used", "most disk usage", "fullest"], "disk_percent", _UP)
+
+# "the node whose cpu is highest": a metric, then one of these
+SUP_ADJ_UP = {"highest", "greatest", "biggest", "largest", "maximum", "max", "most", "top", "heaviest"}
+SUP_ADJ_DOWN = {"lowest", "smallest", "least", "minimum", "min", "lightest"}
+
 
 # comparison words → (op, metric hint or None)
 COMPARISONS: dict[tuple[str, ...], tuple[str, str | None]] = {
@@ -177,7 +220,8 @@ def _phrase_vocab() -> set[str]:
 
 
 BASE_VOCAB = (set(VERBS) | _phrase_vocab() | set(METRIC_ADJ) | set(UNITS) | set(ORDINALS) | set(COUNTS)
-              | NODE_NOUNS | PROC_NOUNS | PREPS | FILLERS | STRUCTURAL | QUESTION_WORDS)
+              | NODE_NOUNS | PROC_NOUNS | PREPS | FILLERS | STRUCTURAL | QUESTION_WORDS | set(GERUNDS) | NEEDS
+              | {w for t in (*PARTICIPLES, *INTENTS) for w in t} | {"be", "back"} | SUP_ADJ_UP | SUP_ADJ_DOWN)
 
 
 # ---- normalisation --------------------------------------------------------------------------
@@ -317,6 +361,7 @@ def lex(tokens: list[str], lx: Lexicon) -> tuple[list[Lexeme], list[tuple[str, s
                 toks[i] = fixed
     toks = _join_ids(toks, lx)
     toks = [t for k, t in enumerate(toks) if not _article(toks, k, lx)]
+    toks = rephrase(toks, lx)
     out: list[Lexeme] = []
     i = 0
     while i < len(toks):
@@ -338,6 +383,10 @@ def lex(tokens: list[str], lx: Lexicon) -> tuple[list[Lexeme], list[tuple[str, s
                 out.append(Lexeme("node", lx.nodes[t], (t,), len(out)))
                 i += 1
                 continue
+        if t == "over" and nxt in ("on", "at", "in", "there"):   # "stop it over on nc": not a comparison
+            out.append(Lexeme("filler", None, (t,), len(out)))
+            i += 1
+            continue
         for table, kind in ((FILLER_PHRASES, "filler"), (VERB_PHRASES, "verb"), (SUPERLATIVES, "sup"),
                             (COMPARISONS, "cmp"), (METRICS, "metric")):
             n = _match(toks, i, table)
@@ -352,6 +401,148 @@ def lex(tokens: list[str], lx: Lexicon) -> tuple[list[Lexeme], list[tuple[str, s
             i += 1
     unknown = [x for x in out if x.kind == "unknown"]
     return out, corrections, unknown
+
+
+_SEPARABLE_HEADS = {k[0] for k in SEPARABLE}
+_OBJECT_WORDS = {"it", "them", "and", ",", "&", "plus", "both", "all", "every", "each", "everything"} | PROC_NOUNS
+_BOUNDARY = {";", "\n", "then", ",", "and", "also"}
+_STOP_AT = {";", "\n", "then", "not", "no", "never", "dont", "don", "?"}
+
+
+def rephrase(toks: list[str], lx: Lexicon) -> list[str]:
+    """Put the action first where English puts it elsewhere, and change nothing else.
+
+    * "bring the worker back up" → "bring back up worker" (a separable phrasal verb: only process
+      names, node ids, pronouns and 'and' may stand between verb and particle; a particle 'on' must
+      end the clause or come before a preposition, so "turn the logger on nd" is left alone);
+    * "I need / want / get / have the worker [on nb] restarted" → "restart worker [on nb]", and so
+      each "and the logger stopped on nc" after it;
+    * "the logger [on nb] needs restarting / a restart / to be restarted / should be restarted" →
+      "restart logger [on nb]".
+
+    Only word order changes; what comes out is parsed as strictly as any request (a word that fits
+    nowhere is still refused), and a negation inside the moved words stops the rewrite.
+    """
+    out = _separable(toks, lx)
+    out = _participles(out, lx)
+    return _needs(out, lx)
+
+
+def _objects_end(toks: list[str], i: int, lx: Lexicon, nodes: bool) -> int:
+    """Index after the run of object words (processes, pronouns, 'and') starting at ``i``."""
+    while i < len(toks) and (toks[i] in lx.processes or toks[i] in _OBJECT_WORDS or (nodes and toks[i] in lx.nodes)):
+        i += 1
+    return i
+
+
+def _separable(toks: list[str], lx: Lexicon) -> list[str]:
+    out = list(toks)
+    i = 0
+    while i < len(out):
+        if out[i] in _SEPARABLE_HEADS and (i + 1 < len(out)) and not _match(out, i, SEPARABLE):
+            j = _objects_end(out, i + 1, lx, nodes=True)
+            if j > i + 1:
+                n = next((n for n in (3, 2, 1) if j + n <= len(out) and tuple(out[i:i + 1] + out[j:j + n]) in SEPARABLE), 0)
+                after = out[j + n] if j + n < len(out) else None
+                if n and (out[j + n - 1] != "on" or after is None or after in _BOUNDARY or after in PREPS):
+                    out = out[:i + 1] + out[j:j + n] + out[i + 1:j] + out[j + n:]
+                    i += n
+        i += 1
+    return out
+
+
+def _participle_at(toks: list[str], k: int) -> tuple[str, int] | None:
+    n = _match(toks, k, PARTICIPLES)
+    return (PARTICIPLES[tuple(toks[k:k + n])], n) if n else None
+
+
+def _lead(toks: list[str], i: int = 0) -> int:
+    """Index after the politeness at ``i``: 'hey, can you please ...', 'would you mind ...'."""
+    while i < len(toks):
+        if toks[i] in FILLERS or toks[i] == ",":
+            i += 1
+        elif n := _match(toks, i, FILLER_PHRASES):
+            i += n
+        else:
+            break
+    return i
+
+
+def _participles(toks: list[str], lx: Lexicon) -> list[str]:
+    start = _lead(toks)
+    if start < len(toks) and toks[start] in GERUNDS:   # "would you mind restarting the logger"
+        return toks[:start] + [GERUNDS[toks[start]]] + toks[start + 1:]
+    n = _match(toks, start, INTENTS)
+    if n == 0 or start + n >= len(toks) or not (toks[start + n] in lx.processes or toks[start + n] in _OBJECT_WORDS):
+        return toks
+    out = toks[:start]
+    rest = toks[start + n:]
+    while rest:
+        # the clause's words up to its participle; a boundary or a negation first: no rewrite
+        k = 0
+        while k < len(rest) and rest[k] not in _STOP_AT and _participle_at(rest, k) is None:
+            k += 1
+        found = _participle_at(rest, k) if k < len(rest) else None
+        if found is None or k == 0:
+            return toks
+        verb, m = found
+        out += [verb] + rest[:k]
+        rest = rest[k + m:]
+        # the clause's target after the participle ("restarted on the warmest server"), up to
+        # "and the worker stopped on nc": the next clause in the same form
+        nxt = next((j for j in range(len(rest)) if rest[j] in ("and", ",") and _same_form(rest, j + 1, lx)), None)
+        if nxt is None:
+            out += rest
+            break
+        out += rest[:nxt + 1]
+        rest = rest[nxt + 1:]
+    return out
+
+
+def _same_form(toks: list[str], i: int, lx: Lexicon) -> bool:
+    """Whether toks[i:] starts 'PROCESS ... PARTICIPLE' before any boundary."""
+    if i >= len(toks) or toks[i] not in lx.processes:
+        return False
+    for j in range(i + 1, len(toks)):
+        if toks[j] in _STOP_AT or toks[j] in ("and", ","):
+            return False
+        if _participle_at(toks, j) is not None:
+            return True
+    return False
+
+
+def _needs(toks: list[str], lx: Lexicon) -> list[str]:
+    """'OBJECTS [TARGET] needs|should ... VERB' at the start of a clause."""
+    out: list[str] = []
+    i = 0
+    while i < len(toks):
+        start = i
+        if toks[i] in lx.processes or toks[i] in ("it", "every", "all", "both"):
+            k = i
+            while k < len(toks) and toks[k] not in NEEDS and toks[k] not in _STOP_AT and toks[k] not in VERBS:
+                k += 1
+            if k < len(toks) and toks[k] in NEEDS:
+                j = k + 1
+                for filler in (("to", "be"), ("be",), ("to",), ("a",), ("an",), ("some",)):
+                    if tuple(toks[j:j + len(filler)]) == filler:
+                        j += len(filler)
+                        break
+                w = toks[j] if j < len(toks) else ""
+                p = _participle_at(toks, j)
+                verb = GERUNDS.get(w) or (VERBS.get(w) if VERBS.get(w) in MUTATING else None) or (p and p[0])
+                width = p[1] if p and not GERUNDS.get(w) and VERBS.get(w) not in MUTATING else 1
+                after = toks[j + width] if j + width < len(toks) else None
+                if verb and (after is None or after in _BOUNDARY or after in FILLERS):
+                    out += [verb] + toks[start:k]
+                    i = j + width
+                    continue
+        # copy this clause's words up to the next boundary
+        while i < len(toks):
+            out.append(toks[i])
+            i += 1
+            if out[-1] in (";", "\n", "then"):
+                break
+    return out
 
 
 def _join_ids(toks: list[str], lx: Lexicon) -> list[str]:

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeGuard
 
-from ._lexicon import ARTICLES, MUTATING, OR_MORE, SUPERLATIVES, Lexeme, Lexicon, lex, normalise
+from ._lexicon import (ARTICLES, MUTATING, OR_MORE, SUP_ADJ_DOWN, SUP_ADJ_UP, SUPERLATIVES, Lexeme, Lexicon, lex,
+                       normalise)
 from ._target import All, Cond, Except, Expr, Filter, Has, Ids, Others, Rank, Same, Union, is_broad
 
 MAX_WORDS = 80
@@ -686,10 +687,16 @@ class _Request:
                 k = c.i
                 c.word("that", "which", "who", "whichever")
                 c.word("is", "are", "has", "have")
+                c.word("running", "runs", "run")       # "whichever node is running coolest"
                 s = c.kind("sup")
                 if s is not None and allow_rank:
                     c.word("one")
                     e = Rank(e, s.value[0], s.value[1])
+                    continue
+                c.i = k
+                ranked = self._metric_superlative() if allow_rank else None
+                if ranked is not None:
+                    e = Rank(e, *ranked)
                     continue
                 c.i = k
                 return e
@@ -698,6 +705,24 @@ class _Request:
                     e = Filter(e, x)
             else:
                 e = Filter(e, cond)
+
+    def _metric_superlative(self) -> tuple[str, str] | None:
+        """'where the cpu is highest', 'whose temperature is lowest', 'with the disk usage lowest'."""
+        c = self.c
+        c.word("where", "whose", "with", "that", "which")
+        c.word("has", "have")
+        m = c.kind("metric")
+        if m is None:
+            return None
+        c.word("is", "are")
+        t = c.peek()
+        if not _is(t, *SUP_ADJ_UP, *SUP_ADJ_DOWN):
+            return None
+        c.i += 1
+        metric, order = str(m.value), "desc" if t.words[0] in SUP_ADJ_UP else "asc"
+        if metric == "memory_percent":      # ranks go by free memory (see SUPERLATIVES)
+            metric, order = "free_memory_percent", "asc" if order == "desc" else "desc"
+        return metric, order
 
     def post(self) -> Cond | Has | list[Cond] | None:
         c = self.c
