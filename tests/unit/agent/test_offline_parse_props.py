@@ -52,6 +52,10 @@ def clusters(draw):
 VERBS = {"restart": ["restart", "Restart", "please restart", "recycle", "bounce", "could you restart"],
          "stop": ["stop", "STOP", "terminate", "kill", "halt", "shut down"],
          "start": ["start", "launch", "bring up", "Start"]}
+# the action elsewhere than first: the process stands inside the verb, the target follows
+MOVED = {"restart": ["I need the {p} restarted", "get {p} bounced", "please have the {p} recycled"],
+         "stop": ["turn the {p} off", "I want {p} stopped", "take the {p} down", "shut the {p} down"],
+         "start": ["bring the {p} back up", "we need the {p} started", "spin {p} up"]}
 EXCEPT = ["except", "but not", "other than", "excluding", "apart from", ", not", "except for"]
 ALL = ["on all nodes", "everywhere", "on every node", "on all hosts", "across the cluster", "on each server"]
 
@@ -77,6 +81,8 @@ def requests(draw, cluster):
     named = draw(st.lists(st.sampled_from(ids), min_size=1, max_size=3, unique=True))
     negated: list[str] = []
     head = f"{rnd.choice(VERBS[verb])} {rnd.choice(['', 'the '])}{proc}"
+    if draw(st.booleans()):
+        head = rnd.choice(MOVED[verb]).format(p=proc)
 
     def ranked(desc: bool) -> list[str]:
         return sorted(domain, key=lambda i: (-temp[i] if desc else temp[i], i))
