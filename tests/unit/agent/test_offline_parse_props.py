@@ -69,7 +69,7 @@ def _ids_text(ids: list[str], rnd: random.Random) -> str:
 
 @st.composite
 def requests(draw, cluster):
-    """(text, expected targets or None when the request must not plan, negated ids)."""
+    """(text, expected targets or None when the request must not plan, negated ids, verb)."""
     rnd = random.Random(draw(st.integers(0, 10**6)))
     nodes = cluster["nodes"]
     ids = [n["id"] for n in nodes]
@@ -126,7 +126,7 @@ def requests(draw, cluster):
         text = f"{head} {rnd.choice(ALL)} {rnd.choice(EXCEPT)} the {'hottest' if desc else 'coolest'} one"
         pool = ranked(desc)
         expect = sorted(pool[1:]) or None
-    return text, expect, negated
+    return text, expect, negated, verb
 
 
 def plan(snapshot: dict, text: str):
@@ -140,7 +140,7 @@ def plan(snapshot: dict, text: str):
 @SETTINGS
 def test_a_plan_is_exactly_what_the_target_denotes_and_never_touches_a_negated_node(data):
     cluster = data.draw(clusters())
-    text, expect, negated = data.draw(requests(cluster))
+    text, expect, negated, verb = data.draw(requests(cluster))
     r = plan(cluster, text)
     steps = r.plan.steps if r.ok and r.plan else []
     if expect is None:
@@ -150,6 +150,7 @@ def test_a_plan_is_exactly_what_the_target_denotes_and_never_touches_a_negated_n
         assert len(steps) == 1, (text, r.message)
         targets = steps[0].targets
         assert sorted(targets) == expect, (text, targets, expect)
+        assert (steps[0].service, steps[0].method) == ("supervisor", verb), (text, steps[0].method)
         assert not set(targets) & set(negated), (text, targets, negated)
     else:  # it may ask or refuse, but a clear request of this grammar should plan
         pytest.fail(f"not planned: {text!r}: {r.message}")
@@ -167,7 +168,7 @@ def _junk(rnd: random.Random, lx: Lexicon) -> str:
 @SETTINGS
 def test_a_word_the_parser_does_not_know_is_never_dropped(data):
     cluster = data.draw(clusters())
-    text, expect, _ = data.draw(requests(cluster))
+    text, expect, _, _ = data.draw(requests(cluster))
     assume(expect is not None)
     rnd = random.Random(data.draw(st.integers(0, 10**6)))
     lx = Lexicon.from_view(ClusterView.model_validate(cluster))
