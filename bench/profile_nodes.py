@@ -25,7 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run  # noqa: E402
+import _harness as run  # noqa: E402
+from p4_fanout import FAN_CLIENTS, FanOut  # noqa: E402
 
 
 def summarize(path: Path, top: int) -> str:
@@ -52,13 +53,13 @@ def summarize(path: Path, top: int) -> str:
 async def load(scenario: str, procs: dict[str, run.Proc], seconds: float, pipelined: bool = False) -> None:
     end = time.monotonic() + seconds
     if scenario == "P4":
-        fan = run.FanOut(procs["A"].url, run._dumps({"type": "subscribe", "id": "s", "node": "B",
-                                                      "topic": "bench/fan"}), run.FAN_CLIENTS)
+        fan = FanOut(procs["A"].url, run.dumps({"type": "subscribe", "id": "s", "node": "B",
+                                                "topic": "bench/fan"}), FAN_CLIENTS)
         ctl = await run.ws_connect(procs["B"].url)
         try:
             await fan.open()
             fan.begin(1)
-            await run._rt(ctl, run._dumps({"type": "call", "id": "e", "service": "bench", "method": "emit",
+            await run.rt(ctl, run.dumps({"type": "call", "id": "e", "service": "bench", "method": "emit",
                                            "timeout": 300, "params": {"topic": "bench/fan", "rate": 400,
                                                                       "count": int(400 * seconds), "step": 1}}))
         finally:
