@@ -192,7 +192,7 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
-           "sir", "folks", "team", "guys", "quick", "promptly"}
+           "sir", "folks", "team", "guys", "quick", "promptly", "too"}
 ARTICLES = {"the", "a", "an"}
 
 # structural words the parser consumes (kept in the fuzzy vocabulary too)
@@ -207,7 +207,7 @@ STRUCTURAL = {
     "whichever", "stopped", "both", "also", "next", "never", "don", "dont", "metrics", "stats",
     "statistics", "info", "supervised", "hosted", "by", "top", "between", "whose", "single",
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
-    "details", "detail", "information", "about", "we",
+    "details", "detail", "information", "about", "we", "called", "named", "using", "showing", "reading",
 }
 
 
@@ -552,6 +552,8 @@ def _join_ids(toks: list[str], lx: Lexicon) -> list[str]:
     while i < len(toks):
         if i + 1 < len(toks) and toks[i] not in lx.nodes and toks[i] not in lx.processes:
             for sep in ("-", "_", ""):
+                if sep == "" and not toks[i + 1].isdigit():
+                    continue   # "pi 4" is pi4, but "n b" is not nb: two words are not run together on a guess
                 joined = toks[i] + sep + toks[i + 1]
                 if (joined in lx.nodes or joined in lx.processes) and toks[i + 1] not in lx.nodes \
                         and toks[i + 1] not in lx.processes:

@@ -189,6 +189,10 @@ def parse(text: str, lx: Lexicon) -> Parsed:
                                         or lexemes[k + 1].text == "just"):
             raise Refusal(f"'{lexemes[k].text} {lexemes[k + 1].text}' leaves the targets open; name the nodes. "
                           "Nothing was planned")
+    # "... please and thank you": an "and" followed only by politeness goes with it
+    for k, t in enumerate(lexemes):
+        if _is(t, "and") and k + 1 < len(lexemes) and all(x.kind == "filler" for x in lexemes[k + 1:]):
+            t.kind = "filler"
     # fillers go; a node called "a" was lexed as a node already, so articles here are articles
     lexemes = [t for t in lexemes if t.kind not in ("filler", "article") and not _is(t, "only")]
     while lexemes and lexemes[-1].kind in ("seq", "punct"):   # "..., thanks." / "restart it everywhere."
@@ -605,6 +609,22 @@ class _Request:
             count = int(n.value) if n else 1
         elif t.kind == "ord":
             ordinal = int(c.take().value)
+            more: list[int] = []
+            while (_is(c.peek(), "and") or c.kind_at() == "punct") and c.kind_at(1) == "ord":
+                c.i += 1     # "the second and third hottest"
+                more.append(int(c.take().value))
+            if more:
+                s = c.kind("sup")
+                if s is None:
+                    raise _refuse_word(c.peek() or t, "after the ordinals")
+                c.kind("nnoun")
+                base = self.posts(All(), allow_rank=False)
+                j = c.i
+                excluded = self._except_word(All())
+                c.i = j
+                if excluded:   # skip and take the next, or leave out? Not guessed
+                    raise Clarification("an exclusion after several ranked nodes is ambiguous: name the nodes", [])
+                return Union([Rank(base, s.value[0], s.value[1], 1, o) for o in [ordinal, *more]])
         elif t.kind == "num" and c.kind_at(1) == "sup":
             count = int(c.take().value)
         elif t.kind == "count" and t.value > 0 and c.kind_at(1) == "sup":
@@ -645,6 +665,8 @@ class _Request:
         # node [ID] post* | ID [node]
         if t.kind == "nnoun":
             c.i += 1
+            if _is(c.peek(), "called", "named") and c.kind_at(1) == "node":   # "the server called nc"
+                c.i += 1
             idl = c.kind("node")
             if idl is not None:
                 return Ids([idl.value])
@@ -677,9 +699,10 @@ class _Request:
         e = base
         while True:
             j = c.i
-            if e is not base and _is(c.peek(), "and") and (
+            if e is not base and _is(c.peek(), "and", "but") and (
                     c.kind_at(1) in ("cmp", "metric") or _is(c.peek(1), "with", "where", "whose", "that", "running")):
-                c.i += 1   # "under 50 and over 40 degrees", "with load over 1 and temperature under 50": both hold
+                c.i += 1   # "under 50 and over 40 degrees", "with load over 1 and temperature under 50", "hotter
+                #            than 60 but cooler than 70": both hold (a "but" before a condition is not an exclusion)
             cond = self.post()
             if cond is None:
                 c.i = j
@@ -915,9 +938,13 @@ class _Request:
                     raise _refuse_word(t)
             c.i += len(words)
             return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
+        if "doing" in ws and not has_proc and sum(t.kind == "node" for t in words) == 1 and all(
+                t.kind in ("node", "nnoun") or _is(t, *_Q, "doing", "on", "up", "to", "currently") for t in words):
+            c.i += len(words)      # "what's nc doing?", "what is node nc up to"
+            return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
         if "many" in ws and "nnoun" in kinds and ws & {"how"}:
             return self._scaffold_then(self._how_many)
-        if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS)
+        if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS and not kinds & {"metric", "adj"})
                              or (ws & {"what"} and len(words) >= 3 and _is(words[1], "is", "are")
                                  and _is(words[2], "on", "at") and "metric" not in kinds and "adj" not in kinds)):
             return self._scaffold_then(self._processes)
@@ -1083,6 +1110,7 @@ class _Request:
             step.metric = t.value
             c.i += 1
         c.word("metrics", "stats", "free", "used", "have", "has")
+        c.word("running", "using", "showing", "reading", "at")   # "what temperature is nd running at"
         c.word("at", "right")
         return step
 
