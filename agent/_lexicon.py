@@ -254,6 +254,7 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\b(teh|hte)\b", "the", s)
     s = re.sub(r"\badn\b", "and", s)
     s = re.sub(r"\s\+\s", " and ", s)
+    s = s.replace("&&", " then ")                    # "restart logger on nb && stop worker on nc"
     s = re.sub(r"\s@\s", " at ", s)
     s = re.sub(r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 ", s)
     s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary

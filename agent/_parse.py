@@ -476,6 +476,9 @@ class _Request:
         if _is(t, "other") and _is(c.peek(1), "than"):
             c.i += 2
             return True
+        if _is(t, "without") and c.kind_at(1) == "node":   # "all nodes without nb" ("without worker" is not this)
+            c.i += 1
+            return True
         if _is(t, "apart") and _is(c.peek(1), "from"):
             c.i += 2
             return True
@@ -588,6 +591,9 @@ class _Request:
         if _is(t, "there") or (_is(t, "it", "them") and self._target_pronoun_ok()):
             c.i += 1
             return Same()
+        if _is(t, "one") and _is(c.peek(1), "called", "named") and c.kind_at(2) == "node":
+            c.i += 2      # "except the one called b"
+            return Ids([c.take().value])
         if _is(t, "same") or (_is(t, "that") and c.kind_at(1) == "nnoun"):
             c.i += 1
             if not c.kind("nnoun"):
