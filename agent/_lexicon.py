@@ -123,7 +123,9 @@ _sup(["most loaded", "busiest", "highest load", "most load", "heaviest load", "m
 _sup(["least loaded", "least busy", "idlest", "quietest", "lowest load", "least load", "lightest load",
       "most idle", "laziest"], "load_1m", _DOWN)
 _sup(["highest cpu", "most cpu", "highest cpu usage", "most cpu usage", "highest cpu load"], "cpu_percent", _UP)
-_sup(["lowest cpu", "least cpu", "lowest cpu usage", "least cpu usage", "lowest cpu load"], "cpu_percent", _DOWN)
+_sup(["lowest cpu", "least cpu", "lowest cpu usage", "least cpu usage", "lowest cpu load", "least utilised",
+      "least utilized", "lowest utilisation", "lowest utilization"], "cpu_percent", _DOWN)
+_sup(["most utilised", "most utilized", "highest utilisation", "highest utilization"], "cpu_percent", _UP)
 _sup(["most free memory", "most memory free", "most available memory", "most free ram", "most ram free",
       "lowest memory usage", "lowest memory", "least memory used", "least memory", "most spare memory",
       "least ram", "lowest ram usage", "most memory available", "maximum free memory"],
@@ -189,6 +191,12 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("right", "now"), ("real", "quick"), ("for", "me"), ("be", "so", "kind", "as", "to"),
     ("would", "you", "mind"), ("do", "me", "a", "favor", "and"), ("when", "you", "get", "a", "chance"),
     ("as", "well"), ("right", "away"),
+    # greetings and thanks around a request ("a" is gone by now when it is an article)
+    ("good", "morning"), ("good", "afternoon"), ("good", "evening"), ("good", "day"),
+    ("when", "you", "have", "moment"), ("when", "you", "have", "a", "moment"), ("when", "you", "can"),
+    ("many", "thanks"), ("thanks", "lot"), ("thanks", "a", "lot"), ("much", "appreciated"),
+    ("thank", "you", "very", "much"), ("thanks", "in", "advance"), ("if", "you", "would"),
+    ("if", "you", "could"), ("at", "your", "convenience"),
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
@@ -426,7 +434,19 @@ def rephrase(toks: list[str], lx: Lexicon) -> list[str]:
     """
     out = _separable(toks, lx)
     out = _participles(out, lx)
-    return _needs(out, lx)
+    out = _needs(out, lx)
+    return _node_first(out, lx)
+
+
+def _node_first(toks: list[str], lx: Lexicon) -> list[str]:
+    """'restart nb's logger', 'restart the nb logger' → 'restart logger on nb' (right after a verb only)."""
+    out = list(toks)
+    for k in range(1, len(out) - 1):
+        verb = VERBS.get(out[k - 1]) or (VERB_PHRASES.get((out[k - 2], out[k - 1])) if k >= 2 else None)
+        if verb in MUTATING and out[k] in lx.nodes and out[k] not in lx.processes and out[k + 1] in lx.processes:
+            j = _objects_end(out, k + 1, lx, nodes=False)
+            return out[:k] + out[k + 1:j] + ["on", out[k]] + out[j:]
+    return out
 
 
 def _objects_end(toks: list[str], i: int, lx: Lexicon, nodes: bool) -> int:

@@ -515,6 +515,8 @@ class _Request:
             if not joined:
                 break
             nxt = c.peek(1)
+            if t.kind == "punct" and _is(nxt, "and"):    # "na, and after that ...": look past the "and"
+                nxt = c.peek(2)
             if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but", "after",
                                                                          "first", "finally", "same", "do", "other",
                                                                          "apart", *_EXCEPT1):
@@ -579,6 +581,13 @@ class _Request:
         if _is(t, "whichever") and c.kind_at(1) == "nnoun":
             c.i += 1
             return self.term()
+        if _is(t, "whichever"):     # "whichever is hottest", "whichever one runs coolest"
+            c.i += 1
+            c.word("one")
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise _refuse_word(t)
+            return e
         if _is(t, "others", "rest"):
             c.i += 1
             c.word("of")
@@ -662,7 +671,7 @@ class _Request:
             c.i += 2
             e = self.posts(All())
             if isinstance(e, Rank):
-                if t.kind == "num":
+                if t.kind == "num" or t.value > 0:    # "the 2 nodes" / "the two nodes with the most cpu"
                     e.count = int(t.value)
                     return e
             raise Clarification(f"which {t.text} nodes? Name them, or say e.g. 'the {t.text} coolest nodes'", [])
@@ -805,6 +814,8 @@ class _Request:
                     c.i += 2
                     key = self._metric_for(metric, None, unit, n)
                     return Cond(key, OR_MORE[pair], float(n.value))
+                if unit is not None and _is(c.x[k], "at"):     # "nodes at 47 degrees": exactly
+                    return Cond(self._metric_for(metric, None, unit, n), "eq", float(n.value))
             c.i = k
             if rel or m is not None:
                 c.i = j - (1 if rel else 0)
@@ -825,6 +836,10 @@ class _Request:
             if c.word("free") and metric == "memory_percent":
                 metric = "free_memory_percent"
             c.word("used", "usage", "use")
+        elif metric is not None and c.word("full", "used"):   # "whose disk is more than 40% full"
+            pass
+        elif metric == "memory_percent" and c.word("free"):     # "whose memory is more than 40% free"
+            metric = "free_memory_percent"
         pair = tuple(t.words[0] for t in c.x[c.i:c.i + 2])
         after = c.peek(2)
         if pair in OR_MORE and not (after is not None and after.kind == "num"):   # not "under 50 and over 40"
@@ -931,7 +946,8 @@ class _Request:
             c.i += 3
             return Step(verb="node", target=Ids([words[1].value]))
         if "offline" in ws and "nnoun" in kinds and not kinds & {"proc", "sup", "cmp", "node", "metric"} and \
-                all(t.kind == "nnoun" or _is(t, *_Q, "offline", "down", "all", "show", "list", "there", "currently")
+                all(t.kind == "nnoun" or _is(t, *_Q, "offline", "down", "all", "show", "list", "there", "currently",
+                                             "any")
                     or (t.kind == "verb" and t.value == "show") for t in words):
             c.i += len(words)
             return Step(verb="offline")
@@ -944,10 +960,18 @@ class _Request:
                     raise _refuse_word(t)
             c.i += len(words)
             return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
-        if "doing" in ws and not has_proc and sum(t.kind == "node" for t in words) == 1 and all(
-                t.kind in ("node", "nnoun") or _is(t, *_Q, "doing", "on", "up", "to", "currently") for t in words):
+        if ("doing" in ws or {"up", "with"} <= ws) and not has_proc and sum(t.kind == "node" for t in words) == 1 \
+                and all(t.kind in ("node", "nnoun") or _is(t, *_Q, "doing", "on", "up", "to", "currently", "with")
+                        for t in words):
             c.i += len(words)      # "what's nc doing?", "what is node nc up to"
             return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
+        lead = 0    # "any node over 55 degrees?", "are there any nodes hotter than 60", "is any node offline"
+        while lead < len(words) and _is(words[lead], "is", "are", "there") and lead < 2:
+            lead += 1
+        if lead < len(words) and _is(words[lead], "any") and not has_proc and lead + 1 < len(words) \
+                and words[lead + 1].kind == "nnoun" and (lead == 0 or _is(words[0], "is", "are")):
+            c.i += lead + 1
+            return self._scaffold_then(self._nodes)
         if "many" in ws and "nnoun" in kinds and ws & {"how"}:
             return self._scaffold_then(self._how_many)
         if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS and not kinds & {"metric", "adj"})
@@ -982,7 +1006,7 @@ class _Request:
             c.i += 1
             c.word("of", "for", "from")
         self._lines(step)
-        pre = None
+        pre: Expr | None = None
         if c.kind_at() in ("node",) and c.kind_at(1) == "proc":
             pre = Ids([c.take().value])       # "node-b logger logs"
         self.objects(step)
@@ -992,6 +1016,9 @@ class _Request:
         if c.kind_at() == "verb" and c.value_at() in ("status", "logs"):
             c.i += 1
         self._lines(step)
+        if pre is None and state_word and _is(c.peek(), "anywhere"):   # "is the worker running anywhere"
+            c.i += 1
+            pre = All()
         step.target = self.target_opt() if pre is None else pre
         if state_word:
             c.word(*_STATEWORDS)
