@@ -600,6 +600,8 @@ class _Request:
         if _is(t, "there") or (_is(t, "it", "them") and self._target_pronoun_ok()):
             c.i += 1
             return Same()
+        if _is(t, "one") and _is(c.peek(1), "of") and (c.kind_at(2) == "nnoun" or _is(c.peek(2), "them", "those")):
+            raise Clarification("'one of the nodes' leaves the choice to me: which node?", [])
         if _is(t, "one") and _is(c.peek(1), "called", "named") and c.kind_at(2) == "node":
             c.i += 2      # "except the one called b"
             return Ids([c.take().value])
@@ -620,8 +622,15 @@ class _Request:
         j = c.i
         topped = _is(t, "top")
         if c.word("top"):
-            n = c.kind("num")
+            n = c.kind("num") or (c.take() if c.kind_at() == "count" and c.value_at() > 0 else None)
             count = int(n.value) if n else 1
+            if c.kind_at() == "nnoun" and _is(c.peek(1), "by") and c.kind_at(2) == "metric":
+                c.i += 2          # "the top 2 nodes by cpu": highest first
+                m = c.take()
+                metric, order = str(m.value), "desc"
+                if metric == "memory_percent":
+                    metric, order = "free_memory_percent", "asc"
+                return Rank(self.posts(All(), allow_rank=False), metric, order, count)
         elif t.kind == "ord":
             ordinal = int(c.take().value)
             more: list[int] = []
@@ -776,6 +785,8 @@ class _Request:
         if _is(t, *_RUNWORDS) and (c.kind_at(1) == "proc" or _is(c.peek(1), "it", "one")):
             word = c.take().words[0]
             proc = self._proc_or_it()
+            if word in ("has", "have", "having") and c.word("stopped", "down", "dead"):
+                return Has(proc, running=False, stopped=True)   # "nodes which have the worker stopped"
             running = word in ("running", "runs", "run") or c.word("running")
             return Has(proc, running=running)
         # "where it is stopped", "where logger is not running", "that have it stopped"
@@ -1095,6 +1106,7 @@ class _Request:
         """which processes does X supervise / what runs on X / processes on X / what does X run."""
         c = self.c
         step = Step(verb="processes")
+        c.word("many")     # "how many processes does nb have": the list answers it
         c.word("all", "every", "each")
         c.kind("pnoun")
         c.word("does", "do", "is", "are")
