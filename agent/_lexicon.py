@@ -280,6 +280,7 @@ class Lexicon:
     methods: set[str]
     ambiguous_ids: set[str] = field(default_factory=set)
     vocab: list[str] = field(default_factory=list)
+    groups: set[str] = field(default_factory=set)   # id prefixes shared by 2+ nodes ("edge" of edge-1, edge-2)
 
     @classmethod
     def from_view(cls, view: ClusterView) -> Lexicon:
@@ -300,12 +301,20 @@ class Lexicon:
                     services[name] = name
                     methods.update(svc.methods)
         services = {k.lower(): v for k, v in services.items()}
+        heads: dict[str, int] = {}
+        for k in nodes:
+            head = re.split(r"[-_.]", k, maxsplit=1)[0]
+            if head != k and head.isalpha():
+                heads[head] = heads.get(head, 0) + 1
+        groups = {h for h, n in heads.items() if n >= 2 and h not in nodes and h not in procs
+                  and h not in BASE_VOCAB}
         vocab = sorted(BASE_VOCAB | set(procs) | set(services))
         return cls(nodes=nodes, processes=procs, services=services, methods=methods, ambiguous_ids=ambiguous,
-                   vocab=vocab)
+                   vocab=vocab, groups=groups)
 
     def known(self, word: str) -> bool:
-        return word in BASE_VOCAB or word in self.nodes or word in self.processes or word in self.services
+        return word in BASE_VOCAB or word in self.nodes or word in self.processes or word in self.services \
+            or word in self.groups
 
     def correct(self, word: str) -> tuple[str | None, list[str]]:
         """The one word ``word`` is a typo of (or None), and the close candidates."""
@@ -406,7 +415,7 @@ def lex(tokens: list[str], lx: Lexicon) -> tuple[list[Lexeme], list[tuple[str, s
                 i += n
                 break
         else:
-            out.append(_word(t, lx, len(out), prev))
+            out.append(_word(t, lx, len(out), prev, nxt))
             i += 1
     unknown = [x for x in out if x.kind == "unknown"]
     return out, corrections, unknown
@@ -443,7 +452,8 @@ def _node_first(toks: list[str], lx: Lexicon) -> list[str]:
     out = list(toks)
     for k in range(1, len(out) - 1):
         verb = VERBS.get(out[k - 1]) or (VERB_PHRASES.get((out[k - 2], out[k - 1])) if k >= 2 else None)
-        if verb in MUTATING and out[k] in lx.nodes and out[k] not in lx.processes and out[k + 1] in lx.processes:
+        if verb in MUTATING and out[k] in lx.nodes and out[k] not in lx.processes and out[k + 1] in lx.processes \
+                and not out[k].isdigit():      # "restart 7 workers" is a count, not node 7
             j = _objects_end(out, k + 1, lx, nodes=False)
             return out[:k] + out[k + 1:j] + ["on", out[k]] + out[j:]
     return out
@@ -604,7 +614,9 @@ def _article(toks: list[str], k: int, lx: Lexicon) -> bool:
         or any(nxt == m[0] for m in METRICS) or any(nxt == s[0] for s in SUPERLATIVES) or nxt in PROC_NOUNS
 
 
-def _word(t: str, lx: Lexicon, pos: int, prev: Lexeme | None) -> Lexeme:
+def _word(t: str, lx: Lexicon, pos: int, prev: Lexeme | None, nxt: str = "") -> Lexeme:
+    if t in lx.groups and nxt in NODE_NOUNS:      # "the edge nodes"
+        return Lexeme("group", t, (t,), pos)
     if re.fullmatch(r"\d+(\.\d+)?", t):
         return Lexeme("num", float(t), (t,), pos)
     if t in ORDINALS and t != "next":

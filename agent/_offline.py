@@ -35,7 +35,7 @@ from ._lexicon import Lexicon
 from ._messages import FEEDBACK_PREFIX, feedback_of, request_of, unwrap_untrusted
 from ._model import ModelReply, ToolCall
 from ._parse import Clarification, Parsed, Refusal, Step, explain, parse
-from ._target import (All, Context, Except, Expr, Filter, Has, Ids, Rank, TargetError, TargetQuestion, Union, evaluate, is_broad,
+from ._target import (All, Context, Except, Expr, Filter, Group, Has, Ids, Rank, TargetError, TargetQuestion, Union, evaluate, is_broad,
                       named_ids)
 
 GRAMMAR_HELP = ("The offline planner understands actions ('restart|stop|start PROCESS on TARGET', with synonyms "
@@ -370,6 +370,8 @@ def _as_filter(e: Expr, proc: str | None) -> NodeFilter | None:
             break
         if isinstance(e, Filter):
             c = e.cond
+            if isinstance(c, Group):
+                return None    # said by the evaluated ids
             if isinstance(c, Has):
                 if c.stopped:
                     return None

@@ -26,7 +26,7 @@ from typing import Any, Callable, TypeGuard
 
 from ._lexicon import (ARTICLES, MUTATING, OR_MORE, SUP_ADJ_DOWN, SUP_ADJ_UP, SUPERLATIVES, Lexeme, Lexicon, lex,
                        normalise)
-from ._target import All, Cond, Except, Expr, Filter, Has, Ids, Others, Rank, Same, Union, is_broad
+from ._target import All, Cond, Except, Expr, Filter, Group, Has, Ids, Others, Rank, Same, Union, is_broad
 
 MAX_WORDS = 80
 
@@ -563,11 +563,12 @@ class _Request:
             if _is(c.peek(), "offline"):
                 raise Refusal("actions run on online nodes only; nothing was planned")
             c.word("online")
+            group = c.kind("group")
             c.kind("nnoun")
             c.word("cluster", "fleet")
             c.word("them")
             self._in_cluster()
-            return self.posts(All())
+            return self.posts(Filter(All(), Group(group.value)) if group is not None else All())
         if _is(t, "cluster", "fleet"):
             c.i += 1
             return All()
@@ -654,6 +655,12 @@ class _Request:
         elif t.kind == "count" and t.value > 0 and c.kind_at(1) == "sup":
             count = int(c.take().value)
         s = c.kind("sup")
+        if s is not None and ordinal is None and count == 1 and _is(c.peek(), "and") and c.kind_at(1) == "sup" \
+                and (c.kind_at(2) == "nnoun" or _is(c.peek(2), "ones")):
+            s2 = c.x[c.i + 1]          # "the coolest and hottest nodes": one of each
+            c.i += 3
+            base = self.posts(All(), allow_rank=False)
+            return Union([Rank(base, s.value[0], s.value[1]), Rank(base, s2.value[0], s2.value[1])])
         if s is not None:
             n = c.kind("num")
             if n is None and c.kind_at() == "count" and c.value_at() > 0:
@@ -661,6 +668,7 @@ class _Request:
             if n is not None:
                 count = int(n.value)
             c.word("online")
+            group = c.kind("group")        # "the hottest edge node"
             noun = c.kind("nnoun")
             if noun is None:
                 noun = c.kind("word") if _is(c.peek(), "one", "ones") else None
@@ -671,9 +679,9 @@ class _Request:
                     inner = self.union()
                     base = self.posts(inner, allow_rank=False)
                     return Rank(base, s.value[0], s.value[1], count, ordinal)
-            if plural and n is None and ordinal is None and not topped and count == 1 and c.i - j <= 3:
+            if plural and n is None and ordinal is None and not topped and count == 1 and c.i - j <= 3 + (group is not None):
                 raise Clarification(f"how many of the {s.text} nodes? Say e.g. 'the 2 {s.text} nodes'", [])
-            base = self.posts(All(), allow_rank=False)
+            base = self.posts(Filter(All(), Group(group.value)) if group is not None else All(), allow_rank=False)
             return Rank(base, s.value[0], s.value[1], count, ordinal)
         c.i = j
         if t.kind in ("num", "count") and c.kind_at(1) == "nnoun":
@@ -686,6 +694,10 @@ class _Request:
             raise Clarification(f"which {t.text} nodes? Name them, or say e.g. 'the {t.text} coolest nodes'", [])
         if t.kind == "ord" and c.kind_at(1) == "nnoun":
             raise Clarification(f"the {t.text} node by what? Say e.g. 'the {t.text} hottest node'", [])
+        if t.kind == "group":     # "the edge nodes", "the hottest edge node" comes through the rank above
+            c.i += 1
+            c.kind("nnoun")
+            return self.posts(Filter(All(), Group(t.value)))
         # node [ID] post* | ID [node]
         if t.kind == "nnoun":
             c.i += 1
@@ -802,7 +814,7 @@ class _Request:
                 return Has(subj, running=True)
         c.i = k
         # comparisons
-        c.word("running")   # "machines running hotter than 65 degrees"
+        c.word("running", "using")   # "machines running hotter than 65 degrees", "nodes using more than 50% ..."
         c.word("with", "having", "has", "have", "where", "whose")
         c.word("is", "are")
         metric = None
@@ -842,6 +854,10 @@ class _Request:
             return [Cond(key, "ge", min(lo, hi)), Cond(key, "le", max(lo, hi))]
         v = self._number()
         unit = self._unit()
+        if metric is None and _is(c.peek(), "of") and (c.kind_at(1) == "metric" or
+                                                      (_is(c.peek(1), "their", "its") and c.kind_at(2) == "metric")):
+            c.i += 2 if c.kind_at(1) == "metric" else 3     # "more than 50% of their memory"
+            metric = c.x[c.i - 1].value
         if metric is None and c.kind_at() == "metric":
             metric = c.take().value        # "less than 50% memory used"
             if c.word("free") and metric == "memory_percent":
@@ -1100,6 +1116,9 @@ class _Request:
         c.word("in", "of")
         c.word("cluster", "fleet")
         c.word("we", "have")
+        if not (c.done() or self._at_boundary()):    # "how many nodes are over 60 degrees": the list answers it
+            step.include_offline = False
+            step.target = self.posts(All())
         return step
 
     def _processes(self) -> Step:
@@ -1196,16 +1215,21 @@ class _Request:
             step.include_offline = True
             step.target = All()
             return step
-        # "which node is the hottest": node noun, is, superlative
+        # "which node is the hottest": node noun, is, superlative ("which edge node is hottest": of a group)
+        group = t if t is not None and t.kind == "group" and c.kind_at(1) == "nnoun" else None
+        if group is not None:
+            c.i += 1
+            t = c.peek()
         if t is not None and (t.kind == "nnoun" or _is(t, "one")) and _is(c.peek(1), "is", "are") and c.kind_at(2) == "sup":
             c.i += 3
             c.word("one")
             c.kind("nnoun")
-            step.target = Rank(self.posts(All(), allow_rank=False), c.x[c.i - 1].value[0]
-                               if c.x[c.i - 1].kind == "sup" else "", "")
             s = next(x for x in reversed(c.x[:c.i]) if x.kind == "sup")
-            step.target = Rank(step.target.base, s.value[0], s.value[1])
+            base: Expr = Filter(All(), Group(group.value)) if group is not None else All()
+            step.target = Rank(self.posts(base, allow_rank=False), s.value[0], s.value[1])
             return step
+        if group is not None:
+            c.i -= 1
         if t is not None and t.kind == "nnoun" and _is(c.peek(1), "are", "is") and _is(c.peek(2), "online", "up") \
                 and (c.i + 3 >= len(c.x) or self._boundary_at(c.i + 3)):
             c.i += 3     # "which hosts are online"

@@ -96,9 +96,22 @@ class Has:
 
 
 @dataclass
+class Group:
+    """The nodes whose id starts with ``prefix`` and a separator: "the edge nodes" (edge-1, edge-2 …)."""
+    prefix: str
+
+    def show(self) -> str:
+        return f"group {self.prefix}"
+
+    def holds(self, n: NodeInfo) -> bool:
+        i = n.id.lower()
+        return i.startswith(self.prefix) and i[len(self.prefix):len(self.prefix) + 1] in ("-", "_", ".")
+
+
+@dataclass
 class Filter:
     base: Expr
-    cond: Cond | Has
+    cond: Cond | Has | Group
 
     def show(self) -> str:
         return f"filter({self.base.show()}, {self.cond.show()})"
