@@ -41,49 +41,29 @@ PROTECTED = frozenset({"/metrics", "/varz"})
 
 
 class CallMetrics:
-    """Calls by (local|remote, service, method, outcome code), and their latency in fixed buckets.
+    """Calls by (local|remote, service, method, outcome code), and their latency in fixed buckets."""
 
-    Every call passes here, so the common case is one dict lookup: a (local, service, method,
-    code) seen before maps to its counter cell.  Only admitted names get a cell of their own
-    (a client can make names up: they are folded into "other" and not cached).
-    """
-
-    __slots__ = ("_counts", "_cells", "methods", "buckets", "sums")
+    __slots__ = ("counts", "methods", "buckets", "sums")
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[str, str, str, str], list[int]] = {}   # label values -> [count]
-        self._cells: dict[tuple[bool, str, str, str | None], list[int]] = {}   # admitted names -> their cell
+        self.counts: dict[tuple[str, str, str, str], int] = {}
         self.methods: set[tuple[str, str]] = set()
         self.buckets = {"local": [0] * (len(BUCKETS) + 1), "remote": [0] * (len(BUCKETS) + 1)}
         self.sums = {"local": 0.0, "remote": 0.0}
 
-    @property
-    def counts(self) -> dict[tuple[str, str, str, str], int]:
-        """Calls by (local|remote, service, method, code or "ok")."""
-        return {k: v[0] for k, v in self._counts.items()}
-
     def observe(self, local: bool, service: str, method: str, code: str | None, ms: float) -> None:
-        cell = self._cells.get((local, service, method, code))
-        if cell is None:
-            cell = self._cell(local, service, method, code)
-        cell[0] += 1
         where = "local" if local else "remote"
+        if (service, method) not in self.methods:
+            # a name is admitted once a call proved it real (a client can make names up: an unknown
+            # method, or any name to an offline node), and only up to the cap
+            if code in _PROVEN and len(self.methods) < MAX_METHODS:
+                self.methods.add((service, method))
+            else:
+                service = method = "other"
+        key = (where, service, method, code or "ok")
+        self.counts[key] = self.counts.get(key, 0) + 1
         self.buckets[where][bisect_left(_BUCKETS_MS, ms)] += 1
         self.sums[where] += ms / 1000
-
-    def _cell(self, local: bool, service: str, method: str, code: str | None) -> list[int]:
-        where = "local" if local else "remote"
-        named = (service, method) in self.methods
-        # a name is admitted once a call proved it real (a client can make names up: an unknown
-        # method, or any name to an offline node), and only up to the cap
-        if not named and code in _PROVEN and len(self.methods) < MAX_METHODS:
-            self.methods.add((service, method))
-            named = True
-        key = (where, service, method, code or "ok") if named else (where, "other", "other", code or "ok")
-        cell = self._counts.setdefault(key, [0])
-        if named and len(self._cells) < 64 * MAX_METHODS:
-            self._cells[(local, service, method, code)] = cell
-        return cell
 
 
 # --- the text format ------------------------------------------------------------------------------

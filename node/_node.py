@@ -246,12 +246,13 @@ class Node:
 
     def method_mutates(self, target: str, service: str, method: str) -> bool:
         """Whether a call may change state; unknown methods count as mutating."""
+        if (target == self.id or target == "*") and (offer := self.offers.get(service, method)) is not None:
+            return offer.mutates
         if target == self.id or target == "*":
-            spec = self.registry.find(service, method)
-            if spec is not None:
-                return spec.mutates
-            offer = self.offers.get(service, method)
-            return offer.mutates if offer is not None else target == "*"
+            try:
+                return self.registry.mutates(service, method)
+            except CloudisenseError:
+                return target == "*"
         meta = self.peers.catalog_of(target).get(service, {}).get("methods", {}).get(method)
         return True if meta is None else bool(meta.get("mutates", True))
 
@@ -278,7 +279,8 @@ class Node:
                 self._spawn(self._run_local(service, method, params, t, role, lambda r, e: None))
                 done(None, None)
                 return
-            self._spawn(self._run_local(service, method, params, t, role, finish, (self.id, owner)))
+            self._spawn(self._run_local(service, method, params, t, role, finish,
+                                        {"node": self.id, "client": getattr(owner, "name", None)}))
             return
         if target == "*":
             self._broadcast(service, method, params, t, role, owner, finish, reply)
@@ -338,12 +340,11 @@ class Node:
     def run_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
                   done: Done, caller: str | None = None) -> None:
         """Run a method of this node in a task of its own, within ``t`` seconds (a call from peer ``caller``)."""
-        self._spawn(self._run_local(service, method, params, t, role, done, (caller or "?", None)))
+        self._spawn(self._run_local(service, method, params, t, role, done, {"node": caller or "?"}))
 
     async def _run_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
-                         done: Done, caller: tuple[str, Any] | None = None) -> None:
-        """Run a method of this node in its own task (``_spawn``), within ``t`` seconds.
-        ``caller``: (node id, the local client or None), told to a method a client offers."""
+                         done: Done, caller: dict[str, Any] | None = None) -> None:
+        """Run a method of this node in its own task (``_spawn``), within ``t`` seconds."""
         task = asyncio.current_task()
         assert task is not None
         self._local_deadlines.add(task, t)
@@ -353,8 +354,7 @@ class Node:
             if offer is not None:
                 if role != "operator" and offer.mutates:
                     raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
-                node, client = caller or (self.id, None)
-                result = await self._invoke(offer, params, {"node": node, "client": getattr(client, "name", None)}, t)
+                result = await self._invoke(offer, params, caller or {"node": self.id}, t)
             else:
                 if service not in self.registry and (offered := self.offers.methods_of(service)):
                     raise UnknownMethod(f"service {service!r} has no method {method!r} (methods: "

@@ -202,11 +202,6 @@ class Registry:
             }
         return self._describe_cache
 
-    def find(self, service: str, method_name: str) -> MethodSpec | None:
-        """The method's spec, or None when there is no such method (no error built: the call path asks)."""
-        methods = self._methods.get(service)
-        return methods.get(method_name) if methods is not None else None
-
     def mutates(self, service: str, method_name: str) -> bool:
         return self.spec(service, method_name).mutates
 
