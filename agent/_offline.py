@@ -87,12 +87,14 @@ class Compiler:
         self.online = sorted(n.id for n in view.nodes if n.online)
         self.index = {n.id: n for n in view.nodes}
         self.procs = {n.id: {p.name for p in n.processes} for n in view.nodes}
+        self._earlier: list[str] = []     # every earlier step's targets ("the others" after several steps)
 
     def compile(self, p: Parsed, request: str) -> Compiled:
         out = Compiled()
         previous: list[str] | None = None
         prev_procs: list[str] = []
         touched: set[str] = set()
+        self._earlier = []
         for _k, step in enumerate(p.steps):
             if step.mutating:
                 calls, targets, procs = self._action(step, previous, prev_procs, request, p)
@@ -102,6 +104,7 @@ class Compiler:
                 calls, targets, procs = self._read(step, previous, prev_procs)
             out.calls += calls
             previous, prev_procs = targets, procs
+            self._earlier += [t for t in targets if t not in self._earlier]
         if len(touched) > self.max_nodes:
             raise Unplannable(f"the plan would touch {len(touched)} nodes ({_node_list(sorted(touched))}); at most "
                               f"{self.max_nodes} per plan. Narrow the target")
@@ -176,7 +179,8 @@ class Compiler:
     def _eval(self, e: Expr, domain: list[str], previous: list[str] | None, process: str | None) -> list[str]:
         if self.excludes:
             e = Except(e, Ids(self.excludes))
-        ctx = Context(view=self.view, domain=domain, previous=previous, process=process, index=self.index)
+        ctx = Context(view=self.view, domain=domain, previous=previous, process=process, index=self.index,
+                      earlier=self._earlier or None)
         try:
             targets = evaluate(e, ctx)
         except TargetQuestion as err:

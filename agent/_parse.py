@@ -810,7 +810,7 @@ class _Request:
             c.word("is", "are")
             if c.word("stopped", "down", "dead") or (c.word("not") and c.word("running")):
                 return Has(subj, running=False, stopped=True)
-            if c.word("running", "up"):
+            if c.word("running", "up") or (c.i == k + 1 and c.word("runs", "run")):   # "where the worker runs"
                 return Has(subj, running=True)
         c.i = k
         # comparisons

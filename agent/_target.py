@@ -8,7 +8,7 @@ A target expression is a small tree::
     Rank(base, "temperature_c", "desc", count=2)    "the 2 hottest"; ordinal=3: "the third hottest"
     Except(base, excluded)                  except / but not / other than / excluding / anywhere but
     Union([a, b])                           "na and the hottest node"
-    Others()                                "the others": the domain minus the previous step's targets
+    Others()                                "the others": the domain minus every earlier step's targets
     Same()                                  "there", "on it": the previous step's targets
 
 The *domain* is what a step can act on: online nodes (that supervise the
@@ -182,7 +182,8 @@ class Context:
 
     view: ClusterView
     domain: list[str]                     # ids the step may act on, in id order
-    previous: list[str] | None = None     # the previous step's targets ("the others", "there")
+    previous: list[str] | None = None     # the previous step's targets ("there")
+    earlier: list[str] | None = None      # every earlier step's targets ("the others", "everywhere else")
     process: str | None = None            # the step's process (for messages)
     notes: list[str] = field(default_factory=list)
     index: dict[str, NodeInfo] = field(default_factory=dict)
@@ -263,7 +264,8 @@ def evaluate(e: Expr, ctx: Context) -> list[str]:
         if isinstance(e, Same):
             return [i for i in ctx.previous if i in dom] or _raise(
                 f"the previous step's nodes ({', '.join(ctx.previous)}) can't take this step")
-        return [i for i in ctx.domain if i not in ctx.previous]
+        done = ctx.earlier if ctx.earlier is not None else ctx.previous
+        return [i for i in ctx.domain if i not in done]
     raise TargetError(f"unsupported target {e!r}")
 
 
