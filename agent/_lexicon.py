@@ -119,6 +119,7 @@ _sup(["hottest", "warmest", "hotest", "highest temperature", "highest temp", "mo
       "maximum temperature", "max temperature", "highest temps"], "temperature_c", _UP)
 _sup(["coolest", "coldest", "chilliest", "lowest temperature", "lowest temp", "least hot", "minimum temperature",
       "min temperature", "lowest temps"], "temperature_c", _DOWN)
+_sup(["busiest cpu", "busiest processor"], "cpu_percent", _UP)
 _sup(["most loaded", "busiest", "highest load", "most load", "heaviest load", "most busy"], "load_1m", _UP)
 _sup(["least loaded", "least busy", "idlest", "quietest", "lowest load", "least load", "lightest load",
       "most idle", "laziest"], "load_1m", _DOWN)
@@ -216,6 +217,7 @@ STRUCTURAL = {
     "statistics", "info", "supervised", "hosted", "by", "top", "between", "whose", "single",
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
     "details", "detail", "information", "about", "we", "called", "named", "using", "showing", "reading",
+    "leave", "alone", "restarts", "uses", "had",
 }
 
 
@@ -577,10 +579,20 @@ def _needs(toks: list[str], lx: Lexicon) -> list[str]:
 
 
 def _join_ids(toks: list[str], lx: Lexicon) -> list[str]:
-    """'node a' → 'node-a', 'log shipper' → 'log-shipper' where exactly that node id or process exists."""
+    """'node a' → 'node-a', 'log shipper' → 'log-shipper' where exactly that node id or process exists;
+    'nodes a and c' → 'nodes node-a and node-c' when every one of the list exists so."""
     out: list[str] = []
     i = 0
     while i < len(toks):
+        if toks[i] in NODE_NOUNS and toks[i].endswith("s") and i + 1 < len(toks):
+            head, j, named = toks[i][:-1], i + 1, []
+            while j < len(toks) and (toks[j] in ("and", ",") or f"{head}-{toks[j]}" in lx.nodes):
+                named.append(f"{head}-{toks[j]}" if toks[j] not in ("and", ",") else toks[j])
+                j += 1
+            if sum(1 for t in named if t not in ("and", ",")) >= 2 and named[-1] not in ("and", ","):
+                out += [toks[i], *named]
+                i = j
+                continue
         if i + 1 < len(toks) and toks[i] not in lx.nodes and toks[i] not in lx.processes:
             for sep in ("-", "_", ""):
                 if sep == "" and not toks[i + 1].isdigit():

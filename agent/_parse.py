@@ -449,9 +449,12 @@ class _Request:
         while True:
             j = c.i
             if self._except_word(e):
+                leave = _is(c.x[c.i - 1], "leave")
                 c.word("for")
                 self._prep()
                 e = Except(e, self.union())
+                if leave and not c.word("alone", "out"):     # "but leave nb alone"
+                    raise _refuse_word(c.peek() or c.x[c.i - 1], "after 'leave …' (say 'leave nb alone')")
                 continue
             c.i = j
             return e
@@ -478,6 +481,10 @@ class _Request:
             return True
         if _is(t, "without") and c.kind_at(1) == "node":   # "all nodes without nb" ("without worker" is not this)
             c.i += 1
+            return True
+        if (_is(t, "leave") or ((_is(t, "but") or t.kind == "punct") and _is(c.peek(1), "leave"))) \
+                and any(_is(x, "alone", "out") for x in c.x[c.i:c.i + 8]):
+            c.i += 1 if _is(t, "leave") else 2    # "..., leave nb alone", "but leave nb out"
             return True
         if _is(t, "apart") and _is(c.peek(1), "from"):
             c.i += 2
@@ -517,7 +524,7 @@ class _Request:
             nxt = c.peek(1)
             if t.kind == "punct" and _is(nxt, "and"):    # "na, and after that ...": look past the "and"
                 nxt = c.peek(2)
-            if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but", "after",
+            if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but", "after", "leave",
                                                                          "first", "finally", "same", "do", "other",
                                                                          "apart", *_EXCEPT1):
                 break
@@ -746,7 +753,7 @@ class _Request:
                 k = c.i
                 c.word("that", "which", "who", "whichever")
                 c.word("is", "are", "has", "have")
-                c.word("running", "runs", "run")       # "whichever node is running coolest"
+                c.word("running", "runs", "run", "using", "uses")   # "whichever node is running coolest"
                 s = c.kind("sup")
                 if s is not None and allow_rank:
                     c.word("one")
@@ -955,6 +962,12 @@ class _Request:
         if verbs & {"status", "logs"} or ("lines" in ws and has_proc):
             return self._scaffold_then(lambda: self._proc_read("logs" if ("logs" in verbs or "lines" in ws)
                                                                else "status"))
+        if has_proc and "restarts" in ws and _is(words[0], "how"):     # "how many restarts has the logger had"
+            c.i += next(k for k, t in enumerate(words) if _is(t, "restarts")) + 1
+            c.word("has", "have", "did", "does")
+            step = self._proc_read("status")
+            c.word("had", "have", "done")
+            return step
         if verbs & MUTATING:
             raise Refusal("I can only take an action at the start of a step ('restart logger on na'); "
                           "nothing was planned")
