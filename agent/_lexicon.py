@@ -217,7 +217,7 @@ STRUCTURAL = {
     "statistics", "info", "supervised", "hosted", "by", "top", "between", "whose", "single",
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
     "details", "detail", "information", "about", "we", "called", "named", "using", "showing", "reading",
-    "leave", "alone", "restarts", "uses", "had",
+    "leave", "alone", "restarts", "uses", "had", "followed",
 }
 
 

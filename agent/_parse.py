@@ -257,6 +257,10 @@ class _Request:
                 c.i += 2
                 found = True
                 continue
+            if _is(t, "followed") and _is(c.peek(1), "by"):    # "restart logger on na followed by nb"
+                c.i += 2
+                found = True
+                continue
             return found
 
     def _clause_start(self, t: Lexeme | None) -> bool:
@@ -958,6 +962,11 @@ class _Request:
         ws = {t.words[0] for t in words if len(t.words) == 1}
         has_proc = "proc" in kinds
         verbs = {t.value for t in words if t.kind == "verb"}
+        if "status" in verbs and not has_proc and sum(t.kind == "node" for t in words) == 1 and all(
+                t.kind == "node" or (t.kind == "verb" and t.value in ("status", "show")) or _is(t, *_Q, "of", "for", "on")
+                for t in words):
+            c.i += len(words)      # "nb status", "what's the status of nb": the node
+            return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
         # a read with a status or logs verb later in the clause ("show worker status on all nodes")
         if verbs & {"status", "logs"} or ("lines" in ws and has_proc):
             return self._scaffold_then(lambda: self._proc_read("logs" if ("logs" in verbs or "lines" in ws)
@@ -1014,7 +1023,8 @@ class _Request:
             return self._scaffold_then(self._nodes)
         if "many" in ws and "nnoun" in kinds and ws & {"how"}:
             return self._scaffold_then(self._how_many)
-        if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & _RUNWORDS and not kinds & {"metric", "adj"})
+        if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & (_RUNWORDS | {"stopped"})
+                                                  and not kinds & {"metric", "adj"})
                              or (ws & {"what"} and len(words) >= 3 and _is(words[1], "is", "are")
                                  and _is(words[2], "on", "at") and "metric" not in kinds and "adj" not in kinds)):
             return self._scaffold_then(self._processes)
@@ -1142,6 +1152,7 @@ class _Request:
         c.word("all", "every", "each")
         c.kind("pnoun")
         c.word("does", "do", "is", "are")
+        c.word("stopped", "down")    # "which processes are stopped", "what is stopped on nb": the list shows it
         if c.word("running", "runs", "run", "supervised", "hosted", "supervises", "hosts", "has", "have"):
             c.word("on", "at", "in", "by")
             if c.word("where"):
