@@ -83,6 +83,9 @@ INTENTS: set[tuple[str, ...]] = {
     ("i", "would", "love"), ("need",), ("want",), ("have",), ("get",), ("i", "would", "want"),
 }
 NEEDS = {"needs", "need", "should", "must"}
+MODALS = {"could", "can", "would", "will"}
+# "please do restart", "go restart", "try restarting", "need restart": a light word before the action
+LIGHT = {"do", "make", "go", "try", "need", "needs"}
 QUESTION_WORDS = {"how", "what", "which", "where", "is", "are", "does", "do", "who", "whats"}
 
 # metric words → metric key
@@ -198,6 +201,9 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("many", "thanks"), ("thanks", "lot"), ("thanks", "a", "lot"), ("much", "appreciated"),
     ("thank", "you", "very", "much"), ("thanks", "in", "advance"), ("if", "you", "would"),
     ("if", "you", "could"), ("at", "your", "convenience"),
+    ("if", "that", "is", "ok"), ("if", "that", "is", "okay"), ("if", "it", "is", "ok"), ("if", "it", "is", "okay"),
+    ("it", "would", "be", "great", "if", "you", "could"), ("it", "would", "be", "nice", "if", "you", "could"),
+    ("it", "would", "be", "great", "if", "you", "can"), ("i", "would", "appreciate", "it", "if", "you", "could"),
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
@@ -265,6 +271,7 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\badn\b", "and", s)
     s = re.sub(r"\s\+\s", " and ", s)
     s = s.replace("&&", " then ")                    # "restart logger on nb && stop worker on nc"
+    s = re.sub(r"\s[-\u2013\u2014]+\s", " , ", s)     # "logger on nb - restart": a dash between words
     s = re.sub(r"\s@\s", " at ", s)
     s = re.sub(r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 ", s)
     s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary
@@ -363,7 +370,7 @@ class Lexeme:
 def _match(tokens: list[str], i: int, table: dict[tuple[str, ...], Any] | set[tuple[str, ...]]) -> int:
     """Length of the longest phrase of ``table`` starting at tokens[i] (0: none)."""
     best = 0
-    for n in range(min(6, len(tokens) - i), 0, -1):
+    for n in range(min(8, len(tokens) - i), 0, -1):
         if tuple(tokens[i:i + n]) in table:
             return n
     return best
@@ -443,10 +450,26 @@ def rephrase(toks: list[str], lx: Lexicon) -> list[str]:
     Only word order changes; what comes out is parsed as strictly as any request (a word that fits
     nowhere is still refused), and a negation inside the moved words stops the rewrite.
     """
-    out = _separable(toks, lx)
+    out = _light(toks)
+    out = _separable(out, lx)
     out = _participles(out, lx)
     out = _needs(out, lx)
     return _node_first(out, lx)
+
+
+def _light(toks: list[str]) -> list[str]:
+    """'please do restart of the logger', 'go restart', 'try restarting', 'need restart logger nb' → the
+    action itself (only right before a restart/stop/start word at the start of the request)."""
+    k = _lead(toks)
+    if k + 1 < len(toks) and toks[k] in LIGHT:
+        nxt = toks[k + 1]
+        verb = GERUNDS.get(nxt) or (VERBS.get(nxt) if VERBS.get(nxt) in MUTATING else None)
+        if verb:
+            rest = toks[k + 2:]
+            if rest[:1] == ["of"]:           # "do restart of logger"
+                rest = rest[1:]
+            return toks[:k] + [nxt if nxt in VERBS else verb] + rest
+    return toks
 
 
 def _node_first(toks: list[str], lx: Lexicon) -> list[str]:
@@ -550,13 +573,19 @@ def _needs(toks: list[str], lx: Lexicon) -> list[str]:
     i = 0
     while i < len(toks):
         start = i
+        modal = toks[i] in MODALS and i + 1 < len(toks) and toks[i + 1] in lx.processes and (
+            i == 0 or toks[i - 1] in (";", "\n", "then") or toks[i - 1] in FILLERS)
+        if modal:          # "could the logger on nc be restarted": as "the logger on nc should be restarted"
+            i += 1
+            start = i
         if toks[i] in lx.processes or toks[i] in ("it", "every", "all", "both"):
             k = i
-            while k < len(toks) and toks[k] not in NEEDS and toks[k] not in _STOP_AT and toks[k] not in VERBS:
+            stop = ("be",) if modal else NEEDS
+            while k < len(toks) and toks[k] not in stop and toks[k] not in _STOP_AT and toks[k] not in VERBS:
                 k += 1
-            if k < len(toks) and toks[k] in NEEDS:
+            if k < len(toks) and toks[k] in stop:
                 j = k + 1
-                for filler in (("to", "be"), ("be",), ("to",), ("a",), ("an",), ("some",)):
+                for filler in ((("to", "be"), ("be",), ("to",), ("a",), ("an",), ("some",)) if not modal else ()):
                     if tuple(toks[j:j + len(filler)]) == filler:
                         j += len(filler)
                         break
@@ -569,6 +598,8 @@ def _needs(toks: list[str], lx: Lexicon) -> list[str]:
                     out += [verb] + toks[start:k]
                     i = j + width
                     continue
+            if modal:
+                i = start - 1          # not that form: the modal stays (and is refused)
         # copy this clause's words up to the next boundary
         while i < len(toks):
             out.append(toks[i])

@@ -315,11 +315,21 @@ class _Request:
         if t is not None and t.kind == "proc":
             step = Step(verb=c.x[verb_at].value)
             self.objects(step)
+            target = None
+            if c.i != verb_at and _is(c.peek(), "on", "at", "in"):    # "logger on nb - restart"
+                self._prep()
+                target = self.texpr()
+                if c.kind_at() == "punct":
+                    c.i += 1
             if c.i != verb_at:
                 c.i = j
                 return None
             c.i += 1
             step.target = self.target_opt()
+            if target is not None:
+                if step.target is not None:
+                    raise Refusal("the request names its nodes twice; nothing was planned")
+                step.target = target
             return step
         if t is not None and (t.kind == "node" or _is(t, "on", "at", "in", "for", "across")):
             self._prep()
