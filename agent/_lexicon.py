@@ -168,7 +168,8 @@ COMPARISONS: dict[tuple[str, ...], tuple[str, str | None]] = {
 OR_MORE = {("or", "more"): "ge", ("or", "higher"): "ge", ("or", "above"): "ge", ("or", "over"): "ge",
            ("or", "less"): "le", ("or", "lower"): "le", ("or", "below"): "le", ("or", "under"): "le",
            ("and", "above"): "ge", ("and", "up"): "ge", ("and", "over"): "ge", ("and", "below"): "le",
-           ("and", "under"): "le"}
+           ("and", "under"): "le", ("or", "warmer"): "ge", ("or", "hotter"): "ge", ("or", "cooler"): "le",
+           ("or", "colder"): "le"}
 UNITS = {"degrees": "temperature_c", "degree": "temperature_c", "deg": "temperature_c", "°c": "temperature_c",
          "°": "temperature_c", "celsius": "temperature_c", "c": "temperature_c", "%": "percent",
          "percent": "percent", "pct": "percent"}

@@ -371,7 +371,7 @@ class _Request:
 
     def objects(self, step: Step) -> None:
         c = self.c
-        if c.word("everything") or (_is(c.peek(), *_ALLWORDS) and _is(c.peek(1), "processes", "process", "procs",
+        if c.word("everything") or (_is(c.peek(), *_ALLWORDS, "both") and _is(c.peek(1), "processes", "process", "procs",
                                                                         "services", "service", "daemons", "jobs")):
             if not _is(c.peek(-1), "everything"):
                 c.i += 2
@@ -586,6 +586,8 @@ class _Request:
             c.word("online")
             group = c.kind("group")
             c.kind("nnoun")
+            if _is(c.peek(), "that", "which") and _is(c.peek(1), "are", "is") and _is(c.peek(2), "online", "up"):
+                c.i += 3          # "all nodes that are online": actions run on online nodes anyway
             c.word("cluster", "fleet")
             c.word("them")
             self._in_cluster()
@@ -1004,7 +1006,7 @@ class _Request:
                 _is(words[2], "online", "up", "down", "offline", "alive", "reachable", "ok", "healthy") and len(words) == 3:
             c.i += 3
             return Step(verb="node", target=Ids([words[1].value]))
-        if "offline" in ws and "nnoun" in kinds and not kinds & {"proc", "sup", "cmp", "node", "metric"} and \
+        if ws & {"offline", "down"} and "nnoun" in kinds and not kinds & {"proc", "sup", "cmp", "node", "metric"} and \
                 all(t.kind == "nnoun" or _is(t, *_Q, "offline", "down", "all", "show", "list", "there", "currently",
                                              "any")
                     or (t.kind == "verb" and t.value == "show") for t in words):
