@@ -153,6 +153,7 @@ COMPARISONS: dict[tuple[str, ...], tuple[str, str | None]] = {
     ("lower", "than"): ("lt", None), ("fewer", "than"): ("lt", None), ("<",): ("lt", None),
     ("over",): ("gt", None), ("above",): ("gt", None), ("more", "than"): ("gt", None),
     ("greater", "than"): ("gt", None), ("higher", "than"): ("gt", None), ("exceeding",): ("gt", None),
+    ("exceeds",): ("gt", None), ("exceed",): ("gt", None), ("is", "over"): ("gt", None),
     (">",): ("gt", None), ("at", "least"): ("ge", None), ("no", "less", "than"): ("ge", None), (">=",): ("ge", None),
     ("at", "most"): ("le", None), ("no", "more", "than"): ("le", None), ("<=",): ("le", None),
     ("up", "to"): ("le", None), ("not", "more", "than"): ("le", None), ("not", "over",): ("le", None),

@@ -873,6 +873,11 @@ class _Request:
                 raise Refusal("'between' needs two numbers ('between 40 and 50'); nothing was planned")
             hi = self._number()
             unit = self._unit()
+            if metric is None and c.kind_at() == "metric":    # "between 30 and 60 percent memory"
+                metric = c.take().value
+                if c.word("free") and metric == "memory_percent":
+                    metric = "free_memory_percent"
+                c.word("used", "usage", "use")
             key = self._metric_for(metric, hint, unit, cm)
             return [Cond(key, "ge", min(lo, hi)), Cond(key, "le", max(lo, hi))]
         v = self._number()
