@@ -417,7 +417,10 @@ class _Request:
         j = c.i
         c.word("last")
         n = c.kind("num")
+        if n is not None:
+            c.word("log", "logs")        # "last 10 log lines"
         if n is not None and c.word("lines", "line"):
+            c.word("of", "from")
             step.lines = int(n.value)
             return
         c.i = j
@@ -988,6 +991,10 @@ class _Request:
         if verbs & {"status", "logs"} or ("lines" in ws and has_proc):
             return self._scaffold_then(lambda: self._proc_read("logs" if ("logs" in verbs or "lines" in ws)
                                                                else "status"))
+        if has_proc and _is(words[0], "does", "do") and len(words) >= 4 and words[1].kind == "node" \
+                and _is(words[2], *_RUNWORDS) and words[3].kind == "proc":     # "does node-b run the logger?"
+            c.i += 4
+            return Step(verb="status", processes=[words[3].value], target=Ids([words[1].value]))
         if has_proc and "restarts" in ws and _is(words[0], "how"):     # "how many restarts has the logger had"
             c.i += next(k for k, t in enumerate(words) if _is(t, "restarts")) + 1
             c.word("has", "have", "did", "does")
@@ -1041,7 +1048,7 @@ class _Request:
         if "many" in ws and "nnoun" in kinds and ws & {"how"}:
             return self._scaffold_then(self._how_many)
         if not has_proc and ("pnoun" in kinds or (ws & {"what"} and ws & (_RUNWORDS | {"stopped"})
-                                                  and not kinds & {"metric", "adj"})
+                                                  and not kinds & {"metric", "adj"} and "we" not in ws)
                              or (ws & {"what"} and len(words) >= 3 and _is(words[1], "is", "are")
                                  and _is(words[2], "on", "at") and "metric" not in kinds and "adj" not in kinds)):
             return self._scaffold_then(self._processes)
@@ -1049,7 +1056,7 @@ class _Request:
             return self._scaffold_then(self._metrics)
         if "service" in kinds and ("describe" in verbs or "pnoun" not in kinds):
             return self._scaffold_then(self._describe)
-        if kinds & {"nnoun", "sup", "cmp", "node"}:
+        if kinds & {"nnoun", "sup", "cmp", "node"} or ws & {"cluster", "fleet"}:
             return self._scaffold_then(self._nodes)
         here = c.peek()
         assert here is not None
@@ -1077,7 +1084,7 @@ class _Request:
         if c.kind_at() in ("node",) and c.kind_at(1) == "proc":
             pre = Ids([c.take().value])       # "node-b logger logs"
         self.objects(step)
-        c.word("is", "are")
+        c.word("is", "are", "had")       # "... has the logger had on node-c"
         if state_word:
             c.word(*_STATEWORDS)
         if c.kind_at() == "verb" and c.value_at() in ("status", "logs"):
@@ -1245,8 +1252,15 @@ class _Request:
             c.i += 1
             step.verb, step.target = "node", Ids([t.value])
             return step
-        if t is not None and t.kind == "nnoun" and (c.i + 1 >= len(c.x) or self._boundary_at(c.i + 1)):
-            c.i += 1
+        if t is not None and (t.kind == "nnoun" or _is(t, "cluster", "fleet")) and (
+                c.i + 1 >= len(c.x) or self._boundary_at(c.i + 1)):
+            c.i += 1               # "show the nodes", "show the cluster"
+            step.include_offline = True
+            step.target = All()
+            return step
+        if t is not None and t.kind == "nnoun" and [x.words[0] for x in c.x[c.i + 1:c.i + 4]] == ["do", "we", "have"] \
+                and (c.i + 4 >= len(c.x) or self._boundary_at(c.i + 4)):
+            c.i += 4               # "what nodes do we have"
             step.include_offline = True
             step.target = All()
             return step
