@@ -225,7 +225,7 @@ STRUCTURAL = {
     "statistics", "info", "supervised", "hosted", "by", "top", "between", "whose", "single",
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
     "details", "detail", "information", "about", "we", "called", "named", "using", "showing", "reading",
-    "leave", "alone", "restarts", "uses", "had", "followed",
+    "leave", "alone", "restarts", "uses", "had", "followed", "skip", "skipping", "omitting",
 }
 
 

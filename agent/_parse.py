@@ -92,7 +92,7 @@ class Parsed:
 
 
 _ALLWORDS = {"all", "every", "each", "everywhere"}
-_EXCEPT1 = {"except", "excluding", "exclude", "besides", "minus", "save"}
+_EXCEPT1 = {"except", "excluding", "exclude", "besides", "minus", "save", "skip", "skipping", "omitting"}
 _RUNWORDS = {"runs", "run", "running", "has", "have", "having", "hosting", "hosts", "supervise", "supervises",
              "supervising", "with", "host"}
 _STATEWORDS = {"running", "up", "alive", "doing", "ok", "fine", "healthy", "down", "stopped"}
@@ -493,6 +493,9 @@ class _Request:
         if _is(t, "but") and _is(c.peek(1), "not"):
             c.i += 2
             return True
+        if _is(t, "but", "and") and _is(c.peek(1), *_EXCEPT1):    # "but skip n-03", "except nb and except nc"
+            c.i += 2
+            return True
         if _is(t, "other") and _is(c.peek(1), "than"):
             c.i += 2
             return True
@@ -608,6 +611,12 @@ class _Request:
         if _is(t, "whichever") and c.kind_at(1) == "nnoun":
             c.i += 1
             return self.term()
+        if _is(t, "where", "wherever") and c.kind_at(1) not in (None, "node"):   # "except where the worker is stopped"
+            c.i += 1
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise _refuse_word(t)
+            return e
         if _is(t, "whichever"):     # "whichever is hottest", "whichever one runs coolest"
             c.i += 1
             c.word("one")
@@ -733,6 +742,11 @@ class _Request:
             if idl is not None:
                 return Ids([idl.value])
             e = self.posts(All())
+            j = c.i
+            excluded = isinstance(e, All) and t.value and self._except_word(e)
+            c.i = j
+            if excluded:       # "the nodes other than the hottest one": all of them, less that
+                return e
             if isinstance(e, All):
                 raise Clarification(f"which node{'s' if t.value else ''}? Name {'them' if t.value else 'it'}, or "
                                     "say 'all nodes' or e.g. 'the coolest node'", [])
