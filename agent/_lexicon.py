@@ -123,6 +123,8 @@ _sup(["hottest", "warmest", "hotest", "highest temperature", "highest temp", "mo
 _sup(["coolest", "coldest", "chilliest", "lowest temperature", "lowest temp", "least hot", "minimum temperature",
       "min temperature", "lowest temps"], "temperature_c", _DOWN)
 _sup(["busiest cpu", "busiest processor"], "cpu_percent", _UP)
+_sup(["most heavily loaded", "under most load"], "load_1m", _UP)
+_sup(["least heavily loaded", "under least load"], "load_1m", _DOWN)
 _sup(["most loaded", "busiest", "highest load", "most load", "heaviest load", "most busy"], "load_1m", _UP)
 _sup(["least loaded", "least busy", "idlest", "quietest", "lowest load", "least load", "lightest load",
       "most idle", "laziest"], "load_1m", _DOWN)
@@ -142,6 +144,10 @@ _sup(["emptiest disk", "most free disk", "most free disk space", "most disk spac
 _sup(["fullest disk", "least free disk", "least free disk space", "least disk space", "highest disk usage",
       "highest disk", "most disk used", "most disk usage", "fullest"], "disk_percent", _UP)
 
+# "the hotter of na and nc", "whichever of na and nb is cooler": a comparative picks one of the named
+COMPARATIVES = {"hotter": ("temperature_c", "desc"), "warmer": ("temperature_c", "desc"),
+                "cooler": ("temperature_c", "asc"), "colder": ("temperature_c", "asc"),
+                "busier": ("load_1m", "desc")}
 # "the node whose cpu is highest": a metric, then one of these
 SUP_ADJ_UP = {"highest", "greatest", "biggest", "largest", "maximum", "max", "most", "top", "heaviest"}
 SUP_ADJ_DOWN = {"lowest", "smallest", "least", "minimum", "min", "lightest"}
@@ -225,7 +231,8 @@ STRUCTURAL = {
     "statistics", "info", "supervised", "hosted", "by", "top", "between", "whose", "single",
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
     "details", "detail", "information", "about", "we", "called", "named", "using", "showing", "reading",
-    "leave", "alone", "restarts", "uses", "had", "followed", "skip", "skipping", "omitting",
+    "leave", "alone", "restarts", "uses", "had", "followed", "skip", "skipping", "omitting", "among", "whatever",
+    "heavily",
 }
 
 

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeGuard
 
-from ._lexicon import (ARTICLES, MUTATING, OR_MORE, SUP_ADJ_DOWN, SUP_ADJ_UP, SUPERLATIVES, Lexeme, Lexicon, lex,
+from ._lexicon import (ARTICLES, COMPARATIVES, MUTATING, OR_MORE, SUP_ADJ_DOWN, SUP_ADJ_UP, SUPERLATIVES, Lexeme,
+                       Lexicon, lex,
                        normalise)
 from ._target import All, Cond, Except, Expr, Filter, Group, Has, Ids, Others, Rank, Same, Union, is_broad
 
@@ -608,16 +609,39 @@ class _Request:
             if not (isinstance(e, Union) and len(e.parts) == 2):
                 raise Clarification("'both' should name two nodes: which two?", [])
             return e
-        if _is(t, "whichever") and c.kind_at(1) == "nnoun":
+        if _is(t, "whichever", "whatever") and c.kind_at(1) == "nnoun":
             c.i += 1
             return self.term()
+        if t.kind == "word" and t.value in COMPARATIVES and (_is(c.peek(1), "of", "among") or (
+                c.kind_at(1) == "nnoun" and _is(c.peek(2), "of", "among"))):
+            c.i += 1              # "the hotter of na and nc", "the cooler node of nb and nc"
+            c.kind("nnoun")
+            c.i += 1
+            metric, order = COMPARATIVES[str(t.value)]
+            among = self.union()
+            if not isinstance(among, Union):
+                raise Clarification(f"the {t.text} of which nodes? Name two or more", [])
+            return Rank(among, metric, order)
+        if _is(t, "whichever", "whatever") and _is(c.peek(1), "of"):      # "whichever of na and nb is hotter"
+            c.i += 2
+            inner = self.union()
+            c.word("is", "are", "runs", "running")
+            cmp_word = c.peek()
+            if cmp_word is None or cmp_word.kind != "word" or cmp_word.value not in COMPARATIVES:
+                raise _refuse_word(cmp_word or t, "(say e.g. 'whichever of na and nb is hotter')")
+            c.i += 1
+            metric, order = COMPARATIVES[str(cmp_word.value)]
+            return Rank(inner, metric, order)
+        if _is(t, "one", "ones") and _is(c.peek(1), "on", "at") and c.kind_at(2) == "node":
+            c.i += 2              # "except the one on nb"
+            return Ids([c.take().value])
         if _is(t, "where", "wherever") and c.kind_at(1) not in (None, "node"):   # "except where the worker is stopped"
             c.i += 1
             e = self.posts(All())
             if isinstance(e, All):
                 raise _refuse_word(t)
             return e
-        if _is(t, "whichever"):     # "whichever is hottest", "whichever one runs coolest"
+        if _is(t, "whichever", "whatever"):     # "whichever is hottest", "whichever one runs coolest"
             c.i += 1
             c.word("one")
             e = self.posts(All())
@@ -708,7 +732,8 @@ class _Request:
             if noun is None:
                 noun = c.kind("word") if _is(c.peek(), "one", "ones") else None
             plural = noun is not None and (noun.value is True or noun.words[0] == "ones")
-            if c.word("of"):     # "the hottest of the nodes", "the coolest of na and nb"
+            self._in_cluster()   # "the hottest node in the cluster"
+            if c.word("of", "among"):     # "the hottest of the nodes", "the coolest among na and nb"
                 c.word("all")
                 if c.kind("nnoun") is None:
                     inner = self.union()
@@ -854,7 +879,9 @@ class _Request:
                 return Has(subj, running=True)
         c.i = k
         # comparisons
-        c.word("running", "using")   # "machines running hotter than 65 degrees", "nodes using more than 50% ..."
+        c.word("running", "using", "run", "runs")   # "machines running hotter than 65 degrees", "nodes using more than 50% ..."
+        if _is(c.peek(), "at") and c.kind_at(1) == "metric":     # "nodes at temperatures above 50"
+            c.i += 1
         c.word("with", "having", "has", "have", "where", "whose")
         c.word("is", "are")
         metric = None
