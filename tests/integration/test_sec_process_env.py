@@ -44,7 +44,8 @@ async def env_of(ws, name: str) -> dict[str, str]:
                                "method": "logs", "params": {"name": name, "lines": 500}})
         assert r["type"] == "result", r
         lines = r["result"]["lines"]
-        return any("DUMP-DONE" in ln for ln in lines) and lines
+        # the child's own last line, not the supervisor's "started pid …: python -c …print('DUMP-DONE')"
+        return any(ln.endswith(" DUMP-DONE") for ln in lines) and lines
     lines = await async_wait_until(dumped, 15, what=f"{name} to print its environment")
     env = {}
     for ln in lines:
