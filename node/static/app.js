@@ -9,10 +9,19 @@
 //   render*     – draw the dirty parts, at most every FRAME_MS (coalesced with
 //                 a timer + requestAnimationFrame), so a burst of events from
 //                 50 nodes costs a handful of renders, not thousands.
+//   cluster view – cards for a small cluster; above TABLE_ABOVE nodes a virtualised
+//                 table (only the rows in view exist, and only they are updated),
+//                 with search, sortable columns and summary counts. An event only
+//                 merges into state.nodes and marks the view dirty (O(1)); "now" is
+//                 read once per render and times are formatted through caches.
 import { connect } from "/lib/cloudisense.mjs";
 
 (() => {
   const FRAME_MS = 250;            // render at most ~4 times a second
+  const TABLE_ABOVE = 64;          // more nodes than this: the table instead of cards
+  const ROW_H = 28;                // px: the table's fixed row height (style.css .nt-row)
+  const OVERSCAN = 4;              // table rows drawn beyond the viewport on each side
+  const STATUS_ORDER = { online: 0, stale: 1, offline: 2 };
   const CHART_POINTS = 120;        // two minutes of $sys/stats samples
   const INSPECTOR_ROWS = 200;      // events kept in the inspector table
   const CALL_TIMEOUT = 10;         // seconds, sent with every call
@@ -35,13 +44,23 @@ import { connect } from "/lib/cloudisense.mjs";
     auth: "token",               // welcome.auth: "none" when the node has no tokens (everyone is an operator)
     exposed: false,              // welcome.exposed: the node listens beyond loopback
     nodes: new Map(),            // id -> node entry of node.cluster (+ live merges)
+    catalogs: new Map(),         // catalog hash -> services (node.cluster's catalogs, online events)
+    filter: "",                  // the search box, trimmed and lower case
+    sort: { key: "id", dir: 1 }, // the table's order: a key of SORTS, 1 ascending, -1 descending
     selected: null,              // node id shown in the detail panel
     stats: null,                 // last $sys/stats data
     series: [],                  // [{t, calls, events}] for the chart
     insp: { subs: [], events: [], count: 0, paused: false, error: "", view: "pretty" },
     callResult: null,            // {label, ok, text} of the last call made from the page
   };
-  const debug = { renders: 0, events: 0 };
+  // Counters for tests and the console. lag: for each table row updated in place with a newer
+  // heartbeat, seconds from the heartbeat's own timestamp (the sender's clock) to the render that
+  // showed it; clicks: from a click on a node (the input event's timestamp) to the frame that shows
+  // its detail.
+  const debug = {
+    renders: 0, events: 0, dropped: 0, disconnects: 0,
+    lag: { n: 0, max: 0, sum: 0 }, clicks: [],
+  };
 
   // ------------------------------------------------------------- utilities
   const $ = (id) => document.getElementById(id);
@@ -78,25 +97,44 @@ import { connect } from "/lib/cloudisense.mjs";
   const nowS = () => Date.now() / 1000;
   // Timestamps on the wire are epoch seconds; tolerate milliseconds.
   const toS = (t) => (typeof t === "number" && t > 0 ? (t > 1e12 ? t / 1000 : t) : null);
+  // The clock of the current render: read once per render (and per scroll frame), not per row.
+  const tick = { now: nowS() };
 
   function ago(ts) {
     const t = toS(ts);
     if (t === null) return "—";
-    return duration(Math.max(0, nowS() - t));
+    return duration(Math.max(0, tick.now - t));
   }
+
+  const durations = [];   // whole seconds -> text, for the first hour (ages of a live cluster)
 
   function duration(sec) {
     if (typeof sec !== "number" || !isFinite(sec)) return "—";
     sec = Math.floor(sec);
+    if (sec >= 0 && sec < 3600) return durations[sec] ??= formatDuration(sec);
+    return formatDuration(sec);
+  }
+
+  function formatDuration(sec) {
     if (sec < 60) return `${sec}s`;
     if (sec < 3600) return `${Math.floor(sec / 60)}m ${sec % 60}s`;
     if (sec < 86400) return `${Math.floor(sec / 3600)}h ${Math.floor((sec % 3600) / 60)}m`;
     return `${Math.floor(sec / 86400)}d ${Math.floor((sec % 86400) / 3600)}h`;
   }
 
+  // toLocaleTimeString is slow (it was 41 % of the page's time at 1,000 nodes): once per second shown.
+  const clocks = new Map();   // whole epoch second -> text
   const clock = (ts) => {
     const t = toS(ts);
-    return t === null ? "" : new Date(t * 1000).toLocaleTimeString([], { hour12: false });
+    if (t === null) return "";
+    const k = Math.floor(t);
+    let text = clocks.get(k);
+    if (text === undefined) {
+      if (clocks.size >= 4096) clocks.clear();
+      text = new Date(k * 1000).toLocaleTimeString([], { hour12: false });
+      clocks.set(k, text);
+    }
+    return text;
   };
   const pct = (v) => (typeof v === "number" ? `${v.toFixed(0)}%` : "—");
   const num = (v, digits = 0) => (typeof v === "number" ? v.toFixed(digits) : "—");
@@ -124,6 +162,7 @@ import { connect } from "/lib/cloudisense.mjs";
   function render() {
     renderTimer = null;
     lastRender = performance.now();
+    tick.now = nowS();
     debug.renders++;
     const parts = new Set(dirty);
     dirty.clear();
@@ -143,7 +182,11 @@ import { connect } from "/lib/cloudisense.mjs";
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
     client = connect(url, { name: "dashboard", timeout: CALL_TIMEOUT, token: () => sessionStorage.getItem(TOKEN_KEY) });
     client.on("state", (s) => { if (s === "connecting" || s === "disconnected") setConn(s); });
-    client.on("disconnect", (e) => { if (client.state !== "auth") setConn("disconnected", e.reason); });
+    client.on("disconnect", (e) => {
+      debug.disconnects++;
+      if (client.state !== "auth") setConn("disconnected", e.reason);
+    });
+    client.on("dropped", (d) => { debug.dropped += Number(d && d.count) || 0; });
     client.on("event", onEvent);
     client.on("error", (err) => {
       if (client.state === "auth") askToken(sessionStorage.getItem(TOKEN_KEY) ? "That token was not accepted." : "");
@@ -178,8 +221,11 @@ import { connect } from "/lib/cloudisense.mjs";
     if (clusterInFlight) return;
     clusterInFlight = true;
     try {
-      const res = await client.call(null, "node", "cluster", {});
+      // Compact rows with each distinct catalog once: the whole table (a catalog in every row) is
+      // megabytes at 1,000 nodes, more than the node queues for one client.
+      const res = await client.call(null, "node", "cluster", { catalogs: true });
       if (res && res.self) state.self = res.self;
+      for (const [hash, services] of Object.entries((res && res.catalogs) || {})) state.catalogs.set(hash, services);
       const seen = new Set();
       for (const n of (res && res.nodes) || []) {
         seen.add(n.id);
@@ -187,6 +233,7 @@ import { connect } from "/lib/cloudisense.mjs";
       }
       // Nodes the cluster no longer knows about are dropped from the view.
       for (const id of [...state.nodes.keys()]) if (!seen.has(id)) state.nodes.delete(id);
+      table.viewDirty = true;
       if (!state.selected && state.self) select(state.self);
       invalidate("nodes", "detail", "insp");
     } catch (err) {
@@ -196,15 +243,35 @@ import { connect } from "/lib/cloudisense.mjs";
     }
   }
 
+  /** Merge what the node says about `id` (a row, or an event's entry) into the page's view: O(1). */
   function upsertNode(id, data) {
     const prev = state.nodes.get(id);
     const node = Object.assign(prev || { id, online: true, metrics: {}, services: {}, processes: [] },
       data && typeof data === "object" ? data : {});
     node.id = id;
     node._seen = nowS();
+    node._rev = (node._rev || 0) + 1;
     if (data && Array.isArray(data.processes)) for (const p of node.processes) p._at = node._seen;
-    state.nodes.set(id, node);
+    // Services travel once per catalog (by hash), not with every heartbeat.
+    const hash = node.catalog_hash;
+    if (hash && data && isFull(data.services)) state.catalogs.set(hash, data.services);
+    else if (hash && state.catalogs.has(hash)) node.services = state.catalogs.get(hash);
+    if (!prev) {
+      node._lid = id.toLowerCase();
+      state.nodes.set(id, node);
+      table.viewDirty = true;
+    }
     return node;
+  }
+
+  const isFull = (o) => { if (!o || typeof o !== "object") return false; for (const _ in o) return true; return false; };
+
+  /** online | stale | offline */
+  const statusOf = (n) => (n.online === false ? "offline" : n.status === "stale" ? "stale" : "online");
+
+  function setStatus(n, status) {
+    if (n.status !== status) table.viewDirty = true;   // the status filter and order may change
+    n.status = status;
   }
 
   function onClusterEvent(ev) {
@@ -217,17 +284,26 @@ import { connect } from "/lib/cloudisense.mjs";
       const n = upsertNode(id, data);
       if (n.online !== false || data.since === undefined) n.since = data.since ?? ev.ts ?? nowS();
       n.online = false;
+      setStatus(n, "offline");
     } else if (kind === "online") {
       const wasOnline = known && state.nodes.get(id).online !== false;
       const n = upsertNode(id, data);
       if (!wasOnline && data.since === undefined) n.since = ev.ts ?? nowS();
       n.online = true;
+      setStatus(n, "online");
+    } else if (kind === "stale") {
+      const n = upsertNode(id, data);
+      setStatus(n, "stale");
     } else if (kind === "state") {
       const n = upsertNode(id, data);
       if (data.online === undefined) n.online = true;
+      setStatus(n, typeof data.status === "string" ? data.status : "online");
+      // The heartbeat's own time (the sender's clock), for the lag the table measures.
+      n._hb = toS(data.metrics && data.metrics.ts) ?? toS(data.last_seen) ?? toS(ev.ts);
     } else {
       return;
     }
+    table.dataDirty = true;
     invalidate("nodes");
     if (id === state.selected) invalidate("detail");
     if (!known) invalidate("insp");   // a new node for the inspector's select
@@ -240,6 +316,8 @@ import { connect } from "/lib/cloudisense.mjs";
     const keys = ["cpu_percent", "memory_percent", "disk_percent", "temperature_c", "load"];
     if (!keys.some((k) => k in d)) return;
     n.metrics = Object.assign({}, n.metrics, d);
+    n._rev++;
+    table.dataDirty = true;
     const ts = toS(ev.ts);
     if (ts && ts > (n.last_seen || 0)) n.last_seen = ts;
     invalidate("nodes");
@@ -338,7 +416,9 @@ import { connect } from "/lib/cloudisense.mjs";
   // -------------------------------------------------------------- detail
   let detailStreams = null;   // unsubscribe functions of the detail view's live data
 
-  function select(id) {
+  /** Show `id` in the detail panel. A click (`inputTs`: its event's timeStamp) draws the panel at
+   *  once rather than at the next render tick, and records how long until the frame that shows it. */
+  function select(id, inputTs) {
     if (state.selected === id) return;
     state.selected = id;
     state.callResult = null;
@@ -349,6 +429,14 @@ import { connect } from "/lib/cloudisense.mjs";
       for (const p of detailStreams) p.catch((err) => console.warn("detail stream", err));
     }
     invalidate("nodes", "detail");
+    if (inputTs === undefined) return;
+    tick.now = nowS();
+    renderDetail();
+    if (tableShown) renderTableRows();   // the selected row's highlight
+    requestAnimationFrame(() => {
+      debug.clicks.push({ node: id, ms: performance.now() - inputTs });
+      if (debug.clicks.length > 100) debug.clicks.shift();
+    });
   }
 
   async function callFromPage(nodeId, service, method, params) {
@@ -396,8 +484,8 @@ import { connect } from "/lib/cloudisense.mjs";
     const root = h("article", {
       class: "node-card", role: "listitem", tabindex: "0",
       dataset: { testid: "node-card", node: id },
-      onclick: () => select(id),
-      onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(id); } },
+      onclick: (e) => select(id, e.timeStamp),
+      onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(id, e.timeStamp); } },
     },
       h("div", { class: "nc-head" },
         f.dot = h("span", { class: "dot", "aria-hidden": "true" }),
@@ -442,13 +530,68 @@ import { connect } from "/lib/cloudisense.mjs";
       (a.id === state.self ? -1 : b.id === state.self ? 1 : 0) || a.id.localeCompare(b.id));
   }
 
+  // The cluster view: summary and search always; cards up to TABLE_ABOVE nodes, the table above.
+  let tableShown = false;
+
   function renderNodes() {
+    const total = state.nodes.size;
+    const sum = summarize();
+    setText($("node-count"), total ? `${sum.up}/${total} online` : "loading…");
+    $("nodes-empty").hidden = total > 0 || state.conn !== "connected";
+    renderSummary(sum);
+    const wantTable = total > TABLE_ABOVE;
+    if (wantTable !== tableShown) {
+      tableShown = wantTable;
+      $("node-table").hidden = !wantTable;
+      $("nodes").hidden = wantTable;
+      table.viewDirty = true;
+      if (wantTable) { for (const f of cardEls.values()) f.root.remove(); cardEls.clear(); }
+      else { for (const r of table.rows) r.el.remove(); table.rows = []; }
+    }
+    if (tableShown) renderTable(); else renderCards();
+  }
+
+  /** One pass over the members: counts by status, the hottest and the busiest online node. */
+  function summarize() {
+    const sum = { online: 0, stale: 0, offline: 0, up: 0, hottest: null, busiest: null };
+    for (const n of state.nodes.values()) {
+      const st = statusOf(n);
+      sum[st]++;
+      if (n.online !== false) sum.up++;
+      if (st === "offline") continue;
+      const m = n.metrics || {};
+      if (typeof m.temperature_c === "number" && (!sum.hottest || m.temperature_c > sum.hottest.metrics.temperature_c)) sum.hottest = n;
+      if (typeof m.cpu_percent === "number" && (!sum.busiest || m.cpu_percent > sum.busiest.metrics.cpu_percent)) sum.busiest = n;
+    }
+    return sum;
+  }
+
+  function renderSummary(sum) {
+    const any = state.nodes.size > 0;
+    for (const k of ["online", "stale", "offline"]) setText($(`sum-${k}`), any ? sum[k] : "—");
+    const pick = (el, n, text) => {
+      setText(el, n ? text : "—");
+      el.disabled = !n;
+      el.dataset.node = n ? n.id : "";
+    };
+    const hot = sum.hottest, busy = sum.busiest;
+    pick($("sum-hottest"), hot, hot ? `${hot.id} ${hot.metrics.temperature_c.toFixed(1)} °C` : "");
+    pick($("sum-busiest"), busy, busy ? `${busy.id} ${pct(busy.metrics.cpu_percent)} CPU` : "");
+  }
+
+  /** The search box: a case-insensitive substring of the id or the status. */
+  const matches = (n, q) => !q || n._lid.includes(q) || statusOf(n).includes(q);
+
+  function renderMatches(shown, total) {
+    setText($("node-matches"), state.filter ? `${shown} of ${total} match` : "");
+  }
+
+  function renderCards() {
     const grid = $("nodes");
-    const nodes = sortedNodes();
-    const online = nodes.filter((n) => n.online !== false).length;
-    setText($("node-count"), nodes.length ? `${online}/${nodes.length} online` : "loading…");
-    $("nodes-empty").hidden = nodes.length > 0 || state.conn !== "connected";
-    if (nodes.length) for (const sk of grid.querySelectorAll(".skeleton")) sk.remove();
+    const q = state.filter;
+    const nodes = sortedNodes().filter((n) => matches(n, q));
+    renderMatches(nodes.length, state.nodes.size);
+    if (state.nodes.size) for (const sk of grid.querySelectorAll(".skeleton")) sk.remove();
 
     const live = new Set();
     let prev = null;
@@ -457,13 +600,20 @@ import { connect } from "/lib/cloudisense.mjs";
       let f = cardEls.get(n.id);
       if (!f) { f = makeCard(n.id); cardEls.set(n.id, f); }
       const up = n.online !== false;
+      const st = statusOf(n);
       const m = n.metrics || {};
       setAttr(f.root, "data-online", up ? "true" : "false");
+      setAttr(f.root, "data-status", st);
       f.root.classList.toggle("offline", !up);
       f.root.classList.toggle("selected", n.id === state.selected);
       f.self.hidden = n.id !== state.self;
-      setText(f.status, `${up ? "online" : "offline"} · ${ago(n.since)}`);
-      setAttr(f.status, "title", `since ${clock(n.since)}, last seen ${clock(n.last_seen)}`);
+      setText(f.status, `${st} · ${ago(n.since)}`);
+      // Two clocks per card: only when the times they show changed (and cached per second).
+      const times = `${Math.floor(n.since || 0)}/${Math.floor(n.last_seen || 0)}`;
+      if (f.times !== times) {
+        f.times = times;
+        setAttr(f.status, "title", `since ${clock(n.since)}, last seen ${clock(n.last_seen)}`);
+      }
       setText(f.temp, typeof m.temperature_c === "number" ? `${m.temperature_c.toFixed(1)} °C` : "—");
       f.sim.hidden = !m.simulated;
       setText(f.cpu, pct(m.cpu_percent));
@@ -477,6 +627,111 @@ import { connect } from "/lib/cloudisense.mjs";
       prev = f.root;
     }
     for (const [id, f] of cardEls) if (!live.has(id)) { f.root.remove(); cardEls.delete(id); }
+  }
+
+  // ------------------------------------------------------------ the table
+  // view: the ids that pass the search, in the table's order; recomputed when a member, a status,
+  // the search or the order changed (and, sorted by a value, when values changed), at most once a
+  // render. rows: the pool of row elements, one per row in view (+ OVERSCAN), each bound to a node.
+  const table = { view: [], viewDirty: true, dataDirty: false, rows: [] };
+  const metricOf = (k) => (n) => { const v = n.metrics && n.metrics[k]; return typeof v === "number" ? v : -Infinity; };
+  const SORTS = {
+    id: null,
+    status: (n) => STATUS_ORDER[statusOf(n)],
+    temp: metricOf("temperature_c"),
+    cpu: metricOf("cpu_percent"),
+    mem: metricOf("memory_percent"),
+    seen: (n) => n.last_seen || 0,
+  };
+
+  function tableView() {
+    const key = SORTS[state.sort.key];
+    if (!table.viewDirty && !(key && table.dataDirty)) return table.view;
+    table.viewDirty = table.dataDirty = false;
+    const q = state.filter, dir = state.sort.dir;
+    const rows = [];
+    for (const n of state.nodes.values()) if (matches(n, q)) rows.push(n);
+    const byId = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    rows.sort(key ? (a, b) => (key(a) - key(b)) * dir || byId(a, b) : (a, b) => byId(a, b) * dir);
+    table.view = rows.map((n) => n.id);
+    return table.view;
+  }
+
+  function renderTable() {
+    const view = tableView();
+    renderMatches(view.length, state.nodes.size);
+    for (const b of document.querySelectorAll("#node-table [data-sort]")) {
+      const on = b.dataset.sort === state.sort.key;
+      setAttr(b, "aria-sort", on ? (state.sort.dir > 0 ? "ascending" : "descending") : "none");
+    }
+    const spacer = $("nt-spacer");
+    const height = `${view.length * ROW_H}px`;
+    if (spacer.style.height !== height) spacer.style.height = height;
+    renderTableRows();
+  }
+
+  function makeRow() {
+    const r = { id: null, index: -1, rev: -1, hb: null, sel: false };
+    r.el = h("div", { class: "nt-row", role: "row", tabindex: "0", dataset: { testid: "node-row" } },
+      h("span", { class: "dot", "aria-hidden": "true" }),
+      r.idEl = h("span", { class: "nt-id", dataset: { testid: "node-id" } }),
+      r.status = h("span", { class: "nt-status", dataset: { testid: "node-status" } }),
+      r.temp = h("span", { class: "num", dataset: { testid: "node-temp" } }),
+      r.cpu = h("span", { class: "num", dataset: { testid: "node-cpu" } }),
+      r.mem = h("span", { class: "num", dataset: { testid: "node-mem" } }),
+      r.seen = h("span", { class: "num", dataset: { testid: "node-seen" } }));
+    return r;
+  }
+
+  /** Bind the row pool to the rows in view and update only those. */
+  function renderTableRows() {
+    const vp = $("nt-viewport");
+    const view = table.view;
+    const top = vp.scrollTop;
+    const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
+    const last = Math.min(view.length, Math.ceil((top + (vp.clientHeight || 0)) / ROW_H) + OVERSCAN);
+    const want = Math.max(0, last - first);
+    while (table.rows.length < want) { const r = makeRow(); table.rows.push(r); vp.append(r.el); }
+    while (table.rows.length > want) table.rows.pop().el.remove();
+    const now = tick.now;
+    for (let i = first; i < last; i++) {
+      const r = table.rows[i - first];
+      const n = state.nodes.get(view[i]);
+      if (!n) continue;
+      if (r.index !== i) { r.index = i; r.el.style.transform = `translateY(${i * ROW_H}px)`; }
+      if (r.id !== n.id) {
+        r.id = n.id;
+        r.rev = -1;
+        r.hb = n._hb;   // a row newly in view shows what is known: not an update, no lag to count
+        r.el.dataset.node = n.id;
+        setText(r.idEl, n.id);
+      }
+      const sel = n.id === state.selected;
+      if (r.sel !== sel) { r.sel = sel; r.el.classList.toggle("selected", sel); setAttr(r.el, "aria-selected", sel); }
+      setText(r.seen, n.last_seen ? ago(n.last_seen) : "—");
+      if (r.rev === n._rev) continue;
+      r.rev = n._rev;
+      const st = statusOf(n);
+      const m = n.metrics || {};
+      setAttr(r.el, "data-status", st);
+      setText(r.status, st);
+      setText(r.temp, typeof m.temperature_c === "number" ? `${m.temperature_c.toFixed(1)} °C` : "—");
+      setText(r.cpu, pct(m.cpu_percent));
+      setText(r.mem, pct(m.memory_percent));
+      if (n._hb && n._hb !== r.hb) {
+        r.hb = n._hb;
+        const lag = Math.max(0, now - n._hb);
+        debug.lag.n++;
+        debug.lag.sum += lag;
+        if (lag > debug.lag.max) debug.lag.max = lag;
+      }
+    }
+  }
+
+  function sortBy(key) {
+    state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : (key === "id" || key === "status" ? 1 : -1) };
+    table.viewDirty = true;
+    invalidate("nodes");
   }
 
   const firstLine = (text) => String(text || "").split("\n")[0];
@@ -1037,6 +1292,28 @@ import { connect } from "/lib/cloudisense.mjs";
       client.reconnect();   // without a token: the node refuses the hello, the form stays up
     });
     $("metrics-link").addEventListener("click", openMetrics);
+    $("node-search").addEventListener("input", (e) => {
+      state.filter = e.target.value.trim().toLowerCase();
+      table.viewDirty = true;
+      $("nt-viewport").scrollTop = 0;
+      invalidate("nodes");
+    });
+    for (const b of document.querySelectorAll("#node-table [data-sort]")) b.addEventListener("click", () => sortBy(b.dataset.sort));
+    const vp = $("nt-viewport");
+    const rowOf = (e) => { const row = e.target.closest(".nt-row"); return row && row.dataset.node; };
+    vp.addEventListener("click", (e) => { const id = rowOf(e); if (id) select(id, e.timeStamp); });
+    vp.addEventListener("keydown", (e) => {
+      const id = (e.key === "Enter" || e.key === " ") && rowOf(e);
+      if (id) { e.preventDefault(); select(id, e.timeStamp); }
+    });
+    let scrollFrame = 0;   // scrolling draws the rows that come into view at the next frame
+    vp.addEventListener("scroll", () => {
+      if (scrollFrame) return;
+      scrollFrame = requestAnimationFrame(() => { scrollFrame = 0; tick.now = nowS(); renderTableRows(); });
+    }, { passive: true });
+    for (const id of ["sum-hottest", "sum-busiest"]) {
+      $(id).addEventListener("click", (e) => { if (e.target.dataset.node) select(e.target.dataset.node, e.timeStamp); });
+    }
     $("insp-form").addEventListener("submit", (e) => {
       e.preventDefault();
       inspectorSubscribe($("insp-node").value, $("insp-topic").value);
