@@ -14,7 +14,7 @@ from ._errors import (BadRequest, CallTimeout, CloudisenseError, ConfigError, Co
                       UnknownMethod, UnknownNode, UnknownService)
 from ._services import NoParams, Registry, Service, method  # noqa: E402 - as above
 
-_LAZY = {"Client", "ConnectionLost", "Registration", "RpcError", "Subscription"}
+_LAZY = {"Client", "ClientState", "ConnectionLost", "Registration", "RpcError", "Subscription"}
 
 
 def __getattr__(name: str) -> Any:
@@ -26,9 +26,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "BadRequest", "CallTimeout", "Client", "CloudisenseError", "ConfigError", "Conflict", "ConnectionLost",
-    "ErrorCode", "Forbidden", "InvalidParams", "NoParams", "NodeOffline", "Overloaded", "Registration", "Registry",
-    "RemoteError", "RpcError", "Service",
+    "BadRequest", "CallTimeout", "Client", "ClientState", "CloudisenseError", "ConfigError", "Conflict",
+    "ConnectionLost", "ErrorCode", "Forbidden", "InvalidParams", "NoParams", "NodeOffline", "Overloaded",
+    "Registration", "Registry", "RemoteError", "RpcError", "Service",
     "Settings", "Subscription", "TooLarge", "Unauthenticated", "UnknownMethod", "UnknownNode", "UnknownService",
     "__version__", "load_settings", "method",
 ]

@@ -13,6 +13,10 @@ every live :class:`Subscription` is subscribed again and every registration made
 ``on_connect`` runs and calls go out again.  Calls made while disconnected fail at once with
 :class:`ConnectionLost`, or wait for the connection up to their timeout (``wait_connected=True``).
 Calls in flight when the connection drops fail with ``ConnectionLost``: whether they ran is unknown.
+``await c.connect(retry=True)`` makes the first connection through the same loop: retryable failures
+are tried again until it is up; a fatal one (bad token, wrong role, bad URL) raises.  ``state``
+(:class:`ClientState`) says where the link is, and ``on_state(client)`` hears every change of it and
+every failed attempt (``error``, ``retry_in``): what a UI shows as "reconnecting… retry in 2 s".
 
 A client may offer methods (``register``, operators only): the node sends their calls to it::
 
@@ -31,10 +35,11 @@ import itertools
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator, TypeVar, cast, overload
+from enum import StrEnum
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Protocol, TypeVar, cast, overload
 
 from pydantic import BaseModel, ValidationError
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ._config import DEFAULT_URL
@@ -48,6 +53,34 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Hook = Callable[["Client"], Any]
 Handler = Callable[[Any], Awaitable[Any]]
+StateHook = Callable[["Client"], None]
+
+
+class ClientState(StrEnum):
+    """Where a client's link is (``Client.state``)."""
+
+    CLOSED = "closed"              # not connected: before connect(), after close(), or lost without reconnect
+    CONNECTING = "connecting"      # the first connection is being made (connect(retry=True): and retried)
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # lost; being made again (reconnect=True)
+    FAILED = "failed"              # a fatal error (bad token, wrong role, bad URL): no retry; ``error`` says which
+
+
+class Connection(Protocol):
+    """What the client needs of a WebSocket connection: websockets' ``ClientConnection`` is one; a ``dial``
+    function handed to :class:`Client` may return another (an in-memory one in tests)."""
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    async def send(self, message: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]: ...
+
+
+Dial = Callable[[str], Awaitable[Connection]]
 
 
 #: The largest frame this client reads; node.cluster's default max_bytes stays under it.
@@ -186,13 +219,17 @@ class Client:
     ``on_connect(client)`` runs after every (re)connection, once subscriptions and registrations are
     made again (those the node refused, e.g. a subscription to a node it has not heard of yet since it
     restarted, are retried in the background meanwhile: ``remaking`` names them); ``on_disconnect(client)``
-    when a connection is lost.  Either may be a coroutine function.
+    when a connection is lost.  Either may be a coroutine function.  ``on_state(client)``, a plain
+    function, runs at every change of ``state`` and after every failed (re)connection attempt.
+
+    ``dial(url)``: opens the connection (default: a WebSocket to ``url``); tests hand in a transport.
     """
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, name: str = "script",
                  open_timeout: float = 5.0, default_timeout: float = 10.0, *, reconnect: bool = False,
                  wait_connected: bool = False, on_connect: Hook | None = None, on_disconnect: Hook | None = None,
-                 backoff_initial: float = 0.25, backoff_cap: float = 5.0) -> None:
+                 backoff_initial: float = 0.25, backoff_cap: float = 5.0, on_state: StateHook | None = None,
+                 dial: Dial | None = None) -> None:
         self.url, self.token, self.name = url, token, name
         self.open_timeout = open_timeout
         self.default_timeout = default_timeout
@@ -200,8 +237,10 @@ class Client:
         self.wait_connected = wait_connected
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
+        self.on_state = on_state
+        self.dial = dial
         self.backoff_initial, self.backoff_cap = backoff_initial, backoff_cap
-        self.ws: ClientConnection | None = None
+        self.ws: Connection | None = None
         self.node_id: str = ""
         self.role: str = ""
         self._ids = itertools.count(1)
@@ -220,6 +259,11 @@ class Client:
         #: reconnect, being retried in the background
         self.remaking: set[tuple[str, str]] = set()
         self.last_error = ""
+        #: the exception of the last failed attempt (the fatal one, once ``state`` is ``failed``)
+        self.error: BaseException | None = None
+        #: seconds until the next attempt, after a failed one (None otherwise)
+        self.retry_in: float | None = None
+        self._state = ClientState.CLOSED
 
     async def __aenter__(self) -> "Client":
         await self.connect()
@@ -232,19 +276,64 @@ class Client:
     def connected(self) -> bool:
         return not self.closed and self.ws is not None
 
-    async def connect(self) -> None:
-        """Open the connection (raises ConnectionLost if the node can't be reached, Unauthenticated…)."""
-        if not self.closed:
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    def _set_state(self, state: ClientState, *, attempt: bool = False) -> None:
+        """Move to ``state``; tell ``on_state`` if it changed (or, ``attempt``, an attempt failed)."""
+        if state is self._state and not attempt:
+            return
+        self._state = state
+        if self.on_state is not None:
+            try:
+                self.on_state(self)
+            except Exception:  # noqa: BLE001 - a failing hook must not take the connection down
+                log.exception("client hook %s failed", getattr(self.on_state, "__name__", self.on_state))
+
+    async def connect(self, *, retry: bool = False) -> None:
+        """Open the connection (raises ConnectionLost if the node can't be reached, Unauthenticated…).
+
+        ``retry=True``: a failure another attempt may fix (the node is not up yet) is retried with the
+        backoff, as a lost connection is, until the connection is up; a fatal one raises (``state`` is
+        then ``failed``).  Cancelling the wait stops the attempts.
+        """
+        if not self.closed or self._redial is not None:
             raise RuntimeError("client is already connected")
         self._shut = False
-        await self._open()
+        self._set_state(ClientState.CONNECTING)
+        if retry:
+            self._redial = dialing = asyncio.create_task(self._dial_loop(first=True),
+                                                         name=f"client[{self.url}].connect")
+            try:
+                await dialing
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise                     # we were cancelled (and so were the attempts)
+                raise ConnectionLost("client closed while connecting") from None   # close() stopped them
+            if self._state is ClientState.FAILED and self.error is not None:
+                raise self.error
+            if not self.connected:
+                raise ConnectionLost("client closed while connecting")
+            return
+        try:
+            await self._open()
+        except BaseException as e:
+            self.error, self.last_error = e, str(e)
+            self._set_state(ClientState.FAILED if isinstance(e, Exception) and _fatal(e) else ClientState.CLOSED)
+            raise
         self._up.set()
+        self._set_state(ClientState.CONNECTED)
         await self._hook(self.on_connect)
 
     async def _open(self) -> None:
         try:
-            self.ws = await connect(self.url, open_timeout=self.open_timeout, max_size=MAX_FRAME,
-                                    compression=None, ping_interval=20)
+            if self.dial is not None:
+                self.ws = await self.dial(self.url)
+            else:
+                self.ws = await connect(self.url, open_timeout=self.open_timeout, max_size=MAX_FRAME,
+                                        compression=None, ping_interval=20)
         except (OSError, TimeoutError) as e:
             raise ConnectionLost(f"cannot connect to {self.url}: {e}") from None
         self.closed = False
@@ -321,6 +410,9 @@ class Client:
         if self._handlers:
             await asyncio.gather(*self._handlers, return_exceptions=True)
         self._end_subscriptions()
+        if self._state is not ClientState.FAILED:
+            self.retry_in = None
+            self._set_state(ClientState.CLOSED)
 
     def _fail_waiting(self, why: str, too_large: bool = False) -> None:
         for fut in self._waiting.values():
@@ -349,7 +441,7 @@ class Client:
     def _norm(node: str | None) -> str:
         return node or "."
 
-    async def _read(self, ws: ClientConnection) -> None:
+    async def _read(self, ws: Connection) -> None:
         try:
             async for raw in ws:
                 msg = loads(raw)
@@ -385,32 +477,45 @@ class Client:
         self.last_error = why
         if self.reconnect and not self._shut:
             if self._redial is None:
-                self._redial = asyncio.create_task(self._reconnect_loop(), name=f"client[{self.url}].reconnect")
+                self._redial = asyncio.create_task(self._dial_loop(first=False), name=f"client[{self.url}].reconnect")
+            self._set_state(ClientState.RECONNECTING)
         else:
             self._end_subscriptions()
+            self._set_state(ClientState.CLOSED)
         if self.on_disconnect is not None:
             t = asyncio.get_running_loop().create_task(self._hook(self.on_disconnect))
             self._handlers.add(t)
             t.add_done_callback(self._handlers.discard)
 
-    async def _reconnect_loop(self) -> None:
+    async def _dial_loop(self, *, first: bool) -> None:
+        """The reconnect loop (the only one): attempts, with backoff between them, until the connection
+        is up, an error is fatal or close() is called.  ``first``: the first connection (connect(retry=True)),
+        tried at once; a lost one is tried again after the first delay."""
+        delays = backoff(self.backoff_initial, self.backoff_cap)
         try:
-            for delay in backoff(self.backoff_initial, self.backoff_cap):
-                await asyncio.sleep(delay)
-                if self._shut:
-                    return
+            if not first:
+                await asyncio.sleep(next(delays))
+            while not self._shut:
                 try:
                     await self._open()
-                except (CloudisenseError, OSError, TimeoutError, ValueError, TypeError) as e:
-                    self.last_error = str(e)
+                except Exception as e:  # noqa: BLE001 - classified: fatal, or tried again
+                    self.error, self.last_error = e, str(e) or type(e).__name__
                     if _fatal(e):
-                        log.error("client %s: giving up reconnecting to %s: %s", self.name, self.url, e)
+                        log.error("client %s: giving up connecting to %s: %s", self.name, self.url, e)
+                        self.retry_in = None
                         self._end_subscriptions()
+                        self._set_state(ClientState.FAILED)
                         return
+                    self.retry_in = next(delays)
+                    self._set_state(self._state, attempt=True)
+                    await asyncio.sleep(self.retry_in)
                     continue
-                self.reconnects += 1
+                self.retry_in = None
+                if not first:
+                    self.reconnects += 1
                 self._up.set()
                 self._redial = None
+                self._set_state(ClientState.CONNECTED)
                 await self._hook(self.on_connect)
                 return
         finally:

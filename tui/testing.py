@@ -1,128 +1,174 @@
-"""A stand-in node client over :class:`cloudisense.tools.FakeCluster`, for tests and snapshots.
+"""An in-memory node for the console's client, over :class:`cloudisense.tools.FakeCluster`, for tests and snapshots.
 
-``make_app(client_factory=FakeLink(fake).factory)`` gives the console a
-deterministic cluster: ``node.cluster`` and every service answer from the
-fake, and the test decides which events arrive (:meth:`FakeLink.emit`) and
-when the link drops (:meth:`FakeLink.drop`).  ``delays`` makes chosen
+``make_app(client_factory=FakeLink(fake).factory)`` gives the console a real
+:class:`cloudisense.node.Client` (its reconnect loop, its subscriptions) whose
+transport is in memory: ``node.cluster`` and every service answer from the
+fake, and the test decides which events arrive (:meth:`FakeLink.emit`), when
+the link drops (:meth:`FakeLink.drop`), whether the node takes connections
+(``refuse``) and which token it wants (``token``).  ``delays`` makes chosen
 methods slow, as a transport wrapper would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-from cloudisense.node import ConnectionLost
+from websockets.exceptions import ConnectionClosed
+
+from cloudisense.node import CloudisenseError, Unauthenticated
+from cloudisense.node._client import Client
+from cloudisense.node._errors import to_wire
 from cloudisense.node._topics import matches
 from cloudisense.tools import FakeCluster
 
 
 class FakeSubscription:
-    def __init__(self, client: FakeClient, node: str | None, topic: str) -> None:
-        self.client, self.node, self.topic = client, node, topic
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.closed = False
+    """A subscription the fake node holds for one connection."""
 
-    def __aiter__(self) -> FakeSubscription:
-        return self
-
-    async def __anext__(self) -> dict[str, Any]:
-        ev = await self.queue.get()
-        if ev is None:
-            raise StopAsyncIteration
-        return ev
-
-    async def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.client.subs.discard(self)
-            self.queue.put_nowait(None)
+    def __init__(self, conn: FakeConnection, node: str | None, topic: str) -> None:
+        self.conn, self.node, self.topic = conn, node, topic
 
 
-class FakeClient:
+class FakeConnection:
+    """One client connection, both ends: the client reads and sends frames, the fake node answers them."""
+
     def __init__(self, link: FakeLink) -> None:
         self.link = link
-        self.node_id = ""
-        self.closed = True
+        self.node_id = link.fake.self_id
+        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
         self.subs: set[FakeSubscription] = set()
+        self.close_code: int | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
-    async def connect(self) -> None:
-        if self.link.refuse:
-            raise ConnectionLost("cannot connect: the fake node is down")
-        self.closed = False
-        self.node_id = self.link.fake.self_id
-        self.link.clients.append(self)
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    # the client's side (cloudisense.node._client.Connection)
+
+    async def send(self, message: str) -> None:
+        if self.closed:
+            raise ConnectionClosed(None, None)
+        self.answer(json.loads(message))
+
+    def __aiter__(self) -> FakeConnection:
+        return self
+
+    async def __anext__(self) -> str:
+        frame = await self.inbox.get()
+        if frame is None:
+            raise StopAsyncIteration
+        return frame
 
     async def close(self) -> None:
-        self.closed = True
-        for s in list(self.subs):
-            await s.close()
+        self.shut(1000)
 
-    def _check(self) -> None:
+    # the fake node's side
+
+    def shut(self, code: int) -> None:
         if self.closed:
-            raise ConnectionLost("connection to the node closed")
+            return
+        self.close_code = code
+        self.subs.clear()
+        for t in list(self.tasks):
+            t.cancel()
+        self.inbox.put_nowait(None)
 
-    async def call(self, node: str | None, service: str, method: str, params: dict[str, Any] | None = None,
-                   timeout: float | None = None) -> Any:
-        self._check()
-        delay = self.link.delays.get(f"{service}.{method}")
-        if delay:
-            await asyncio.sleep(delay)
-            self._check()
-        return await self.link.fake.call(node, service, method, params, timeout)
+    def deliver(self, frame: dict[str, Any]) -> None:
+        if not self.closed:
+            self.inbox.put_nowait(json.dumps(frame))
 
-    async def broadcast(self, service: str, method: str, params: dict[str, Any] | None = None,
-                        timeout: float | None = None) -> dict[str, Any]:
-        self._check()
-        return await self.link.fake.broadcast(service, method, params, timeout)
+    def answer(self, f: dict[str, Any]) -> None:
+        kind, rid = f.get("type"), f.get("id")
+        if kind == "hello":
+            if self.link.token is not None and f.get("token") != self.link.token:
+                self.deliver({"type": "error", "id": rid, "error": to_wire(Unauthenticated("invalid token"))})
+                return
+            self.link.clients.append(self)
+            self.deliver({"type": "welcome", "id": rid, "node": self.node_id, "role": "operator"})
+        elif kind == "subscribe":
+            self.subs.add(FakeSubscription(self, f.get("node"), f["topic"]))
+            self.link.subscribed.append((f.get("node"), f["topic"]))
+            self.deliver({"type": "subscribed", "id": rid})
+        elif kind == "unsubscribe":
+            self.subs -= {s for s in self.subs if (s.node, s.topic) == (f.get("node"), f["topic"])}
+            self.deliver({"type": "unsubscribed", "id": rid})
+        elif kind == "call":
+            t = asyncio.get_running_loop().create_task(self._call(f), name=f"fake-node.call {rid}")
+            self.tasks.add(t)
+            t.add_done_callback(self.tasks.discard)
+        else:
+            self.deliver({"type": "error", "id": rid, "error": {"code": "bad_request",
+                                                                 "message": f"the fake node does not do {kind}"}})
 
-    async def subscribe(self, node: str | None, topic: str) -> FakeSubscription:
-        self._check()
-        sub = FakeSubscription(self, node, topic)
-        self.subs.add(sub)
-        self.link.subscribed.append((node, topic))
-        return sub
+    async def _call(self, f: dict[str, Any]) -> None:
+        node, service, method = f.get("node"), f["service"], f["method"]
+        try:
+            delay = self.link.delays.get(f"{service}.{method}")
+            if delay:
+                await asyncio.sleep(delay)
+            if node == "*":
+                result = await self.link.fake.broadcast(service, method, f.get("params"), f.get("timeout"))
+            else:
+                result = await self.link.fake.call(node, service, method, f.get("params"), f.get("timeout"))
+        except CloudisenseError as e:
+            self.deliver({"type": "error", "id": f["id"], "node": node, "error": to_wire(e)})
+            return
+        self.deliver({"type": "result", "id": f["id"], "node": node or self.node_id, "result": result})
 
 
 class FakeLink:
-    """The far end of every :class:`FakeClient` made by :attr:`factory`."""
+    """The fake node at the far end of every client :attr:`factory` makes."""
 
-    def __init__(self, fake: FakeCluster, *, delays: dict[str, float] | None = None) -> None:
+    def __init__(self, fake: FakeCluster, *, delays: dict[str, float] | None = None,
+                 token: str | None = None) -> None:
         self.fake = fake
         self.delays = dict(delays or {})
-        self.clients: list[FakeClient] = []
+        self.token = token
+        self.clients: list[FakeConnection] = []       # every connection the node welcomed, in order
         self.subscribed: list[tuple[str | None, str]] = []
+        self.dials = 0
         self.refuse = False
 
-    def factory(self, url: str, token: str | None = None) -> FakeClient:
-        return FakeClient(self)
+    async def dial(self, url: str) -> FakeConnection:
+        self.dials += 1
+        if self.refuse:
+            raise ConnectionRefusedError("connection refused: the fake node is down")
+        return FakeConnection(self)
+
+    def factory(self, url: str, token: str | None = None, **options: Any) -> Client:
+        """A real client (``options``: its keyword arguments) connected through :meth:`dial`."""
+        return Client(url, token=token, dial=self.dial, **options)
 
     @property
-    def current(self) -> FakeClient | None:
+    def current(self) -> FakeConnection | None:
         live = [c for c in self.clients if not c.closed]
         return live[-1] if live else None
 
     def emit(self, topic: str, data: Any, node: str | None = None, ts: float = 0.0) -> int:
-        """Deliver an event to matching subscriptions of the live clients; returns how many got it."""
+        """Send an event to every live connection with a matching subscription (once each, as a node does:
+        the client hands it to its subscriptions); returns how many connections got it."""
         node = node or self.fake.self_id
         ev = {"type": "event", "node": node, "topic": topic, "data": data, "ts": ts}
         n = 0
         for c in self.clients:
-            for s in list(c.subs):
-                local = s.node in (None, ".", c.node_id)
-                if local:
-                    hit = (topic.startswith("$cluster/") or node == c.node_id) and matches(s.topic, topic)
-                else:
-                    hit = node == s.node and (topic.startswith("$cluster/") or matches(s.topic, topic))
-                if hit:
-                    s.queue.put_nowait(ev)
-                    n += 1
+            if any(self._hears(c, s, node, topic) for s in c.subs):
+                c.deliver(ev)
+                n += 1
         return n
 
+    @staticmethod
+    def _hears(c: FakeConnection, s: FakeSubscription, node: str, topic: str) -> bool:
+        if s.node in (None, ".", c.node_id):
+            return (topic.startswith("$cluster/") or node == c.node_id) and matches(s.topic, topic)
+        return node == s.node and (topic.startswith("$cluster/") or matches(s.topic, topic))
+
     async def drop(self) -> None:
-        """The node went away: every client's link closes (and reconnecting fails while ``refuse``)."""
+        """The node went away: every connection closes (1006, abnormal) and reconnecting fails while ``refuse``."""
         for c in list(self.clients):
-            await c.close()
+            c.shut(1006)
 
 
 # ---- helpers for Pilot tests ------------------------------------------------------------------

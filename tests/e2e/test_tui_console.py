@@ -416,17 +416,15 @@ async def test_events_hide_heartbeats_by_default_filter_pause_and_clear(tmp_path
     from cloudisense.tui.widgets.events_pane import EventsPane
 
     async with console(tmp_path, size=(120, 35)) as (app, pilot, seen, link):
-        app.watch_topic(None, "#")
-        await wait_for(pilot, lambda: (None, "#") in link.subscribed)
-        await wait_for_text(pilot, app, "watching # on")
+        app.watch_topic("node-b", "#")
+        await wait_for(pilot, lambda: ("node-b", "#") in link.subscribed)
+        await wait_for_text(pilot, app, "watching # on node-b")
         pane = app.screen.query_one(EventsPane)
-        # A real node streams $cluster heartbeats on such a watch too (the fake follows MQTT's rule that
-        # '#' does not match $-topics, so the heartbeat is put on the watch's subscription directly).
-        sub = next(s for s in link.current.subs if s.topic == "#")
-        sub.queue.put_nowait({"type": "event", "node": "node-b", "topic": "$cluster/node/state",
-                              "data": {"id": "node-b", "online": True}, "ts": NOW})
-        link.emit("process/logger/restarted", {"name": "logger", "pid": 4242}, ts=NOW)
-        link.emit("metrics/node", {"cpu_percent": 3.0}, ts=NOW)
+        # A watch on another node hears the $cluster heartbeats about it too (a subscription hears its
+        # node go offline and come back).
+        link.emit("$cluster/node/state", {"id": "node-b", "online": True}, node="node-b", ts=NOW)
+        link.emit("process/logger/restarted", {"name": "logger", "pid": 4242}, node="node-b", ts=NOW)
+        link.emit("metrics/node", {"cpu_percent": 3.0}, node="node-b", ts=NOW)
         await wait_for_text(pilot, app, "process/logger/restarted", "metrics/node", "1 hidden ($-topics")
         assert "$cluster/node/state" not in screen_text(app)
         assert app.focused is pane.log_view
@@ -439,7 +437,7 @@ async def test_events_hide_heartbeats_by_default_filter_pause_and_clear(tmp_path
         await wait_for_text(pilot, app, "process/logger/restarted", "metrics/node")
         pane.log_view.focus()
         await pilot.press("p")
-        link.emit("process/logger/stopped", {"name": "logger"}, ts=NOW)
+        link.emit("process/logger/stopped", {"name": "logger"}, node="node-b", ts=NOW)
         await wait_for_text(pilot, app, "PAUSED (1 waiting")
         assert "process/logger/stopped" not in screen_text(app)
         await pilot.press("p")
