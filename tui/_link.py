@@ -1,76 +1,45 @@
-"""The console's link to one node: a connection proxy, reconnect policy (no Textual here).
+"""The console's link to one node: a view of its one client (no Textual here).
 
-:class:`LiveConnection` is the ``ClusterConnection`` the agent and the panes
-use.  It forwards to whatever client is current, so a plan made before a
-reconnect still executes over the new connection, and it lets the console
-watch the calls going out (the execution view marks a step *running* when
-its call leaves).  Without a current client it raises ``ConnectionLost`` at
-once instead of waiting.
-
-:func:`backoff` is the pure, capped, jittered delay generator; :func:`retryable`
-sorts errors into "try again" and "stop, tell the operator".
+The console makes one :class:`cloudisense.node.Client` with ``reconnect=True``:
+its reconnect loop is the only one, and its subscriptions live across
+reconnects.  :class:`LiveConnection` is the ``ClusterConnection`` the agent and
+the panes use over that client: a plan made before a reconnect still executes
+over it, and the console watches the calls going out (the execution view marks
+a step *running* when its call leaves).  While the link is down a call raises
+``ConnectionLost`` at once instead of waiting.  :meth:`LiveConnection.until`
+waits for the link to reach a state (the client's ``on_state`` hook calls
+:meth:`LiveConnection.changed`); ``ups`` counts the times it came up, so a
+drop and a reconnect between two looks are not missed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from enum import StrEnum
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from cloudisense.node._client import Client
 
 
 class LinkState(StrEnum):
+    """What the console shows: ``connected`` once the cluster is loaded, not when the socket opens."""
+
     CONNECTING = "connecting"
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"
     FAILED = "failed"          # fatal (bad token, forbidden): no retry
 
 
-class Client(Protocol):
-    """What the console needs of a node client (``cloudisense.node.Client`` is one)."""
-
-    node_id: str
-    closed: bool
-
-    async def connect(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def call(self, node: str | None, service: str, method: str,
-                   params: dict[str, Any] | None = None, timeout: float | None = None) -> Any: ...
-
-    async def broadcast(self, service: str, method: str, params: dict[str, Any] | None = None,
-                        timeout: float | None = None) -> dict[str, Any]: ...
-
-    async def subscribe(self, node: str | None, topic: str) -> Any: ...
+#: ``factory(url, token, **options)`` makes the console's client; ``options`` are
+#: :class:`cloudisense.node.Client` keyword arguments (``reconnect``, ``on_state``, ``backoff_cap``…).
+ClientFactory = Callable[..., "Client"]
 
 
-ClientFactory = Callable[[str, "str | None"], Client]
-
-
-def default_client_factory(url: str, token: str | None) -> Client:
+def default_client_factory(url: str, token: str | None, **options: Any) -> Client:
     from cloudisense.node._client import Client as NodeClient
 
-    return NodeClient(url, token=token, name="tui")
-
-
-def backoff(initial: float = 0.25, cap: float = 5.0, factor: float = 2.0,
-            rnd: Callable[[], float] = random.random) -> Iterator[float]:
-    """Delays before reconnect attempts: the node client's (``cloudisense.node._client.backoff``)."""
-    from cloudisense.node._client import backoff as client_backoff
-
-    return client_backoff(initial, cap, factor, rnd)
-
-
-def retryable(exc: BaseException) -> bool:
-    """False for errors another attempt can't fix (bad token, wrong role, bad URL)."""
-    from cloudisense.node import Forbidden, Unauthenticated
-
-    if isinstance(exc, (Unauthenticated, Forbidden)):
-        return False
-    if isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, OSError):
-        return False  # e.g. websockets' InvalidURI is a ValueError
-    return True
+    return NodeClient(url, token=token, **options)
 
 
 def _lost(why: str) -> Exception:
@@ -83,19 +52,46 @@ CallObserver = Callable[[str | None, str, str, dict[str, Any]], None]
 
 
 class LiveConnection:
-    """A ``ClusterConnection`` over the current client of the console's link."""
+    """A ``ClusterConnection`` over the console's client, with the link's state to wait on."""
 
     def __init__(self) -> None:
         self.client: Client | None = None
         self.observers: list[CallObserver] = []
-        self.connected = asyncio.Event()
+        #: how many times the link came up (a connection, then every reconnection)
+        self.ups = 0
+        self._was_up = False
+        self._change = asyncio.Event()
 
-    def attach(self, client: Client | None) -> None:
+    def attach(self, client: Client) -> None:
         self.client = client
-        if client is None:
-            self.connected.clear()
-        else:
-            self.connected.set()
+        self.changed()
+
+    def changed(self) -> None:
+        """The link's state changed: count it coming up, wake whoever waits in :meth:`until`."""
+        if self.connected and not self._was_up:
+            self.ups += 1
+        self._was_up = self.connected
+        ev, self._change = self._change, asyncio.Event()
+        ev.set()
+
+    async def until(self, pred: Callable[[], bool]) -> None:
+        """Wait until ``pred()`` holds, checking it at every change of the link."""
+        while not pred():
+            await self._change.wait()
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.connected
+
+    @property
+    def failed(self) -> bool:
+        """The client gave up (a fatal error): the link will not come back."""
+        return self.client is not None and self.client.state == "failed"
+
+    @property
+    def why(self) -> str:
+        c = self.client
+        return c.last_error if c is not None else ""
 
     @property
     def node_id(self) -> str:
@@ -103,7 +99,7 @@ class LiveConnection:
 
     def _current(self) -> Client:
         c = self.client
-        if c is None or c.closed:
+        if c is None or not c.connected:
             raise _lost("not connected to the node (reconnecting)")
         return c
 

@@ -6,16 +6,19 @@ model, an audit log and clocks::
     app = make_app(url="ws://127.0.0.1:8765/ws", model="offline")
     app.run()
 
-The app owns the link to the node (a worker that connects, loads
-``node.cluster``, follows ``$cluster/#``, the node's own ``metrics/#`` and
-``process/#``, and ``$sys/stats``, and reconnects with backoff when the node
-goes away), the cluster model the table renders, and the agent.  The main
+The app owns the link to the node (one :class:`cloudisense.node.Client` with
+``reconnect=True``, and a worker that follows ``$cluster/#``, the node's own
+``metrics/#`` and ``process/#``, and ``$sys/stats``, and loads ``node.cluster``
+every time the client is connected; the client's reconnect loop brings the
+link back when the node goes away), the cluster model the table renders, and
+the agent.  The main
 screen (:mod:`.screens.main`) owns the interaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -33,7 +36,7 @@ from cloudisense.node._text import printable
 from cloudisense.tools._connection import CLUSTER_QUERY
 
 from ._history import HISTORY_FILE, History
-from ._link import ClientFactory, LinkState, LiveConnection, backoff, default_client_factory, retryable
+from ._link import ClientFactory, LinkState, LiveConnection, default_client_factory
 from ._messages import LinkChanged, StatsArrived
 from ._state import ClusterModel, model_label
 from .commands import ConsoleCommands
@@ -198,63 +201,64 @@ class CloudisenseApp(App[None]):
 
     @work(exclusive=True, group="link", exit_on_error=False)
     async def run_link(self) -> None:
-        delays = backoff(cap=self.backoff_cap)
-        first = True
-        while True:
-            self._set_link(LinkState.CONNECTING if first else LinkState.RECONNECTING,
-                           "" if first else f"to {self.url}")
-            client = self.client_factory(self.url, self.token)
-            try:
-                await client.connect()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - classified: retry or stop
-                if not retryable(e):
-                    self._set_link(LinkState.FAILED, f"{getattr(e, 'code', type(e).__name__)}: {e}")
-                    return
-                delay = next(delays)
-                self._set_link(LinkState.CONNECTING if first else LinkState.RECONNECTING,
-                               f"{_short(e)}, retry {delay:.1f}s")
-                await asyncio.sleep(delay)
-                continue
-            first = False
-            delays = backoff(cap=self.backoff_cap)
-            why = "the node closed the connection"
-            try:
-                await self._serve(client)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - classified: reconnect, or stop on auth errors
-                log.info("link to %s lost: %s", self.url, e)
-                if not retryable(e):
-                    self.conn.attach(None)
-                    await asyncio.shield(client.close())
-                    self._set_link(LinkState.FAILED, f"{getattr(e, 'code', type(e).__name__)}: {e}")
-                    return
-                why = _short(e)
-            finally:
-                self.conn.attach(None)
-                await asyncio.shield(client.close())
-            delay = next(delays)
-            self._set_link(LinkState.RECONNECTING, f"{why}, retry {delay:.1f}s")
-            await asyncio.sleep(delay)
+        """Connect (the client retries until the node is up), then load the cluster every time it is connected."""
+        from cloudisense.node import CloudisenseError, ConnectionLost
+        from cloudisense.node._client import ClientState
 
-    async def _serve(self, client: Any) -> None:
-        """Subscribe, load the cluster, then apply events until the connection ends."""
-        subs = []
+        client = self.client_factory(self.url, self.token, name="tui", reconnect=True,
+                                     backoff_cap=self.backoff_cap, on_state=self._client_changed)
+        self.conn.attach(client)
         try:
-            for topic in LINK_TOPICS:
-                subs.append(await client.subscribe(None, topic))
-            snapshot = await client.call(None, "node", "cluster", CLUSTER_QUERY, self.call_timeout)
-            self.cluster.load(snapshot)
-            self.conn.attach(client)
-            self._set_link(LinkState.CONNECTED)
+            try:
+                await client.connect(retry=True)
+            except Exception as e:  # noqa: BLE001 - fatal (retryable ones are retried by the client): shown
+                log.info("link to %s failed: %s", self.url, e)
+                return
+            subs: dict[str, Any] = {}
+            conn, loaded = self.conn, 0
             async with asyncio.TaskGroup() as tg:
-                for topic, sub in zip(LINK_TOPICS, subs, strict=False):
-                    tg.create_task(self._pump(sub), name=f"tui.link[{self.url}].{topic}")
+                def to_load(n: int) -> bool:   # up again since the last load, or down for good
+                    return (conn.connected and conn.ups != n) or client.state in (ClientState.FAILED,
+                                                                                  ClientState.CLOSED)
+
+                while True:
+                    await conn.until(functools.partial(to_load, loaded))
+                    if not conn.connected:
+                        return  # failed (shown) or closed
+                    loaded = conn.ups
+                    try:
+                        for topic in LINK_TOPICS:   # once: the client subscribes again after a reconnect
+                            if topic not in subs:
+                                subs[topic] = await client.subscribe(None, topic)
+                                tg.create_task(self._pump(subs[topic]), name=f"tui.link[{self.url}].{topic}")
+                        snapshot = await client.call(None, "node", "cluster", CLUSTER_QUERY, self.call_timeout)
+                    except ConnectionLost:
+                        continue       # lost again already; the client is on it
+                    except CloudisenseError as e:
+                        log.warning("cannot load the cluster from %s: %s", self.url, e)
+                        self._set_link(LinkState.CONNECTED, f"cluster not loaded: {_short(e)}")
+                    else:
+                        self.cluster.load(snapshot)
+                        self._set_link(LinkState.CONNECTED)
         finally:
-            for sub in subs:
-                await sub.close()
+            await asyncio.shield(client.close())
+
+    def _client_changed(self, client: Any) -> None:
+        """The client's ``on_state``: show where the link is (``connected`` waits for the cluster to load)."""
+        from cloudisense.node._client import ClientState
+
+        self.conn.changed()
+        state, err, delay = client.state, client.error, client.retry_in
+        if state is ClientState.FAILED:
+            self._set_link(LinkState.FAILED, f"{getattr(err, 'code', type(err).__name__)}: {err}")
+        elif state in (ClientState.CONNECTING, ClientState.RECONNECTING):
+            shown = LinkState.CONNECTING if state is ClientState.CONNECTING else LinkState.RECONNECTING
+            if delay is not None:
+                self._set_link(shown, f"{_short(err or client.last_error)}, retry {delay:.1f}s")
+            elif state is ClientState.RECONNECTING:
+                self._set_link(shown, _short(client.last_error))
+            else:
+                self._set_link(shown)
 
     async def _pump(self, sub: Any) -> None:
         async for ev in sub:
@@ -303,7 +307,7 @@ def _escaped_key(event: events.Key) -> events.Key | None:
     return events.Key(name, ch)
 
 
-def _short(e: BaseException) -> str:
+def _short(e: BaseException | str) -> str:
     """A few words for the header: 'connection refused', not the whole errno text with the URL."""
     text = str(getattr(e, "message", "") or e) or type(e).__name__
     if "Connect call failed" in text or "Errno 111" in text or "refused" in text.lower():

@@ -70,7 +70,7 @@ async def test_table_fills_request_box_has_focus_and_header_says_offline_rules_p
         table = app.screen.query_one(ClusterTable)
         await wait_for(pilot, lambda: table.row_count == 3)
         assert app.screen.focused is app.screen.query_one("#request")
-        text = await wait_for_text(pilot, app, "Cluster 3/3 online")
+        text = await wait_for_text(pilot, app, "Cluster 3/3 online", "node-b")   # the rows drawn, not only counted
         assert "node node-a" in text and "offline (rules planner)" in text and "● connected" in text
         assert "Cluster 3/3 online" in text
         row_b = next(line for line in text.splitlines() if "node-b" in line)
@@ -278,23 +278,14 @@ async def test_reconnects_when_the_node_comes_back(tmp_path):
 
 
 async def test_bad_token_is_fatal_not_retried(tmp_path):
-    attempts = []
-
-    class Refusing:
-        node_id, closed = "", True
-
-        async def connect(self):
-            attempts.append(1)
-            raise Unauthenticated("invalid token")
-
-        async def close(self):
-            pass
-
-    app = make_app(url="ws://fake/ws", client_factory=lambda url, token: Refusing(), audit=tmp_path / "a.jsonl")
+    link = FakeLink(three_nodes(NOW), token="s3cret")
+    app = make_app(url="ws://fake/ws", client_factory=link.factory, token="wrong", audit=tmp_path / "a.jsonl",
+                   backoff_cap=0.05)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.link_state == "failed")
-        await pilot.pause(0.3)
-        assert len(attempts) == 1
+        await pilot.pause(0.3)     # several backoff delays: no second attempt
+        assert link.dials == 1 and link.clients == []
+        assert app.conn.client is not None and isinstance(app.conn.client.error, Unauthenticated)
         assert "failed" in screen_text(app) and "invalid token" in screen_text(app)
 
 

@@ -1,19 +1,22 @@
-"""The console's pure parts: the cluster model, plan progress, formatting, reconnect policy, CLI wiring."""
+"""The console's pure parts: the cluster model, plan progress, formatting, the link's view, CLI wiring.
+
+(The reconnect policy is the node client's: tests/unit/test_client_states.py.)"""
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import asyncio
 import subprocess
 import sys
 
 import pytest
 
-from cloudisense.node import ConnectionLost, Forbidden, Unauthenticated
-from cloudisense.tui._link import LiveConnection, backoff, retryable
+from cloudisense.node import ConnectionLost
+from cloudisense.tui._link import LiveConnection
 from cloudisense.tui._state import (ClusterModel, PlanProgress, fmt_age, fmt_processes, fmt_stats, fmt_temp,
                                     model_label, parse_watch)
 from cloudisense.tui.screens.edit_params import schema_summary
+from cloudisense.tui.testing import FakeLink, three_nodes
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -122,36 +125,30 @@ def test_plan_progress_marks_unfinished_steps_not_run():
     assert [s.status for s in p.steps.values()] == ["error", "not run"]
 
 
-def test_backoff_is_capped_and_jittered():
-    assert list(itertools.islice(backoff(0.25, 2.0, rnd=lambda: 1.0), 6)) == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
-    assert list(itertools.islice(backoff(0.25, 2.0, rnd=lambda: 0.0), 3)) == [0.125, 0.25, 0.5]
-
-
-def test_retryable():
-    assert retryable(ConnectionLost("gone")) and retryable(OSError("refused")) and retryable(TimeoutError())
-    assert not retryable(Unauthenticated("bad token")) and not retryable(Forbidden("viewer"))
-    assert not retryable(ValueError("bad uri"))
-
-
-async def test_live_connection_fails_fast_without_a_client_and_reports_calls():
+async def test_live_connection_fails_fast_while_down_reports_calls_and_counts_ups():
     conn = LiveConnection()
     with pytest.raises(ConnectionLost):
         await conn.call(None, "node", "ping")
-
-    class C:
-        node_id, closed = "n1", False
-
-        async def call(self, node, service, method, params=None, timeout=None):
-            return {"ok": (node, service, method)}
-
+    link = FakeLink(three_nodes())
+    client = link.factory("ws://fake/ws", None, reconnect=True, backoff_initial=0.01, backoff_cap=0.05,
+                          on_state=lambda c: conn.changed())
+    conn.attach(client)
     seen = []
     conn.observers.append(lambda *a: seen.append(a))
-    conn.attach(C())
-    assert conn.connected.is_set() and conn.node_id == "n1"
-    assert await conn.call("n2", "supervisor", "restart", {"name": "x"}) == {"ok": ("n2", "supervisor", "restart")}
-    assert seen == [("n2", "supervisor", "restart", {"name": "x"})]
-    conn.attach(None)
-    assert not conn.connected.is_set()
+    await client.connect()
+    assert conn.connected and conn.node_id == "node-a" and conn.ups == 1
+    got = await conn.call("node-b", "supervisor", "status", {"name": "logger"})
+    assert got["pid"] == 4102 and seen == [("node-b", "supervisor", "status", {"name": "logger"})]
+    link.refuse = True
+    await link.drop()
+    await asyncio.wait_for(conn.until(lambda: not conn.connected), 5)
+    with pytest.raises(ConnectionLost, match="reconnecting"):
+        await conn.call("node-b", "supervisor", "restart", {"name": "logger"})
+    assert len(seen) == 1        # a call that could not leave is not shown as going out
+    link.refuse = False
+    await asyncio.wait_for(conn.until(lambda: conn.connected), 5)   # the client's own loop brought it back
+    assert conn.ups == 2 and not conn.failed
+    await client.close()
 
 
 def test_schema_summary():
