@@ -154,6 +154,40 @@ async def test_l_follows_a_remote_nodes_logger_live_and_only_while_watched(clust
         await async_wait_until(released, 10, interval=0.2, what="node-a's interest in the lines dropped")
 
 
+async def test_a_log_follow_survives_a_restart_of_the_node_the_console_is_connected_to(cluster, tmp_path):
+    """One reconnect loop (the client's): after node-a comes back, the same follow subscription of node-b's
+    logger (made again by the client, over the federation) brings new lines; no one re-opened the view."""
+    port = free_port()
+    a = cluster.start("node-a", listen=f"127.0.0.1:{port}")
+    b = cluster.start("node-b")
+    await cluster_ready(a.url, {"node-a", "node-b"})
+
+    def ticks() -> list[int]:
+        return [int(n) for n in re.findall(r"logger tick (\d+)", screen_text(app))]
+
+    app = make_app(url=a.url, model="offline", audit=tmp_path / "audit.jsonl", backoff_cap=0.5)
+    seen: list = []
+    async with app.run_test(size=(100, 30), message_hook=seen.append) as pilot:
+        await open_console(pilot, app, 2)
+        app.follow_logs("node-b", "logger")
+        await wait_for_text(pilot, app, "logs  logger on node-b", "following")
+        await wait_for(pilot, ticks, what="the lines so far")
+        client = app.conn.client
+        a.kill()
+        await wait_for_text(pilot, app, "link lost", timeout=15)
+        before = max(ticks())
+        a2 = cluster.start("node-a", listen=f"127.0.0.1:{port}")
+        assert a2.url == a.url
+        await wait_for(pilot, lambda: app.link_state == "connected", timeout=30)
+        await wait_for(pilot, lambda: max(ticks()) >= before + 2, timeout=30,
+                       what="node-b's new lines through the restarted node-a")
+        await wait_for_text(pilot, app, "following")
+        assert app.conn.client is client and client.reconnects >= 1    # the same client, reconnected
+        assert b.proc.poll() is None
+    states = [m.state for m in seen if isinstance(m, LinkChanged)]
+    assert "reconnecting" in states and states[-1] == "connected" and "failed" not in states
+
+
 async def test_reject_runs_nothing(trio, tmp_path):
     a = trio["node-a"]
     await cluster_ready(a.url, set(TEMPS))
