@@ -299,7 +299,21 @@ class Prober:
     (stale) and the suspicion is disseminated once.  The caller does the sending;
     this class says what to send (:meth:`due`) and takes the answers
     (:meth:`acked`).
+
+    **Local health** (Lifeguard's, as memberlist's "awareness"): a missed ack may be
+    the prober's own fault (it is overloaded, or it does not hear).  ``health`` counts
+    the signs that it is: being suspected by a peer, or having lost a subscription it
+    needs to hear answers (:meth:`strained`); each ack to its own probe takes one away.
+    Probe interval, probe timeout and the suspicion timeout it applies are all
+    multiplied by ``health + 1`` (:attr:`multiplier`), so a struggling node is slow to
+    accuse others instead of accusing them wrongly.  A target that does not answer
+    does not count against the prober: without nacks it cannot tell a dead target
+    from its own trouble, and a healthy node must find the dead within the documented
+    bound.
     """
+
+    #: Most the timeouts are stretched: (MAX_HEALTH + 1) ×, memberlist's awareness_max_multiplier.
+    MAX_HEALTH = 8
 
     def __init__(self, *, interval: float, timeout: float, indirect: int, rng: random.Random | None = None) -> None:
         self.interval, self.timeout, self.indirect = interval, timeout, indirect
@@ -307,15 +321,36 @@ class Prober:
         self._out: dict[str, _Probe] = {}    # our probe id -> what it probes
         self._relays: dict[str, _Relay] = {}   # a probe we sent on behalf of another node
         self._next = 0.0
+        self.health = 0                      # 0: healthy … MAX_HEALTH: see the class doc
 
     def __len__(self) -> int:
         return len(self._out) + len(self._relays)
+
+    @property
+    def multiplier(self) -> int:
+        return self.health + 1
+
+    def strained(self) -> None:
+        """A sign that this node is the one in trouble (suspected by a peer; cannot hear)."""
+        self.health = min(self.MAX_HEALTH, self.health + 1)
+
+    def suspect_after(self, timeout: float) -> float:
+        """How long a suspicion this node holds waits for a refutation before its verdict."""
+        return timeout * self.multiplier
+
+    def deaf(self, now: float) -> None:
+        """This node cannot hear answers: its probes in flight mean nothing, and each interval of it
+        is a sign of trouble (as a failed probe is to memberlist)."""
+        self._out.clear()
+        if now >= self._next:
+            self._next = now + self.interval
+            self.strained()
 
     def start(self, now: float, req: str, target: str | None) -> bool:
         """Whether a new round starts now (then ``req`` probes ``target``, which the caller sends)."""
         if now < self._next or target is None or any(p.target == target for p in self._out.values()):
             return False
-        self._next = now + self.interval
+        self._next = now + self.interval * self.multiplier
         self._out[req] = _Probe(target, now)
         return True
 
@@ -332,6 +367,7 @@ class Prober:
         p = self._out.get(req)
         if p is not None and (frm == p.target or (p.indirect and target == p.target)):
             del self._out[req]
+            self.health = max(0, self.health - 1)
             return p.target
         r = self._relays.get(req)
         if r is not None and frm == r.target:
@@ -347,13 +383,14 @@ class Prober:
         """
         ask: list[tuple[str, str]] = []
         suspects: list[str] = []
+        timeout = self.timeout * self.multiplier
         for req, p in list(self._out.items()):
-            if not p.indirect and now - p.sent >= self.timeout:
+            if not p.indirect and now - p.sent >= timeout:
                 p.indirect = True
                 others = [n for n in online if n != p.target]
                 for helper in self._rng.sample(others, min(self.indirect, len(others))):
                     ask.append((req, helper))
-            elif p.indirect and now - p.sent >= 2 * self.timeout:
+            elif p.indirect and now - p.sent >= 2 * timeout:
                 del self._out[req]
                 suspects.append(p.target)
         for req, r in list(self._relays.items()):

@@ -250,6 +250,9 @@ def render(node: Any) -> str:
     online = len(node.members.online_ids())
     x.labelled("cluster_members", "gauge", "Nodes in this node's membership table (itself included).", "state",
                {"online": online, "offline": len(node.members) - online})
+    x.one("cluster_local_health", "gauge", "This node's own health as its failure detector sees it (0: healthy, up "
+          "to 8; Lifeguard): raised when a peer suspects it or it cannot hear answers, lowered by each answered "
+          "probe. Its probe and suspicion timeouts are multiplied by this + 1.", node.peers.prober.health)
 
     # supervised processes
     sup = node.supervisor

@@ -601,6 +601,7 @@ class Peers:
         if self.fed is None or not self.fed.connected.is_set():
             return
         log.info("a peer suspects this node; refuting")
+        self.prober.strained()
         body: MemberBody = {"node": self.id, "state": "alive", "session": self.session}
         self.fed.send(self.members_topic, self.envelope("member", None, body))
 
@@ -611,8 +612,17 @@ class Peers:
         self.fed.send(self.members_topic, self.envelope("member", None, body))
 
     def probe_round(self, now: float) -> None:
-        """Probe this node's successor once per interval; ask helpers, suspect, declare offline when it's time."""
+        """Probe this node's successor once per interval; ask helpers, suspect, declare offline when it's time.
+
+        Not while this node cannot hear: when the broker does not give it its inbox (acks) or the
+        members topic (refutations), a silence says nothing about the others; its probes in flight
+        are forgotten, no verdict is made, and its local health worsens (see :class:`Prober`).
+        """
         assert self.fed is not None
+        missing = self.fed.missing()
+        if missing and (self.inbox(self.id) in missing or self.members_topic in missing):
+            self.prober.deaf(now)
+            return
         online = self.online_peers()
         req_env = self.envelope("probe", None, {})
         target = self.members.ring_successor()
@@ -633,7 +643,7 @@ class Peers:
             if self.members.suspect(node, None, now):
                 self._stale(node, "it did not answer a probe, nor the indirect probes")
                 self._disseminate(node, "suspect")
-        for node in self.members.suspects_due(now, self.settings.cluster.suspect_timeout):
+        for node in self.members.suspects_due(now, self.prober.suspect_after(self.settings.cluster.suspect_timeout)):
             if self.members.mark_offline(node, now):
                 self.prober.forget(node)
                 self._disseminate(node, "offline")

@@ -49,6 +49,7 @@ class RecordingLink:
         self.routed: tuple[Any, Any] | None = None
         self.closed_with: Any = "open"
         self.on_subscribe: Any = None   # called with the topic (to play back retained messages)
+        self.refused: set[str] = set()   # topics the broker "refuses" (missing())
         RecordingLink.instances.append(self)
 
     async def __aenter__(self) -> "RecordingLink":
@@ -72,6 +73,9 @@ class RecordingLink:
     @property
     def subscriptions(self) -> list[str]:
         return sorted(self.subs)
+
+    def missing(self) -> list[str]:
+        return sorted(self.refused)
 
     def route(self, on_envelopes: Any, on_connected: Any) -> None:
         self.routed = (on_envelopes, on_connected)
@@ -434,6 +438,52 @@ async def test_a_member_that_stops_answering_probes_goes_stale_then_offline(part
     events = [(e["topic"], e["node"], e["data"].get("reason")) for e in sink.events if e["node"] == "b"]
     assert events[-2:] == [("$cluster/node/stale", "b", "it did not answer a probe, nor the indirect probes"),
                            ("$cluster/node/offline", "b", "probe")]
+
+
+@pytest.mark.parametrize("deaf_to", ["inbox", "members"])
+def test_a_node_that_cannot_hear_accuses_no_one(parts, deaf_to):
+    """The broker refused our inbox (acks) or the members topic (refutations): b's silence says nothing."""
+    peers, link, *_ = parts
+    online(peers, "b")
+    online(peers, "c")
+    link.sent.clear()
+    t = time.time()
+    peers.housekeeping(t)                                   # a probe of b goes out
+    assert [e["kind"] for _, e, _ in link.sent] == ["probe"]
+    link.refused = {peers.inbox("me") if deaf_to == "inbox" else peers.members_topic}
+    link.sent.clear()
+    for dt in (1.1, 2.1, 5.1, 7.2, 12.5, 30.0):             # every timeout passes, more than once
+        peers.housekeeping(t + dt)
+    assert link.sent == []                                  # no probes, no helpers asked, no suspicion
+    assert peers.members.get("b").status == "online"
+    link.refused = set()                                    # it hears again: it probes again, on stretched
+    peers.housekeeping(t + 60.0)                            # timeouts (it was the one in trouble)
+    [(_, probe, _)] = link.sent
+    assert probe["kind"] == "probe" and peers.prober.multiplier > 1
+    link.sent.clear()
+    peers.housekeeping(t + 60.0 + 1.1)                      # 1 s is no longer long enough to give up on b
+    assert link.sent == []
+    peers.on_envelopes(peers.inbox("me"), env("ack", "b", {"re": probe["id"], "target": "b", "session": "s1"}))
+    assert peers.members.get("b").status == "online"
+
+
+def test_a_suspected_node_waits_longer_before_its_own_verdicts(parts):
+    """Lifeguard: a node that had to refute a suspicion may be the slow one; it stretches its suspicion
+    timeout, so a peer it suspects has longer to refute."""
+    peers, link, *_ = parts
+    online(peers, "b")
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "me", "state": "suspect",
+                                                                "session": "me-session"}, to=None))
+    assert peers.prober.multiplier == 2
+    t = time.time()
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "b", "state": "suspect", "session": "s1"},
+                                                to=None))
+    link.sent.clear()
+    peers.housekeeping(t + 10.5)           # the usual suspect_timeout (10 s) has passed: not yet
+    assert peers.members.get("b").status == "stale" and "offline" not in [
+        e["body"].get("state") for _, e, _ in link.sent if e["kind"] == "member"]
+    peers.housekeeping(t + 20.5)           # twice as long: offline
+    assert not peers.members.is_online("b")
 
 
 def test_an_ack_keeps_a_member_online_and_a_refutation_clears_a_suspicion(parts):

@@ -83,6 +83,37 @@ def test_the_prober_probes_its_successor_then_through_helpers_then_suspects():
     assert p.acked("r9", "a", "a") == ("c", "c-1", "a") and len(p) == 0
 
 
+def test_the_probers_local_health_stretches_its_timeouts_while_it_is_the_one_in_trouble():
+    """Lifeguard's local health: a node that was suspected itself, or cannot hear, judges others slower;
+    answered probes bring it back.  A dead target alone does not make the prober doubt itself."""
+    p = Prober(interval=5, timeout=1, indirect=1, rng=random.Random(1))
+    assert p.multiplier == 1 and p.suspect_after(10) == 10
+    assert p.start(0.0, "r1", "a")
+    p.due(1.0, ["a", "b"])
+    assert p.due(2.0, ["a", "b"]) == ([], ["a"])      # a dead target: suspected on the usual timeouts
+    assert p.multiplier == 1
+    p.strained()                                    # a peer suspects us: we refute, and doubt ourselves
+    p.strained()
+    assert p.multiplier == 3 and p.suspect_after(10) == 30
+    assert p.start(5.0, "r2", "a")
+    assert p.due(5.0 + 2.9, ["a", "b"]) == ([], [])   # the ack may be late: 3 × 1 s before helpers
+    assert p.due(5.0 + 3.0, ["a", "b"])[0] == [("r2", "b")]
+    assert p.acked("r2", "b", "a") == "a"            # answered: health improves by one
+    assert p.multiplier == 2
+    assert not p.start(5.0 + 14.9, "r3", "b") and p.start(5.0 + 15.0, "r3", "b")   # the round was 3 × 5 s
+    for _ in range(20):
+        p.strained()
+    assert p.multiplier == Prober.MAX_HEALTH + 1      # bounded
+    assert p.start(100.0, "r4", "a")
+    p.health = 0
+    p.deaf(101.0)                                    # we cannot hear: outstanding probes say nothing
+    assert len(p) == 0 and p.due(200.0, ["a", "b"]) == ([], [])
+    assert p.multiplier == 1                         # within the round already started: no new sign
+    p.deaf(100.0 + 9 * 5)                            # a round's time later: one sign per interval
+    p.deaf(100.0 + 9 * 5 + 1)
+    assert p.multiplier == 2
+
+
 class Done:
     def __init__(self):
         self.calls = []
