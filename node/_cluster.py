@@ -40,10 +40,11 @@ class Member:
             return "offline"
         return "stale" if self.suspect_since else "online"
 
-    def view(self, catalogs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The whole row (``node.cluster`` without ``fields``, ``$cluster`` events)."""
+    def view(self, catalogs: Mapping[str, Any] | None = None, services: bool = True) -> dict[str, Any]:
+        """The whole row (``node.cluster`` without ``fields``, ``$cluster`` events); without ``services``
+        (heartbeats: the catalog changes rarely, ``catalog_hash`` says when) the row is compact."""
         s = self.state
-        return {
+        row = {
             "id": self.id,
             "online": self.online,
             "status": self.status,
@@ -57,6 +58,9 @@ class Member:
             "services": (catalogs or {}).get(self.catalog_hash, {}),
             "processes": s.get("processes", []),
         }
+        if not services:
+            del row["services"]
+        return row
 
 
 FULL = "full"   # what on_presence/on_state return when a new member would exceed the cap

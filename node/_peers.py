@@ -463,7 +463,7 @@ class Peers:
             self._node_online(frm)
         elif self.members.is_online(frm):
             m = self.members.get(frm)
-            self.emit_cluster("state", frm, m.view(self.catalogs) if m else {})
+            self.emit_cluster("state", frm, m.view(services=False) if m else {})
 
     def _h_catalog(self, frm: str, env: Envelope, topic: str) -> None:
         body: CatalogEnvBody = env["body"]
@@ -865,7 +865,7 @@ class Peers:
             self._keep_catalog(h, self.router.catalog())
         self.members.set_self(self.session, body, time.time())
         me = self.members.get(self.id)
-        self.emit_cluster("state", self.id, me.view(self.catalogs) if me else {})
+        self.emit_cluster("state", self.id, me.view(services=False) if me else {})
         if self.fed is not None and self.fed.connected.is_set():
             if body.get("catalog_hash") and body["catalog_hash"] != self._catalog_published:
                 await self._publish_catalog()

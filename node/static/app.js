@@ -243,6 +243,8 @@ import { connect } from "/lib/cloudisense.mjs";
     }
   }
 
+  const catalogAsked = new Set();   // catalog hashes node.cluster was asked for once (not again per heartbeat)
+
   /** Merge what the node says about `id` (a row, or an event's entry) into the page's view: O(1). */
   function upsertNode(id, data) {
     const prev = state.nodes.get(id);
@@ -256,6 +258,10 @@ import { connect } from "/lib/cloudisense.mjs";
     const hash = node.catalog_hash;
     if (hash && data && isFull(data.services)) state.catalogs.set(hash, data.services);
     else if (hash && state.catalogs.has(hash)) node.services = state.catalogs.get(hash);
+    else if (hash && !catalogAsked.has(hash)) {   // a catalog we have not seen (heartbeats carry only its hash)
+      catalogAsked.add(hash);
+      refreshCluster();
+    }
     if (!prev) {
       node._lid = id.toLowerCase();
       state.nodes.set(id, node);
