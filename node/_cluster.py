@@ -308,9 +308,9 @@ class Prober:
     the prober's own fault (it is overloaded, or it does not hear).  ``health`` counts
     the signs that it is: being suspected by a peer, or having lost a subscription it
     needs to hear answers (:meth:`strained`); each ack to its own probe takes one away.
-    Probe interval, probe timeout and the suspicion timeout it applies are all
-    multiplied by ``health + 1`` (:attr:`multiplier`), so a struggling node is slow to
-    accuse others instead of accusing them wrongly.  A target that does not answer
+    Its probe timeout and the suspicion timeout it applies are multiplied by
+    ``health + 1`` (:attr:`multiplier`), so a struggling node is slow to accuse others
+    instead of accusing them wrongly; it still probes every interval (as memberlist).  A target that does not answer
     does not count against the prober: without nacks it cannot tell a dead target
     from its own trouble, and a healthy node must find the dead within the documented
     bound.
@@ -354,7 +354,7 @@ class Prober:
         """Whether a new round starts now (then ``req`` probes ``target``, which the caller sends)."""
         if now < self._next or target is None or any(p.target == target for p in self._out.values()):
             return False
-        self._next = now + self.interval * self.multiplier
+        self._next = now + self.interval
         self._out[req] = _Probe(target, now)
         return True
 

@@ -6,10 +6,16 @@
   subscription it lacks, counts the refusal, and holds it once the permission is
   granted (config reloaded with SIGHUP) without a restart.
 * A 3-server cluster, ``stream_replicas: 3``, nodes spread over the servers,
-  each given all three URLs.  kill -9 of one server under calls: its node is
-  on another server within 5 s, peers never see it offline longer than that,
-  every call is answered once, and after the server returns a node joining
-  through it works with everyone, nothing restarted.
+  each given all three URLs, and c0 knowing only s1.  kill -9 of s1 under calls,
+  and of c0 with it: c1 is on another server (within 5 s unless nats-server's
+  own election holds it), peers never see a live node offline longer than
+  that, c0 is offline by probe within the documented bound, a node joining
+  during the outage (c2b) holds all its subscriptions (readiness) and hears
+  and sends broadcasts, every call is answered once, and after the server
+  returns a node joining through it works with everyone, nothing restarted.
+  Run twice: as is, and with c2b's inbox subscription refused (SUBACK 0x80,
+  injected by a proxy) until it has shown it is not ready, says why, doubts
+  itself (local health) and accused no one.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import aiomqtt
 import pytest
 
 from support import async_wait_until, free_port, http_get, wait_until
-from test_faults_support import NatsServer, Peer, RpcTraffic, errors_in
+from test_faults_support import CutProxy, NatsServer, Peer, RpcTraffic, errors_in
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -111,11 +117,34 @@ async def _mqtt_works(url: str) -> bool:
         return False
 
 
+# The documented bound for a peer that stops answering with no will (docs/protocol.md, "Failure
+# detection"): stale within probe_interval + 2 × probe_timeout, offline suspect_timeout later (defaults).
+DEAD = 5.0 + 2 * 1.0 + 10.0
+
+
+async def off_loop(f, *args):
+    """A blocking helper (HTTP to a node) off the event loop: the calls in flight keep being read."""
+    return await asyncio.to_thread(f, *args)
+
+
+async def is_ready(node) -> bool:
+    return (await off_loop(ready, node))[0] == 200
+
+
+def offline_events(p: Peer, node: str) -> list[tuple[float, dict]]:
+    return [(t, m) for t, m in p.events if m.get("node") == node and m["topic"] == "$cluster/node/offline"]
+
+
 @pytest.mark.timeout(240)   # nats-server may take 20-30 s to be whole again; each wait has its own bound
-async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path):
+@pytest.mark.parametrize("refuse", [False, True], ids=["plain", "suback-refused"])
+async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path, refuse):
+    """kill -9 of one of three servers: the issue's list, once as is and once with the broker refusing
+    every subscription made through one server (SUBACK 0x80) while the server is down."""
+    t_lifted = 0.0
     ports = [free_port() for _ in range(3)]
     servers = [NatsServer(tmp_path, f"s{i + 1}", cluster_port=ports[i], routes=ports[:i] + ports[i + 1:],
                           replicas=3) for i in range(3)]
+    proxy = CutProxy(servers[1].port).__enter__()   # s2, as c2b, joining during the outage, sees it
     try:
         for s in servers:
             s.start()
@@ -124,29 +153,70 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path):
         urls = [s.url for s in servers]
         nodes = []
         for i in range(3):   # node i starts on server i, and knows the other two
-            cfg = cluster.config(f"c{i + 1}", broker=",".join(urls[i:] + urls[:i]), services=PLUG)
+            order = urls[i:] + urls[:i]
+            cfg = cluster.config(f"c{i + 1}", broker=",".join(order), services=PLUG)
             cfg["broker"] |= {"connect_timeout": 20.0, "keepalive": KEEPALIVE, "attempt_timeout": ATTEMPT}
             nodes.append(cluster.spawn(cfg["id"], cfg=cfg))
-        for n in nodes:
+        c0 = cluster.config("c0", broker=urls[0])   # knows only s1: dies with it
+        c0["broker"]["keepalive"] = KEEPALIVE
+        dead = cluster.spawn("c0", cfg=c0)
+        for n in (*nodes, dead):
             n.wait_ready(30)
         c1, c2, c3 = nodes
         p1, p2, p3 = [await Peer.open(n.url, f"p{i + 1}") for i, n in enumerate(nodes)]
         everyone = {"c1", "c2", "c3"}
         for p in (p1, p2, p3):
-            await async_wait_until(lambda: _sees(p, everyone), 20, interval=0.2, what=f"{p.name} to see all")
-        assert (await p2.subscribe(None, "$cluster/node/#"))["type"] == "subscribed"
+            await async_wait_until(lambda: _sees(p, everyone | {"c0"}), 20, interval=0.2, what=f"{p.name} to see all")
+        for p in (p2, p3):
+            assert (await p.subscribe(None, "$cluster/node/#"))["type"] == "subscribed"
         to_c1 = RpcTraffic(p2, "c1", workers=3).start()       # into the node that moves
         between = RpcTraffic(p3, "c2", workers=3).start()     # between the two healthy servers
         await async_wait_until(lambda: list(to_c1.outcome.values()).count("ok") >= 10, 15, what="calls flowing")
 
-        servers[0].kill()              # kill -9 of c1's server
+        # c2b's inbox is refused: it hears no acks (it sees the members: it has a successor, c3, to probe)
+        proxy.refuse_subscriptions("/node/c2b/inbox" if refuse else None)
+        servers[0].kill()              # kill -9 of c1's server (and c0's)
         t_kill = time.monotonic()
+        dead.kill()                    # c0 really dies: no will, its server is gone
 
         async def moved() -> bool:
             f = (await p1.stats())["federation"]
             return f["connected"] and f["reconnects"] >= 1 and f["broker"] != urls[0]
         await async_wait_until(moved, MOVED, interval=0.05, what="c1 on another server")
         t_moved = time.monotonic() - t_kill
+
+        # A node joins during the outage, through the same server.
+        cj = cluster.config("c2b", broker=proxy.url)
+        cj["broker"] |= {"keepalive": KEEPALIVE, "connect_timeout": 20.0}
+        nj = await asyncio.to_thread(lambda: cluster.spawn("c2b", cfg=cj).wait_ready(30))
+        if refuse:
+            # A subscription c2b needs is refused: never silent.  It says which one it lacks, counts
+            # the refusals, and retries it.
+            for n in (nj,):
+                async def refused() -> dict | None:
+                    status, why = await off_loop(ready, n)
+                    return why if status == 503 and "subscription" in why["reason"] else None
+                why = await async_wait_until(refused, 10, interval=0.1,
+                                             what=f"{n.id}'s /readyz to name the refused subscriptions")
+                assert f"{cluster.prefix}/node/c2b/inbox" in why["reason"], why
+                assert await off_loop(metric, n, "cloudisense_federation_subscribe_failures_total") >= 1
+                assert await off_loop(metric, n, "cloudisense_federation_subscriptions_missing") >= 1
+
+                async def doubts_itself() -> bool:   # it cannot hear answers: it knows it is the one in trouble
+                    return await off_loop(metric, n, "cloudisense_cluster_local_health") >= 2
+                # one sign per probe interval (5 s): two mean a whole round passed without acks to hear
+                await async_wait_until(doubts_itself, 3 * 5.0 + 1, interval=0.2, what=f"{n.id}'s local health")
+            assert proxy.refused >= 2
+            proxy.refuse_subscriptions(None)    # the broker can grant again: nothing of ours restarts
+            t_lifted = time.monotonic() - t_kill
+            # Meanwhile c2b could not hear: it accused no live peer, since a silence it could not hear
+            # says nothing about them.  (Outside such a window, a
+            # node may suspect a live peer whose acks nats-server held back during its election: the peer
+            # refutes; the plain run shows that, and that it is never listed offline for it.)
+            accused = [(p.name, m["node"], m["data"].get("reason")) for p in (p2, p3) for _, m in p.events
+                       if m["topic"] == "$cluster/node/stale" and m["node"] != "c0"
+                       and m["data"].get("reason") == "suspected by c2b"]
+            assert not accused, accused
 
         async def c1_answers() -> bool:
             return (await p2.call("c1", "node.ping", timeout=1))["type"] == "result"
@@ -155,51 +225,80 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path):
         # it could not store in 5 s).  The nodes ride it out without a restart.
         await async_wait_until(c1_answers, SETTLE, interval=0.1, what="calls to c1 to succeed again")
         t_calls = time.monotonic() - t_kill
-        for n in nodes:
-            wait_until(lambda: ready(n)[0] == 200, SETTLE, what=f"{n.id} ready again: every subscription held")
+        for n in (*nodes, nj):
+            await async_wait_until(lambda: is_ready(n), SETTLE, interval=0.1,
+                                   what=f"{n.id} ready: every subscription held")
         t_ready = time.monotonic() - t_kill
         ok_before = list(to_c1.outcome.values()).count("ok")
         await async_wait_until(lambda: list(to_c1.outcome.values()).count("ok") >= ok_before + 10, SETTLE,
                                what="steady calls to c1 after the move")
 
+        # The node that joined during the outage holds its subscriptions: it hears a broadcast, and
+        # its own broadcast reaches everyone alive.
+        pj = await Peer.open(nj.url, "pj")
+        alive = everyone | {"c2b"}
+        await async_wait_until(lambda: _sees(pj, everyone), 20, interval=0.2, what="c2b to see c1-c3")
+        r = await p2.call("*", "node.ping", timeout=5)
+        assert r["type"] == "result" and alive <= set(r["result"]["results"]), r
+        r = await pj.call("*", "node.ping", timeout=5)
+        assert r["type"] == "result" and alive <= set(r["result"]["results"]), r
+
+        # The really dead node is offline in a peer's view within the documented bound, by probe.
+        await async_wait_until(lambda: offline_events(p2, "c0"), 60, interval=0.1, what="c0 offline in c2's view")
+        (t_c0, ev), *_ = offline_events(p2, "c0")
+        t_dead = t_c0 - t_kill
+        assert ev["data"]["reason"] == "probe", ev
+        # Within the documented bound (DEAD) for a healthy prober, plus what the broker's election
+        # adds: nats-server holds QoS 1 traffic up to 5 s, and a prober that was itself suspected
+        # meanwhile waits longer for acks (local health).  Measured 12.8 to 22.6 s.
+        assert t_dead <= DEAD + 2 * 5.0, t_dead
+        assert "c0" not in await p2.online()
+
         servers[0].start()             # the server returns: nothing of ours is restarted
         await async_wait_until(lambda: _mqtt_works(urls[0]), 30, interval=0.2, what="MQTT on s1 again")
         c4 = cluster.config("c4", broker=urls[0])   # a node joining through the returned server
         c4["broker"]["keepalive"] = KEEPALIVE
-        n4 = cluster.spawn("c4", cfg=c4).wait_ready(30)
+        n4 = await asyncio.to_thread(lambda: cluster.spawn("c4", cfg=c4).wait_ready(30))
         p4 = await Peer.open(n4.url, "p4")
-        await async_wait_until(lambda: _sees(p4, everyone | {"c4"}), 15, interval=0.2, what="c4 to see all")
-        wait_until(lambda: ready(n4)[0] == 200, 10, what="c4 ready: every subscription held")
+        await async_wait_until(lambda: _sees(p4, alive | {"c4"}), 15, interval=0.2, what="c4 to see all")
+        await async_wait_until(lambda: is_ready(n4), 10, interval=0.1, what="c4 ready: every subscription held")
         r = await p4.call("*", "node.ping", timeout=5)
-        assert r["type"] == "result" and set(r["result"]["results"]) == everyone | {"c4"}, r
-        for p, target in ((p4, "c1"), (p1, "c4"), (p3, "c1")):
-            assert (await p.call(target, "node.ping", timeout=5))["type"] == "result"
+        assert r["type"] == "result" and alive | {"c4"} <= set(r["result"]["results"]), r
+        for p, target in ((p4, "c1"), (p1, "c4"), (p3, "c1"), (p4, "c2b"), (pj, "c4")):
+            assert (await p.call(target, "node.ping", timeout=5))["type"] == "result", (p.name, target)
 
         counts = {"to c1": await to_c1.finish(), "between healthy": await between.finish()}
         await p2.call(None, "node.ping")     # a barrier: a doubled reply would have arrived by now
         to_c1.check_exactly_once()
         between.check_exactly_once()
-        # peers never saw c1 offline longer than the failover bound
-        gaps, down = [], None
-        for t, m in p2.events:
-            if m.get("node") == "c1" and m["topic"] == "$cluster/node/offline":
-                down = t
-            elif m.get("node") == "c1" and m["topic"] == "$cluster/node/online" and down is not None:
-                gaps.append(t - down)
+        # Peers never saw a live node offline longer than the failover bound.  The issue's bound
+        # (FAILOVER) holds when c1 is back on another server within it; when the dead server led
+        # NATS's session stream, c1 is back only after the broker's election (MOVED), and the peers'
+        # probes may list it offline until then (measured 9.2 s once): never longer than that.  (NATS
+        # may also publish the will of a live session it moved: its node says online again at once.)
+        gaps: dict[str, list[float]] = {}
+        for p in (p2, p3):
+            for node in everyone - {p.name.replace("p", "c")}:
                 down = None
-        # The issue's bound (FAILOVER) holds when c1 is back on another server within it; when the dead
-        # server led NATS's session stream, c1 is back only after the broker's election (MOVED), and the
-        # peers' probes may list it offline until then (measured 9.2 s once): never longer than that.
-        assert down is None and all(g <= MOVED for g in gaps), (gaps, down)
-        for n in (c1, c2, c3):
-            assert ready(n)[0] == 200, ready(n)
-        print(f"MEASURE nats cluster kill -9: c1 moved after {t_moved:.2f} s, calls to it ok after {t_calls:.2f} s,"
-              f" all nodes ready after {t_ready:.2f} s,"
-              f" offline in a peer's view {gaps or 'never'}; calls {counts}")
-        for p in (p1, p2, p3, p4):
+                for t, m in p.events:
+                    if m.get("node") == node and m["topic"] == "$cluster/node/offline":
+                        down = t if down is None else down
+                    elif m.get("node") == node and m["topic"] == "$cluster/node/online" and down is not None:
+                        gaps.setdefault(node, []).append(round(t - down, 2))
+                        down = None
+                assert down is None, f"{node} left offline in {p.name}'s view"
+        assert all(g <= MOVED for gs in gaps.values() for g in gs), gaps
+        for n in (c1, c2, c3, nj):
+            assert await is_ready(n), ready(n)
+        print(f"MEASURE nats cluster kill -9 ({'SUBACKs refused' if refuse else 'plain'}): c1 moved after"
+              f" {t_moved:.2f} s, calls to it ok after {t_calls:.2f} s, all nodes ready after {t_ready:.2f} s,"
+              f" live nodes offline in a peer's view {gaps or 'never'}, dead c0 offline after {t_dead:.2f} s;"
+              f" subscriptions refused {proxy.refused} until {t_lifted:.2f} s; calls {counts}")
+        for p in (p1, p2, p3, p4, pj):
             await p.close()
-        for n in nodes:
+        for n in (*nodes, nj):
             assert not errors_in(n.log()), errors_in(n.log())   # a server lost is routine: WARNINGs only
     finally:
+        proxy.__exit__(None, None, None)
         for s in servers:
             s.stop()

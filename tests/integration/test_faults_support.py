@@ -101,6 +101,12 @@ class CutProxy:
     * :meth:`heal` closes the black-holed connections (their ends gave up on
       them) and lets new connections through again.
 
+    * :meth:`refuse_subscriptions` (MQTT 3.1.1 only): while set, a SUBSCRIBE to a
+      filter containing the given text (every one for ``""``) is kept from the
+      broker and answered with a SUBACK refusing it (0x80), as a broker does when
+      it cannot set the subscription up (nats-server: "Unable to add JetStream
+      consumer … timeout"); ``refused`` counts the filters refused.
+
     ``upstream_closed`` counts black-holed connections the broker closed (its
     keepalive check gave up on them: the moment it publishes their will).
     """
@@ -109,6 +115,8 @@ class CutProxy:
         self.upstream = upstream_port
         self.port = free_port()
         self._partitioned = False
+        self._refusing: str | None = None
+        self.refused = 0
         self._conns: list[dict[str, Any]] = []
         self.upstream_closed = 0
         self._loop = asyncio.new_event_loop()
@@ -142,6 +150,45 @@ class CutProxy:
 
     def heal(self) -> None:
         self._loop.call_soon_threadsafe(self._do_heal)
+
+    def refuse_subscriptions(self, containing: str | None) -> None:
+        self._refusing = containing
+
+    def _packets(self, buf: bytearray) -> list[bytearray]:
+        """The whole MQTT packets at the start of ``buf``, taken out of it (a partial one stays)."""
+        packets = []
+        while len(buf) >= 2:
+            length, shift, i = 0, 0, 1
+            while i < len(buf) and i <= 4:          # the remaining length: 1 to 4 bytes, 7 bits each
+                length |= (buf[i] & 0x7F) << shift
+                shift += 7
+                i += 1
+                if not buf[i - 1] & 0x80:
+                    break
+            else:
+                break                                # the length itself is not all here yet
+            if len(buf) < i + length:
+                break
+            packets.append(buf[:i + length])
+            del buf[:i + length]
+        return packets
+
+    def _refuse(self, packet: bytearray) -> bytes | None:
+        """For a SUBSCRIBE while refusing: the SUBACK refusing each of its topics (0x80); else None."""
+        if packet[0] != 0x82 or self._refusing is None:
+            return None
+        i = 1
+        while packet[i] & 0x80:
+            i += 1
+        pid, at, filters = packet[i + 1:i + 3], i + 3, []
+        while at < len(packet):                      # each: 2-byte length, the filter, requested QoS
+            n = int.from_bytes(packet[at:at + 2], "big")
+            filters.append(packet[at + 2:at + 2 + n].decode())
+            at += 2 + n + 1
+        if not any(self._refusing in f for f in filters):
+            return None
+        self.refused += len(filters)
+        return bytes([0x90, 2 + len(filters)]) + pid + b"\x80" * len(filters)
 
     def _do_cut(self, up: bool, down: bool) -> None:
         self._partitioned = up and down
@@ -192,9 +239,19 @@ class CutProxy:
         conn["writers"].append(uw)
 
         async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, drop: str) -> None:
+            pending = bytearray()     # node → broker: whole packets (a SUBSCRIBE may be refused here)
             try:
                 while data := await r.read(65536):
-                    if not conn[drop]:
+                    if r is cr:
+                        pending += data
+                        out = bytearray()
+                        for packet in self._packets(pending):
+                            if (suback := self._refuse(packet)) is None:
+                                out += packet
+                            elif not conn["drop_down"]:
+                                cw.write(suback)
+                        data = bytes(out)
+                    if not conn[drop] and data:
                         w.write(data)
                         await w.drain()
             except (OSError, ConnectionError):

@@ -100,7 +100,7 @@ def test_the_probers_local_health_stretches_its_timeouts_while_it_is_the_one_in_
     assert p.due(5.0 + 3.0, ["a", "b"])[0] == [("r2", "b")]
     assert p.acked("r2", "b", "a") == "a"            # answered: health improves by one
     assert p.multiplier == 2
-    assert not p.start(5.0 + 14.9, "r3", "b") and p.start(5.0 + 15.0, "r3", "b")   # the round was 3 × 5 s
+    assert not p.start(5.0 + 4.9, "r3", "b") and p.start(5.0 + 5.0, "r3", "b")   # still once per interval
     for _ in range(20):
         p.strained()
     assert p.multiplier == Prober.MAX_HEALTH + 1      # bounded
@@ -109,8 +109,8 @@ def test_the_probers_local_health_stretches_its_timeouts_while_it_is_the_one_in_
     p.deaf(101.0)                                    # we cannot hear: outstanding probes say nothing
     assert len(p) == 0 and p.due(200.0, ["a", "b"]) == ([], [])
     assert p.multiplier == 1                         # within the round already started: no new sign
-    p.deaf(100.0 + 9 * 5)                            # a round's time later: one sign per interval
-    p.deaf(100.0 + 9 * 5 + 1)
+    p.deaf(105.0)                                    # an interval later: one sign per interval
+    p.deaf(106.0)
     assert p.multiplier == 2
 
 
