@@ -244,9 +244,20 @@ def _phrase_vocab() -> set[str]:
     return words
 
 
+#: Words that describe a process in trouble ("the logger on nc keeps crashing, restart it").
+_SYMPTOMS = {"crashing", "crashed", "crashes", "crash", "stuck", "hung", "hanging", "hangs", "frozen", "froze",
+             "freezing", "down", "dead", "died", "dying", "broken", "misbehaving", "acting", "flapping", "failing",
+             "failed", "fails", "unresponsive", "responding", "wedged", "leaking", "looping", "erroring"}
+_SYMPTOM_GLUE = {"is", "keeps", "kept", "seems", "looks", "appears", "has", "was", "been", "to", "be", "again",
+                 "not", "up", "memory", "errors", "throwing", "the", "and", "just", "still", "totally", "completely"}
+_RANGE_WORDS = {"through", "thru", "to", "till", "until"}
+_NUMBERED = re.compile(r"(.*?[a-z].*?)(\d+)")
+_REPHRASED = _SYMPTOMS | _SYMPTOM_GLUE | _RANGE_WORDS | {"give", "kick", "nudge", "going", "whether", "verify",
+                                                         "confirm"}
+
 BASE_VOCAB = (set(VERBS) | _phrase_vocab() | set(METRIC_ADJ) | set(UNITS) | set(ORDINALS) | set(COUNTS)
               | NODE_NOUNS | PROC_NOUNS | PREPS | FILLERS | STRUCTURAL | QUESTION_WORDS | set(GERUNDS) | NEEDS
-              | {w for t in (*PARTICIPLES, *INTENTS) for w in t} | {"be", "back"} | SUP_ADJ_UP | SUP_ADJ_DOWN)
+              | {w for t in (*PARTICIPLES, *INTENTS) for w in t} | {"be", "back"} | SUP_ADJ_UP | SUP_ADJ_DOWN | _REPHRASED)
 
 
 # ---- normalisation --------------------------------------------------------------------------
@@ -459,11 +470,99 @@ def rephrase(toks: list[str], lx: Lexicon) -> list[str]:
     Only word order changes; what comes out is parsed as strictly as any request (a word that fits
     nowhere is still refused), and a negation inside the moved words stops the rewrite.
     """
-    out = _light(toks)
+    out = _ids(toks, lx)
+    out = _kick(out, lx)
+    out = _symptom(out, lx)
+    out = _whether(out)
+    out = _light(out)
     out = _separable(out, lx)
     out = _participles(out, lx)
     out = _needs(out, lx)
     return _node_first(out, lx)
+
+
+
+
+def _ids(toks: list[str], lx: Lexicon) -> list[str]:
+    """Node ids as operators write them: 'n-7' → 'n-07' (the one node whose id is it zero-padded);
+    'n-04 through n-06' → 'n-04 and n-05 and n-06' (both ends nodes of one prefix: those between them
+    that exist); 'edges' → 'edge nodes' (the plural of a group of ids)."""
+    out: list[str] = []
+    for t in toks:
+        if t not in lx.nodes and (m := _NUMBERED.fullmatch(t)):
+            same = [k for k in lx.nodes if (n := _NUMBERED.fullmatch(k)) and n.group(1) == m.group(1)
+                    and int(n.group(2)) == int(m.group(2))]
+            t = same[0] if len(same) == 1 else t
+        if t.endswith("s") and t[:-1] in lx.groups and t not in lx.nodes and t not in lx.processes:
+            out += [t[:-1], "nodes"]
+            continue
+        out.append(t)
+    i = 0
+    while i + 2 < len(out):
+        a, b = _NUMBERED.fullmatch(out[i]), _NUMBERED.fullmatch(out[i + 2])
+        if out[i] in lx.nodes and out[i + 1] in _RANGE_WORDS and out[i + 2] in lx.nodes and a and b \
+                and a.group(1) == b.group(1) and int(a.group(2)) < int(b.group(2)):
+            lo, hi = int(a.group(2)), int(b.group(2))
+            span = sorted((int(n.group(2)), k) for k in lx.nodes if (n := _NUMBERED.fullmatch(k))
+                          and n.group(1) == a.group(1) and lo <= int(n.group(2)) <= hi)
+            named = [w for _, k in span for w in ("and", k)][1:]
+            out[i:i + 3] = named
+            i += len(named)
+            continue
+        i += 1
+    return out
+
+
+def _kick(toks: list[str], lx: Lexicon) -> list[str]:
+    """'give the logger [on nb] a kick / a restart / a bounce' → 'restart logger [on nb]'; 'get the worker
+    going / running (again)' → 'start worker' (articles are gone by now)."""
+    for i, t in enumerate(toks):
+        if t not in ("give", "get"):
+            continue
+        j = _objects_end(toks, i + 1, lx, nodes=False)
+        if j == i + 1:
+            continue
+        m = j + 2 if toks[j:j + 1] == ["on"] and j + 1 < len(toks) and toks[j + 1] in lx.nodes else j
+        m += toks[m:m + 1] == ["a"]
+        if t == "give" and m < len(toks) and toks[m] in ("kick", "restart", "bounce", "nudge"):
+            where = toks[j:j + 2] if m > j and toks[j] == "on" else []
+            return toks[:i] + ["restart"] + toks[i + 1:j] + where + toks[m + 1:]
+        if t == "get" and j < len(toks) and toks[j] in ("going", "running"):
+            after = j + 1 + (toks[j + 1:j + 2] == ["again"])
+            return toks[:i] + ["start"] + toks[i + 1:j] + toks[after:]
+    return toks
+
+
+def _symptom(toks: list[str], lx: Lexicon) -> list[str]:
+    """'the logger on nc keeps crashing, restart it' → 'restart logger on nc': a first clause that only
+    says which process is in trouble gives 'it' of the second (which must have it once)."""
+    k = next((i for i, t in enumerate(toks) if t in (",", ";", "so")), None)
+    if k is None:
+        return toks
+    a, b = toks[:k], toks[k + 1:]
+    i = 1 if a[:1] == ["the"] else 0
+    if i >= len(a) or a[i] not in lx.processes:
+        return toks
+    proc, i = a[i], i + 1
+    node: list[str] = []
+    if a[i:i + 1] == ["on"] and i + 1 < len(a) and a[i + 1] in lx.nodes:
+        node, i = ["on", a[i + 1]], i + 2
+    rest = a[i:]
+    if not any(w in _SYMPTOMS for w in rest) or any(w not in _SYMPTOMS | _SYMPTOM_GLUE for w in rest) \
+            or b.count("it") != 1:
+        return toks
+    j = b.index("it")
+    return b[:j] + [proc] + ([] if "on" in b else node) + b[j + 1:]
+
+
+def _whether(toks: list[str]) -> list[str]:
+    """'check whether / if the logger is up on nd' → 'is the logger up on nd' (a question, read-only)."""
+    k = _lead(toks)
+    if k + 2 < len(toks) and toks[k] in ("check", "see", "verify", "confirm") and toks[k + 1] in ("whether", "if"):
+        be = next((i for i in range(k + 2, len(toks)) if toks[i] in ("is", "are")), None)
+        if be is not None and be > k + 2:
+            return toks[:k] + [toks[be]] + toks[k + 2:be] + toks[be + 1:]
+    return toks
 
 
 def _light(toks: list[str]) -> list[str]:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeGuard
 
-from ._lexicon import (ARTICLES, COMPARATIVES, MUTATING, OR_MORE, SUP_ADJ_DOWN, SUP_ADJ_UP, SUPERLATIVES, Lexeme,
+from ._lexicon import (ARTICLES, COMPARATIVES, MUTATING, NODE_NOUNS, OR_MORE, SUP_ADJ_DOWN, SUP_ADJ_UP, SUPERLATIVES, Lexeme,
                        Lexicon, lex,
                        normalise)
 from ._target import All, Cond, Except, Expr, Filter, Group, Has, Ids, Others, Rank, Same, Union, is_broad
@@ -93,6 +93,9 @@ class Parsed:
 
 
 _ALLWORDS = {"all", "every", "each", "everywhere"}
+#: After "any NODE", the start of a condition: "any node running above 70" means every node that does.
+_ANY_CONDITION = ("running", "that", "which", "with", "whose", "where", "hotter", "cooler", "warmer", "colder",
+                  "above", "below", "over", "under", "using")
 _EXCEPT1 = {"except", "excluding", "exclude", "besides", "minus", "save", "skip", "skipping", "omitting"}
 _RUNWORDS = {"runs", "run", "running", "has", "have", "having", "hosting", "hosts", "supervise", "supervises",
              "supervising", "with", "host"}
@@ -571,7 +574,8 @@ class _Request:
                 if not (_is(nxt, "but", "except") or (_is(nxt, "other") and _is(c.peek(1), "than"))):
                     raise Clarification("'anywhere' leaves the choice to me: which node?", [])
                 return All()
-            if _is(t, "any"):
+            if _is(t, "any") and not (_is(c.peek(1), *NODE_NOUNS) and _is(c.peek(2), *_ANY_CONDITION)):
+                # "any node" is a choice left to me; "any node running above 70" is every one that does
                 raise Clarification("'any' leaves the choice to me: which node?", [])
             c.i += 1
             if t.value in ("whole", "entire"):
