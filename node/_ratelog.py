@@ -37,7 +37,7 @@ class RateLimitedLog:
         self.max_keys = max_keys
         self.clock = clock
         self.counts: dict[Hashable, int] = {}        # reason -> occurrences ever (for stats)
-        self._window: dict[Hashable, list[float | int]] = {}  # reason -> [logged_at, suppressed]
+        self._window: dict[Hashable, list[float | int]] = {}  # reason -> [logged_at, suppressed, level]
         self._overflow_at = -float("inf")
 
     def log(self, level: int, reason: Hashable, msg: str, *args: object, exc_info: ExcInfo = None,
@@ -60,7 +60,7 @@ class RateLimitedLog:
                 self.logger.log(level, "more than %d kinds of this problem within %.0f s; "
                                 "further ones are counted but not logged", self.max_keys, self.interval)
             return False
-        self._window[reason] = [now, 0]
+        self._window[reason] = [now, 0, level]
         self.logger.log(level, msg, *args, exc_info=exc_info, extra={"reason": _name(reason), **(extra or {})})
         return True
 
@@ -70,12 +70,12 @@ class RateLimitedLog:
     def _prune(self, now: float) -> None:
         window = self._window
         while window:  # insertion order = age order: the front is the oldest
-            reason, (at, suppressed) = next(iter(window.items()))
+            reason, (at, suppressed, level) = next(iter(window.items()))
             if now - at < self.interval:
                 break
             del window[reason]
-            if suppressed:
-                self.logger.warning("%d more like %r in the last %.0f s (not logged)",
+            if suppressed:   # at the level of what it summarises: routine INFO stays INFO
+                self.logger.log(int(level), "%d more like %r in the last %.0f s (not logged)",
                                     suppressed, reason, self.interval,
                                     extra={"reason": _name(reason), "suppressed": suppressed})
 

@@ -36,6 +36,21 @@ def test_one_reason_logs_once_per_interval_and_summarises(caplog: pytest.LogCapt
     assert rl.counts["bad_state"] == 10_001
 
 
+def test_the_summary_keeps_the_level_of_what_it_summarises(caplog: pytest.LogCaptureFixture) -> None:
+    """A node going online twice within a minute is routine (INFO): its summary is no WARNING."""
+    clock = Clock()
+    rl = RateLimitedLog(logging.getLogger("t.ratelog3"), interval=60, clock=clock)
+    with caplog.at_level(logging.DEBUG, "t.ratelog3"):
+        rl.log(logging.INFO, ("online", "c"), "node %s is online", "c")
+        rl.log(logging.INFO, ("online", "c"), "node %s is online", "c")
+        clock.t += 61
+        rl.log(logging.INFO, ("online", "c"), "node %s is online", "c")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "node c is online"),
+        (logging.INFO, "1 more like ('online', 'c') in the last 60 s (not logged)"),
+        (logging.INFO, "node c is online")]
+
+
 def test_many_reasons_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
     rl = RateLimitedLog(logging.getLogger("t.ratelog2"), interval=60, max_keys=8, clock=Clock())
     with caplog.at_level(logging.WARNING, "t.ratelog2"):
