@@ -90,6 +90,8 @@ def test_fan_out_confirmation_80x24(snap_compare, tmp_path):
         await wait_for(pilot, lambda: pilot.app.screen.query_one(PlanView).awaiting_approval, what="the plan")
         await pilot.press("a")
         await wait_for_text(pilot, pilot.app, "Run on 3 nodes")
+        # the table's header takes its columns' widths a frame after the rows (CI caught it between)
+        await wait_for_text(pilot, pilot.app, "node      state   temp")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
