@@ -281,6 +281,8 @@ class _Probe:
     target: str
     sent: float
     indirect: bool = False
+    helpers: frozenset[str] = frozenset()   # the members asked to probe the target for us
+    heard: bool = False                     # an ack or a nack of it already counted (local health)
 
 
 @dataclass
@@ -289,6 +291,7 @@ class _Relay:
     origin_req: str  # the id of its request, echoed in our ack to it
     target: str
     sent: float
+    nacked: bool = False
 
 
 class Prober:
@@ -307,13 +310,16 @@ class Prober:
     **Local health** (Lifeguard's, as memberlist's "awareness"): a missed ack may be
     the prober's own fault (it is overloaded, or it does not hear).  ``health`` counts
     the signs that it is: being suspected by a peer, or having lost a subscription it
-    needs to hear answers (:meth:`strained`); each ack to its own probe takes one away.
+    needs to hear answers (:meth:`strained`); each answer to its own probe takes one away:
+    an ack, or a helper's nack (Lifeguard's: "I asked the target for you, it was silent"),
+    which shows the prober hears its inbox even when its target is dead.  Nacks matter more
+    here than in memberlist: the ring gives a prober one target, so without them a prober
+    whose successor died would never hear an ack and would stay stretched.
     Its probe timeout and the suspicion timeout it applies are multiplied by
     ``health + 1`` (:attr:`multiplier`), so a struggling node is slow to accuse others
-    instead of accusing them wrongly; it still probes every interval (as memberlist).  A target that does not answer
-    does not count against the prober: without nacks it cannot tell a dead target
-    from its own trouble, and a healthy node must find the dead within the documented
-    bound.
+    instead of accusing them wrongly; it still probes every interval (as memberlist).  A target that does not
+    answer, or a helper that sends no nack, does not count against the prober: a healthy node must find the
+    dead within the documented bound.
     """
 
     #: Most the timeouts are stretched: (MAX_HEALTH + 1) ×, memberlist's awareness_max_multiplier.
@@ -324,6 +330,7 @@ class Prober:
         self._rng = rng or random.Random()
         self._out: dict[str, _Probe] = {}    # our probe id -> what it probes
         self._relays: dict[str, _Relay] = {}   # a probe we sent on behalf of another node
+        self._judged: dict[str, _Probe] = {}   # probes that ended in a suspicion: their nacks may still come
         self._next = 0.0
         self.health = 0                      # 0: healthy … MAX_HEALTH: see the class doc
 
@@ -371,13 +378,35 @@ class Prober:
         p = self._out.get(req)
         if p is not None and (frm == p.target or (p.indirect and target == p.target)):
             del self._out[req]
-            self.health = max(0, self.health - 1)
+            if not p.heard:
+                self.health = max(0, self.health - 1)
             return p.target
         r = self._relays.get(req)
         if r is not None and frm == r.target:
             del self._relays[req]
             return (r.origin, r.origin_req, r.target)
         return None
+
+    def nacked(self, req: str, frm: str) -> bool:
+        """A ``nack`` of our probe ``req`` from ``frm``: True if it counts (a helper we asked, the first
+        answer to that probe), and then local health improves by one."""
+        p = self._out.get(req) or self._judged.get(req)
+        if p is None or p.heard or frm not in p.helpers:
+            return False
+        p.heard = True
+        self.health = max(0, self.health - 1)
+        return True
+
+    def nacks_due(self, now: float) -> list[tuple[str, str, str]]:
+        """``(origin, origin_req, target)`` for each probe we made for another node that got no ack
+        within our probe timeout: the caller sends ``nack``, once.  The relay is kept until
+        :meth:`due` drops it, so a late ack still goes back."""
+        out = []
+        for r in self._relays.values():
+            if not r.nacked and now - r.sent >= self.timeout:
+                r.nacked = True
+                out.append((r.origin, r.origin_req, r.target))
+        return out
 
     def due(self, now: float, online: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
         """Timeouts: ``(indirect, suspects)``.
@@ -392,11 +421,16 @@ class Prober:
             if not p.indirect and now - p.sent >= timeout:
                 p.indirect = True
                 others = [n for n in online if n != p.target]
-                for helper in self._rng.sample(others, min(self.indirect, len(others))):
-                    ask.append((req, helper))
+                p.helpers = frozenset(self._rng.sample(others, min(self.indirect, len(others))))
+                ask.extend((req, helper) for helper in sorted(p.helpers))
             elif p.indirect and now - p.sent >= 2 * timeout:
                 del self._out[req]
                 suspects.append(p.target)
+                if p.helpers:
+                    self._judged[req] = p
+        for req, p in list(self._judged.items()):   # a nack comes within a helper's timeout: an interval is plenty
+            if now - p.sent >= self.interval + 2 * timeout:
+                del self._judged[req]
         for req, r in list(self._relays.items()):
             if now - r.sent >= 2 * self.timeout:
                 del self._relays[req]

@@ -13,10 +13,10 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = ["Kind", "Envelope", "CallBody", "ResultBody", "ErrorBody", "SubBody", "UnsubBody", "LeaseBody",
            "PresenceBody", "StateBody", "EventBody", "WireError", "CatalogEnvBody", "ProbeBody", "AckBody",
-           "MemberBody"]
+           "NackBody", "MemberBody"]
 
 Kind = Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state", "catalog",
-               "probe", "ack", "member"]
+               "probe", "ack", "nack", "member"]
 
 
 class WireError(TypedDict):
@@ -88,6 +88,12 @@ class AckBody(TypedDict):
     session: NotRequired[str]
 
 
+class NackBody(TypedDict):
+    """``nack``: a helper asked to probe ``target`` (``re``: the asker's probe id) got no ack in time."""
+    re: str
+    target: str
+
+
 class MemberBody(TypedDict):
     """``member`` (on ``{p}/members``): ``node`` of ``session`` is ``suspect`` or ``offline`` as the sender
     sees it, or (from ``node`` itself) ``alive``: a refutation."""
@@ -106,7 +112,7 @@ class EventBody(TypedDict):
 StateBody = dict[str, Any]
 
 Body = (CallBody | ResultBody | ErrorBody | SubBody | UnsubBody | LeaseBody | PresenceBody | EventBody | StateBody
-        | CatalogEnvBody | ProbeBody | AckBody | MemberBody)
+        | CatalogEnvBody | ProbeBody | AckBody | NackBody | MemberBody)
 
 
 #: One envelope as built by ``Peers.envelope`` (``sig``/``mac`` are added by the sealer on the way out).

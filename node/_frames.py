@@ -277,7 +277,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
     v: Literal[1] = 1
     kind: Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state", "catalog",
-                  "probe", "ack", "member"]
+                  "probe", "ack", "nack", "member"]
     from_: str = Field(alias="from", description="sender node id; must match the signing key")
     to: str | None = Field(description="receiver node id, '*' for broadcasts, null for events/presence/state/catalog/member")
     id: str = Field(description="unique id; the de-duplication key of calls and the correlation key of replies")

@@ -31,7 +31,7 @@ from typing import Any, Callable, Hashable, Literal, Mapping
 from ._cluster import FULL, Membership, PendingTable, Prober, wire_error
 from ._config import Settings
 from ._envelopes import (AckBody, CallBody, CatalogEnvBody, Envelope, Kind, ErrorBody, EventBody, LeaseBody,
-                         MemberBody, PresenceBody, ProbeBody, ResultBody, StateBody, SubBody, UnsubBody)
+                         MemberBody, NackBody, PresenceBody, ProbeBody, ResultBody, StateBody, SubBody, UnsubBody)
 from ._errors import ConfigError, ErrorCode, NodeOffline, UnknownNode, from_wire
 from ._heartbeat import CatalogBody, body_error, catalog_hash, heartbeat_error
 from ._inbound import MAX_ENVELOPES, RETAINED, Inbound
@@ -500,6 +500,11 @@ class Peers:
         elif got is not None:
             self._alive(got, str(body.get("session", "")))
 
+    def _h_nack(self, frm: str, env: Envelope, topic: str) -> None:
+        body: NackBody = env["body"]
+        if isinstance(re_ := body.get("re"), str):
+            self.prober.nacked(re_, frm)   # it heard us and we heard it: a sign of our health, not the target's
+
     def _h_member(self, frm: str, env: Envelope, topic: str) -> None:
         body: MemberBody = env["body"]
         node, state, session = body["node"], body["state"], str(body.get("session", ""))
@@ -521,7 +526,8 @@ class Peers:
     _handlers: dict[str, Callable[..., None]] = {
         "call": _h_call, "result": _h_reply, "error": _h_reply, "sub": _h_sub, "unsub": _h_unsub,
         "lease": _h_lease, "event": _h_event, "presence": _h_presence, "state": _h_state,
-        "catalog": _h_catalog, "probe": _h_probe, "ack": _h_ack, "member": _h_member,
+        "catalog": _h_catalog, "probe": _h_probe, "ack": _h_ack, "nack": _h_nack,
+        "member": _h_member,
     }
 
     # --- catalogs ----------------------------------------------------------------------
@@ -623,6 +629,9 @@ class Peers:
         if missing and (self.inbox(self.id) in missing or self.members_topic in missing):
             self.prober.deaf(now)
             return
+        for origin, origin_req, silent in self.prober.nacks_due(now):   # we probed for them, in vain
+            nack: NackBody = {"re": origin_req, "target": silent}
+            self.fed.send(self.inbox(origin), self.envelope("nack", origin, nack))
         online = self.online_peers()
         req_env = self.envelope("probe", None, {})
         target = self.members.ring_successor()

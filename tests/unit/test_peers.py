@@ -529,6 +529,52 @@ def test_a_suspected_node_refutes_once_and_helps_probe_others(parts):
     assert topic == peers.inbox("c") and ack["body"] == {"re": "c-8", "target": "me", "session": "me-session"}
 
 
+def test_a_helper_nacks_a_probe_it_could_not_get_answered_and_the_prober_takes_it_as_a_sign_it_hears(parts):
+    """Lifeguard's nacks on the wire: c asks us to probe b, b stays silent: after our probe timeout c gets
+    ``nack {re, target}`` under its own id, once.  As the prober, a nack from a helper we asked lowers
+    our local health; one from a member we did not ask, or a malformed one, does not."""
+    peers, link, *_ = parts
+    online(peers, "b")
+    online(peers, "c")
+    link.sent.clear()
+    t = time.time()
+    peers.on_envelopes(peers.inbox("me"), env("probe", "c", {"target": "b"}, id="c-7"))
+    [(topic, probe, _)] = link.sent
+    assert topic == peers.inbox("b") and probe["kind"] == "probe"
+    link.sent.clear()
+    peers.housekeeping(t + 0.5)
+    assert [e for _, e, _ in link.sent if e["kind"] == "nack"] == []
+    peers.housekeeping(t + 1.2)
+    peers.housekeeping(t + 1.7)
+    nacks = [(tp, e) for tp, e, _ in link.sent if e["kind"] == "nack"]
+    assert [(tp, e["to"], e["body"]) for tp, e in nacks] == [(peers.inbox("c"), "c", {"re": "c-7", "target": "b"})]
+    for own in [e for _, e, _ in link.sent if e["kind"] == "probe" and not e["body"]]:   # our own round: b answers it
+        peers.on_envelopes(peers.inbox("me"), env("ack", "b", {"re": own["id"], "target": "b", "session": "s1"}))
+
+    # now we are the prober, doubting ourselves; b does not answer; c, asked to help, nacks
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "me", "state": "suspect",
+                                                                "session": "me-session"}, to=None))
+    peers.on_envelopes(peers.members_topic, env("member", "b", {"node": "me", "state": "suspect",
+                                                                "session": "me-session"}, to=None))
+    assert peers.prober.multiplier == 3
+    link.sent.clear()
+    t = time.time() + 10
+    peers.housekeeping(t)
+    [probe] = [e for _, e, _ in link.sent if e["kind"] == "probe"]
+    assert probe["to"] == "b"
+    link.sent.clear()
+    peers.housekeeping(t + 3.1)                        # 3 × 1 s: helpers asked, under our probe's id
+    asked = [e["to"] for _, e, _ in link.sent if e["kind"] == "probe"]
+    assert asked == ["c"] and all(e["id"] == probe["id"] for _, e, _ in link.sent if e["kind"] == "probe")
+    peers.on_envelopes(peers.inbox("me"), env("nack", "x", {"re": probe["id"], "target": "b"}))
+    assert peers.prober.multiplier == 3               # x was not asked
+    peers.on_envelopes(peers.inbox("me"), env("nack", "c", {"re": 7, "target": "b"}))
+    assert peers.prober.multiplier == 3               # not a nack of ours
+    peers.on_envelopes(peers.inbox("me"), env("nack", "c", {"re": probe["id"], "target": "b"}))
+    assert peers.prober.multiplier == 2
+    assert peers.members.get("b").status == "online"  # a nack says nothing good about b
+
+
 async def test_a_retained_online_older_than_the_stale_bound_is_not_trusted_on_join(parts):
     peers, _, _, subs, _ = parts
     sink = Sink()

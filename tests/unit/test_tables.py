@@ -114,6 +114,36 @@ def test_the_probers_local_health_stretches_its_timeouts_while_it_is_the_one_in_
     assert p.multiplier == 2
 
 
+def test_a_prober_that_hears_its_helpers_nacks_recovers_even_when_its_target_is_dead():
+    """Lifeguard's nacks: a helper that got no ack from the target says so.  The prober heard it, so the
+    silence was not its own fault: one sign of trouble away, even though its only target is dead (the
+    ring gives it no other to hear from).  A nack from a member it did not ask, or a second one for the
+    same probe, is no such sign; a helper sends one nack per request, after its own probe timeout."""
+    p = Prober(interval=5, timeout=1, indirect=2, rng=random.Random(1))
+    for _ in range(4):
+        p.strained()                                   # suspected four times during a broker's election
+    assert p.multiplier == 5
+    assert p.start(0.0, "r1", "dead")
+    ask, _ = p.due(5.0, ["dead", "h1", "h2"])         # 5 × 1 s: the helpers are asked
+    assert sorted(h for _, h in ask) == ["h1", "h2"]
+    assert not p.nacked("r1", "stranger")            # not asked: says nothing about us
+    assert p.nacked("r1", "h1") and p.multiplier == 4
+    assert not p.nacked("r1", "h2") and p.multiplier == 4   # one sign per probe, as an ack
+    assert p.due(8.0, ["dead", "h1", "h2"]) == ([], ["dead"])   # 2 × 4 s: suspected
+    # the next rounds: each nack, even one that comes after the verdict, brings it one step back
+    for i, t in enumerate((10.0, 15.0, 20.0)):
+        assert p.start(t, f"q{i}", "dead")
+        p.due(t + p.timeout * p.multiplier, ["dead", "h1", "h2"])
+        p.due(t + 2 * p.timeout * p.multiplier, ["dead", "h1", "h2"])
+        assert p.nacked(f"q{i}", "h2")
+    assert p.multiplier == 1 and p.suspect_after(10) == 10
+    # a helper: one nack per request it relayed, after its own (unstretched) timeout; a late ack still goes back
+    p.relay("x1", "c", "c-1", "dead", 30.0)
+    assert p.nacks_due(30.9) == []
+    assert p.nacks_due(31.0) == [("c", "c-1", "dead")] and p.nacks_due(31.5) == []
+    assert p.acked("x1", "dead", "dead") == ("c", "c-1", "dead")
+
+
 class Done:
     def __init__(self):
         self.calls = []
