@@ -147,13 +147,16 @@ class Membership:
         m = self._member(node, now)
         if m is None:
             return FULL
+        fresh = not ts or ts > m.presence_ts   # not a retained one replayed on a resubscribe
         m.presence_ts = max(m.presence_ts, ts)
         if state == "online":
-            m.last_seen = now
+            if fresh:
+                m.last_seen = now
             if catalog_hash:
                 m.catalog_hash = catalog_hash
             if m.online and m.session == session:
-                m.suspect_since = 0.0   # it spoke: not stale
+                if fresh:
+                    m.suspect_since = 0.0   # it spoke: not stale
                 return None
             m.online, m.session, m.since, m.suspect_since = True, session, now, 0.0
             self._went_online(m)
@@ -175,12 +178,15 @@ class Membership:
         m = self._member(node, now)
         if m is None:
             return FULL
+        fresh = not ts or ts > m.state_ts
         m.state_ts = max(m.state_ts, ts)
         h = state.get("catalog_hash")
         if m.online:
             if session != m.session:
                 return None  # a stale retained state of an older session
-            m.state, m.last_seen, m.suspect_since = state, now, 0.0
+            m.state = state
+            if fresh:
+                m.last_seen, m.suspect_since = now, 0.0
             if h:
                 m.catalog_hash = h
             return None

@@ -100,6 +100,7 @@ class MemberBody(TypedDict):
     node: str
     state: Literal["suspect", "offline", "alive"]
     session: str
+    age: NotRequired[float]   # an offline verdict told again: seconds since it was made (by the sender's clock)
 
 
 class EventBody(TypedDict):

@@ -51,6 +51,10 @@ MAX_CATALOGS = 1024
 CATALOG_FETCH_SECONDS = 5.0
 #: After a join, the retained heartbeats that come in this long are the snapshot the stale-on-join check reads.
 JOIN_SNAPSHOT_SECONDS = 2.0
+#: An offline verdict of ours goes out this many times more, one probe interval apart (see
+#: Peers._tell_verdicts_again); a repeat says how old the verdict is ("age", s), at most this old.
+VERDICT_REPEATS = 3
+VERDICT_AGE_MAX = 3600.0
 #: The reasons ``$cluster/node/offline`` carries.
 OfflineReason = Literal["will", "left", "probe", "stale-on-join", "disconnected"]
 
@@ -109,6 +113,8 @@ class Peers:
         self._stale_check_at = 0.0       # when the stale-on-join check runs (0: done)
         self._states_seen = 0            # heartbeats taken since the state subscription was made
         self._lost_at = 0.0              # when we lost the broker (0: connected)
+        # Our own offline verdicts, told again (see probe_round): node -> (session, when, repeats left)
+        self._verdicts: dict[str, tuple[str, float, int]] = {}
 
     # --- topics ----------------------------------------------------------------
 
@@ -519,7 +525,15 @@ class Peers:
             if self.members.suspect(node, session, time.time()):
                 self._stale(node, f"suspected by {frm}")
         elif state == "offline":
-            if self.members.mark_offline(node, time.time(), session):
+            now = time.time()
+            age = body.get("age")
+            if age is not None:   # a verdict told again: out of date if the node spoke since (our clock)
+                if type(age) not in (int, float) or not 0 <= age <= VERDICT_AGE_MAX:
+                    return
+                m = self.members.get(node)
+                if m is not None and m.last_seen > now - age:
+                    return
+            if self.members.mark_offline(node, now, session):
                 self.prober.forget(node)
                 self.node_offline(node, f"stopped answering probes (declared by {frm})", "probe")
 
@@ -611,11 +625,27 @@ class Peers:
         body: MemberBody = {"node": self.id, "state": "alive", "session": self.session}
         self.fed.send(self.members_topic, self.envelope("member", None, body))
 
-    def _disseminate(self, node: str, state: Literal["suspect", "offline"]) -> None:
+    def _disseminate(self, node: str, state: Literal["suspect", "offline"], age: float | None = None) -> None:
         assert self.fed is not None
         m = self.members.get(node)
         body: MemberBody = {"node": node, "state": state, "session": m.session if m else ""}
+        if age is not None:
+            body["age"] = round(age, 3)
         self.fed.send(self.members_topic, self.envelope("member", None, body))
+
+    def _tell_verdicts_again(self, now: float) -> None:
+        """Each of our ``offline`` verdicts goes out again once per probe interval, VERDICT_REPEATS times,
+        while the node stays offline in our view with the same session: a node that was between two
+        broker connections when it first went out (so missed it) learns it too (SWIM's retransmission;
+        memberlist piggybacks each update a few times for the same reason)."""
+        interval = self.settings.cluster.probe_interval
+        for node, (session, when, left) in list(self._verdicts.items()):
+            m = self.members.get(node)
+            if m is None or m.online or m.session != session or left <= 0:
+                del self._verdicts[node]
+            elif now >= when + interval * (VERDICT_REPEATS - left + 1):
+                self._verdicts[node] = (session, when, left - 1)
+                self._disseminate(node, "offline", age=now - when)
 
     def probe_round(self, now: float) -> None:
         """Probe this node's successor once per interval; ask helpers, suspect, declare offline when it's time.
@@ -639,6 +669,7 @@ class Peers:
             assert target is not None
             req_env["to"] = target
             self.fed.send(self.inbox(target), req_env)
+        self._tell_verdicts_again(now)
         ask, suspects = self.prober.due(now, online)
         for req, helper in ask:
             target = self.prober.target_of(req)
@@ -656,6 +687,8 @@ class Peers:
             if self.members.mark_offline(node, now):
                 self.prober.forget(node)
                 self._disseminate(node, "offline")
+                m = self.members.get(node)
+                self._verdicts[node] = (m.session if m else "", now, VERDICT_REPEATS)
                 self.node_offline(node, "stopped answering probes", "probe")
 
     # --- membership changes ------------------------------------------------------------

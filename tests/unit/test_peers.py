@@ -440,6 +440,81 @@ async def test_a_member_that_stops_answering_probes_goes_stale_then_offline(part
                            ("$cluster/node/offline", "b", "probe")]
 
 
+def test_an_offline_verdict_is_told_again_so_a_node_that_was_reconnecting_learns_it(parts):
+    """CI: c2 was between two broker connections when c3 declared c0 offline, missed the one ``member``
+    message, and listed dead c0 online for over a minute (nothing else would tell it).  The declarer
+    sends its verdict again on each of the next three probe intervals, with its age; it stops when the
+    node answers again."""
+    peers, link, *_ = parts
+    online(peers, "b")
+    online(peers, "c")
+    link.sent.clear()
+    t = time.time()
+    peers.housekeeping(t)
+    peers.housekeeping(t + 1.1)
+    peers.housekeeping(t + 2.1)
+    peers.housekeeping(t + 12.2)              # b: stale, then offline by our verdict
+    verdicts = lambda: [(e["body"]["state"], e["body"].get("age")) for tp, e, _ in link.sent
+                        if tp == peers.members_topic and e["body"]["node"] == "b"]
+    assert verdicts() == [("suspect", None), ("offline", None)]
+    link.sent.clear()
+    for dt in (1.0, 4.9):
+        peers.housekeeping(t + 12.2 + dt)
+    assert verdicts() == []                   # not before an interval has passed
+    for k in (1, 2, 3, 4, 5):
+        peers.housekeeping(t + 12.2 + 5.0 * k)
+    told = verdicts()
+    assert [s for s, _ in told] == ["offline"] * 3 and [round(a) for _, a in told] == [5, 10, 15]
+    assert all(e["body"]["session"] == "s1" for tp, e, _ in link.sent if tp == peers.members_topic)
+
+    # meanwhile c, our next successor, did not answer either: offline by our verdict too.  It comes back
+    # (it refutes, same session): the declarer stops telling its verdict
+    peers.housekeeping(t + 12.2 + 30.0)
+    assert not peers.members.is_online("c")
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "c", "state": "alive", "session": "s1"},
+                                                to=None))
+    assert peers.members.is_online("c")
+    link.sent.clear()
+    for k in (1, 2, 3, 4):
+        peers.housekeeping(t + 12.2 + 30.0 + 5.0 * k)
+    assert [e["body"] for tp, e, _ in link.sent if tp == peers.members_topic and e["body"]["node"] == "c"
+            and "age" in e["body"]] == []   # (a new verdict of its own may come: c still does not ack)
+
+
+async def test_a_repeated_verdict_counts_unless_the_node_was_heard_from_since(parts):
+    """A node that missed the first ``offline`` takes a repeat as a verdict.  A repeat older than the
+    last word this node heard from the accused (by this node's own clock: ``age``, not a timestamp, so
+    skewed clocks do not matter) says nothing: the accused spoke after it.  A retained presence replayed
+    on a resubscribe is not a word from the node."""
+    peers, link, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/#")
+    online(peers, "b")
+    online(peers, "c")
+    # a retained replay of b's presence (on our resubscribe after a reconnect) is not news from b
+    old = peers.members.get("b").last_seen
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                      to=None, ts=peers.members.get("b").presence_ts))
+    assert peers.members.get("b").last_seen == old
+    # a repeat from c, 12 s after its verdict: b was last heard before that
+    peers.members.get("b").last_seen = time.time() - 30
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "b", "state": "offline", "session": "s1",
+                                                                "age": 12.0}, to=None))
+    assert not peers.members.is_online("b")
+    assert [(e["node"], e["data"].get("reason")) for e in sink.events if e["topic"] == "$cluster/node/offline"] \
+        == [("b", "probe")]
+    # c was heard from 2 s ago; a verdict made 12 s ago is out of date
+    peers.members.get("c").last_seen = time.time() - 2
+    peers.on_envelopes(peers.members_topic, env("member", "b", {"node": "c", "state": "offline", "session": "s1",
+                                                                "age": 12.0}, to=None))
+    assert peers.members.is_online("c")
+    # nonsense ages are no verdict at all
+    for age in (-1, "soon", 1e9):
+        peers.on_envelopes(peers.members_topic, env("member", "b", {"node": "c", "state": "offline",
+                                                                    "session": "s1", "age": age}, to=None))
+        assert peers.members.is_online("c")
+
+
 @pytest.mark.parametrize("deaf_to", ["inbox", "members"])
 def test_a_node_that_cannot_hear_accuses_no_one(parts, deaf_to):
     """The broker refused our inbox (acks) or the members topic (refutations): b's silence says nothing."""
