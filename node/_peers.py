@@ -51,9 +51,9 @@ MAX_CATALOGS = 1024
 CATALOG_FETCH_SECONDS = 5.0
 #: After a join, the retained heartbeats that come in this long are the snapshot the stale-on-join check reads.
 JOIN_SNAPSHOT_SECONDS = 2.0
-#: An offline verdict of ours goes out this many times more, one probe interval apart (see
-#: Peers._tell_verdicts_again); a repeat says how old the verdict is ("age", s), at most this old.
-VERDICT_REPEATS = 3
+#: An offline verdict of ours goes out this many times more, 1, 3, 7, 15 and 31 probe intervals after it
+#: (the gaps double; see Peers._tell_verdicts_again); a repeat says how old the verdict is ("age", s).
+VERDICT_REPEATS = 5
 VERDICT_AGE_MAX = 3600.0
 #: The reasons ``$cluster/node/offline`` carries.
 OfflineReason = Literal["will", "left", "probe", "stale-on-join", "disconnected"]
@@ -634,16 +634,17 @@ class Peers:
         self.fed.send(self.members_topic, self.envelope("member", None, body))
 
     def _tell_verdicts_again(self, now: float) -> None:
-        """Each of our ``offline`` verdicts goes out again once per probe interval, VERDICT_REPEATS times,
-        while the node stays offline in our view with the same session: a node that was between two
-        broker connections when it first went out (so missed it) learns it too (SWIM's retransmission;
-        memberlist piggybacks each update a few times for the same reason)."""
+        """Each of our ``offline`` verdicts goes out again VERDICT_REPEATS times, the gaps doubling from one
+        probe interval (2.6 min in all by default), while the node stays offline in our view with the same
+        session: a node that was between two broker connections, or refused ``{p}/members`` for a while,
+        when it first went out (so missed it) learns it too (SWIM's retransmission; memberlist
+        piggybacks each update a few times for the same reason)."""
         interval = self.settings.cluster.probe_interval
         for node, (session, when, left) in list(self._verdicts.items()):
             m = self.members.get(node)
             if m is None or m.online or m.session != session or left <= 0:
                 del self._verdicts[node]
-            elif now >= when + interval * (VERDICT_REPEATS - left + 1):
+            elif now >= when + interval * (2 ** (VERDICT_REPEATS - left + 1) - 1):
                 self._verdicts[node] = (session, when, left - 1)
                 self._disseminate(node, "offline", age=now - when)
 

@@ -243,16 +243,25 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path, refu
         r = await pj.call("*", "node.ping", timeout=5)
         assert r["type"] == "result" and alive <= set(r["result"]["results"]), r
 
-        # The really dead node is offline in a peer's view within the documented bound, by probe.
-        await async_wait_until(lambda: offline_events(p2, "c0"), 60, interval=0.1, what="c0 offline in c2's view")
-        (t_c0, ev), *_ = offline_events(p2, "c0")
-        t_dead = t_c0 - t_kill
-        assert ev["data"]["reason"] == "probe", ev
-        # Within the documented bound (DEAD) for a healthy prober, plus what the broker's election
-        # adds: nats-server holds QoS 1 traffic up to 5 s, and a prober that was itself suspected
-        # meanwhile waits longer for acks (local health).  Measured 12.8 to 22.6 s.
-        assert t_dead <= DEAD + 2 * 5.0, t_dead
-        assert "c0" not in await p2.online()
+        # The really dead node is offline in every live node's view, by probe: within the documented bound
+        # (DEAD) of the moment every node could hear again, plus two probe intervals for what the election
+        # adds (a prober that was itself suspected meanwhile waits longer, local health; a node that missed
+        # the verdict, being between connections or refused {p}/members, hears it repeated).  Measured 12.5
+        # to 22.6 s after the kill when the election left the probers alone, 35.8 s when it cut every node
+        # off for a while; CI once saw 65 s, before nacks and repeated verdicts (a node never learnt it).
+        bound = t_ready + DEAD + 2 * 5.0
+        t_dead = 0.0
+        for p in (p2, p3):
+            await async_wait_until(lambda: offline_events(p, "c0"), max(1.0, bound - (time.monotonic() - t_kill) + 1),
+                                   interval=0.1, what=f"c0 offline in {p.name}'s view")
+            (t_c0, ev), *_ = offline_events(p, "c0")
+            assert ev["data"]["reason"] == "probe", ev
+            t_dead = max(t_dead, t_c0 - t_kill)
+        assert t_dead <= bound, (t_dead, t_ready)
+        for p in (p1, p2, p3, pj):
+            async def gone() -> bool:
+                return "c0" not in await p.online()
+            await async_wait_until(gone, 5, interval=0.1, what=f"c0 not online in {p.name}'s view")
 
         servers[0].start()             # the server returns: nothing of ours is restarted
         await async_wait_until(lambda: _mqtt_works(urls[0]), 30, interval=0.2, what="MQTT on s1 again")
