@@ -32,6 +32,7 @@ class Member:
     state_ts: float = 0.0
     catalog_hash: str = ""
     suspect_since: float = 0.0  # when it was suspected (stale), 0 if not
+    judged: bool = False        # offline by a verdict on it (probe, will, stale on join), not by our own outage
 
     @property
     def status(self) -> str:
@@ -158,7 +159,9 @@ class Membership:
                 if fresh:
                     m.suspect_since = 0.0   # it spoke: not stale
                 return None
-            m.online, m.session, m.since, m.suspect_since = True, session, now, 0.0
+            if not m.online and m.judged and m.session == session and not fresh:
+                return None   # the retained presence of a session judged dead, replayed on a resubscribe
+            m.online, m.session, m.since, m.suspect_since, m.judged = True, session, now, 0.0, False
             self._went_online(m)
             return "online"
         if state == "offline":
@@ -169,7 +172,7 @@ class Membership:
             if not m.online:
                 m.session = m.session or session
                 return None
-            m.online, m.since = False, now
+            m.online, m.since, m.judged = False, now, True
             self._went_offline(m)
             return "offline"
         return None
@@ -193,7 +196,7 @@ class Membership:
         if m.session and session == m.session:
             m.state = state  # the last state of the session that went offline: facts only
             return None
-        m.online, m.session, m.since, m.state, m.last_seen = True, session, now, state, now
+        m.online, m.session, m.since, m.state, m.last_seen, m.judged = True, session, now, state, now, False
         m.suspect_since = 0.0
         if h:
             m.catalog_hash = h
@@ -232,11 +235,13 @@ class Membership:
         return [n for n, m in self._m.items()
                 if n != self.self_id and m.online and now - max(m.presence_ts, m.state_ts) > bound]
 
-    def mark_offline(self, node: str, now: float, session: str | None = None) -> bool:
+    def mark_offline(self, node: str, now: float, session: str | None = None, *, judged: bool = True) -> bool:
+        """``node`` is offline: ``judged`` by a verdict on it, or (not judged) out of reach because this
+        node lost the broker, when the replayed retained presences of the reconnect bring it back."""
         m = self._m.get(node)
         if not m or not m.online or node == self.self_id or (session and m.session and session != m.session):
             return False
-        m.online, m.since, m.suspect_since = False, now, 0.0
+        m.online, m.since, m.suspect_since, m.judged = False, now, 0.0, judged
         self._went_offline(m)
         return True
 

@@ -981,7 +981,8 @@ class Peers:
                 for node in self.online_peers():
                     m = self.members.get(node)
                     interval = float((m.state.get("interval") if m else None) or 5.0)
-                    if now - self._lost_at > max(floor, 4 * interval) and self.members.mark_offline(node, now):
+                    if now - self._lost_at > max(floor, 4 * interval) and self.members.mark_offline(
+                            node, now, judged=False):
                         self.prober.forget(node)
                         self.node_offline(node, "is unreachable: this node lost the broker", "disconnected")
             return

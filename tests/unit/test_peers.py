@@ -983,6 +983,43 @@ def test_a_node_that_lost_the_broker_lists_its_peers_offline_after_the_grace(par
     assert [(e["node"], e["data"]["reason"]) for e in sink.events] == [("b", "disconnected")]
 
 
+async def test_a_replayed_presence_revives_no_node_judged_dead_but_brings_back_those_we_lost(parts):
+    """CI: c1's presence subscription, refused during nats-server's election, was granted after c3's
+    verdict on dead c0; the broker replayed c0's retained ``online`` and c1 listed c0 online again.  A
+    replay (no newer than what we took) is old news: it revives no node judged offline (probe, stale on
+    join).  A peer listed offline only because this node lost the broker is not judged: the replays of
+    the reconnect bring it back, as before."""
+    peers, link, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/#")
+    online(peers, "b")
+    online(peers, "c")
+    b_ts = peers.members.get("b").presence_ts
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "b", "state": "offline", "session": "s1"},
+                                                to=None))
+    assert not peers.members.is_online("b")
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                      to=None, ts=b_ts))
+    assert not peers.members.is_online("b")
+    assert [e["topic"] for e in sink.events if e["node"] == "b"][-1] == "$cluster/node/offline"
+    # b really restarts (a new connection: a newer presence): back
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                      to=None, ts=b_ts + 30))
+    assert peers.members.is_online("b")
+
+    # we lose the broker: c is listed offline after the grace; the reconnect's replay brings it back
+    c_ts = peers.members.get("c").presence_ts
+    link.connected.clear()
+    t = time.time()
+    peers._on_disconnected("keepalive timeout")
+    peers.housekeeping(t + 21)
+    assert not peers.members.is_online("c")
+    link.connected.set()
+    peers.on_envelopes(peers.presence_topic("c"), env("presence", "c", {"state": "online", "session": "s1"},
+                                                      to=None, ts=c_ts))
+    assert peers.members.is_online("c")
+
+
 def test_a_member_given_up_that_answers_or_beats_again_is_back(parts):
     peers, *_ = parts
     online(peers, "b")
