@@ -26,6 +26,7 @@ class Member:
     online: bool = False
     since: float = 0.0
     last_seen: float = 0.0
+    heard: float = 0.0         # when it last spoke to us live: an ack, a refutation, a newer presence or heartbeat
     session: str = ""
     state: dict[str, Any] = field(default_factory=dict)
     presence_ts: float = 0.0   # ts of the newest presence / state envelope taken (retained ones replay)
@@ -149,6 +150,8 @@ class Membership:
         if m is None:
             return FULL
         fresh = not ts or ts > m.presence_ts   # not a retained one replayed on a resubscribe
+        if fresh and (not ts or m.presence_ts):   # newer than one we had: live (a joiner's first read is not)
+            m.heard = now
         m.presence_ts = max(m.presence_ts, ts)
         if state == "online":
             if fresh:
@@ -182,6 +185,8 @@ class Membership:
         if m is None:
             return FULL
         fresh = not ts or ts > m.state_ts
+        if fresh and (not ts or m.state_ts):
+            m.heard = now
         m.state_ts = max(m.state_ts, ts)
         h = state.get("catalog_hash")
         if m.online:
@@ -218,7 +223,7 @@ class Membership:
         m = self._m.get(node)
         if not m or not m.online or (session and m.session and session != m.session):
             return False
-        m.last_seen = now
+        m.last_seen = m.heard = now
         was, m.suspect_since = m.suspect_since, 0.0
         return bool(was)
 

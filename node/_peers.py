@@ -531,7 +531,7 @@ class Peers:
                 if type(age) not in (int, float) or not 0 <= age <= VERDICT_AGE_MAX:
                     return
                 m = self.members.get(node)
-                if m is not None and m.last_seen > now - age:
+                if m is not None and m.heard > now - age:
                     return
             if self.members.mark_offline(node, now, session):
                 self.prober.forget(node)

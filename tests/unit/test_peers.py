@@ -503,17 +503,26 @@ async def test_a_repeated_verdict_counts_unless_the_node_was_heard_from_since(pa
                                                       to=None, ts=peers.members.get("b").presence_ts))
     assert peers.members.get("b").last_seen == old
     # a repeat from c, 12 s after its verdict: b was last heard before that
-    peers.members.get("b").last_seen = time.time() - 30
+    peers.members.get("b").heard = time.time() - 30
     peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "b", "state": "offline", "session": "s1",
                                                                 "age": 12.0}, to=None))
     assert not peers.members.is_online("b")
     assert [(e["node"], e["data"].get("reason")) for e in sink.events if e["topic"] == "$cluster/node/offline"] \
         == [("b", "probe")]
     # c was heard from 2 s ago; a verdict made 12 s ago is out of date
-    peers.members.get("c").last_seen = time.time() - 2
+    peers.members.get("c").heard = time.time() - 2
     peers.on_envelopes(peers.members_topic, env("member", "b", {"node": "c", "state": "offline", "session": "s1",
                                                                 "age": 12.0}, to=None))
     assert peers.members.is_online("c")
+    # a node that joins after the verdict reads the accused's retained presence and heartbeat (news to it,
+    # but old: not a word from the accused); a repeat then counts
+    peers.on_envelopes(peers.presence_topic("d"), env("presence", "d", {"state": "online", "session": "s4"},
+                                                      to=None, ts=time.time() - 20))
+    peers.on_envelopes(peers.state_topic("d"), env("state", "d", state_body("s4"), to=None, ts=time.time() - 18))
+    assert peers.members.is_online("d")
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "d", "state": "offline", "session": "s4",
+                                                                "age": 5.0}, to=None))
+    assert not peers.members.is_online("d")
     # nonsense ages are no verdict at all
     for age in (-1, "soon", 1e9):
         peers.on_envelopes(peers.members_topic, env("member", "b", {"node": "c", "state": "offline",
