@@ -150,7 +150,8 @@ class Membership:
         if m is None:
             return FULL
         fresh = not ts or ts > m.presence_ts   # not a retained one replayed on a resubscribe
-        if fresh and (not ts or m.presence_ts):   # newer than one we had: live (a joiner's first read is not)
+        newest = max(m.presence_ts, m.state_ts)  # the node's own clock: a new connection is newer than both
+        if not ts or (newest and ts > newest):   # a live word (a joiner's first read is not)
             m.heard = now
         m.presence_ts = max(m.presence_ts, ts)
         if state == "online":
@@ -162,7 +163,7 @@ class Membership:
                 if fresh:
                     m.suspect_since = 0.0   # it spoke: not stale
                 return None
-            if not m.online and m.judged and m.session == session and not fresh:
+            if not m.online and m.judged and m.session == session and ts and ts <= newest:
                 return None   # the retained presence of a session judged dead, replayed on a resubscribe
             m.online, m.session, m.since, m.suspect_since, m.judged = True, session, now, 0.0, False
             self._went_online(m)

@@ -1011,6 +1011,18 @@ async def test_a_replayed_presence_revives_no_node_judged_dead_but_brings_back_t
                                                       to=None, ts=b_ts))
     assert not peers.members.is_online("b")
     assert [e["topic"] for e in sink.events if e["node"] == "b"][-1] == "$cluster/node/offline"
+    # a node first known by its retained heartbeat (its presence subscription refused a while): the
+    # presence's replay comes after the verdict, with no presence taken before; it is older than the
+    # heartbeat we hold, so it is no new connection either
+    t0 = time.time() - 30
+    peers.on_envelopes(peers.state_topic("e"), env("state", "e", state_body("s5"), to=None, ts=t0 + 20))
+    assert peers.members.is_online("e")
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "e", "state": "offline", "session": "s5",
+                                                                "age": 15.0}, to=None))
+    assert not peers.members.is_online("e")
+    peers.on_envelopes(peers.presence_topic("e"), env("presence", "e", {"state": "online", "session": "s5"},
+                                                      to=None, ts=t0))
+    assert not peers.members.is_online("e")
     # b really restarts (a new connection: a newer presence): back
     peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
                                                       to=None, ts=b_ts + 30))
