@@ -135,7 +135,7 @@ def offline_events(p: Peer, node: str) -> list[tuple[float, dict]]:
     return [(t, m) for t, m in p.events if m.get("node") == node and m["topic"] == "$cluster/node/offline"]
 
 
-@pytest.mark.timeout(240)   # nats-server may take 20-30 s to be whole again; each wait has its own bound
+@pytest.mark.timeout(300)   # nats-server may take 20-30 s to be whole again; each wait has its own bound
 @pytest.mark.parametrize("refuse", [False, True], ids=["plain", "suback-refused"])
 async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path, refuse):
     """kill -9 of one of three servers: the issue's list, once as is and once with the broker refusing
@@ -258,10 +258,15 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path, refu
             assert ev["data"]["reason"] == "probe", ev
             t_dead = max(t_dead, t_c0 - t_kill)
         assert t_dead <= bound, (t_dead, t_ready)
+        # A node that could not hear {p}/members when the verdict went out (refused by nats-server during its
+        # election, or between connections) learns it from the next repeat once it can: the gaps double
+        # (5, 10, 20, 40 s), and readiness may have looked whole while a SUBACK that was then refused was
+        # still in flight.
         for p in (p1, p2, p3, pj):
             async def gone() -> bool:
                 return "c0" not in await p.online()
-            await async_wait_until(gone, 5, interval=0.1, what=f"c0 not online in {p.name}'s view")
+            await async_wait_until(gone, 45, interval=0.2, what=f"c0 not online in {p.name}'s view")
+        t_gone = time.monotonic() - t_kill
 
         servers[0].start()             # the server returns: nothing of ours is restarted
         await async_wait_until(lambda: _mqtt_works(urls[0]), 30, interval=0.2, what="MQTT on s1 again")
@@ -304,7 +309,8 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path, refu
             assert await is_ready(n), ready(n)
         print(f"MEASURE nats cluster kill -9 ({'SUBACKs refused' if refuse else 'plain'}): c1 moved after"
               f" {t_moved:.2f} s, calls to it ok after {t_calls:.2f} s, all nodes ready after {t_ready:.2f} s,"
-              f" live nodes offline in a peer's view {gaps or 'never'}, dead c0 offline after {t_dead:.2f} s;"
+              f" live nodes offline in a peer's view {gaps or 'never'}, dead c0 offline after {t_dead:.2f} s"
+              f" (gone from every live view by {t_gone:.2f} s);"
               f" subscriptions refused {proxy.refused} until {t_lifted:.2f} s; calls {counts}")
         for p in (p1, p2, p3, p4, pj):
             await p.close()
