@@ -337,7 +337,7 @@ class Federation:
                 self._fresh.discard(topic)
 
     async def _subscribe(self, client: aiomqtt.Client, topic: str, qos: int) -> bool:
-        """One SUBSCRIBE, its SUBACK checked: True when the broker granted it."""
+        """One SUBSCRIBE, its SUBACK checked: False when the broker refused a topic still wanted."""
         self._inflight.add(topic)
         try:
             codes = await client.subscribe(topic, qos=qos)
@@ -347,7 +347,10 @@ class Federation:
         finally:
             self._inflight.discard(topic)
         if topic not in self._subs or self._client is not client:
-            return why is None          # unsubscribed meanwhile, or another connection: nothing to keep
+            # Unsubscribed meanwhile, or another connection: nothing to keep, and no failure either (a
+            # False here once stopped the keeper's round without asking for another: the topics after
+            # this one were never retried).
+            return True
         if why is None:
             self._held.add(topic)
             return True

@@ -226,8 +226,11 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path, refu
         await async_wait_until(c1_answers, SETTLE, interval=0.1, what="calls to c1 to succeed again")
         t_calls = time.monotonic() - t_kill
         for n in (*nodes, nj):
-            await async_wait_until(lambda: is_ready(n), SETTLE, interval=0.1,
-                                   what=f"{n.id} ready: every subscription held")
+            try:
+                await async_wait_until(lambda: is_ready(n), SETTLE, interval=0.1,
+                                       what=f"{n.id} ready: every subscription held")
+            except AssertionError as e:   # say why it is not (the node's own words)
+                raise AssertionError(f"{e}; /readyz: {await off_loop(ready, n)}") from None
         t_ready = time.monotonic() - t_kill
         ok_before = list(to_c1.outcome.values()).count("ok")
         await async_wait_until(lambda: list(to_c1.outcome.values()).count("ok") >= ok_before + 10, SETTLE,

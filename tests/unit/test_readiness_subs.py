@@ -17,10 +17,14 @@ class SlowSuback:
 
     def __init__(self) -> None:
         self.acks: dict[str, asyncio.Future[list[int]]] = {}
+        self.unsubscribed: list[str] = []
 
     async def subscribe(self, topic: str, qos: int = 1) -> list[int]:
         self.acks[topic] = asyncio.get_running_loop().create_future()
         return await self.acks[topic]
+
+    async def unsubscribe(self, topic: str) -> None:
+        self.unsubscribed.append(topic)
 
 
 def link() -> tuple[Federation, SlowSuback]:
@@ -55,3 +59,38 @@ async def test_a_refused_subscription_is_missing_until_granted():
     assert fed.missing() == ["p/y"]
     assert fed.counters["subscribe_failures"] == 1
     fed._subs_lost.clear()          # the keeper is not running here; nothing else may retry it
+
+
+async def test_a_retry_of_a_topic_let_go_meanwhile_does_not_stop_the_keeper():
+    """Found in the NATS cluster test: the keeper retried a catalog subscription; while nats-server held
+    its SUBACK, the catalog fetch gave up and unsubscribed; the refusal then came back, the keeper took
+    it for a failed retry and stopped without asking to run again, so the node's own inbox (refused
+    earlier, granted by then) was never retried and the node stayed not ready."""
+    fed, client = link()
+    await suback(fed, client, "p/catalog", [0x80])
+    sub = asyncio.create_task(fed.subscribe("p/inbox"))
+    async with asyncio.timeout(5):
+        while "p/inbox" not in client.acks:
+            await asyncio.sleep(0)
+    client.acks["p/inbox"].set_result([0x80])
+    await sub
+    assert fed.missing() == ["p/catalog", "p/inbox"]
+    client.acks.clear()
+    keeper = asyncio.create_task(fed._keep_subscriptions(client))   # type: ignore[arg-type]
+    try:
+        async with asyncio.timeout(5):
+            while "p/catalog" not in client.acks:          # the keeper's retry of the catalog is on the way
+                await asyncio.sleep(0.01)
+        await fed.unsubscribe("p/catalog")                 # the fetch gives up meanwhile
+        client.acks["p/catalog"].set_result([0x80])        # and the broker refuses the retry
+        async with asyncio.timeout(5):
+            while "p/inbox" not in client.acks:            # the inbox is still retried
+                await asyncio.sleep(0.01)
+        client.acks["p/inbox"].set_result([1])
+        async with asyncio.timeout(5):
+            while fed.missing():
+                await asyncio.sleep(0.01)
+        assert fed.missing() == []
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
