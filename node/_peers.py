@@ -763,9 +763,12 @@ class Peers:
         await fed.unsubscribe(self.presence_topic(self.id))
         await fed.unsubscribe(self.state_topic(self.id))
         fed.route(self.on_envelopes, self._on_connected)
-        for topic, qos in ((self.inbox(self.id), 1), (self.broadcast_topic, 1), (self.members_topic, 1),
-                           (f"{self.prefix}/node/+/presence", 1)):
-            await fed.subscribe(topic, qos)
+        # All at once: nats-server electing new leaders holds each SUBACK up to 5 s, and one after the
+        # other they made a join through it take longer than 30 s (seen in the NATS cluster test).
+        async with asyncio.TaskGroup() as tg:
+            for topic, qos in ((self.inbox(self.id), 1), (self.broadcast_topic, 1), (self.members_topic, 1),
+                               (f"{self.prefix}/node/+/presence", 1)):
+                tg.create_task(fed.subscribe(topic, qos))
         # The retained heartbeats are the join's snapshot: metrics, and the liveness timestamps the
         # stale-on-join check reads.  Afterwards they come in only while someone watches.
         now = time.time()
@@ -780,8 +783,9 @@ class Peers:
         assert self.fed is not None
         self._other_self = None
         self._other_state = None
-        await self.fed.subscribe(self.presence_topic(self.id), qos=1)
-        await self.fed.subscribe(self.state_topic(self.id), qos=0)
+        async with asyncio.TaskGroup() as tg:   # at once: a broker electing leaders holds each SUBACK seconds
+            tg.create_task(self.fed.subscribe(self.presence_topic(self.id), qos=1))
+            tg.create_task(self.fed.subscribe(self.state_topic(self.id), qos=0))
         try:
             async with asyncio.timeout(0.5):  # retained messages arrive right after SUBACK
                 while self._other_self is None or self._other_state is None:
