@@ -191,6 +191,8 @@ async def test_plan_title_says_when_columns_are_off_screen_until_scrolled_to_the
 async def test_j_and_k_move_the_table_cursors(tmp_path):
     async with console(tmp_path) as (app, pilot, seen, link):
         table = app.screen.query_one(ClusterTable)
+        # every node listed first: CI pressed j twice while the table held two rows, and the cursor stopped at 1
+        await wait_for(pilot, lambda: table.row_count >= 3)
         await pilot.press("shift+tab")
         assert app.focused is table and table.cursor_row == 0
         await pilot.press("j", "j")
