@@ -107,6 +107,10 @@ def tls_rejection(text: str) -> str | None:
 
 #: What paho logs at ERROR when a broker goes away (restart, failover): routine, logged as WARNING.
 _ROUTINE = ("failed to receive on socket", "broken pipe", "connection reset", "connection refused")
+#: What aiomqtt logs at ERROR, with a KeyError traceback, when an answer (SUBACK, UNSUBACK) comes after it
+#: gave up waiting for it: nats-server electing leaders handles one SUBSCRIBE at a time, 5 s each.  The
+#: request was already counted as failed and is retried: a WARNING, without the traceback.
+_LATE = "unexpected message id"
 
 
 class _PahoErrors(logging.Filter):
@@ -124,8 +128,14 @@ class _PahoErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
             message = record.getMessage()
+            low = message.lower()
+            if _LATE in low:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+                record.exc_info, record.exc_text = None, None
+                record.msg, record.args = f"{message} (an answer that came after the client gave up on it)", None
+                return True
             self.fed._on_paho_error(message)
-            if any(r in message.lower() for r in _ROUTINE):
+            if any(r in low for r in _ROUTINE):
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
