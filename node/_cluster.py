@@ -347,7 +347,7 @@ class Prober:
         self._rng = rng or random.Random()
         self._out: dict[str, _Probe] = {}    # our probe id -> what it probes
         self._relays: dict[str, _Relay] = {}   # a probe we sent on behalf of another node
-        self._judged: dict[str, _Probe] = {}   # probes that ended in a suspicion: their nacks may still come
+        self._suspected: dict[str, _Probe] = {}   # probes that ended in a suspicion: their nacks may still come
         self._next = 0.0
         self.health = 0                      # 0: healthy … MAX_HEALTH: see the class doc
 
@@ -407,7 +407,7 @@ class Prober:
     def nacked(self, req: str, frm: str) -> bool:
         """A ``nack`` of our probe ``req`` from ``frm``: True if it counts (a helper we asked, the first
         answer to that probe), and then local health improves by one."""
-        p = self._out.get(req) or self._judged.get(req)
+        p = self._out.get(req) or self._suspected.get(req)
         if p is None or p.heard or frm not in p.helpers:
             return False
         p.heard = True
@@ -444,10 +444,10 @@ class Prober:
                 del self._out[req]
                 suspects.append(p.target)
                 if p.helpers:
-                    self._judged[req] = p
-        for req, p in list(self._judged.items()):   # a nack comes within a helper's timeout: an interval is plenty
+                    self._suspected[req] = p
+        for req, p in list(self._suspected.items()):   # a nack comes within a helper's timeout: an interval is plenty
             if now - p.sent >= self.interval + 2 * timeout:
-                del self._judged[req]
+                del self._suspected[req]
         for req, r in list(self._relays.items()):
             if now - r.sent >= 2 * self.timeout:
                 del self._relays[req]

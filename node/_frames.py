@@ -16,6 +16,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
+from ._envelopes import Kind
 from ._errors import BadRequest
 from ._json import loads
 from ._text import UNSAFE
@@ -276,8 +277,7 @@ class Envelope(BaseModel):
     """Federation envelope (MQTT payload; several coalesced: a JSON array of them, or a batch when signed)."""
     model_config = ConfigDict(extra="forbid")
     v: Literal[1] = 1
-    kind: Literal["call", "result", "error", "sub", "unsub", "lease", "event", "presence", "state", "catalog",
-                  "probe", "ack", "nack", "member"]
+    kind: Kind   # one list of kinds: the wire model and the typed bodies read the same
     from_: str = Field(alias="from", description="sender node id; must match the signing key")
     to: str | None = Field(description="receiver node id, '*' for broadcasts, null for events/presence/state/catalog/member")
     id: str = Field(description="unique id; the de-duplication key of calls and the correlation key of replies")

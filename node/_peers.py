@@ -61,6 +61,14 @@ OfflineReason = Literal["will", "left", "probe", "stale-on-join", "disconnected"
 LinkFactory = Callable[..., Link]
 
 
+async def _subscribe_all(fed: Link, topics: tuple[tuple[str, int], ...]) -> None:
+    """Subscribe to every ``(topic, qos)`` at once: a broker electing leaders (nats-server after a server
+    died) holds each SUBACK up to 5 s, and one after the other they made a join take over 30 s."""
+    async with asyncio.TaskGroup() as tg:
+        for topic, qos in topics:
+            tg.create_task(fed.subscribe(topic, qos))
+
+
 class Peers:
     """This node's side of the federation protocol."""
 
@@ -763,12 +771,8 @@ class Peers:
         await fed.unsubscribe(self.presence_topic(self.id))
         await fed.unsubscribe(self.state_topic(self.id))
         fed.route(self.on_envelopes, self._on_connected)
-        # All at once: nats-server electing new leaders holds each SUBACK up to 5 s, and one after the
-        # other they made a join through it take longer than 30 s (seen in the NATS cluster test).
-        async with asyncio.TaskGroup() as tg:
-            for topic, qos in ((self.inbox(self.id), 1), (self.broadcast_topic, 1), (self.members_topic, 1),
-                               (f"{self.prefix}/node/+/presence", 1)):
-                tg.create_task(fed.subscribe(topic, qos))
+        await _subscribe_all(fed, ((self.inbox(self.id), 1), (self.broadcast_topic, 1), (self.members_topic, 1),
+                                   (f"{self.prefix}/node/+/presence", 1)))
         # The retained heartbeats are the join's snapshot: metrics, and the liveness timestamps the
         # stale-on-join check reads.  Afterwards they come in only while someone watches.
         now = time.time()
@@ -783,9 +787,7 @@ class Peers:
         assert self.fed is not None
         self._other_self = None
         self._other_state = None
-        async with asyncio.TaskGroup() as tg:   # at once: a broker electing leaders holds each SUBACK seconds
-            tg.create_task(self.fed.subscribe(self.presence_topic(self.id), qos=1))
-            tg.create_task(self.fed.subscribe(self.state_topic(self.id), qos=0))
+        await _subscribe_all(self.fed, ((self.presence_topic(self.id), 1), (self.state_topic(self.id), 0)))
         try:
             async with asyncio.timeout(0.5):  # retained messages arrive right after SUBACK
                 while self._other_self is None or self._other_state is None:

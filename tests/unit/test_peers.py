@@ -173,6 +173,15 @@ def parts():
     return peers, link, router, subs, pending
 
 
+def watched_cluster(peers: Peers, subs: SubscriptionTable, pattern: str, *nodes: str) -> Sink:
+    """``nodes`` online (their presence, then their heartbeat), and a local subscriber of ``pattern``."""
+    sink = Sink()
+    subs.add(sink, "me", pattern)
+    for node in nodes:
+        online(peers, node)
+    return sink
+
+
 def online(peers: Peers, node: str, session: str = "s1") -> None:
     """``node`` comes online the way it does on the wire: its presence, then its heartbeat."""
     peers.on_envelopes(peers.presence_topic(node), env("presence", node, {"state": "online", "session": session},
@@ -493,10 +502,7 @@ async def test_a_repeated_verdict_counts_unless_the_node_was_heard_from_since(pa
     skewed clocks do not matter) says nothing: the accused spoke after it.  A retained presence replayed
     on a resubscribe is not a word from the node."""
     peers, link, _, subs, _ = parts
-    sink = Sink()
-    subs.add(sink, "me", "$cluster/#")
-    online(peers, "b")
-    online(peers, "c")
+    sink = watched_cluster(peers, subs, "$cluster/#", "b", "c")
     # a retained replay of b's presence (on our resubscribe after a reconnect) is not news from b
     old = peers.members.get("b").last_seen
     peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
@@ -999,10 +1005,7 @@ async def test_a_replayed_presence_revives_no_node_judged_dead_but_brings_back_t
     join).  A peer listed offline only because this node lost the broker is not judged: the replays of
     the reconnect bring it back, as before."""
     peers, link, _, subs, _ = parts
-    sink = Sink()
-    subs.add(sink, "me", "$cluster/node/#")
-    online(peers, "b")
-    online(peers, "c")
+    sink = watched_cluster(peers, subs, "$cluster/node/#", "b", "c")
     b_ts = peers.members.get("b").presence_ts
     peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "b", "state": "offline", "session": "s1"},
                                                 to=None))
