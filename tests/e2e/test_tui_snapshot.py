@@ -85,13 +85,14 @@ def test_fan_out_confirmation_80x24(snap_compare, tmp_path):
     async def run_before(pilot) -> None:
         await wait_for(pilot, lambda: pilot.app.link_state == "connected", what="the fake link")
         link.emit("$sys/stats", STATS, ts=NOW)
-        await wait_for_text(pilot, pilot.app, "Cluster 3/3 online", "3.2 calls/s")
+        # The table's header takes its columns' widths a frame after the rows: wait for them before the
+        # confirmation opens over the table (CI: once it opened first, the screen under it was not drawn
+        # again and the header stayed narrow).
+        await wait_for_text(pilot, pilot.app, "Cluster 3/3 online", "3.2 calls/s", "node      state   temp")
         await pilot.press(*"restart logger on all nodes", "enter")
         await wait_for(pilot, lambda: pilot.app.screen.query_one(PlanView).awaiting_approval, what="the plan")
         await pilot.press("a")
-        await wait_for_text(pilot, pilot.app, "Run on 3 nodes")
-        # the table's header takes its columns' widths a frame after the rows (CI caught it between)
-        await wait_for_text(pilot, pilot.app, "node      state   temp")
+        await wait_for_text(pilot, pilot.app, "Run on 3 nodes", "node      state   temp")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
