@@ -29,12 +29,17 @@ def console(tmp_path) -> tuple:
     return app, link
 
 
+#: The cluster table's header once its columns have their widths (a frame after the rows come): every
+#: snapshot of the main screen waits for it, or CI catches the frame between (twice, in two tests).
+HEADER = "node      state   temp"
+
+
 def plan_pending(link: FakeLink):
     async def run_before(pilot) -> None:
         app = pilot.app
         await wait_for(pilot, lambda: app.link_state == "connected", what="the fake link")
         link.emit("$sys/stats", STATS, ts=NOW)
-        await wait_for_text(pilot, app, "Cluster 3/3 online", "3.2 calls/s")
+        await wait_for_text(pilot, app, "Cluster 3/3 online", "3.2 calls/s", HEADER)
         await pilot.press(*"restart logger on coolest node", "enter")
         await wait_for(pilot, lambda: app.screen.query_one(PlanView).awaiting_approval, what="the plan")
         await wait_for_text(pilot, app, "needs approval", "why: coolest online node")
@@ -85,14 +90,13 @@ def test_fan_out_confirmation_80x24(snap_compare, tmp_path):
     async def run_before(pilot) -> None:
         await wait_for(pilot, lambda: pilot.app.link_state == "connected", what="the fake link")
         link.emit("$sys/stats", STATS, ts=NOW)
-        # The table's header takes its columns' widths a frame after the rows: wait for them before the
-        # confirmation opens over the table (CI: once it opened first, the screen under it was not drawn
-        # again and the header stayed narrow).
-        await wait_for_text(pilot, pilot.app, "Cluster 3/3 online", "3.2 calls/s", "node      state   temp")
+        # before the confirmation opens over the table (CI: once it opened first, the screen under it was
+        # not drawn again and the header stayed narrow)
+        await wait_for_text(pilot, pilot.app, "Cluster 3/3 online", "3.2 calls/s", HEADER)
         await pilot.press(*"restart logger on all nodes", "enter")
         await wait_for(pilot, lambda: pilot.app.screen.query_one(PlanView).awaiting_approval, what="the plan")
         await pilot.press("a")
-        await wait_for_text(pilot, pilot.app, "Run on 3 nodes", "node      state   temp")
+        await wait_for_text(pilot, pilot.app, "Run on 3 nodes", HEADER)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 

@@ -125,6 +125,9 @@ class ClusterTable(DataTable[Text]):
             self._shown_ids = ids
             if rows:
                 self.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
+            # The header takes the new widths only on a later paint; an idle console may not have one (a
+            # snapshot showed the header narrow over wide rows for 15 s): ask for it.
+            self.call_after_refresh(self.refresh)
         else:
             # Only the cells that changed (a big cluster sends many heartbeats; most change one number).
             for r in rows:
