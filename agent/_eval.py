@@ -117,6 +117,19 @@ def load_eval_set(path: str | Path) -> tuple[list[EvalCase], dict[str, dict[str,
     return cases, snaps
 
 
+#: A question about one node is answered alike by ``get_node`` (the cluster's view of it: metrics, processes
+#: with their states and restarts) and by a read-only call to that node for the same facts: either is the answer.
+_ONE_NODE_READS = {"get_node", "call"}
+_NODE_FACTS = {"metrics", "list", "status"}
+
+
+def _one_node_read(tool: str, res: Any, node: str) -> bool:
+    res = res or {}
+    if tool == "get_node":
+        return bool(res.get("id") == node)
+    return tool == "call" and res.get("method") in _NODE_FACTS and sorted(res.get("results", {})) == [node]
+
+
 def _judge(case: EvalCase, r: PlanResult) -> tuple[bool, str, Any]:
     e = case.expect
     steps = r.plan.steps if (r.ok and r.plan) else []
@@ -147,11 +160,15 @@ def _judge(case: EvalCase, r: PlanResult) -> tuple[bool, str, Any]:
             return False, f"expected a refusal, got a question: {r.message[:200]}", r.outcome
         return True, "", r.outcome
     reads = [o for o in r.observations if o.status == "ok" and (e.tool is None or o.tool == e.tool)]
+    if not reads and e.tool in _ONE_NODE_READS and e.targets is not None and len(e.targets) == 1:
+        reads = [o for o in r.observations if o.status == "ok" and _one_node_read(o.tool, o.result, e.targets[0])]
     if not reads:
         return False, f"expected a successful {e.tool or 'read'}; got {[(o.tool, o.status) for o in r.observations]}", None
     o = reads[-1]
     res = o.result or {}
-    if e.method is not None and res.get("method") != e.method:
+    if e.method is not None and res.get("method") != e.method and not (
+            e.targets is not None and len(e.targets) == 1 and e.method in _NODE_FACTS
+            and _one_node_read(o.tool, res, e.targets[0])):
         return False, f"expected method {e.method}, got {res.get('method')}", res
     if e.targets is not None:
         if o.tool in ("call", "broadcast"):

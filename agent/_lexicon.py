@@ -34,7 +34,7 @@ VERBS: dict[str, str] = {
     "logs": "logs", "log": "logs", "tail": "logs", "output": "logs",
     "show": "show", "list": "show", "display": "show", "get": "show", "give": "show", "print": "show",
     "tell": "show", "view": "show", "see": "show", "find": "show", "fetch": "show", "report": "show",
-    "describe": "describe",
+    "describe": "describe", "ensure": "ensure",
 }
 VERB_PHRASES: dict[tuple[str, ...], str] = {
     ("shut", "down"): "stop", ("shut", "off"): "stop", ("take", "down"): "stop", ("bring", "down"): "stop",
@@ -44,6 +44,8 @@ VERB_PHRASES: dict[tuple[str, ...], str] = {
     ("health", "of"): "status", ("status", "of"): "status", ("state", "of"): "status",
     ("health", "check"): "status", ("look", "at"): "show", ("show", "me"): "show", ("give", "me"): "show",
     ("tell", "me"): "show", ("let", "me", "see"): "show", ("list", "out"): "show",
+    # "make sure the logger is running on nb": start it where it is not running (ensure, _parse)
+    ("make", "sure"): "ensure", ("make", "certain"): "ensure",
 }
 MUTATING = {"restart", "start", "stop"}
 # Phrasal verbs whose object may stand between verb and particle: "bring the worker back up",
@@ -101,6 +103,9 @@ METRICS: dict[tuple[str, ...], str] = {
     ("disk",): "disk_percent", ("disk", "usage"): "disk_percent", ("disk", "space"): "disk_percent",
     ("storage",): "disk_percent",
 }
+#: Words after a metric that add nothing to it: "mem usage", "cpu utilization", "temperature readings".
+METRIC_SUFFIX = {"usage", "utilization", "utilisation", "use", "level", "levels", "reading", "readings", "value",
+                 "values", "figure", "figures", "numbers", "wise", "stats", "percentage", "avg", "average"}
 # adjective → metric (for "how hot is", "is X busy")
 METRIC_ADJ = {"hot": "temperature_c", "warm": "temperature_c", "cold": "temperature_c", "cool": "temperature_c",
               "chilly": "temperature_c", "busy": "load_1m", "loaded": "load_1m", "idle": "load_1m",
@@ -212,10 +217,17 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("if", "that", "is", "ok"), ("if", "that", "is", "okay"), ("if", "it", "is", "ok"), ("if", "it", "is", "okay"),
     ("it", "would", "be", "great", "if", "you", "could"), ("it", "would", "be", "nice", "if", "you", "could"),
     ("it", "would", "be", "great", "if", "you", "can"), ("i", "would", "appreciate", "it", "if", "you", "could"),
+    ("at", "the", "moment"), ("at", "moment"), ("as", "of", "now"), ("for", "now"), ("right", "away"),
+    ("if", "that", "is", "ok", "with", "you"), ("if", "that", "is", "okay", "with", "you"),
+    ("if", "you", "please"), ("if", "you", "do", "not", "mind"), ("hi", "there"), ("hello", "there"),
+    ("be", "so", "kind", "to"), ("be", "so", "kind", "and"), ("would", "you", "be", "so", "kind", "as", "to"),
+    ("would", "you", "be", "so", "kind", "to"), ("may", "i", "ask"), ("can", "i", "ask"), ("could", "i", "ask"),
+    ("i", "would", "like", "to", "know"), ("i", "want", "to", "know"), ("i", "wonder"), ("i", "am", "wondering"),
+    ("i", "was", "wondering"), ("do", "you", "know"), ("any", "idea"), ("make", "sure", "to"), ("be", "sure", "to"),
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
-           "sir", "folks", "team", "guys", "quick", "promptly", "too"}
+           "sir", "folks", "team", "guys", "quick", "promptly", "too", "rn", "atm"}
 ARTICLES = {"the", "a", "an"}
 
 # structural words the parser consumes (kept in the fuzzy vocabulary too)
@@ -232,7 +244,7 @@ STRUCTURAL = {
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
     "details", "detail", "information", "about", "we", "called", "named", "using", "showing", "reading",
     "leave", "alone", "restarts", "uses", "had", "followed", "skip", "skipping", "omitting", "among", "whatever",
-    "heavily",
+    "heavily", "times", "often", "did",
 }
 
 
@@ -250,12 +262,21 @@ _SYMPTOMS = {"crashing", "crashed", "crashes", "crash", "stuck", "hung", "hangin
              "failed", "fails", "unresponsive", "responding", "wedged", "leaking", "looping", "erroring"}
 _SYMPTOM_GLUE = {"is", "keeps", "kept", "seems", "looks", "appears", "has", "was", "been", "to", "be", "again",
                  "not", "up", "memory", "errors", "throwing", "the", "and", "just", "still", "totally", "completely"}
+#: A remark after (or between) the requests of a message, about what is named there: "start logger on nb,
+#: it seems to have stopped", "restart worker on nc. It keeps crashing".  It names nothing (no node, process,
+#: action or exclusion), so dropping it changes no plan; anything else in it keeps it, and is parsed.
+_REMARK_HEADS = {"it", "its", "they", "this", "that", "seems", "looks", "apparently", "i"}
+_REMARK_STATES = _SYMPTOMS | {"stopped", "running", "working", "responding", "weird", "slow", "sluggish", "off",
+                              "exited", "gone", "wrong", "odd", "strange", "again", "anymore"}
+_REMARK_WORDS = _REMARK_HEADS | _REMARK_STATES | _SYMPTOM_GLUE | {
+    "seem", "have", "had", "are", "were", "think", "guess", "believe", "probably", "maybe", "apparently", "like",
+    "bit", "a", "something", "somehow", "lately", "today", "since", "earlier", "this", "morning"}
 _RANGE_WORDS = {"through", "thru", "to", "till", "until"}
 _NUMBERED = re.compile(r"(.*?[a-z].*?)(\d+)")
-_REPHRASED = _SYMPTOMS | _SYMPTOM_GLUE | _RANGE_WORDS | {"give", "kick", "nudge", "going", "whether", "verify",
-                                                         "confirm"}
+_REPHRASED = _SYMPTOMS | _SYMPTOM_GLUE | _RANGE_WORDS | _REMARK_WORDS | {"give", "kick", "nudge", "going", "whether",
+                                                                         "verify", "confirm"}
 
-BASE_VOCAB = (set(VERBS) | _phrase_vocab() | set(METRIC_ADJ) | set(UNITS) | set(ORDINALS) | set(COUNTS)
+BASE_VOCAB = (set(VERBS) | METRIC_SUFFIX | {"terms"} | _phrase_vocab() | set(METRIC_ADJ) | set(UNITS) | set(ORDINALS) | set(COUNTS)
               | NODE_NOUNS | PROC_NOUNS | PREPS | FILLERS | STRUCTURAL | QUESTION_WORDS | set(GERUNDS) | NEEDS
               | {w for t in (*PARTICIPLES, *INTENTS) for w in t} | {"be", "back"} | SUP_ADJ_UP | SUP_ADJ_DOWN | _REPHRASED)
 
@@ -295,7 +316,7 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\s@\s", " at ", s)
     s = re.sub(r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 ", s)
     s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary
-    s = re.sub(r"[!?]+", " ", s)
+    s = re.sub(r"[!?]+", " ; ", s)                    # so is a question mark or an exclamation mark
     return [t for t in _TOKEN.findall(s) if t.strip() or t == "\n"]
 
 
@@ -440,6 +461,10 @@ def lex(tokens: list[str], lx: Lexicon) -> tuple[list[Lexeme], list[tuple[str, s
             if n:
                 words = tuple(toks[i:i + n])
                 value = None if kind == "filler" else table[words]  # type: ignore[index]
+                while kind == "metric" and i + n < len(toks) and toks[i + n] in METRIC_SUFFIX \
+                        and toks[i + n] not in lx.nodes and toks[i + n] not in lx.processes:
+                    n += 1      # "mem usage", "cpu utilization"
+                    words = tuple(toks[i:i + n])
                 out.append(Lexeme(kind, value, words, len(out)))
                 i += n
                 break
@@ -471,6 +496,8 @@ def rephrase(toks: list[str], lx: Lexicon) -> list[str]:
     nowhere is still refused), and a negation inside the moved words stops the rewrite.
     """
     out = _ids(toks, lx)
+    out = _remarks(out, lx)
+    out = _metric_hints(out)
     out = _kick(out, lx)
     out = _symptom(out, lx)
     out = _whether(out)
@@ -541,6 +568,14 @@ def _symptom(toks: list[str], lx: Lexicon) -> list[str]:
         return toks
     a, b = toks[:k], toks[k + 1:]
     i = 1 if a[:1] == ["the"] else 0
+    i += i + 1 < len(a) and a[i] in NODE_NOUNS and a[i + 1] in lx.nodes
+    if i < len(a) and a[i] in lx.nodes and a[i] not in lx.processes:   # "nb is acting up, restart it"
+        rest = a[i + 1:]
+        if any(w in _SYMPTOMS for w in rest) and all(w in _SYMPTOMS | _SYMPTOM_GLUE for w in rest) \
+                and b.count("it") == 1 and not any(w in lx.nodes or w in ("on", "at", "in") for w in b):
+            j = b.index("it")
+            return b[:j + 1] + ["on", a[i]] + b[j + 1:]    # the node's process: asked for if it has several
+        return toks
     if i >= len(a) or a[i] not in lx.processes:
         return toks
     proc, i = a[i], i + 1
@@ -553,6 +588,61 @@ def _symptom(toks: list[str], lx: Lexicon) -> list[str]:
         return toks
     j = b.index("it")
     return b[:j] + [proc] + ([] if "on" in b else node) + b[j + 1:]
+
+
+def _metric_hints(toks: list[str]) -> list[str]:
+    """'busiest in terms of cpu', 'busiest cpu wise', 'busiest cpu-wise' → 'busiest cpu'."""
+    out: list[str] = []
+    i = 0
+    metric_words = {w for t in METRICS for w in t}
+    while i < len(toks):
+        if toks[i:i + 3] == ["in", "terms", "of"] and i + 3 < len(toks) and toks[i + 3] in metric_words:
+            i += 3
+            continue
+        if toks[i] == "wise" and out and out[-1] in metric_words:
+            i += 1
+            continue
+        if toks[i].endswith("-wise") and toks[i][:-5] in metric_words:
+            out.append(toks[i][:-5])
+            i += 1
+            continue
+        out.append(toks[i])
+        i += 1
+    return out
+
+
+def _is_remark(seg: list[str], lx: Lexicon) -> bool:
+    return (bool(seg) and seg[0] in _REMARK_HEADS and any(w in _REMARK_STATES for w in seg)
+            and all(w in _REMARK_WORDS and w not in lx.nodes and w not in lx.processes for w in seg))
+
+
+def _remarks(toks: list[str], lx: Lexicon) -> list[str]:
+    """Drop remarks about the request ("..., it seems to have stopped"; see ``_REMARK_WORDS``): a sentence
+    or comma clause that is one, or such a tail right after a node id or process name ("start logger on
+    nb its stopped").  A message that is only remarks is left as it is (and refused)."""
+    cuts = [k for k, t in enumerate(toks) if t in (";", "\n", ",")]
+    out: list[str] = []
+    start = 0
+    for end in [*cuts, len(toks)]:
+        seg = toks[start:end]
+        if _is_remark(seg, lx):
+            while out and out[-1] in (";", "\n", ","):
+                out.pop()
+        else:
+            out += seg
+            if end < len(toks):
+                out.append(toks[end])
+        start = end + 1
+    for k in range(1, len(out)):
+        if out[k] in ("it", "its", "they") and (out[k - 1] in lx.nodes or out[k - 1] in lx.processes) \
+                and _is_remark(out[k:], lx):
+            out = out[:k]
+            break
+    while out and out[0] in (";", "\n", ","):
+        out.pop(0)
+    if not [t for t in out if t not in (";", "\n", ",")]:
+        return toks
+    return out
 
 
 def _whether(toks: list[str]) -> list[str]:

@@ -161,11 +161,24 @@ class Compiler:
                 on = [t for t in targets if self.index.get(t).process(pr)]  # type: ignore[union-attr]
                 calls.append(self._call(step, pr, Ids(on), on, request, p))
             return calls, targets, procs
-        target = _subst_it(step.target, procs)
+        target = _subst_it(step.target, procs) if not step.ensure else step.target
         per: dict[str, list[str]] = {}
         for pr in procs:   # each process on the nodes that supervise it
             domain = [i for i in self.online if pr in self.procs[i]]
-            per[pr] = self._eval(target, domain, previous, pr)
+            if not step.ensure:
+                per[pr] = self._eval(target, domain, previous, pr)
+                continue
+            try:       # "make sure X is running": where it already is, there is nothing to do
+                per[pr] = self._eval(_subst_it(step.target, [pr]), domain, previous, pr)
+            except Unplannable as e:
+                if not e.message.startswith("no node matches"):
+                    raise
+        if step.ensure:
+            procs = [pr for pr in procs if per.get(pr)]
+            if not procs:
+                state = "running" if step.verb == "start" else "stopped"
+                raise Unplannable(f"{' and '.join(step.processes)} is already {state} on every online node named "
+                                  "that supervises it; nothing to do")
         if len(procs) > 1 and _has_rank(target) and len({tuple(sorted(v)) for v in per.values()}) > 1:
             raise Unplannable(f"'{step.words}' ranks differently for each process ("
                               + "; ".join(f"{pr}: {', '.join(v)}" for pr, v in per.items())
@@ -174,7 +187,8 @@ class Compiler:
         if len(targets) > self.max_nodes:
             raise Unplannable(f"that would {step.verb} {' and '.join(procs)} on {len(targets)} nodes "
                               f"({_node_list(targets)}); at most {self.max_nodes} per plan. Narrow the target")
-        return [self._call(step, pr, target, per[pr], request, p) for pr in procs], targets, procs
+        return [self._call(step, pr, Ids(per[pr]) if step.ensure else target, per[pr], request, p)
+                for pr in procs], targets, procs
 
     def _eval(self, e: Expr, domain: list[str], previous: list[str] | None, process: str | None) -> list[str]:
         if self.excludes:

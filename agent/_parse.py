@@ -59,6 +59,7 @@ class Step:
     service: str | None = None
     limit: int | None = None
     include_offline: bool = False    # a plain node listing shows offline nodes too
+    ensure: bool = False             # "make sure X is running": only where it is not (nothing to do is no error)
     words: str = ""
 
     @property
@@ -227,6 +228,19 @@ class _Request:
             self._prev_step = prev
             step = self.clause(prev)
             step.words = " ".join(t.text for t in c.x[start:c.i])
+            if prev is not None and prev.mutating and _is(c.x[start], "on", "at", "in") and step.verb == prev.verb \
+                    and step.processes == prev.processes and not (step.pronoun or prev.pronoun) \
+                    and isinstance(prev.target, Ids) and isinstance(step.target, Ids):
+                # "stop the worker on 7 and also on 12": one step on both ("..., then on 12" stays two)
+                if not any(_is(t, "then", "after", "afterwards", "next", "followed") or t.kind == "seq"
+                           for t in c.x[start - 3:start]):
+                    prev.target = Ids(list(dict.fromkeys([*prev.target.ids, *step.target.ids])))
+                    prev.words += " " + step.words
+                    if c.done():
+                        break
+                    if not self.joiner():
+                        raise _refuse_word(c.peek(), f"after {step.words!r}")  # type: ignore[arg-type]
+                    continue
             steps.append(step)
             if c.done():
                 break
@@ -295,6 +309,8 @@ class _Request:
                 raise Refusal(f"{t.text} a whole node is not something the planner does; it restarts, stops "
                               "and starts supervised processes. Nothing was planned")
             return self.action(c.take().value)
+        if t.kind == "verb" and t.value == "ensure":
+            return self.ensure(c.take())
         if t.kind == "verb" and t.value in ("status", "logs"):
             return self.read_process(c.take().value)
         if prev is not None and prev.mutating and (t.kind == "proc" or _is(t, "it", "them", *_ALLWORDS, "on", "at",
@@ -373,6 +389,34 @@ class _Request:
         self._lines(step)
         return step
 
+    def ensure(self, verb: Lexeme) -> Step:
+        """'make sure the logger is running on nb': start it where it is not running (stop it where it runs,
+        for 'is stopped'); the state word is required, and the target is the nodes named that need it."""
+        c = self.c
+        c.word("that")
+        step = Step(verb="start", ensure=True)
+        self.objects(step)
+        if step.all_processes:
+            raise Clarification(f"{verb.text} which processes are running? Name them",
+                                sorted(set(self.lx.processes.values())))
+        if not step.processes:
+            t = c.peek()
+            raise _refuse_word(t, f"after {verb.text!r}: make sure which process is running?") if t else \
+                Refusal(f"{verb.text} what? Name a process; nothing was planned")
+        c.word("is", "are", "keeps", "stays")
+        if c.word("running", "up", "started", "alive", "going", "on"):
+            state = Has("$it", stopped=True)
+        elif c.word("stopped", "down", "off", "dead") or (c.word("not") and c.word("running")):
+            step.verb, state = "stop", Has("$it", running=True)
+        else:
+            t = c.peek()
+            raise _refuse_word(t, f"after {verb.text!r}: say 'is running' or 'is stopped'") if t else \
+                Refusal(f"{verb.text} it is what? Say 'is running' or 'is stopped'; nothing was planned")
+        c.word("again")
+        target = self.target_opt()
+        step.target = Filter(target if target is not None else All(), state)
+        return step
+
     def objects(self, step: Step) -> None:
         c = self.c
         if c.word("everything") or (_is(c.peek(), *_ALLWORDS, "both") and _is(c.peek(1), "processes", "process", "procs",
@@ -386,6 +430,10 @@ class _Request:
             step.all_processes = True
             return
         if c.word("it", "them"):
+            step.pronoun = True
+            return
+        if c.kind_at() == "pnoun" and c.kind_at(1) != "proc" and c.value_at() is not None:
+            c.i += 1    # "restart the process on nb": which one is asked, as for "it"
             step.pronoun = True
             return
         if _is(c.peek(), "all", "every", "each") and c.kind_at(1) == "proc":
@@ -876,13 +924,17 @@ class _Request:
         if _is(c.peek(), "it") or (c.kind_at() == "proc"):
             subj = "$it" if _is(c.peek(), "it") else c.value_at()
             c.i += 1
-            c.word("is", "are")
-            if c.word("stopped", "down", "dead") or (c.word("not") and c.word("running")):
+            if c.word("is", "are", "has", "have"):
+                c.word("been")
+            if c.word("stopped", "down", "dead", "crashed", "died", "failed", "exited") or \
+                    (c.word("not") and c.word("running")):
                 return Has(subj, running=False, stopped=True)
             if c.word("running", "up") or (c.i == k + 1 and c.word("runs", "run")):   # "where the worker runs"
                 return Has(subj, running=True)
         c.i = k
         # comparisons
+        if _is(c.peek(), "is", "are") and _is(c.peek(1), "running", "using"):
+            c.i += 1                              # "nodes are using more than 50% of their cpu"
         c.word("running", "using", "run", "runs")   # "machines running hotter than 65 degrees", "nodes using more than 50% ..."
         if _is(c.peek(), "at") and c.kind_at(1) == "metric":     # "nodes at temperatures above 50"
             c.i += 1
@@ -1023,6 +1075,15 @@ class _Request:
         x = c.x[c.i:]
         end = next((k for k, t in enumerate(x) if k and (t.kind == "seq" or _is(t, "then"))), len(x))
         words = x[:end]
+        prev = self._prev_step
+        if words and _is(words[0], "its", "their") and prev is not None and not prev.mutating \
+                and prev.target is not None and 1 < len(words) <= 3 and all(
+                    t.kind in ("metric", "adj") or (t.kind == "verb" and t.value == "status")
+                    or _is(t, "status", "state", "health", "metrics", "stats", "details", "processes")
+                    for t in words[1:]):
+            c.i += len(words)      # "is nd online? I'd like to know its status": the node just asked about
+            one = isinstance(prev.target, Ids) and len(prev.target.ids) == 1
+            return Step(verb="node" if one else "metrics", target=prev.target)
         kinds = {t.kind for t in words}
         ws = {t.words[0] for t in words if len(t.words) == 1}
         has_proc = "proc" in kinds
@@ -1040,6 +1101,17 @@ class _Request:
                 and _is(words[2], *_RUNWORDS) and words[3].kind == "proc":     # "does node-b run the logger?"
             c.i += 4
             return Step(verb="status", processes=[words[3].value], target=Ids([words[1].value]))
+        if has_proc and _is(words[0], "how") and len(words) > 3 and (
+                _is(words[1], "often") or (_is(words[1], "many") and _is(words[2], "times"))):
+            c.i += 2 if _is(words[1], "often") else 3    # "how many times has the logger on node-c restarted"
+            c.word("has", "have", "did", "does", "was", "is")
+            step = self._proc_read("status")
+            c.word("been")
+            t = c.peek()
+            if (t is not None and t.kind == "verb" and t.value == "restart") or \
+                    _is(t, "restarted", "crashed", "died", "failed", "stopped", "restarts", "crash", "die", "fail"):
+                c.i += 1
+            return step
         if has_proc and "restarts" in ws and _is(words[0], "how"):     # "how many restarts has the logger had"
             c.i += next(k for k, t in enumerate(words) if _is(t, "restarts")) + 1
             c.word("has", "have", "did", "does")
@@ -1059,9 +1131,12 @@ class _Request:
             return self._scaffold_then(self._describe)
         if has_proc and _is(words[0], "is", "are") and not ("nnoun" in kinds and "where" in ws):
             return self._scaffold_then(lambda: self._proc_read("status", state_word=True))
+        node_states = ("online", "up", "down", "offline", "alive", "reachable", "ok", "healthy", "fine", "running",
+                       "working", "responding")
         if _is(words[0], "is", "are") and len(words) >= 3 and words[1].kind == "node" and \
-                _is(words[2], "online", "up", "down", "offline", "alive", "reachable", "ok", "healthy") and len(words) == 3:
-            c.i += 3
+                _is(words[2], *node_states) and all(_is(t, *node_states, "and", "or", "still", "currently")
+                                                    for t in words[3:]) and not _is(words[-1], "and", "or"):
+            c.i += len(words)      # "is nd online", "is nd up and running", "is nd online and healthy"
             return Step(verb="node", target=Ids([words[1].value]))
         if ws & {"offline", "down"} and "nnoun" in kinds and not kinds & {"proc", "sup", "cmp", "node", "metric"} and \
                 all(t.kind == "nnoun" or _is(t, *_Q, "offline", "down", "all", "show", "list", "there", "currently",
@@ -1079,8 +1154,8 @@ class _Request:
             c.i += len(words)
             return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
         if ("doing" in ws or {"up", "with"} <= ws) and not has_proc and sum(t.kind == "node" for t in words) == 1 \
-                and all(t.kind in ("node", "nnoun") or _is(t, *_Q, "doing", "on", "up", "to", "currently", "with")
-                        for t in words):
+                and all(t.kind in ("node", "nnoun", "metric", "adj")
+                        or _is(t, *_Q, "doing", "on", "up", "to", "currently", "with", "its", "their") for t in words):
             c.i += len(words)      # "what's nc doing?", "what is node nc up to"
             return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
         lead = 0    # "any node over 55 degrees?", "are there any nodes hotter than 60", "is any node offline"
@@ -1220,6 +1295,7 @@ class _Request:
         c.word("many")     # "how many processes does nb have": the list answers it
         c.word("all", "every", "each")
         c.kind("pnoun")
+        c.word("that", "which")
         c.word("does", "do", "is", "are")
         c.word("stopped", "down")    # "which processes are stopped", "what is stopped on nb": the list shows it
         if c.word("running", "runs", "run", "supervised", "hosted", "supervises", "hosts", "has", "have"):
@@ -1259,6 +1335,13 @@ class _Request:
         if c.done() or self._at_boundary():
             step.target = All()
             return step
+        k = c.i     # "which nodes are (running) hot", "what machines are busy": each node's reading of it
+        if c.kind("nnoun") and c.word("is", "are") and (c.word("running") or True) and \
+                c.kind_at() in ("adj", "metric") and (c.i + 1 >= len(c.x) or self._boundary_at(c.i + 1)):
+            step.metric = c.take().value
+            step.target = All()
+            return step
+        c.i = k
         self._prep()
         step.target = self.texpr()
         c.word("is", "are")
@@ -1320,7 +1403,29 @@ class _Request:
         if group is not None:
             c.i += 1
             t = c.peek()
-        if t is not None and (t.kind == "nnoun" or _is(t, "one")) and _is(c.peek(1), "is", "are") and c.kind_at(2) == "sup":
+        if _is(t, "one") and _is(c.peek(1), "of") and c.kind_at(2) in ("nnoun", "group"):
+            c.i += 2                  # "which one of the nodes is the hottest"
+            t = c.peek()
+        if _is(t, "of") and c.kind_at(1) in ("nnoun", "group"):
+            c.i += 1                  # "which of the edges has the fullest disk"
+            t = c.peek()
+        if group is None and t is not None and t.kind == "group" and c.kind_at(1) == "nnoun":
+            group = t
+            c.i += 1
+            t = c.peek()
+        ordinal = c.kind_at(2) == "ord" and c.kind_at(3) == "sup"
+        if t is not None and (t.kind == "nnoun" or _is(t, "one")) and _is(c.peek(1), "is", "are", "has", "have") \
+                and ordinal:      # "which node is the second hottest (one)"
+            n = c.x[c.i + 2].value
+            s = c.x[c.i + 3]
+            c.i += 4
+            c.word("one")
+            c.kind("nnoun")
+            among: Expr = Filter(All(), Group(group.value)) if group is not None else All()
+            step.target = Rank(among, s.value[0], s.value[1], ordinal=int(n))
+            return step
+        if t is not None and (t.kind == "nnoun" or _is(t, "one")) and _is(c.peek(1), "is", "are", "has", "have") \
+                and c.kind_at(2) == "sup":
             c.i += 3
             c.word("one")
             c.kind("nnoun")

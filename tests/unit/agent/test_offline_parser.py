@@ -111,6 +111,7 @@ def test_every_word_is_consumed_or_refused_by_name():
 
 
 def test_normalise_units_case_and_punctuation():
-    assert normalise("STOP Worker on NC!") == ["stop", "worker", "on", "nc"]
+    assert normalise("STOP Worker on NC!") == ["stop", "worker", "on", "nc", ";"]   # "!", "?", "." end a sentence
+    assert normalise("restart it? it's stuck") == ["restart", "it", ";", "it", "is", "stuck"]
     assert normalise("warmer than 45°C") == ["warmer", "than", "45", "°c"]
-    assert normalise("what's on nc's host?") == ["what", "is", "on", "nc", "host"]
+    assert normalise("what's on nc's host?") == ["what", "is", "on", "nc", "host", ";"]
