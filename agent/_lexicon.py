@@ -224,6 +224,8 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("would", "you", "be", "so", "kind", "to"), ("may", "i", "ask"), ("can", "i", "ask"), ("could", "i", "ask"),
     ("i", "would", "like", "to", "know"), ("i", "want", "to", "know"), ("i", "wonder"), ("i", "am", "wondering"),
     ("i", "was", "wondering"), ("do", "you", "know"), ("any", "idea"), ("make", "sure", "to"), ("be", "sure", "to"),
+    ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
+    ("someone", "please"), ("somebody", "please"), ("can", "anyone"), ("could", "anyone"),
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
@@ -244,7 +246,7 @@ STRUCTURAL = {
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
     "details", "detail", "information", "about", "we", "called", "named", "using", "showing", "reading",
     "leave", "alone", "restarts", "uses", "had", "followed", "skip", "skipping", "omitting", "among", "whatever",
-    "heavily", "times", "often", "did",
+    "heavily", "times", "often", "did", "looking", "this", "our", "done", "finished",
 }
 
 
@@ -257,10 +259,10 @@ def _phrase_vocab() -> set[str]:
 
 
 #: Words that describe a process in trouble ("the logger on nc keeps crashing, restart it").
-_SYMPTOMS = {"crashing", "crashed", "crashes", "crash", "stuck", "hung", "hanging", "hangs", "frozen", "froze",
+_SYMPTOMS = {"crashing", "crashed", "crashes", "crash", "stuck", "hung", "hanging", "hangs", "frozen", "froze", "die",
              "freezing", "down", "dead", "died", "dying", "broken", "misbehaving", "acting", "flapping", "failing",
              "failed", "fails", "unresponsive", "responding", "wedged", "leaking", "looping", "erroring"}
-_SYMPTOM_GLUE = {"is", "keeps", "kept", "seems", "looks", "appears", "has", "was", "been", "to", "be", "again",
+_SYMPTOM_GLUE = {"is", "keeps", "kept", "seems", "looks", "appears", "has", "was", "been", "to", "be", "again", "needs",
                  "not", "up", "memory", "errors", "throwing", "the", "and", "just", "still", "totally", "completely"}
 #: A remark after (or between) the requests of a message, about what is named there: "start logger on nb,
 #: it seems to have stopped", "restart worker on nc. It keeps crashing".  It names nothing (no node, process,
@@ -315,6 +317,8 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\s[-\u2013\u2014]+\s", " , ", s)     # "logger on nb - restart": a dash between words
     s = re.sub(r"\s@\s", " at ", s)
     s = re.sub(r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 ", s)
+    s = re.sub(r"\b(?:once|when|after)\s+(?:that|this|it)\s+is\s+(?:done|finished|complete|completed|back up|up)\b"
+               r"\s*,?", " then ", s)            # "once that's done, start ...": the next step
     s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary
     s = re.sub(r"[!?]+", " ; ", s)                    # so is a question mark or an exclamation mark
     return [t for t in _TOKEN.findall(s) if t.strip() or t == "\n"]
@@ -331,6 +335,7 @@ class Lexicon:
     ambiguous_ids: set[str] = field(default_factory=set)
     vocab: list[str] = field(default_factory=list)
     groups: set[str] = field(default_factory=set)   # id prefixes shared by 2+ nodes ("edge" of edge-1, edge-2)
+    self_id: str = ""                                # the node the planner asks through ("this node")
 
     @classmethod
     def from_view(cls, view: ClusterView) -> Lexicon:
@@ -360,7 +365,7 @@ class Lexicon:
                   and h not in BASE_VOCAB}
         vocab = sorted(BASE_VOCAB | set(procs) | set(services))
         return cls(nodes=nodes, processes=procs, services=services, methods=methods, ambiguous_ids=ambiguous,
-                   vocab=vocab, groups=groups)
+                   vocab=vocab, groups=groups, self_id=view.self_id.lower() if view.self_id.lower() in nodes else "")
 
     def known(self, word: str) -> bool:
         return word in BASE_VOCAB or word in self.nodes or word in self.processes or word in self.services \
@@ -498,6 +503,7 @@ def rephrase(toks: list[str], lx: Lexicon) -> list[str]:
     out = _ids(toks, lx)
     out = _remarks(out, lx)
     out = _metric_hints(out)
+    out = _this_node(out, lx)
     out = _kick(out, lx)
     out = _symptom(out, lx)
     out = _whether(out)
@@ -569,6 +575,8 @@ def _symptom(toks: list[str], lx: Lexicon) -> list[str]:
     a, b = toks[:k], toks[k + 1:]
     i = 1 if a[:1] == ["the"] else 0
     i += i + 1 < len(a) and a[i] in NODE_NOUNS and a[i + 1] in lx.nodes
+    if i + 1 < len(a) and a[i] in lx.nodes and a[i + 1] in lx.processes and a[i] not in lx.processes:
+        a = a[:i] + [a[i + 1], "on", a[i]] + a[i + 2:]     # "nc's worker needs to die, stop it"
     if i < len(a) and a[i] in lx.nodes and a[i] not in lx.processes:   # "nb is acting up, restart it"
         rest = a[i + 1:]
         if any(w in _SYMPTOMS for w in rest) and all(w in _SYMPTOMS | _SYMPTOM_GLUE for w in rest) \
@@ -605,6 +613,24 @@ def _metric_hints(toks: list[str]) -> list[str]:
         if toks[i].endswith("-wise") and toks[i][:-5] in metric_words:
             out.append(toks[i][:-5])
             i += 1
+            continue
+        out.append(toks[i])
+        i += 1
+    return out
+
+
+def _this_node(toks: list[str], lx: Lexicon) -> list[str]:
+    """'this node', 'the local node', 'this box': the node the planner asks through, by its id.  Without
+    one known (no view of it), the words stay and are refused."""
+    if not lx.self_id:
+        return toks
+    out: list[str] = []
+    i = 0
+    while i < len(toks):
+        if toks[i] in ("this", "local") and i + 1 < len(toks) and toks[i + 1] in NODE_NOUNS \
+                and not toks[i + 1].endswith("s"):
+            out.append(lx.self_id)
+            i += 2
             continue
         out.append(toks[i])
         i += 1

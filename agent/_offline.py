@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudisense.tools import ClusterView, NodeFilter, NodeSelector, SelectionError
-from cloudisense.tools._cluster import Condition, resolve
+from cloudisense.tools._cluster import Condition, metric, resolve
 
 from ._lexicon import Lexicon
 from ._messages import FEEDBACK_PREFIX, feedback_of, request_of, unwrap_untrusted
 from ._model import ModelReply, ToolCall
 from ._parse import Clarification, Parsed, Refusal, Step, explain, parse
-from ._target import (All, Context, Except, Expr, Filter, Group, Has, Ids, Rank, TargetError, TargetQuestion, Union, evaluate, is_broad,
-                      named_ids)
+from ._target import (All, Cond, Context, Except, Expr, Filter, Group, Has, Ids, Rank, TargetError, TargetQuestion, Union,
+                      evaluate, is_broad, named_ids)
 
 GRAMMAR_HELP = ("The offline planner understands actions ('restart|stop|start PROCESS on TARGET', with synonyms "
                 "such as recycle, bounce, terminate, kill, launch), reads ('status|logs PROCESS [on TARGET]') and "
@@ -174,10 +174,10 @@ class Compiler:
                 if not e.message.startswith("no node matches"):
                     raise
         if step.ensure:
-            procs = [pr for pr in procs if per.get(pr)]
+            wanted, procs = procs, [pr for pr in procs if per.get(pr)]
             if not procs:
                 state = "running" if step.verb == "start" else "stopped"
-                raise Unplannable(f"{' and '.join(step.processes)} is already {state} on every online node named "
+                raise Unplannable(f"{' and '.join(wanted)} is already {state} on every online node named "
                                   "that supervises it; nothing to do")
         if len(procs) > 1 and _has_rank(target) and len({tuple(sorted(v)) for v in per.values()}) > 1:
             raise Unplannable(f"'{step.words}' ranks differently for each process ("
@@ -202,6 +202,14 @@ class Compiler:
         except TargetError as err:
             raise Unplannable(str(err)) from None
         if not targets:
+            base = e
+            while isinstance(base, Filter) and isinstance(base.cond, Cond):
+                base = base.base
+            if base is not e and isinstance(base, Ids) and len(base.ids) == 1 and \
+                    (n := self.index.get(base.ids[0])) is not None:   # "if nb is hotter than 60, ...": it isn't
+                v = metric(n, _conds(e)[0].metric) if _conds(e) else None
+                raise Unplannable(f"the condition does not hold on {n.id} ({_conds(e)[0].metric} is "
+                                  f"{'unknown' if v is None else f'{v:g}'}); nothing to do")
             raise Unplannable(f"no node matches {e.show()}" + (f" among the nodes with {process}" if process else ""))
         for i, excluded in named_ids(e):  # the negation invariant, checked on the result
             if excluded and i in targets:
@@ -297,7 +305,7 @@ class Compiler:
                 # an offline node: what the cluster last knew of it
                 return [ToolCall(name="get_node", arguments=json.dumps({"node": e.ids[0]}))], e.ids, []
             targets = self._eval(e, self.online, previous, None)
-            if len(targets) == 1:
+            if len(targets) == 1 and not _conds(e):     # "which nodes use over 50% disk?" lists them
                 return [self._sys_call("system", "metrics", targets)], targets, []
             return [self._find(targets, None, None)], targets, []
         if v == "nodes":

@@ -97,6 +97,8 @@ _ALLWORDS = {"all", "every", "each", "everywhere"}
 #: After "any NODE", the start of a condition: "any node running above 70" means every node that does.
 _ANY_CONDITION = ("running", "that", "which", "with", "whose", "where", "hotter", "cooler", "warmer", "colder",
                   "above", "below", "over", "under", "using")
+_ADJ_SUP = {"hot": "hottest", "warm": "warmest", "cold": "coldest", "cool": "coolest", "chilly": "coolest",
+            "busy": "busiest", "loaded": "most loaded", "idle": "least loaded", "full": "fullest disk"}
 _EXCEPT1 = {"except", "excluding", "exclude", "besides", "minus", "save", "skip", "skipping", "omitting"}
 _RUNWORDS = {"runs", "run", "running", "has", "have", "having", "hosting", "hosts", "supervise", "supervises",
              "supervising", "with", "host"}
@@ -218,6 +220,10 @@ class _Request:
         self.lx = lx
         self._prev_step: Step | None = None
         self._implied_all = False
+        self._implied_cond: Has | None = None
+        self._fronted_target = False
+        self._its = False
+        self._cond_node: str | None = None
 
     def parse(self) -> list[Step]:
         c = self.c
@@ -311,6 +317,30 @@ class _Request:
             return self.action(c.take().value)
         if t.kind == "verb" and t.value == "ensure":
             return self.ensure(c.take())
+        if _is(t, "if") and c.kind_at(1) == "node":
+            return self.conditional()
+        if _is(t, "if") and _is(c.peek(1), "not", "so", "yes") and prev is not None and prev.verb == "status" \
+                and prev.processes and prev.target is not None:
+            c.i += 2    # "is nb's worker running? if not, start it": where the answer is no
+            running = c.x[c.i - 1].words[0] != "not"
+            if c.kind_at() in ("punct", "seq"):
+                c.i += 1
+            c.word("then", "please")
+            v = c.peek()
+            if v is None or v.kind != "verb" or v.value not in MUTATING:
+                raise Refusal(f"after 'if {c.x[c.i - 1].text}' I expected an action (restart, stop or start); "
+                              "nothing was planned")
+            step = self.action(c.take().value, prev=prev)
+            if step.pronoun and not step.processes:
+                step.processes, step.pronoun = list(prev.processes), False
+            if step.processes != prev.processes or not (step.target is None or isinstance(step.target, Same)
+                                                        or step.target == prev.target):
+                raise Refusal("'if not' answers the question about "
+                              f"{' and '.join(prev.processes)}: the action must be on it, where it was asked "
+                              "('is the worker running on nb? if not, start it'); nothing was planned")
+            step.target = Filter(prev.target, Has("$it", running=True) if running else Has("$it", stopped=True))
+            step.ensure = True
+            return step
         if t.kind == "verb" and t.value in ("status", "logs"):
             return self.read_process(c.take().value)
         if prev is not None and prev.mutating and (t.kind == "proc" or _is(t, "it", "them", *_ALLWORDS, "on", "at",
@@ -360,9 +390,10 @@ class _Request:
                 c.i = j
                 return None
             step = self.action(c.take().value)
-            if step.target is not None:
+            if step.target is not None and not isinstance(step.target, Same):
                 raise Refusal("the request names its nodes twice; nothing was planned")
             step.target = target
+            self._fronted_target = True      # "on nc: stop the worker, bounce the logger": every step on nc
             return step
         return None
 
@@ -384,9 +415,58 @@ class _Request:
         step.target = self.target_opt()
         if step.target is None and step.pronoun and prev is None and self._prev_step is not None:
             step.target = Same()   # "stop worker on nb then start it": on the same nodes
+        if step.target is None and self._cond_node is not None and (self._its or step.pronoun or True):
+            step.target = Ids([self._cond_node])   # "if nb is hotter than 55, restart its worker"
+        if step.target is None and (self._fronted_target or self._its) and self._prev_step is not None:
+            step.target = Same()   # "on nc: stop X, restart Y"; "how hot is nc? also restart its worker"
+        if self._its and step.target is None:
+            raise Clarification(f"whose {', '.join(step.processes) or 'process'}? Name the node", [])
+        self._its = False
         if step.target is None and self._implied_all:
             step.target = All()
+        if self._implied_cond is not None:
+            step.target = Filter(step.target if step.target is not None else All(), self._implied_cond)
+            self._implied_cond = None
         self._lines(step)
+        return step
+
+    def conditional(self) -> Step:
+        """'if nb is hotter than 55, restart its worker': the action on that node, filtered by the condition
+        (checked on the live view when planned, and again as the step's selector when it runs).  Only a
+        condition on the node the action is on; anything else is refused."""
+        c = self.c
+        c.word("if")
+        node = c.take()
+        j = c.i
+        cond = self.post()
+        if not isinstance(cond, (Cond, list)):
+            c.i = j
+            t = c.peek()
+            raise _refuse_word(t, f"after 'if {node.text}': I only act on a condition on a metric of the node "
+                                  "('if nb is hotter than 55, restart its worker')") if t else \
+                Refusal("the condition has no action; nothing was planned")
+        if c.kind_at() == "punct" or c.kind_at() == "seq":
+            c.i += 1
+        c.word("then")
+        v = c.peek()
+        if v is None or v.kind != "verb" or v.value not in MUTATING:
+            raise Refusal(f"after the condition on {node.text} I expected an action (restart, stop or start); "
+                          "nothing was planned")
+        self._cond_node = str(node.value)
+        try:
+            step = self.action(c.take().value)
+        finally:
+            self._cond_node = None
+        if step.target is None or isinstance(step.target, Same):
+            step.target = Ids([str(node.value)])
+        if not (isinstance(step.target, Ids) and step.target.ids == [node.value]):
+            raise Refusal(f"the condition is about {node.text}, so the action must be on {node.text} alone; "
+                          "nothing was planned")
+        conds = cond if isinstance(cond, list) else [cond]
+        target: Expr = step.target
+        for one in conds:
+            target = Filter(target, one)
+        step.target = target
         return step
 
     def ensure(self, verb: Lexeme) -> Step:
@@ -432,10 +512,29 @@ class _Request:
         if c.word("it", "them"):
             step.pronoun = True
             return
+        if _is(c.peek(), "its", "their") and c.kind_at(1) == "proc":
+            c.i += 1      # "restart its worker": the node of the step before (or of the condition)
+            self._its = True
         if c.kind_at() == "pnoun" and c.kind_at(1) != "proc" and c.value_at() is not None:
             c.i += 1    # "restart the process on nb": which one is asked, as for "it"
             step.pronoun = True
             return
+        if _is(c.peek(), "any", "all", "every", "each") and c.kind_at(1) == "proc" and _is(c.peek(2), "that", "which") \
+                and _is(c.peek(3), "is", "are", "has", "have"):
+            j = c.i
+            proc = c.x[c.i + 1].value
+            c.i += 4
+            c.word("been")
+            if c.word("down", "stopped", "dead", "crashed", "died", "failed", "exited") or \
+                    (c.word("not") and c.word("running")):
+                step.processes.append(proc)       # "bring up any worker that's down": wherever it is
+                self._implied_cond = Has("$it", stopped=True)
+                return
+            if c.word("running", "up"):
+                step.processes.append(proc)
+                self._implied_cond = Has("$it", running=True)
+                return
+            c.i = j
         if _is(c.peek(), "all", "every", "each") and c.kind_at(1) == "proc":
             c.i += 1
             self._implied_all = True   # "restart all loggers": the logger on every node
@@ -488,6 +587,10 @@ class _Request:
             e = self.posts(All())
             if isinstance(e, All):
                 raise _refuse_word(t)
+            while self._except_word(e):      # "wherever it isn't running, but skip edge-5"
+                c.word("for")
+                self._prep()
+                e = Except(e, self.union())
             return e
         if c.word("not"):  # "restart logger not on na"
             self._prep()
@@ -508,7 +611,8 @@ class _Request:
         c = self.c
         t = c.peek()
         return t is None or t.kind == "seq" or _is(t, "then", "also") or \
-            (_is(t, "and") and _is(c.peek(1), "then")) or (t.kind == "punct" and _is(c.peek(1), "then"))
+            (_is(t, "and") and _is(c.peek(1), "then")) or (t.kind == "punct" and _is(c.peek(1), "then")) or \
+            (t.kind == "punct" and c.kind_at(1) == "verb" and c.value_at(1) in MUTATING)   # "stop X, bounce Y"
 
     # ---- target expressions ---------------------------------------------------------------
 
@@ -533,7 +637,7 @@ class _Request:
         t = c.peek()
         if t is None:
             return False
-        if t.kind == "punct" and _is(c.peek(1), *_EXCEPT1, "other", "apart", "excluding"):
+        if t.kind == "punct" and _is(c.peek(1), *_EXCEPT1, "other", "apart", "excluding", "but"):
             c.i += 1   # "all nodes, except na"
             if self._except_word(e):
                 return True
@@ -622,7 +726,8 @@ class _Request:
                 if not (_is(nxt, "but", "except") or (_is(nxt, "other") and _is(c.peek(1), "than"))):
                     raise Clarification("'anywhere' leaves the choice to me: which node?", [])
                 return All()
-            if _is(t, "any") and not (_is(c.peek(1), *NODE_NOUNS) and _is(c.peek(2), *_ANY_CONDITION)):
+            if _is(t, "any") and not (_is(c.peek(1), *NODE_NOUNS) and (_is(c.peek(2), *_ANY_CONDITION)
+                                                                         or c.kind_at(2) == "cmp")):
                 # "any node" is a choice left to me; "any node running above 70" is every one that does
                 raise Clarification("'any' leaves the choice to me: which node?", [])
             c.i += 1
@@ -684,6 +789,9 @@ class _Request:
             c.i += 1
             metric, order = COMPARATIVES[str(cmp_word.value)]
             return Rank(inner, metric, order)
+        if t.kind == "adj" and c.kind_at(1) == "nnoun":     # "the hot nodes", "the busy servers": how hot?
+            raise Clarification(f"which nodes count as {t.text}? Say e.g. 'the 2 {_ADJ_SUP.get(t.text, 'hottest')} "
+                                f"nodes' or give a threshold ('above 60 degrees')", [])
         if _is(t, "one", "ones") and _is(c.peek(1), "on", "at") and c.kind_at(2) == "node":
             c.i += 2              # "except the one on nb"
             return Ids([c.take().value])
@@ -1119,7 +1227,7 @@ class _Request:
             c.word("had", "have", "done")
             return step
         if verbs & MUTATING:
-            raise Refusal("I can only take an action at the start of a step ('restart logger on na'); "
+            raise Refusal("I can only take an action at the start of a step ('restart PROCESS on NODE'); "
                           "nothing was planned")
         if has_proc and ("where" in ws or "who" in ws or "nnoun" in kinds or ws & {"which"}) and \
                 not _is(words[0], "is", "are") and not kinds & {"sup", "cmp", "ord"}:
@@ -1281,6 +1389,7 @@ class _Request:
                           "nothing was planned")
         self._in_cluster()
         c.word("in", "of")
+        c.word("this", "our", "the")
         c.word("cluster", "fleet")
         c.word("we", "have")
         if not (c.done() or self._at_boundary()):    # "how many nodes are over 60 degrees": the list answers it
@@ -1332,6 +1441,7 @@ class _Request:
                 c.i += 1
             else:
                 break
+        c.word("looking", "doing")      # "how is disk space looking across the fleet"
         if c.done() or self._at_boundary():
             step.target = All()
             return step
