@@ -34,7 +34,7 @@ VERBS: dict[str, str] = {
     "logs": "logs", "log": "logs", "tail": "logs", "output": "logs",
     "show": "show", "list": "show", "display": "show", "get": "show", "give": "show", "print": "show",
     "tell": "show", "view": "show", "see": "show", "find": "show", "fetch": "show", "report": "show",
-    "describe": "describe", "ensure": "ensure",
+    "describe": "describe", "ensure": "ensure", "compare": "show", "summarise": "show", "summarize": "show",
 }
 VERB_PHRASES: dict[tuple[str, ...], str] = {
     ("shut", "down"): "stop", ("shut", "off"): "stop", ("take", "down"): "stop", ("bring", "down"): "stop",
@@ -83,6 +83,7 @@ GERUNDS = {**{w: "restart" for w in ("restarting", "rebooting", "bouncing", "rec
 INTENTS: set[tuple[str, ...]] = {
     ("i", "need"), ("i", "want"), ("i", "would", "like"), ("we", "need"), ("we", "want"), ("we", "would", "like"),
     ("i", "would", "love"), ("need",), ("want",), ("have",), ("get",), ("i", "would", "want"),
+    ("i", "would", "rather"), ("we", "would", "rather"), ("i", "would", "prefer"),
 }
 NEEDS = {"needs", "need", "should", "must"}
 MODALS = {"could", "can", "would", "will"}
@@ -101,7 +102,7 @@ METRICS: dict[tuple[str, ...], str] = {
     ("free", "memory"): "free_memory_percent", ("free", "ram"): "free_memory_percent",
     ("available", "memory"): "free_memory_percent", ("memory", "free"): "free_memory_percent",
     ("disk",): "disk_percent", ("disk", "usage"): "disk_percent", ("disk", "space"): "disk_percent",
-    ("storage",): "disk_percent",
+    ("storage",): "disk_percent", ("disks",): "disk_percent", ("cpus",): "cpu_percent", ("loads",): "load_1m",
 }
 #: Words after a metric that add nothing to it: "mem usage", "cpu utilization", "temperature readings".
 METRIC_SUFFIX = {"usage", "utilization", "utilisation", "use", "level", "levels", "reading", "readings", "value",
@@ -224,12 +225,14 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("would", "you", "be", "so", "kind", "to"), ("may", "i", "ask"), ("can", "i", "ask"), ("could", "i", "ask"),
     ("i", "would", "like", "to", "know"), ("i", "want", "to", "know"), ("i", "wonder"), ("i", "am", "wondering"),
     ("i", "was", "wondering"), ("do", "you", "know"), ("any", "idea"), ("make", "sure", "to"), ("be", "sure", "to"),
-    ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
+    ("be", "so", "good", "as", "to"), ("would", "you", "be", "so", "good", "as", "to"), ("be", "so", "good", "to"),
+    ("can", "i", "see"), ("could", "i", "see"), ("let", "me", "know"), ("can", "you", "check"),
+    ("look", "like"), ("looks", "like"), ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
     ("someone", "please"), ("somebody", "please"), ("can", "anyone"), ("could", "anyone"),
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
-           "sir", "folks", "team", "guys", "quick", "promptly", "too", "rn", "atm"}
+           "sir", "folks", "team", "guys", "quick", "promptly", "too", "rn", "atm", "lately", "recently"}
 ARTICLES = {"the", "a", "an"}
 
 # structural words the parser consumes (kept in the fuzzy vocabulary too)
@@ -246,7 +249,10 @@ STRUCTURAL = {
     "only", "first", "firstly", "finally", "lastly", "more", "higher", "less", "lower", "fleet", "wherever",
     "details", "detail", "information", "about", "we", "called", "named", "using", "showing", "reading",
     "leave", "alone", "restarts", "uses", "had", "followed", "skip", "skipping", "omitting", "among", "whatever",
-    "heavily", "times", "often", "did", "looking", "this", "our", "done", "finished",
+    "heavily", "times", "often", "did", "looking", "this", "our", "done", "finished", "reachable", "trouble",
+    "problems", "problem", "issues", "issue", "wrong", "summary", "overview", "were", "ought",
+    "printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged", "anything", "good",
+    "actually", "really",
 }
 
 
@@ -317,6 +323,14 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\s[-\u2013\u2014]+\s", " , ", s)     # "logger on nb - restart": a dash between words
     s = re.sub(r"\s@\s", " at ", s)
     s = re.sub(r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 ", s)
+    s = re.sub(r"^\s*(?:(?:runbook|incident)\s+)?(?:step|item)\s+\d+\s*[:.)\-]?\s+", "", s)   # "Runbook step 4:"
+    s = re.sub(r"^\s*\d+[.)]\s+", "", s)            # "1. restart ..." (a numbered line)
+    s = re.sub(r"\bor not\s*(?=[?;.!]|$)", "", s)    # "is the worker up or not": the question itself
+    s = re.sub(r"\bought to\b", "should", s)
+    s = re.sub(r"\bmost (high|low)\b", lambda m: m.group(1) + "est", s)   # "most high cpu": the highest
+    s = re.sub(r"\b(?:a|one) quarter of\b", "25 % of", s)
+    s = re.sub(r"\bthree quarters of\b", "75 % of", s)
+    s = re.sub(r"\bhalf (?:of )?(?=its|their|the)", "50 % of ", s)
     s = re.sub(r"\b(?:once|when|after)\s+(?:that|this|it)\s+is\s+(?:done|finished|complete|completed|back up|up)\b"
                r"\s*,?", " then ", s)            # "once that's done, start ...": the next step
     s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary
@@ -766,7 +780,10 @@ def _participles(toks: list[str], lx: Lexicon) -> list[str]:
         if found is None or k == 0:
             return toks
         verb, m = found
-        out += [verb] + rest[:k]
+        before = rest[:k]
+        while before and before[-1] in ("were", "was", "be", "is", "are", "got", "get"):
+            before = before[:-1]      # "I'd rather the worker were stopped on ..."
+        out += [verb] + before
         rest = rest[k + m:]
         # the clause's target after the participle ("restarted on the warmest server"), up to
         # "and the worker stopped on nc": the next clause in the same form
@@ -877,7 +894,9 @@ def _article(toks: list[str], k: int, lx: Lexicon) -> bool:
     if "a" not in lx.nodes:
         return True
     nxt = toks[k + 1] if k + 1 < len(toks) else ""
-    return nxt in NODE_NOUNS or nxt in ("few", "couple", "single", "random", "bit") or nxt in lx.processes \
+    return nxt in NODE_NOUNS or nxt in ("few", "couple", "single", "random", "bit", "quick", "health", "summary",
+                                        "overview", "look", "moment", "lot", "little", "short", "brief") \
+        or nxt in lx.processes \
         or any(nxt == m[0] for m in METRICS) or any(nxt == s[0] for s in SUPERLATIVES) or nxt in PROC_NOUNS
 
 

@@ -60,6 +60,7 @@ class Step:
     limit: int | None = None
     include_offline: bool = False    # a plain node listing shows offline nodes too
     ensure: bool = False             # "make sure X is running": only where it is not (nothing to do is no error)
+    asked: str = ""                  # a status question's state word: "running" or "stopped" ("is X stopped on nb?")
     words: str = ""
 
     @property
@@ -200,6 +201,15 @@ def parse(text: str, lx: Lexicon) -> Parsed:
     for k, t in enumerate(lexemes):
         if _is(t, "and") and k + 1 < len(lexemes) and all(x.kind == "filler" for x in lexemes[k + 1:]):
             t.kind = "filler"
+    if _overview(lexemes):      # "are we in trouble anywhere?", "a quick health summary of everything"
+        return Parsed(steps=[Step(verb="nodes", target=All(), include_offline=True, words=text.strip()[:80])],
+                      corrections=corrections, reason=reason)
+    # "what is actually running on nc": an intensifier in a question; in an action ("on na, actually nb") it is
+    # a correction, and stays to be refused
+    if not any(t.kind == "verb" and t.value in MUTATING for t in lexemes):
+        for t in lexemes:
+            if _is(t, "actually", "really"):
+                t.kind = "filler"
     # fillers go; a node called "a" was lexed as a node already, so articles here are articles
     lexemes = [t for t in lexemes if t.kind not in ("filler", "article") and not _is(t, "only")]
     while lexemes and lexemes[-1].kind in ("seq", "punct"):   # "..., thanks." / "restart it everywhere."
@@ -212,6 +222,31 @@ def parse(text: str, lx: Lexicon) -> Parsed:
         raise Refusal("there is nothing to do in that request")
     steps = _Request(lexemes, lx).parse()
     return Parsed(steps=steps, corrections=corrections, reason=reason)
+
+
+_OVERVIEW = {"trouble", "problems", "problem", "issues", "issue", "wrong", "summary", "overview", "ok", "okay",
+             "fine", "healthy", "health", "good", "alright"}
+_OVERVIEW_GLUE = {"we", "anywhere", "everything", "all", "any", "in", "of", "there", "cluster", "fleet", "quick",
+                  "something", "anything", "doing", "going", "looking", "on", "with", "us", "me", "our", "nodes", "is",
+                  "are", "how", "what", "the", "a", "give", "show", "tell", "so", "far", "now", "right", "please",
+                  "currently", "overall", "general", "whole", "entire"}
+
+
+def _overview(lexemes: list[Lexeme]) -> bool:
+    """A question about the cluster as a whole, naming nothing in it: 'are we ok?', 'any problems?', 'how is
+    the cluster doing', 'a quick health summary of everything'.  The answer lists every node."""
+    words = [t for t in lexemes if t.kind not in ("seq", "punct")]
+    if not words or len(words) > 12:
+        return False
+    flat = [w for t in words for w in t.words]
+    asks = set(flat) & _OVERVIEW or ({"cluster", "fleet", "everything"} & set(flat)
+                                     and {"doing", "going", "looking"} & set(flat))
+    if asks and not (set(flat) & (_OVERVIEW - {"ok", "okay", "fine", "good", "alright"})
+                     or set(flat) & {"are", "is", "how", "any", "anywhere", "everything"}):
+        return False      # "ok", "all good": an acknowledgement, not a question
+    return bool(asks) and all(w in _OVERVIEW or w in _OVERVIEW_GLUE or w in ("health", "status", "show", "give", "tell")
+                              for w in flat) and not any(t.kind in ("node", "proc", "metric", "sup", "cmp", "num",
+                                                                    "group", "unit") for t in words)
 
 
 class _Request:
@@ -288,7 +323,8 @@ class _Request:
             return found
 
     def _clause_start(self, t: Lexeme | None) -> bool:
-        return t is not None and (t.kind in ("verb", "proc", "seq") or _is(t, "then", "it", "also", "after"))
+        return t is not None and (t.kind in ("verb", "proc", "seq") or _is(t, "then", "it", "also", "after", "finally",
+                                                                           "lastly"))
 
     # ---- one clause -----------------------------------------------------------------------
 
@@ -319,10 +355,21 @@ class _Request:
             return self.ensure(c.take())
         if _is(t, "if") and c.kind_at(1) == "node":
             return self.conditional()
-        if _is(t, "if") and _is(c.peek(1), "not", "so", "yes") and prev is not None and prev.verb == "status" \
-                and prev.processes and prev.target is not None:
-            c.i += 2    # "is nb's worker running? if not, start it": where the answer is no
-            running = c.x[c.i - 1].words[0] != "not"
+        if _is(t, "if") and prev is not None and prev.verb == "status" and prev.processes and prev.asked \
+                and prev.target is not None and (_is(c.peek(1), "not", "yes") or c.kind_at(1) in ("punct", "seq", "verb")
+                                                 or (_is(c.peek(1), "it", "they") and _is(c.peek(2), "is", "are", "does", "do"))):
+            # "is nb's worker running? if not, start it" / "is it stopped? if it is (so), start it": where the
+            # answer is the one named
+            c.i += 1
+            yes = True
+            if c.word("it", "they"):
+                c.word("is", "are", "does", "do")
+            if c.word("not"):
+                yes = False
+            c.word("yes")
+            c.word("running", "up", "stopped", "down")
+            stopped = prev.asked == "stopped"
+            running = yes != stopped
             if c.kind_at() in ("punct", "seq"):
                 c.i += 1
             c.word("then", "please")
@@ -568,6 +615,9 @@ class _Request:
         j = c.i
         c.word("last")
         n = c.kind("num")
+        if n is None and c.kind_at() == "count" and c.value_at() < 0 and _is(c.peek(1), "lines", "log"):
+            c.i += 1
+            n = Lexeme("num", 10, ("10",), -1)     # "the last few lines": ten
         if n is not None:
             c.word("log", "logs")        # "last 10 log lines"
         if n is not None and c.word("lines", "line"):
@@ -701,6 +751,7 @@ class _Request:
             if t.kind == "punct" and _is(nxt, "and"):    # "na, and after that ...": look past the "and"
                 nxt = c.peek(2)
             if nxt is None or nxt.kind in ("verb", "proc", "seq") or _is(nxt, "then", "not", "also", "but", "after", "leave",
+                                                                         "its", "their",
                                                                          "first", "finally", "same", "do", "other",
                                                                          "apart", *_EXCEPT1):
                 break
@@ -901,9 +952,20 @@ class _Request:
                     return Rank(base, s.value[0], s.value[1], count, ordinal)
             if plural and n is None and ordinal is None and not topped and count == 1 and c.i - j <= 3 + (group is not None):
                 raise Clarification(f"how many of the {s.text} nodes? Say e.g. 'the 2 {s.text} nodes'", [])
+            key, order = s.value
+            if _is(c.peek(), "by", "in") and c.kind_at(1) == "metric" and key in ("load_1m", "cpu_percent"):
+                c.i += 1          # "the three busiest nodes by cpu": busiest in that metric
+                m = c.take()
+                key, order = str(m.value), order
+                if key == "memory_percent":
+                    key, order = "free_memory_percent", "asc" if order == "desc" else "desc"
             base = self.posts(Filter(All(), Group(group.value)) if group is not None else All(), allow_rank=False)
-            return Rank(base, s.value[0], s.value[1], count, ordinal)
+            return Rank(base, key, order, count, ordinal)
         c.i = j
+        if t.kind == "count" and t.value < 0 and _is(c.peek(1), "of") and (c.kind_at(2) == "nnoun" or
+                                                                         _is(c.peek(2), "them", "those")):
+            raise Clarification(f"which nodes? '{t.text} of the nodes' leaves the choice to me: name them, or say "
+                                "e.g. 'the 2 coolest nodes'", [])
         if t.kind in ("num", "count") and c.kind_at(1) == "nnoun":
             c.i += 2
             e = self.posts(All())
@@ -926,6 +988,9 @@ class _Request:
             idl = c.kind("node")
             if idl is not None:
                 return Ids([idl.value])
+            if c.kind_at() == "num" and not (c.kind_at(1) in ("unit", "sup") or _is(c.peek(1), "or", "and")):
+                raise Refusal(f"there is no {t.text} {c.peek().text!r} in the cluster; nothing was "  # type: ignore[union-attr]
+                              "planned")
             e = self.posts(All())
             j = c.i
             excluded = isinstance(e, All) and t.value and self._except_word(e)
@@ -1000,6 +1065,13 @@ class _Request:
             return None
         c.word("is", "are")
         t = c.peek()
+        if t is not None and t.kind == "sup" and t.value[0] in (m.value, "free_memory_percent" if m.value ==
+                                                                "memory_percent" else m.value):
+            c.i += 1          # "whose disk is fullest"
+            return str(t.value[0]), str(t.value[1])
+        if _is(t, "most", "least") and _is(c.peek(1), "full", "used", "busy", "loaded"):
+            c.i += 2          # "whose disk is the most full"
+            return str(m.value), "desc" if t.words[0] == "most" else "asc"
         if not _is(t, *SUP_ADJ_UP, *SUP_ADJ_DOWN):
             return None
         c.i += 1
@@ -1196,6 +1268,50 @@ class _Request:
         ws = {t.words[0] for t in words if len(t.words) == 1}
         has_proc = "proc" in kinds
         verbs = {t.value for t in words if t.kind == "verb"}
+        if _is(words[0], "on", "in", "at") and len(words) > 2 and _is(words[1], "which", "what"):
+            c.i += 1                    # "on which nodes is the logger not running"
+            words = words[1:]
+            ws.discard("on")
+        if has_proc and _is(words[0], "did", "has", "have") and any(
+                _is(t, "crash", "die", "fail", "stop", "restart", "crashed", "died", "failed", "stopped", "restarted")
+                or (t.kind == "verb" and t.value in MUTATING) for t in words[2:]):
+            c.i += 1                   # "did the logger on edge-2 crash?": its status (state, restarts)
+            step = self._proc_read("status")
+            t = c.peek()
+            if t is not None and (_is(t, "crash", "die", "fail", "stop", "restart", "crashed", "died", "failed",
+                                      "stopped", "restarted") or (t.kind == "verb" and t.value in MUTATING)):
+                c.i += 1
+                if t.words[0] in ("crash", "die", "fail", "stop", "crashed", "died", "failed", "stopped"):
+                    step.asked = "stopped"     # "did it crash? if so, start it": where it is down
+            c.word("again", "recently", "lately")
+            return step
+        if any(_is(t, "anything", "anyone") for t in words[:2]) and not has_proc and not verbs & MUTATING:
+            c.i += next(k for k, t in enumerate(words) if _is(t, "anything", "anyone")) + 1
+            e = self.posts(All())      # "does anything run hotter than 55C?"
+            if isinstance(e, All):
+                raise _refuse_word(c.peek() or words[0])
+            return Step(verb="nodes", target=e)
+        if has_proc and ws & {"printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged"} \
+                and not verbs & MUTATING:
+            return self._scaffold_then(lambda: self._proc_read("logs"))   # "what nb's logger has been printing"
+        if _is(words[0], "whose") and "metric" in kinds and not has_proc:
+            e = self.posts(All())      # "whose disk is the most full?"
+            if isinstance(e, All):
+                raise _refuse_word(words[0])
+            return Step(verb="nodes", target=e)
+        if words[0].kind == "metric" and len(words) > 1 and words[1].kind == "cmp" and not verbs & MUTATING:
+            m = c.take()               # "disks over 75%?": the nodes where it is
+            cm = c.take()
+            op, hint = cm.value
+            v = self._number()
+            unit = self._unit()
+            return Step(verb="nodes", target=Filter(All(), Cond(self._metric_for(str(m.value), hint, unit, cm), op, v)))
+        if words[0].kind in ("sup", "num", "count", "ord") and "metric" in kinds and not has_proc \
+                and any(_is(t, "its", "their") for t in words) and not verbs & MUTATING:
+            e = self.texpr()           # "hottest node and its load"
+            if c.word("and") and c.word("its", "their") and c.kind_at() == "metric":
+                return Step(verb="metrics", target=e, metric=str(c.take().value))
+            raise _refuse_word(c.peek() or words[0])
         if "status" in verbs and not has_proc and sum(t.kind == "node" for t in words) == 1 and all(
                 t.kind == "node" or (t.kind == "verb" and t.value in ("status", "show")) or _is(t, *_Q, "of", "for", "on")
                 for t in words):
@@ -1313,8 +1429,12 @@ class _Request:
             pre = Ids([c.take().value])       # "node-b logger logs"
         self.objects(step)
         c.word("is", "are", "had")       # "... has the logger had on node-c"
-        if state_word:
-            c.word(*_STATEWORDS)
+        if state_word and c.word(*_STATEWORDS):
+            step.asked = "stopped" if c.x[c.i - 1].words[0] in ("down", "stopped") else "running"
+        if verb == "logs" and (_is(c.peek(), "has", "have", "is", "was") or _is(c.peek(), "printing", "writing")):
+            c.word("has", "have", "is", "was")     # "what nb's logger has been printing"
+            c.word("been")
+            c.word("printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged")
         if c.kind_at() == "verb" and c.value_at() in ("status", "logs"):
             c.i += 1
         self._lines(step)
@@ -1322,8 +1442,8 @@ class _Request:
             c.i += 1
             pre = All()
         step.target = self.target_opt() if pre is None else pre
-        if state_word:
-            c.word(*_STATEWORDS)
+        if state_word and c.word(*_STATEWORDS):
+            step.asked = "stopped" if c.x[c.i - 1].words[0] in ("down", "stopped") else "running"
         self._lines(step)
         if not step.processes and not step.pronoun and not step.all_processes:
             raise Clarification(f"{verb} of which process?", sorted(set(self.lx.processes.values())))
@@ -1351,6 +1471,14 @@ class _Request:
             if p is None:
                 break
             c.kind("pnoun")
+            c.word("is", "are")
+            if _is(c.peek(), "not") and _is(c.peek(1), "running") or _is(c.peek(), "stopped", "down"):
+                c.i += 2 if _is(c.peek(), "not") else 1    # "which nodes is the logger not running on"
+                c.word("on", "at")
+                procs.append((p.value, False))
+                if not c.word("and"):
+                    break
+                continue
             if _is(c.peek(), "running", "run", "runs"):
                 running = True
                 c.i += 1
@@ -1358,7 +1486,7 @@ class _Request:
             if _is(t := c.peek(), "running", "run", "runs", "supervised", "hosted"):
                 running = running or t.words[0] != "supervised"
                 c.i += 1
-            procs.append((p.value, running or True))
+            procs.append((p.value, True))
             if not c.word("and"):
                 break
         if not procs:
@@ -1366,7 +1494,7 @@ class _Request:
             raise _refuse_word(t) if t else Refusal("which process?")
         e: Expr = All()
         for name, running in procs:
-            e = Filter(e, Has(name, running=running))
+            e = Filter(e, Has(name, running=True) if running else Has(name, stopped=True))
         if not c.done() and not self._at_boundary():
             e2 = self.posts(e)
             e = e2
@@ -1378,6 +1506,8 @@ class _Request:
     def _how_many(self) -> Step:
         c = self.c
         c.word("many")
+        if c.word("of"):
+            c.word("our", "the", "these", "all")
         c.kind("nnoun")
         c.word("are", "is", "do", "does")
         c.word("there")
