@@ -43,7 +43,7 @@ VERB_PHRASES: dict[tuple[str, ...], str] = {
     ("start", "up"): "start", ("kick", "off"): "start", ("power", "cycle"): "restart", ("check", "on"): "status",
     ("health", "of"): "status", ("status", "of"): "status", ("state", "of"): "status",
     ("health", "check"): "status", ("look", "at"): "show", ("show", "me"): "show", ("give", "me"): "show",
-    ("tell", "me"): "show", ("let", "me", "see"): "show", ("list", "out"): "show",
+    ("tell", "me"): "show", ("let", "me", "see"): "show", ("list", "out"): "show", ("pull", "up"): "show",
     # "make sure the logger is running on nb": start it where it is not running (ensure, _parse)
     ("make", "sure"): "ensure", ("make", "certain"): "ensure",
 }
@@ -227,7 +227,8 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("i", "was", "wondering"), ("do", "you", "know"), ("any", "idea"), ("make", "sure", "to"), ("be", "sure", "to"),
     ("be", "so", "good", "as", "to"), ("would", "you", "be", "so", "good", "as", "to"), ("be", "so", "good", "to"),
     ("can", "i", "see"), ("could", "i", "see"), ("let", "me", "know"), ("can", "you", "check"),
-    ("look", "like"), ("looks", "like"), ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
+    ("we", "need", "to"), ("we", "want", "to"), ("we", "have", "to"), ("i", "have", "to"), ("we", "should"),
+    ("look", "like"), ("looks", "like"), ("while", "you", "are", "at", "it"), ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
     ("someone", "please"), ("somebody", "please"), ("can", "anyone"), ("could", "anyone"),
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
@@ -252,7 +253,7 @@ STRUCTURAL = {
     "heavily", "times", "often", "did", "looking", "this", "our", "done", "finished", "reachable", "trouble",
     "problems", "problem", "issues", "issue", "wrong", "summary", "overview", "were", "ought",
     "printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged", "anything", "good",
-    "actually", "really",
+    "actually", "really", "recent", "latest", "bottom",
 }
 
 
@@ -298,6 +299,9 @@ _CONTRACTIONS = [
     (r"\baren't\b", "are not"), (r"\bcan't\b", "can not"), (r"\bcannot\b", "can not"), (r"\bwon't\b", "will not"),
     (r"\bshouldn't\b", "should not"), (r"\bdidn't\b", "did not"), (r"\blet's\b", "let us"), (r"\blets\b", "let us"),
     (r"\bi'd\b", "i would"), (r"\bi'm\b", "i am"), (r"\bwhich's\b", "which is"),
+    (r"\b(we|they|you)'re\b", r"\1 are"), (r"\b(we|they|you|i)'ve\b", r"\1 have"),
+    (r"\b(we|they|you|i|it|that)'ll\b", r"\1 will"), (r"\b(we|they|you|he|she|it|that)'d\b", r"\1 would"),
+    (r"\b(was|were|has|have|had|would|could|should|does|do|did)n't\b", r"\1 not"),
 ]
 _TOKEN = re.compile(r"\d+(?:\.\d+)?(?:st|nd|rd|th)?|[a-z0-9](?:[a-z0-9_.\-]*[a-z0-9])?|°c?|>=|<=|[,;&<>%]|\n|\S")
 
@@ -328,12 +332,14 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\bor not\s*(?=[?;.!]|$)", "", s)    # "is the worker up or not": the question itself
     s = re.sub(r"\bought to\b", "should", s)
     s = re.sub(r"\bmost (high|low)\b", lambda m: m.group(1) + "est", s)   # "most high cpu": the highest
+    s = re.sub(r"\b(?:closest|nearest) to (?:full|capacity)\b", "fullest", s)
     s = re.sub(r"\b(?:a|one) quarter of\b", "25 % of", s)
     s = re.sub(r"\bthree quarters of\b", "75 % of", s)
     s = re.sub(r"\bhalf (?:of )?(?=its|their|the)", "50 % of ", s)
     s = re.sub(r"\b(?:once|when|after)\s+(?:that|this|it)\s+is\s+(?:done|finished|complete|completed|back up|up)\b"
                r"\s*,?", " then ", s)            # "once that's done, start ...": the next step
     s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary
+    s = re.sub(r"[!?]+(?=\s*(?:on|at|in|for|across|from|except|but)\b)", " ", s)   # "RESTART logger!!! on n-05"
     s = re.sub(r"[!?]+", " ; ", s)                    # so is a question mark or an exclamation mark
     return [t for t in _TOKEN.findall(s) if t.strip() or t == "\n"]
 
@@ -612,6 +618,131 @@ def _symptom(toks: list[str], lx: Lexicon) -> list[str]:
     return b[:j] + [proc] + ([] if "on" in b else node) + b[j + 1:]
 
 
+#: Words that change what a plan does: a sentence with one of them is never read as context.
+_SCOPE = {"all", "every", "each", "everywhere", "everything", "except", "but", "not", "no", "never", "skip", "skipping",
+          "avoid", "without", "exclude", "excluding", "only", "other", "others", "rest", "remaining", "leave",
+          "spare", "don", "dont", "instead", "also", "then", "first", "next", "after", "before", "same", "both",
+          "either", "neither", "none", "nor", "any", "anywhere", "unless", "if", "when", "until", "keep",
+          "hold", "wait", "more", "less", "schedule", "cancel", "undo", "revert"}
+_ACTION_HEADS = {"shut", "bring", "turn", "switch", "spin", "fire", "kick", "take", "power", "boot", "get", "give",
+                 "make", "ensure", "do", "run", "go", "try"}
+_CONTEXT_HEADS = {"it", "its", "they", "we", "this", "that", "since", "as", "because", "probably", "which", "he", "she",
+                  "i", "our", "my", "something", "seems", "looks", "hopefully", "thanks", "cheers", "so"}
+
+
+#: How a sentence of context starts: a subject, a greeting or thanks ("We just rotated the certs.", "Hey team.",
+#: "Thanks!"), never a verb: "drop table nodes" after a request is another command, and is refused.
+_STORY_HEADS = _CONTEXT_HEADS | FILLERS | {"we", "you", "he", "she", "our", "my", "the", "a", "an", "hey", "hi", "hello",
+                                           "morning", "good", "thanks", "thank", "cheers", "regards", "best", "sorry",
+                                           "fyi", "btw", "ps", "note", "there", "just", "ok", "okay", "alright", "asking",
+                                           "curious", "wondering", "context", "background"}
+
+
+def _names_something(w: str, lx: Lexicon, acts: bool = True) -> bool:
+    """Whether ``w`` names a node, process, action, number or (in a message with an action) a scope word."""
+    if w in lx.nodes or w in lx.processes or w in lx.services or w in lx.groups:
+        return True
+    if acts and (w in _SCOPE or w in _ACTION_HEADS):
+        return True
+    if VERBS.get(w) in MUTATING or w in GERUNDS or (w,) in PARTICIPLES or re.fullmatch(r"\d+(\.\d+)?", w):
+        return True
+    if not lx.known(w) and re.fullmatch(r"[a-z][a-z\-]*", w):
+        fixed = lx.correct(w)[0]     # a typo of a node, process or action is not context
+        return fixed is not None and (fixed in lx.nodes or fixed in lx.processes or VERBS.get(fixed) in MUTATING)
+    return False
+
+
+def context_sentences(toks: list[str], lx: Lexicon) -> tuple[list[str], list[str]]:
+    """Split off what only tells the story around a request: a sentence ("Hey team.", "We just rotated the
+    certs.") or a comma clause after the request (", they're overloaded", ", since they're barely doing
+    anything") that names nothing the planner acts on — no node, process, action, number, or word that
+    changes scope (all, except, not, only, then …; ``_SCOPE``).  The tokens left, and the context (kept
+    as the plan's reason, never silently dropped).  A message that is only context is left whole."""
+    acts = any(VERBS.get(w) in MUTATING or w in GERUNDS or (w,) in PARTICIPLES for w in toks) or any(
+        VERB_PHRASES.get(tuple(toks[k:k + 2])) in MUTATING for k in range(len(toks) - 1))
+    segs: list[list[str]] = [[]]
+    for t in toks:
+        if t in (";", "\n"):
+            segs.append([])
+        else:
+            segs[-1].append(t)
+    keep: list[list[str]] = []
+    context: list[str] = []
+    for seg in segs:
+        if not seg:
+            continue
+        if seg[0] in _STORY_HEADS and not any(_names_something(w, lx, acts) for w in seg) \
+                and any(w.isalpha() for w in seg):
+            context.append(" ".join(seg))
+            continue
+        if (told := _trouble(seg, lx)) is not None:     # "The worker on nb died overnight. Please start it"
+            context.append(" ".join(seg))
+            keep.append(["$trouble", *told])
+            continue
+        # a comma clause after the request: ", they're overloaded"
+        out: list[str] = []
+        k = 0
+        while k < len(seg):
+            if seg[k] == "," and k + 1 < len(seg) and seg[k + 1] in _CONTEXT_HEADS and out:
+                end = next((j for j in range(k + 1, len(seg)) if seg[j] == ","), len(seg))
+                clause = seg[k + 1:end]
+                if not any(_names_something(w, lx, acts) for w in clause):
+                    context.append(" ".join(clause))
+                    k = end
+                    continue
+            out.append(seg[k])
+            k += 1
+        keep.append(out)
+    # a trouble sentence gives "it" of the next sentence ("... died overnight. Please start it again")
+    for k, seg in enumerate(keep):
+        if seg[:1] == ["$trouble"]:
+            nxt = keep[k + 1] if k + 1 < len(keep) else None
+            its = [j for j, w in enumerate(nxt or []) if w == "it" and not (j and nxt[j - 1] == "at")]  # type: ignore[index]
+            if nxt is None or len(its) != 1 or nxt[:1] == ["$trouble"]:
+                return toks, []
+            told = seg[1:]
+            j = its[0]
+            assert nxt is not None
+            after = j + 1
+            while after < len(nxt) and nxt[after] in ("back", "up", "down", "off", "again"):
+                after += 1      # "start it back up": the node after the particle
+            stop = next((m for m in range(j, len(nxt)) if nxt[m] in (",", "then", "and")), len(nxt))
+            named = "on" in nxt[j:stop] or any(w in lx.nodes for w in nxt[j:stop])
+            where = [] if named else told[1:]
+            keep[k + 1] = nxt[:j] + told[:1] + nxt[j + 1:after] + where + nxt[after:]
+    keep = [seg for seg in keep if seg[:1] != ["$trouble"]]
+    if not keep or not context:
+        return toks, []
+    flat: list[str] = []
+    for seg in keep:
+        flat += [*seg, ";"]
+    return flat[:-1], context
+
+
+def _trouble(seg: list[str], lx: Lexicon) -> list[str] | None:
+    """'[the] PROC [on NODE] <how it is in trouble>': [PROC, 'on', NODE] (or [PROC]); else None.  The words
+    after it may say anything but name another node, process, action, number or scope word."""
+    i = 0
+    while i < len(seg) and (seg[i] in FILLERS or seg[i] in (",", "morning", "team", "all", "there")):
+        i += 1          # "hey, the logger on edge-2 ..."
+    i += seg[i:i + 1] == ["the"]
+    if i + 1 < len(seg) and seg[i] in lx.nodes and seg[i + 1] in lx.processes:     # "nb's worker ..."
+        proc, node, i = seg[i + 1], [seg[i]], i + 2
+    elif i < len(seg) and seg[i] in lx.processes:
+        proc, node, i = seg[i], [], i + 1
+        if seg[i:i + 1] == ["on"] and i + 1 < len(seg) and seg[i + 1] in lx.nodes:
+            node, i = [seg[i + 1]], i + 2
+    else:
+        return None
+    rest = seg[i:]
+    if not rest or not any(w in _SYMPTOMS or w in _REMARK_STATES or (w,) in PARTICIPLES for w in rest):
+        return None
+    if any(_names_something(w, lx) and not (w in _SYMPTOMS or w in _REMARK_STATES or (w,) in PARTICIPLES
+                                            or w in ("again", "since", "when", "until")) for w in rest):
+        return None
+    return [proc, *(["on", *node] if node else [])]
+
+
 def _metric_hints(toks: list[str]) -> list[str]:
     """'busiest in terms of cpu', 'busiest cpu wise', 'busiest cpu-wise' → 'busiest cpu'."""
     out: list[str] = []
@@ -835,7 +966,8 @@ def _needs(toks: list[str], lx: Lexicon) -> list[str]:
                 verb = GERUNDS.get(w) or (VERBS.get(w) if VERBS.get(w) in MUTATING else None) or (p and p[0])
                 width = p[1] if p and not GERUNDS.get(w) and VERBS.get(w) not in MUTATING else 1
                 after = toks[j + width] if j + width < len(toks) else None
-                if verb and (after is None or after in _BOUNDARY or after in FILLERS):
+                if verb and (after is None or after in _BOUNDARY or after in FILLERS
+                             or after in ("on", "at", "in", "across", "everywhere", "wherever", "for")):
                     out += [verb] + toks[start:k]
                     i = j + width
                     continue

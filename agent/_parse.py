@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeGuard
 
 from ._lexicon import (ARTICLES, COMPARATIVES, MUTATING, NODE_NOUNS, OR_MORE, SUP_ADJ_DOWN, SUP_ADJ_UP, SUPERLATIVES, Lexeme,
+                       context_sentences,
                        Lexicon, lex,
                        normalise)
 from ._target import All, Cond, Except, Expr, Filter, Group, Has, Ids, Others, Rank, Same, Union, is_broad
@@ -169,18 +170,22 @@ def parse(text: str, lx: Lexicon) -> Parsed:
     tokens = normalise(text)
     if len(tokens) > MAX_WORDS:
         raise Refusal(f"the request is too long ({len(tokens)} words; at most {MAX_WORDS})")
+    tokens, context = context_sentences(tokens, lx)
     lexemes, corrections, unknown = lex(tokens, lx)
     reason = ""
     because = next((k for k, t in enumerate(lexemes) if _is(t, "because")), None)
     if because is not None:
-        tail = lexemes[because + 1:]
+        end = next((k for k in range(because + 1, len(lexemes)) if lexemes[k].kind == "seq"), len(lexemes))
+        tail = lexemes[because + 1:end]     # the reason runs to the end of its sentence
         if not tail or any(t.kind in ("node", "verb", "proc") or _is(t, *_NEG, "except", "but", "and", "then")
-                           or t.kind == "seq" for t in tail):
+                           for t in tail):
             raise Refusal("I only take a short reason after 'because' (no nodes, processes, actions or "
                           "exclusions in it); nothing was planned")
         reason = " ".join(t.text for t in tail)
-        lexemes = lexemes[:because]
-        unknown = [u for u in unknown if u.pos < because]
+        lexemes = lexemes[:because] + lexemes[end:]
+        unknown = [u for u in unknown if u.pos < because or u.pos >= end]
+    if context:
+        reason = "; ".join(filter(None, [reason, *context]))
     if unknown:
         words = ", ".join(repr(u.text) for u in unknown[:5])
         close = {u.text: lx.correct(u.text)[1] for u in unknown[:5]}
@@ -240,9 +245,9 @@ def _overview(lexemes: list[Lexeme]) -> bool:
         return False
     flat = [w for t in words for w in t.words]
     asks = set(flat) & _OVERVIEW or ({"cluster", "fleet", "everything"} & set(flat)
-                                     and {"doing", "going", "looking"} & set(flat))
+                                     and {"doing", "going", "looking", "status", "state"} & set(flat))
     if asks and not (set(flat) & (_OVERVIEW - {"ok", "okay", "fine", "good", "alright"})
-                     or set(flat) & {"are", "is", "how", "any", "anywhere", "everything"}):
+                     or set(flat) & {"are", "is", "how", "any", "anywhere", "everything", "status", "state"}):
         return False      # "ok", "all good": an acknowledgement, not a question
     return bool(asks) and all(w in _OVERVIEW or w in _OVERVIEW_GLUE or w in ("health", "status", "show", "give", "tell")
                               for w in flat) and not any(t.kind in ("node", "proc", "metric", "sup", "cmp", "num",
@@ -613,6 +618,11 @@ class _Request:
         c = self.c
         # "[the] last N lines" at the end of a logs clause
         j = c.i
+        recent = c.word("last", "recent", "latest")
+        if recent and c.word("log") and c.word("lines", "line"):     # "the recent log lines": the default count
+            c.word("of", "from")
+            return
+        c.i = j
         c.word("last")
         n = c.kind("num")
         if n is None and c.kind_at() == "count" and c.value_at() < 0 and _is(c.peek(1), "lines", "log"):
@@ -891,17 +901,20 @@ class _Request:
         # ranked: [N|ORD|top N] SUPERLATIVE [N] [node] post*
         count, ordinal = 1, None
         j = c.i
-        topped = _is(t, "top")
-        if c.word("top"):
+        topped = _is(t, "top", "bottom")
+        if c.word("top", "bottom"):
+            bottom = c.x[c.i - 1].words[0] == "bottom"
             n = c.kind("num") or (c.take() if c.kind_at() == "count" and c.value_at() > 0 else None)
             count = int(n.value) if n else 1
             if c.kind_at() == "nnoun" and _is(c.peek(1), "by") and c.kind_at(2) == "metric":
-                c.i += 2          # "the top 2 nodes by cpu": highest first
+                c.i += 2          # "the top 2 nodes by cpu": highest first; "the bottom 2": lowest
                 m = c.take()
-                metric, order = str(m.value), "desc"
+                metric, order = str(m.value), "asc" if bottom else "desc"
                 if metric == "memory_percent":
-                    metric, order = "free_memory_percent", "asc"
+                    metric, order = "free_memory_percent", "desc" if bottom else "asc"
                 return Rank(self.posts(All(), allow_rank=False), metric, order, count)
+            if bottom:
+                raise _refuse_word(c.peek() or t, "after 'bottom' (say e.g. 'the bottom 2 nodes by cpu')")
         elif t.kind == "ord":
             ordinal = int(c.take().value)
             more: list[int] = []
@@ -1294,6 +1307,13 @@ class _Request:
         if has_proc and ws & {"printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged"} \
                 and not verbs & MUTATING:
             return self._scaffold_then(lambda: self._proc_read("logs"))   # "what nb's logger has been printing"
+        if _is(words[0], "which", "what") and len(words) > 3 and words[1].kind == "nnoun" and words[2].kind == "metric" \
+                and not has_proc and not verbs & MUTATING:
+            c.i += 2                   # "which node's disk is closest to full": that node
+            e = self.posts(All())
+            if not isinstance(e, All):
+                return Step(verb="nodes", target=e)
+            c.i -= 2
         if _is(words[0], "whose") and "metric" in kinds and not has_proc:
             e = self.posts(All())      # "whose disk is the most full?"
             if isinstance(e, All):
@@ -1547,6 +1567,7 @@ class _Request:
             return step
         self._prep()
         step.target = self.texpr()
+        c.word("is", "are")       # "what processes nd is running"
         c.word("supervise", "supervises", "run", "runs", "have", "has", "host", "hosts", "running")
         return step
 
