@@ -27,7 +27,7 @@ from cloudisense.tools._cluster import BUILTIN_METHODS
 VERBS: dict[str, str] = {
     "restart": "restart", "re-start": "restart", "recycle": "restart", "bounce": "restart", "reboot": "restart",
     "reload": "restart", "cycle": "restart", "respawn": "restart", "kick": "restart", "relaunch": "restart",
-    "re-launch": "restart", "reset": "restart",
+    "re-launch": "restart", "reset": "restart", "rst": "restart", "rstrt": "restart", "restrt": "restart",
     "stop": "stop", "terminate": "stop", "kill": "stop", "halt": "stop", "shutdown": "stop", "end": "stop",
     "start": "start", "launch": "start", "boot": "start",
     "status": "status", "check": "status", "health": "status", "healthcheck": "status", "state": "status",
@@ -253,7 +253,7 @@ STRUCTURAL = {
     "heavily", "times", "often", "did", "looking", "this", "our", "done", "finished", "reachable", "trouble",
     "problems", "problem", "issues", "issue", "wrong", "summary", "overview", "were", "ought",
     "printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged", "anything", "good",
-    "actually", "really", "recent", "latest", "bottom",
+    "actually", "really", "recent", "latest", "bottom", "stuff", "things",
 }
 
 
@@ -326,6 +326,7 @@ def normalise(text: str) -> list[str]:
     s = s.replace("&&", " then ")                    # "restart logger on nb && stop worker on nc"
     s = re.sub(r"\s[-\u2013\u2014]+\s", " , ", s)     # "logger on nb - restart": a dash between words
     s = re.sub(r"\s@\s", " at ", s)
+    s = re.sub(r"\s*(?:->|=>|\u2192)\s*", " then ", s)     # "stop logger nc -> start logger nc"
     s = re.sub(r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 ", s)
     s = re.sub(r"^\s*(?:(?:runbook|incident)\s+)?(?:step|item)\s+\d+\s*[:.)\-]?\s+", "", s)   # "Runbook step 4:"
     s = re.sub(r"^\s*\d+[.)]\s+", "", s)            # "1. restart ..." (a numbered line)
@@ -543,7 +544,8 @@ def _ids(toks: list[str], lx: Lexicon) -> list[str]:
     out: list[str] = []
     for t in toks:
         if t not in lx.nodes and (m := _NUMBERED.fullmatch(t)):
-            same = [k for k in lx.nodes if (n := _NUMBERED.fullmatch(k)) and n.group(1) == m.group(1)
+            same = [k for k in lx.nodes if (n := _NUMBERED.fullmatch(k))
+                    and n.group(1).rstrip("-_.") == m.group(1).rstrip("-_.")        # "edge2" is edge-2
                     and int(n.group(2)) == int(m.group(2))]
             t = same[0] if len(same) == 1 else t
         if t.endswith("s") and t[:-1] in lx.groups and t not in lx.nodes and t not in lx.processes:
@@ -611,7 +613,10 @@ def _symptom(toks: list[str], lx: Lexicon) -> list[str]:
     if a[i:i + 1] == ["on"] and i + 1 < len(a) and a[i + 1] in lx.nodes:
         node, i = ["on", a[i + 1]], i + 2
     rest = a[i:]
-    if not any(w in _SYMPTOMS for w in rest) or any(w not in _SYMPTOMS | _SYMPTOM_GLUE for w in rest) \
+    if not node and len(rest) >= 2 and rest[-2] == "on" and rest[-1] in lx.nodes:
+        node, rest = rest[-2:], rest[:-2]      # "the worker stopped on nb, restart it"
+    trouble = _SYMPTOMS | {"stopped", "exited"}
+    if not any(w in trouble for w in rest) or any(w not in trouble | _SYMPTOM_GLUE for w in rest) \
             or b.count("it") != 1:
         return toks
     j = b.index("it")

@@ -345,7 +345,7 @@ def _subst_it(e: Expr, procs: list[str]) -> Expr:
             if len(procs) != 1:
                 raise Unplannable("'it' in the target needs exactly one process named before it", clarify=True,
                                   options=procs)
-            c = Has(procs[0], c.running, c.stopped)
+            c = Has(procs[0], c.running, c.stopped, c.absent)
         return Filter(_subst_it(e.base, procs), c)
     if isinstance(e, Rank):
         return Rank(_subst_it(e.base, procs), e.metric, e.order, e.count, e.ordinal)
@@ -399,7 +399,7 @@ def _as_filter(e: Expr, proc: str | None) -> NodeFilter | None:
             if isinstance(c, Group):
                 return None    # said by the evaluated ids
             if isinstance(c, Has):
-                if c.stopped:
+                if c.stopped or c.absent:
                     return None
                 if running is not None or c.process != proc or not c.running:
                     if c.process == proc and not c.running:

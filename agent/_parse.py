@@ -98,7 +98,7 @@ class Parsed:
 _ALLWORDS = {"all", "every", "each", "everywhere"}
 #: After "any NODE", the start of a condition: "any node running above 70" means every node that does.
 _ANY_CONDITION = ("running", "that", "which", "with", "whose", "where", "hotter", "cooler", "warmer", "colder",
-                  "above", "below", "over", "under", "using")
+                  "above", "below", "over", "under", "using", "without")
 _ADJ_SUP = {"hot": "hottest", "warm": "warmest", "cold": "coldest", "cool": "coolest", "chilly": "coolest",
             "busy": "busiest", "loaded": "most loaded", "idle": "least loaded", "full": "fullest disk"}
 _EXCEPT1 = {"except", "excluding", "exclude", "besides", "minus", "save", "skip", "skipping", "omitting"}
@@ -206,6 +206,11 @@ def parse(text: str, lx: Lexicon) -> Parsed:
     for k, t in enumerate(lexemes):
         if _is(t, "and") and k + 1 < len(lexemes) and all(x.kind == "filler" for x in lexemes[k + 1:]):
             t.kind = "filler"
+    solid = [t for t in lexemes if t.kind not in ("seq", "punct")]
+    if len(solid) in (2, 3) and solid[0].kind == "node" and (len(solid) == 2 or _is(solid[1], "is")) and \
+            _is(solid[-1], "ok", "okay", "fine", "healthy", "alive", "up", "down", "online", "offline", "good"):
+        return Parsed(steps=[Step(verb="node", target=Ids([str(solid[0].value)]))], corrections=corrections,
+                      reason=reason)      # "nb ok?"
     if _overview(lexemes):      # "are we in trouble anywhere?", "a quick health summary of everything"
         return Parsed(steps=[Step(verb="nodes", target=All(), include_offline=True, words=text.strip()[:80])],
                       corrections=corrections, reason=reason)
@@ -264,6 +269,7 @@ class _Request:
         self._fronted_target = False
         self._its = False
         self._cond_node: str | None = None
+        self._last_metric: str | None = None
 
     def parse(self) -> list[Step]:
         c = self.c
@@ -561,8 +567,8 @@ class _Request:
             c.i += 1
             step.all_processes = True
             return
-        if c.word("it", "them"):
-            step.pronoun = True
+        if c.word("it", "them", "stuff", "things"):
+            step.pronoun = True        # "rst stuff on edge-2": which process is asked
             return
         if _is(c.peek(), "its", "their") and c.kind_at(1) == "proc":
             c.i += 1      # "restart its worker": the node of the step before (or of the condition)
@@ -1038,6 +1044,22 @@ class _Request:
         e = base
         while True:
             j = c.i
+            if _is(c.peek(), "and", "but") and _is(c.peek(1), "not", "no") and c.kind_at(2) == "proc" \
+                    and not (c.kind_at(3) == "node" or _is(c.peek(3), "on")):
+                c.i += 3              # "nodes with the logger but not the worker"
+                e = Filter(e, Has(str(c.x[c.i - 1].value), absent=True))
+                continue
+            if isinstance(e, Rank) and _is(c.peek(), "among", "of") and _is(c.peek(1), "those", "them", "the") \
+                    or isinstance(e, Rank) and _is(c.peek(), "among") and c.kind_at(1) == "nnoun":
+                c.i += 2              # "the node using the least memory among those that have a worker"
+                cond = self.post()
+                if cond is None:
+                    raise _refuse_word(c.peek() or c.x[c.i - 1], "after 'among those'")
+                inner: Expr = e.base
+                for x in (cond if isinstance(cond, list) else [cond]):
+                    inner = Filter(inner, x)
+                e = Rank(inner, e.metric, e.order, e.count, e.ordinal)
+                continue
             if e is not base and _is(c.peek(), "and", "but") and (
                     c.kind_at(1) in ("cmp", "metric") or _is(c.peek(1), "with", "where", "whose", "that", "running")):
                 c.i += 1   # "under 50 and over 40 degrees", "with load over 1 and temperature under 50", "hotter
@@ -1093,10 +1115,22 @@ class _Request:
             metric, order = "free_memory_percent", "asc" if order == "desc" else "desc"
         return metric, order
 
-    def post(self) -> Cond | Has | list[Cond] | None:
+    def post(self) -> Cond | Has | list[Cond | Has] | None:
         c = self.c
         c.word("online")
         rel = c.word("that", "which", "who", "where", "whose")
+        c.word("also")                # "every node that also has a worker"
+        k0 = c.i
+        if (c.word("without") or (c.word("with") and c.word("no"))) and c.kind_at() == "proc":
+            return Has(str(c.take().value), absent=True)      # "nodes without a worker", "with no logger"
+        c.i = k0
+        if rel and c.word("do", "does") and c.word("not") and c.word(*_RUNWORDS) and c.kind_at() == "proc":
+            return Has(str(c.take().value), absent=True)      # "nodes that don't have the worker"
+        c.i = k0
+        if _is(c.peek(), *_RUNWORDS) and _is(c.peek(1), "both") and c.kind_at(2) == "proc" \
+                and _is(c.peek(3), "and") and c.kind_at(4) == "proc":
+            c.i += 5                  # "nodes that have both a logger and a collector"
+            return [Has(str(c.x[c.i - 3].value)), Has(str(c.x[c.i - 1].value))]
         # running X / that has it / with X
         j = c.i
         if c.word("is", "are"):
@@ -1225,6 +1259,11 @@ class _Request:
             metric = hint
         if metric is None and unit == "temperature_c":
             metric = "temperature_c"
+        if metric is None and self._last_metric is not None and unit != "temperature_c" and \
+                (unit is None or self._last_metric not in ("temperature_c", "load_1m")):
+            metric = self._last_metric      # "memory above 30% but below 60%": the same metric
+        if metric is not None:
+            self._last_metric = metric
         if metric is None:
             raise Clarification(f"{cm.text!r} what? Say which metric: temperature, cpu, load, memory or disk",
                                 ["temperature", "cpu", "load", "memory", "disk"])
@@ -1314,13 +1353,36 @@ class _Request:
             if not isinstance(e, All):
                 return Step(verb="nodes", target=e)
             c.i -= 2
+        if has_proc and "without" in ws and not verbs & MUTATING:
+            k = 0                      # "is there any node without a worker?"
+            while k < len(words) and (_is(words[k], *_Q, "there", "any", "all", "every") or words[k].kind == "nnoun"):
+                k += 1
+            if k < len(words) and _is(words[k], "without") and any(t.kind == "nnoun" for t in words[:k]):
+                c.i += k
+                e = self.posts(All())
+                if not isinstance(e, All):
+                    return Step(verb="nodes", target=e)
+                c.i -= k
         if _is(words[0], "whose") and "metric" in kinds and not has_proc:
             e = self.posts(All())      # "whose disk is the most full?"
             if isinstance(e, All):
                 raise _refuse_word(words[0])
             return Step(verb="nodes", target=e)
-        if words[0].kind == "metric" and len(words) > 1 and words[1].kind == "cmp" and not verbs & MUTATING:
-            m = c.take()               # "disks over 75%?": the nodes where it is
+        lead_q = 0
+        while lead_q < len(words) - 2 and _is(words[lead_q], *_Q, "any", "there"):
+            lead_q += 1
+        if _is(words[0], "is", "are", "does") and len(words) > 3 and words[1].kind == "node" and \
+                all(t.kind in ("metric", "cmp", "num", "unit", "adj") or _is(t, "is", "at", "running") for t in words[2:]) \
+                and any(t.kind == "cmp" for t in words):
+            c.i += len(words)          # "is node-c's temperature above 50?": the node, with its reading
+            return Step(verb="node", target=Ids([str(words[1].value)]))
+        if has_proc and words[0].kind == "proc" and len(words) > 1 and _is(words[1], *(_STATEWORDS - {"stopped"})) \
+                and not verbs & MUTATING:
+            return self._proc_read("status", state_word=True)     # "worker down on nb?"
+        if words[lead_q].kind == "metric" and len(words) > lead_q + 1 and words[lead_q + 1].kind == "cmp" \
+                and not verbs & MUTATING:
+            c.i += lead_q
+            m = c.take()               # "disks over 75%?", "who's cpu > 80": the nodes where it is
             cm = c.take()
             op, hint = cm.value
             v = self._number()

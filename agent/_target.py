@@ -82,12 +82,17 @@ class Has:
     process: str
     running: bool = False
     stopped: bool = False   # supervises it, and it is not running
+    absent: bool = False    # does not supervise it ("nodes without a worker")
 
     def show(self) -> str:
+        if self.absent:
+            return f"without {self.process}"
         return f"{'running' if self.running else 'stopped' if self.stopped else 'has'} {self.process}"
 
     def holds(self, n: NodeInfo) -> bool:
         p = n.process(self.process)
+        if self.absent:
+            return p is None
         if p is None:
             return False
         if self.stopped:
