@@ -131,8 +131,10 @@ _sup(["coolest", "coldest", "chilliest", "lowest temperature", "lowest temp", "l
 _sup(["busiest cpu", "busiest processor"], "cpu_percent", _UP)
 _sup(["most heavily loaded", "under most load"], "load_1m", _UP)
 _sup(["least heavily loaded", "under least load"], "load_1m", _DOWN)
-_sup(["most loaded", "busiest", "highest load", "most load", "heaviest load", "most busy"], "load_1m", _UP)
+_sup(["most loaded", "busiest", "highest load", "most load", "heaviest load", "most busy", "highest load average",
+      "highest load avg"], "load_1m", _UP)
 _sup(["least loaded", "least busy", "idlest", "quietest", "lowest load", "least load", "lightest load",
+      "lowest load average",
       "most idle", "laziest"], "load_1m", _DOWN)
 _sup(["highest cpu", "most cpu", "highest cpu usage", "most cpu usage", "highest cpu load"], "cpu_percent", _UP)
 _sup(["lowest cpu", "least cpu", "lowest cpu usage", "least cpu usage", "lowest cpu load", "least utilised",
@@ -193,7 +195,8 @@ ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth
 COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
           "ten": 10, "top": 0, "couple": -1, "few": -1, "some": -1, "several": -1}
 
-NODE_NOUNS = {"node", "nodes", "host", "hosts", "server", "servers", "machine", "machines", "box", "boxes",
+NODE_NOUNS = {"node", "nodes", "host", "hosts", "server", "servers", "machine", "machines", "box", "boxes", "pi", "pis",
+              "vm", "vms",
               "instance", "instances", "device", "devices", "member", "members", "peer", "peers"}
 PROC_NOUNS = {"process", "processes", "proc", "procs", "daemon", "daemons", "program", "programs",
               "service", "services", "job", "jobs", "app", "apps"}
@@ -228,12 +231,14 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("be", "so", "good", "as", "to"), ("would", "you", "be", "so", "good", "as", "to"), ("be", "so", "good", "to"),
     ("can", "i", "see"), ("could", "i", "see"), ("let", "me", "know"), ("can", "you", "check"),
     ("we", "need", "to"), ("we", "want", "to"), ("we", "have", "to"), ("i", "have", "to"), ("we", "should"),
-    ("look", "like"), ("looks", "like"), ("while", "you", "are", "at", "it"), ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
+    ("look", "like"), ("looks", "like"), ("while", "you", "are", "at", "it"), ("sorry", "to", "bother", "you"),
+    ("sorry", "for", "bothering", "you"), ("sorry", "for", "trouble"), ("sorry", "for", "the", "trouble"),
+    ("i", "think", "we", "should"), ("i", "think", "you", "should"), ("in", "total"), ("all", "in", "all"), ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
     ("someone", "please"), ("somebody", "please"), ("can", "anyone"), ("could", "anyone"),
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
-           "sir", "folks", "team", "guys", "quick", "promptly", "too", "rn", "atm", "lately", "recently"}
+           "sir", "folks", "team", "guys", "quick", "promptly", "too", "rn", "atm", "lately", "recently", "sorry", "um", "uh", "erm", "hmm", "current"}
 ARTICLES = {"the", "a", "an"}
 
 # structural words the parser consumes (kept in the fuzzy vocabulary too)
@@ -253,7 +258,7 @@ STRUCTURAL = {
     "heavily", "times", "often", "did", "looking", "this", "our", "done", "finished", "reachable", "trouble",
     "problems", "problem", "issues", "issue", "wrong", "summary", "overview", "were", "ought",
     "printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged", "anything", "good",
-    "actually", "really", "recent", "latest", "bottom", "stuff", "things",
+    "actually", "really", "recent", "latest", "bottom", "stuff", "things", "got",
 }
 
 
@@ -332,6 +337,17 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"^\s*\d+[.)]\s+", "", s)            # "1. restart ..." (a numbered line)
     s = re.sub(r"\bor not\s*(?=[?;.!]|$)", "", s)    # "is the worker up or not": the question itself
     s = re.sub(r"\bought to\b", "should", s)
+    s = re.sub(r"\b(him|her)\b", "it", s)            # "please start him": the process (non-native English)
+    s = re.sub(r"\bw/\s*", "with ", s)                # "w/ the highest cpu"
+    s = re.sub(r"\bits(?= (?:actually |really |not |still )?(?:running|stopped|down|up|dead|crashed|ok)\b)", "it is", s)
+    s = re.sub(r"\bgimme\b", "give me", s)
+    s = re.sub(r"\bwanna\b", "want to", s)
+    s = re.sub(r"\bwat\b", "what", s)
+    s = re.sub(r"\b(?:one|1)[- ]minute load(?: average)?\b", "load", s)
+    s = re.sub(r"\bnot (?:online|reachable|up)\b", "offline", s)
+    s = re.sub(r"\b(is|are|was) (stop|crash|hang)\b", lambda m: f"{m.group(1)} {m.group(2)}ped"
+               if m.group(2) == "stop" else f"{m.group(1)} {m.group(2)}ed", s)    # "the worker is stop since morning"
+    s = re.sub(r"\b(eats|consumes|burns|hogs|chews)\b", "uses", s)     # "the node that eats the most cpu"
     s = re.sub(r"\bmost (high|low)\b", lambda m: m.group(1) + "est", s)   # "most high cpu": the highest
     s = re.sub(r"\b(?:closest|nearest) to (?:full|capacity)\b", "fullest", s)
     s = re.sub(r"\b(?:a|one) quarter of\b", "25 % of", s)
@@ -522,6 +538,7 @@ def rephrase(toks: list[str], lx: Lexicon) -> list[str]:
     nowhere is still refused), and a negation inside the moved words stops the rewrite.
     """
     out = _ids(toks, lx)
+    out = [_SHORTHAND.get(t, t) if t not in lx.nodes and t not in lx.processes else t for t in out]
     out = _remarks(out, lx)
     out = _metric_hints(out)
     out = _this_node(out, lx)
@@ -610,17 +627,20 @@ def _symptom(toks: list[str], lx: Lexicon) -> list[str]:
         return toks
     proc, i = a[i], i + 1
     node: list[str] = []
-    if a[i:i + 1] == ["on"] and i + 1 < len(a) and a[i + 1] in lx.nodes:
+    if a[i:i + 1] in (["on"], ["in"], ["at"]) and i + 1 < len(a) and a[i + 1] in lx.nodes:
         node, i = ["on", a[i + 1]], i + 2
     rest = a[i:]
     if not node and len(rest) >= 2 and rest[-2] == "on" and rest[-1] in lx.nodes:
         node, rest = rest[-2:], rest[:-2]      # "the worker stopped on nb, restart it"
     trouble = _SYMPTOMS | {"stopped", "exited"}
-    if not any(w in trouble for w in rest) or any(w not in trouble | _SYMPTOM_GLUE for w in rest) \
-            or b.count("it") != 1:
+    if not any(w in trouble for w in rest) or any(w not in trouble | _SYMPTOM_GLUE and _names_something(w, lx)
+                                                  for w in rest) or b.count("it") != 1:
         return toks
     j = b.index("it")
-    return b[:j] + [proc] + ([] if "on" in b else node) + b[j + 1:]
+    after = j + 1
+    while after < len(b) and b[after] in ("back", "up", "down", "off", "again"):
+        after += 1                 # "bring it back up": the node after the particle
+    return b[:j] + [proc] + b[j + 1:after] + ([] if "on" in b else node) + b[after:]
 
 
 #: Words that change what a plan does: a sentence with one of them is never read as context.
@@ -769,6 +789,10 @@ def _metric_hints(toks: list[str]) -> list[str]:
     return out
 
 
+#: Chat shorthand, read as the word unless a node or process has that name: "which nodes r offline", "w temp".
+_SHORTHAND = {"r": "are", "w": "with", "u": "you", "ur": "your", "thru": "through", "b4": "before", "n": "and"}
+
+
 def _this_node(toks: list[str], lx: Lexicon) -> list[str]:
     """'this node', 'the local node', 'this box': the node the planner asks through, by its id.  Without
     one known (no view of it), the words stay and are refused."""
@@ -777,8 +801,8 @@ def _this_node(toks: list[str], lx: Lexicon) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(toks):
-        if toks[i] in ("this", "local") and i + 1 < len(toks) and toks[i + 1] in NODE_NOUNS \
-                and not toks[i + 1].endswith("s"):
+        if toks[i] in ("this", "local") and i + 1 < len(toks) and (toks[i + 1] in NODE_NOUNS or toks[i + 1] == "one") \
+                and not toks[i + 1].endswith("s") and (toks[i] == "local" or toks[i + 1] != "one"):
             out.append(lx.self_id)
             i += 2
             continue

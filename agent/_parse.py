@@ -216,10 +216,15 @@ def parse(text: str, lx: Lexicon) -> Parsed:
                       corrections=corrections, reason=reason)
     # "what is actually running on nc": an intensifier in a question; in an action ("on na, actually nb") it is
     # a correction, and stays to be refused
-    if not any(t.kind == "verb" and t.value in MUTATING for t in lexemes):
-        for t in lexemes:
-            if _is(t, "actually", "really"):
-                t.kind = "filler"
+    acts = any(t.kind == "verb" and t.value in MUTATING for t in lexemes)
+    for k, t in enumerate(lexemes):
+        nxt = lexemes[k + 1] if k + 1 < len(lexemes) else None
+        if _is(t, "actually", "really") and (not acts or (nxt is not None and nxt.kind == "word" and _is(
+                nxt, "running", "stopped", "up", "down", "is", "are", "has", "have", "runs", "run"))):
+            t.kind = "filler"     # "where it's actually running"
+        if _is(t, "recent", "latest") and nxt is not None and (_is(nxt, "log", "logs", "output", "lines")
+                                                               or (nxt.kind == "verb" and nxt.value == "logs")):
+            t.kind = "filler"     # "the recent logs of the worker"
     # fillers go; a node called "a" was lexed as a node already, so articles here are articles
     lexemes = [t for t in lexemes if t.kind not in ("filler", "article") and not _is(t, "only")]
     while lexemes and lexemes[-1].kind in ("seq", "punct"):   # "..., thanks." / "restart it everywhere."
@@ -358,7 +363,8 @@ class _Request:
         if _is(t, *_NEG) or (_is(t, "do") and _is(c.peek(1), *_NEG)):
             raise Refusal(f"the request is negated ({t.text!r} ...): I plan nothing for it")
         if t.kind == "verb" and t.value in MUTATING:
-            if t.words[0] in ("reboot", "shutdown", "power") and c.kind_at(1) == "node":
+            if t.words[0] in ("reboot", "shutdown", "power") and (c.kind_at(1) == "node" or (
+                    c.kind_at(1) == "nnoun" and c.kind_at(2) == "node")):
                 raise Refusal(f"{t.text} a whole node is not something the planner does; it restarts, stops "
                               "and starts supervised processes. Nothing was planned")
             return self.action(c.take().value)
@@ -624,6 +630,10 @@ class _Request:
         c = self.c
         # "[the] last N lines" at the end of a logs clause
         j = c.i
+        if c.word("log") and c.word("lines", "line"):     # "the (recent) log lines": the default count
+            c.word("of", "from")
+            return
+        c.i = j
         recent = c.word("last", "recent", "latest")
         if recent and c.word("log") and c.word("lines", "line"):     # "the recent log lines": the default count
             c.word("of", "from")
@@ -892,6 +902,9 @@ class _Request:
         if _is(t, "one") and _is(c.peek(1), "called", "named") and c.kind_at(2) == "node":
             c.i += 2      # "except the one called b"
             return Ids([c.take().value])
+        if _is(t, "that") and _is(c.peek(1), "same") and c.kind_at(2) == "nnoun":
+            c.i += 1              # "on that same node"
+            t = c.x[c.i]
         if _is(t, "same") or (_is(t, "that") and c.kind_at(1) == "nnoun"):
             c.i += 1
             if not c.kind("nnoun"):
@@ -997,8 +1010,12 @@ class _Request:
             raise Clarification(f"the {t.text} node by what? Say e.g. 'the {t.text} hottest node'", [])
         if t.kind == "group":     # "the edge nodes", "the hottest edge node" comes through the rank above
             c.i += 1
-            c.kind("nnoun")
-            return self.posts(Filter(All(), Group(t.value)))
+            noun = c.kind("nnoun")
+            e = self.posts(Filter(All(), Group(t.value)))
+            if noun is not None and noun.value is False and not isinstance(e, Rank):
+                raise Clarification(f"which {t.text} {noun.text}? Name it, or say 'the {t.text} {noun.text}s' "
+                                    f"or e.g. 'the hottest {t.text} {noun.text}'", [])     # "the edge node": one of several
+            return e
         # node [ID] post* | ID [node]
         if t.kind == "nnoun":
             c.i += 1
@@ -1007,6 +1024,10 @@ class _Request:
             idl = c.kind("node")
             if idl is not None:
                 return Ids([idl.value])
+            nxt = c.peek()
+            if nxt is not None and nxt.kind in ("word", "filler") and len(nxt.text) == 1 and nxt.text.isalpha() \
+                    and nxt.text not in ("a",):
+                raise Refusal(f"there is no {t.text} {nxt.text!r} in the cluster; nothing was planned")
             if c.kind_at() == "num" and not (c.kind_at(1) in ("unit", "sup") or _is(c.peek(1), "or", "and")):
                 raise Refusal(f"there is no {t.text} {c.peek().text!r} in the cluster; nothing was "  # type: ignore[union-attr]
                               "planned")
@@ -1166,6 +1187,7 @@ class _Request:
         if _is(c.peek(), "at") and c.kind_at(1) == "metric":     # "nodes at temperatures above 50"
             c.i += 1
         c.word("with", "having", "has", "have", "where", "whose")
+        c.word("their", "its")     # "nodes that have their disk more than 75% full"
         c.word("is", "are")
         metric = None
         m = c.kind("metric")
@@ -1238,6 +1260,8 @@ class _Request:
             return "$it"
         p = c.kind("proc")
         assert p is not None
+        if c.kind_at() == "pnoun" and not c.value_at():
+            c.i += 1          # "running the worker process"
         return str(p.value)
 
     def _number(self) -> float:
@@ -1353,6 +1377,10 @@ class _Request:
             if not isinstance(e, All):
                 return Step(verb="nodes", target=e)
             c.i -= 2
+        if _is(words[0], "how") and len(words) > 2 and _is(words[1], "many") and words[2].kind == "nnoun" \
+                and not verbs & MUTATING:
+            c.i += 1               # "how many nodes in the cluster are running the worker process?"
+            return self._how_many()
         if has_proc and "without" in ws and not verbs & MUTATING:
             k = 0                      # "is there any node without a worker?"
             while k < len(words) and (_is(words[k], *_Q, "there", "any", "all", "every") or words[k].kind == "nnoun"):
@@ -1591,14 +1619,17 @@ class _Request:
         if c.word("of"):
             c.word("our", "the", "these", "all")
         c.kind("nnoun")
+        if c.word("we"):
+            c.word("got", "have")       # "how many nodes we got"
+        self._in_cluster()
         c.word("are", "is", "do", "does")
         c.word("there")
         step = Step(verb="nodes", target=All(), include_offline=True)
         if c.word("online", "up", "alive"):
             step.include_offline = False
         elif _is(c.peek(), "offline", "down"):
-            raise Refusal("I can list the nodes ('how many nodes are there') but not filter on offline ones; "
-                          "nothing was planned")
+            c.i += 1          # "how many nodes are offline": the offline ones, listed
+            return Step(verb="offline")
         self._in_cluster()
         c.word("in", "of")
         c.word("this", "our", "the")
