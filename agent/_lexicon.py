@@ -43,7 +43,7 @@ VERB_PHRASES: dict[tuple[str, ...], str] = {
     ("start", "up"): "start", ("kick", "off"): "start", ("power", "cycle"): "restart", ("check", "on"): "status",
     ("health", "of"): "status", ("status", "of"): "status", ("state", "of"): "status",
     ("health", "check"): "status", ("look", "at"): "show", ("show", "me"): "show", ("give", "me"): "show",
-    ("tell", "me"): "show", ("let", "me", "see"): "show", ("list", "out"): "show", ("pull", "up"): "show",
+    ("tell", "me"): "show", ("let", "me", "see"): "show", ("list", "out"): "show", ("pull", "up"): "show", ("tail", "of"): "logs",
     # "make sure the logger is running on nb": start it where it is not running (ensure, _parse)
     ("make", "sure"): "ensure", ("make", "certain"): "ensure",
 }
@@ -315,6 +315,8 @@ def normalise(text: str) -> list[str]:
     """Lower case, unify quotes and units, expand contractions; the word and symbol tokens."""
     s = text.replace("\u2019", "'").replace("\u2018", "'").replace("º", "°").replace("\r", "\n")
     s = s.lower()
+    # a label before the request: "Task: restart ...", "Q: which node ...", "Ticket - stop ..."
+    s = re.sub(r"^\s*(?:task|q|question|request|req|ticket|todo|to-do|action|ask|fyi|issue|job|ops)\s*[:\-]\s*", "", s)
     for pat, rep in _CONTRACTIONS:
         s = re.sub(pat, rep, s)
     s = re.sub(r"([a-z0-9])'s\b", r"\1", s)          # possessive: nc's -> nc
@@ -348,6 +350,9 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\b(is|are|was) (stop|crash|hang)\b", lambda m: f"{m.group(1)} {m.group(2)}ped"
                if m.group(2) == "stop" else f"{m.group(1)} {m.group(2)}ed", s)    # "the worker is stop since morning"
     s = re.sub(r"\b(eats|consumes|burns|hogs|chews)\b", "uses", s)     # "the node that eats the most cpu"
+    s = re.sub(r"\b(eating|consuming|burning|hogging|chewing)\b", "using", s)
+    s = re.sub(r"\b(?:under|in) supervision\b", "", s)     # "what is running under supervision on nc"
+    s = re.sub(r"\b(?:i |we )?need (?:the |a )?tail of\b", "tail of", s)    # "need the tail of the logger logs"
     s = re.sub(r"\bmost (high|low)\b", lambda m: m.group(1) + "est", s)   # "most high cpu": the highest
     s = re.sub(r"\b(?:closest|nearest) to (?:full|capacity)\b", "fullest", s)
     s = re.sub(r"\b(?:a|one) quarter of\b", "25 % of", s)

@@ -223,7 +223,8 @@ def parse(text: str, lx: Lexicon) -> Parsed:
                 nxt, "running", "stopped", "up", "down", "is", "are", "has", "have", "runs", "run"))):
             t.kind = "filler"     # "where it's actually running"
         if _is(t, "recent", "latest") and nxt is not None and (_is(nxt, "log", "logs", "output", "lines")
-                                                               or (nxt.kind == "verb" and nxt.value == "logs")):
+                                                               or (nxt.kind == "verb" and nxt.value == "logs")
+                                                               or nxt.kind == "proc"):
             t.kind = "filler"     # "the recent logs of the worker"
     # fillers go; a node called "a" was lexed as a node already, so articles here are articles
     lexemes = [t for t in lexemes if t.kind not in ("filler", "article") and not _is(t, "only")]
@@ -547,7 +548,17 @@ class _Request:
             t = c.peek()
             raise _refuse_word(t, f"after {verb.text!r}: make sure which process is running?") if t else \
                 Refusal(f"{verb.text} what? Name a process; nothing was planned")
-        c.word("is", "are", "keeps", "stays")
+        c.word("is", "are", "keeps", "stays", "gets", "get")
+        c.word("been")
+        t = c.peek()
+        if t is not None and t.kind == "verb" and t.value == "restart" or _is(t, "restarted", "bounced", "recycled"):
+            c.i += 1              # "please ensure the worker is restarted on ...": a restart
+            step.verb, step.ensure = "restart", False
+            target = self.target_opt()
+            if target is None:
+                raise Clarification("restart it where? Name the nodes", [])
+            step.target = target
+            return step
         if c.word("running", "up", "started", "alive", "going", "on"):
             state = Has("$it", stopped=True)
         elif c.word("stopped", "down", "off", "dead") or (c.word("not") and c.word("running")):
@@ -795,6 +806,12 @@ class _Request:
         t = c.peek()
         if t is None:
             raise Refusal("the request ends where a target was expected; nothing was planned")
+        if _is(t, "anything", "anyone") and (_is(c.peek(1), *_ANY_CONDITION) or c.kind_at(1) == "cmp"):
+            c.i += 1              # "kick the logger on anything running above 60 degrees": every node that does
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise _refuse_word(t)
+            return e
         # all / every / everywhere
         if t.kind == "word" and t.value in _ALLWORDS | {"everything", "whole", "entire", "anywhere", "any"}:
             if _is(t, "anywhere"):
@@ -909,6 +926,14 @@ class _Request:
             c.i += 1
             if not c.kind("nnoun"):
                 raise _refuse_word(t)
+            return Same()
+        if _is(t, "those", "these") and self._prev_step is not None and self._prev_step.target is not None and \
+                (c.kind_at(1) in ("count", "num", "nnoun", None) or self._boundary_at_safe(c.i + 1)
+                 or _is(c.peek(1), *_EXCEPT1, "but", "other")):
+            c.i += 1              # "which 3 nodes are hottest? restart the logger on those three": the same nodes
+            if c.kind_at() in ("count", "num"):
+                c.i += 1
+            c.kind("nnoun")
             return Same()
         if _is(t, "those", "ones", "these"):
             c.i += 1
@@ -1321,6 +1346,7 @@ class _Request:
         self.objects(step)
         if _is(c.peek(), "logs", "log", "status", "state", "output"):
             c.i += 1
+            c.word("lines", "line")      # "the logger log lines on nb"
         self._lines(step)
         step.target = self.target_opt()
         self._lines(step)
@@ -1487,9 +1513,11 @@ class _Request:
                     raise _refuse_word(t)
             c.i += len(words)
             return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
-        if ("doing" in ws or {"up", "with"} <= ws) and not has_proc and sum(t.kind == "node" for t in words) == 1 \
+        if (ws & {"doing", "looking", "going"} or {"up", "with"} <= ws) and not has_proc \
+                and sum(t.kind == "node" for t in words) == 1 \
                 and all(t.kind in ("node", "nnoun", "metric", "adj")
-                        or _is(t, *_Q, "doing", "on", "up", "to", "currently", "with", "its", "their") for t in words):
+                        or _is(t, *_Q, "doing", "looking", "going", "on", "up", "to", "currently", "with", "its", "their")
+                        for t in words):
             c.i += len(words)      # "what's nc doing?", "what is node nc up to"
             return Step(verb="node", target=Ids([next(t.value for t in words if t.kind == "node")]))
         lead = 0    # "any node over 55 degrees?", "are there any nodes hotter than 60", "is any node offline"
@@ -1552,6 +1580,10 @@ class _Request:
             c.i += 1
             pre = All()
         step.target = self.target_opt() if pre is None else pre
+        if verb == "logs" and _is(c.peek(), "has", "have", "is", "was"):
+            c.word("has", "have", "is", "was")     # "what the logger on nb has been logging"
+            c.word("been")
+            c.word("printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged")
         if state_word and c.word(*_STATEWORDS):
             step.asked = "stopped" if c.x[c.i - 1].words[0] in ("down", "stopped") else "running"
         self._lines(step)
@@ -1801,6 +1833,9 @@ class _Request:
             c.i += 3     # "what nodes do we have"
             step.include_offline = isinstance(step.target, All)
         return step
+
+    def _boundary_at_safe(self, k: int) -> bool:
+        return k >= len(self.c.x) or self._boundary_at(k)
 
     def _boundary_at(self, k: int) -> bool:
         t = self.c.x[k]
