@@ -34,7 +34,7 @@ VERBS: dict[str, str] = {
     "logs": "logs", "log": "logs", "tail": "logs", "output": "logs",
     "show": "show", "list": "show", "display": "show", "get": "show", "give": "show", "print": "show",
     "tell": "show", "view": "show", "see": "show", "find": "show", "fetch": "show", "report": "show",
-    "describe": "describe", "ensure": "ensure", "compare": "show", "summarise": "show", "summarize": "show",
+    "describe": "describe", "ensure": "ensure", "pull": "show", "compare": "show", "summarise": "show", "summarize": "show",
 }
 VERB_PHRASES: dict[tuple[str, ...], str] = {
     ("shut", "down"): "stop", ("shut", "off"): "stop", ("take", "down"): "stop", ("bring", "down"): "stop",
@@ -233,7 +233,8 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("we", "need", "to"), ("we", "want", "to"), ("we", "have", "to"), ("i", "have", "to"), ("we", "should"),
     ("look", "like"), ("looks", "like"), ("while", "you", "are", "at", "it"), ("sorry", "to", "bother", "you"),
     ("sorry", "for", "bothering", "you"), ("sorry", "for", "trouble"), ("sorry", "for", "the", "trouble"),
-    ("i", "think", "we", "should"), ("i", "think", "you", "should"), ("in", "total"), ("all", "in", "all"), ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
+    ("i", "think", "we", "should"), ("i", "think", "you", "should"), ("in", "total"), ("all", "in", "all"),
+    ("can", "we"), ("could", "we"), ("shall", "we"), ("should", "we"), ("for", "them"), ("for", "us"), ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
     ("someone", "please"), ("somebody", "please"), ("can", "anyone"), ("could", "anyone"),
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
@@ -258,7 +259,7 @@ STRUCTURAL = {
     "heavily", "times", "often", "did", "looking", "this", "our", "done", "finished", "reachable", "trouble",
     "problems", "problem", "issues", "issue", "wrong", "summary", "overview", "were", "ought",
     "printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged", "anything", "good",
-    "actually", "really", "recent", "latest", "bottom", "stuff", "things", "got",
+    "actually", "really", "recent", "latest", "bottom", "stuff", "things", "got", "another",
 }
 
 
@@ -353,6 +354,14 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\b(eating|consuming|burning|hogging|chewing)\b", "using", s)
     s = re.sub(r"\b(?:under|in) supervision\b", "", s)     # "what is running under supervision on nc"
     s = re.sub(r"\b(?:i |we )?need (?:the |a )?tail of\b", "tail of", s)    # "need the tail of the logger logs"
+    s = re.sub(r"\bin (?:the|a) (running|stopped) state\b", r"\1", s)        # "where it is in the running state"
+    # who asked, before what they asked: "Customer says the logger on nb keeps dying, ...", "The customer wants to
+    # know how full the disk on edge-5 is", "Customer asked us to shut down ..."
+    s = re.sub(r"^\s*(?:the |a |our |my |one )?(?:customer|client|user|users|team|boss|manager|lead|someone|somebody)"
+               r"(?: on \S+)? (?:says|said|reports|reported|mentioned|noticed|thinks|writes|wrote|is reporting)"
+               r"(?: that)?\s+", "", s)
+    s = re.sub(r"^\s*(?:the |a |our |my )?(?:customer|client|user|users|boss|manager|lead) (?:asked|asks|wants|wanted|"
+               r"would like|is asking|needs)(?: us| me)?(?: to know| to see| to| for)?\s+", "", s)
     s = re.sub(r"\bmost (high|low)\b", lambda m: m.group(1) + "est", s)   # "most high cpu": the highest
     s = re.sub(r"\b(?:closest|nearest) to (?:full|capacity)\b", "fullest", s)
     s = re.sub(r"\b(?:a|one) quarter of\b", "25 % of", s)
@@ -601,6 +610,7 @@ def _kick(toks: list[str], lx: Lexicon) -> list[str]:
             continue
         m = j + 2 if toks[j:j + 1] == ["on"] and j + 1 < len(toks) and toks[j + 1] in lx.nodes else j
         m += toks[m:m + 1] == ["a"]
+        m += toks[m:m + 1] == ["another"]
         if t == "give" and m < len(toks) and toks[m] in ("kick", "restart", "bounce", "nudge"):
             where = toks[j:j + 2] if m > j and toks[j] == "on" else []
             return toks[:i] + ["restart"] + toks[i + 1:j] + where + toks[m + 1:]
@@ -654,8 +664,7 @@ _SCOPE = {"all", "every", "each", "everywhere", "everything", "except", "but", "
           "spare", "don", "dont", "instead", "also", "then", "first", "next", "after", "before", "same", "both",
           "either", "neither", "none", "nor", "any", "anywhere", "unless", "if", "when", "until", "keep",
           "hold", "wait", "more", "less", "schedule", "cancel", "undo", "revert"}
-_ACTION_HEADS = {"shut", "bring", "turn", "switch", "spin", "fire", "kick", "take", "power", "boot", "get", "give",
-                 "make", "ensure", "do", "run", "go", "try"}
+_ACTION_HEADS = {"shut", "bring", "turn", "switch", "spin", "fire", "kick", "take", "power", "boot", "ensure"}
 _CONTEXT_HEADS = {"it", "its", "they", "we", "this", "that", "since", "as", "because", "probably", "which", "he", "she",
                   "i", "our", "my", "something", "seems", "looks", "hopefully", "thanks", "cheers", "so"}
 
@@ -668,11 +677,14 @@ _STORY_HEADS = _CONTEXT_HEADS | FILLERS | {"we", "you", "he", "she", "our", "my"
                                            "curious", "wondering", "context", "background"}
 
 
-def _names_something(w: str, lx: Lexicon, acts: bool = True) -> bool:
+_TIMES = {"morning", "day", "night", "week", "afternoon", "evening", "along", "weekend", "year", "month"}
+
+
+def _names_something(w: str, lx: Lexicon, acts: bool = True, nxt: str = "") -> bool:
     """Whether ``w`` names a node, process, action, number or (in a message with an action) a scope word."""
     if w in lx.nodes or w in lx.processes or w in lx.services or w in lx.groups:
         return True
-    if acts and (w in _SCOPE or w in _ACTION_HEADS):
+    if acts and (w in _SCOPE or w in _ACTION_HEADS) and not (w == "all" and nxt in _TIMES):   # "all morning"
         return True
     if VERBS.get(w) in MUTATING or w in GERUNDS or (w,) in PARTICIPLES or re.fullmatch(r"\d+(\.\d+)?", w):
         return True
@@ -680,6 +692,36 @@ def _names_something(w: str, lx: Lexicon, acts: bool = True) -> bool:
         fixed = lx.correct(w)[0]     # a typo of a node, process or action is not context
         return fixed is not None and (fixed in lx.nodes or fixed in lx.processes or VERBS.get(fixed) in MUTATING)
     return False
+
+
+_PURPOSE_VERBS = {"see", "get", "help", "clear", "fix", "free", "reduce", "cool", "calm", "give", "let", "try", "check",
+                  "make", "recover", "reset", "refresh", "flush", "unstick", "unblock", "pick"}
+
+
+def _purpose(seg: list[str], lx: Lexicon, acts: bool) -> tuple[list[str], str]:
+    """A purpose clause at the end of a request, naming nothing: "... to see if that helps", "..., so we
+    can see if that calms it down", "... in order to free some memory".  (The request, the clause.)"""
+    for k in range(1, len(seg) - 1):
+        start = None
+        if seg[k] == "to" and seg[k + 1] in _PURPOSE_VERBS:
+            start = k
+        elif seg[k] == "so" and k + 1 < len(seg) and seg[k + 1] in ("we", "i", "that", "it", "they", "you"):
+            start = k
+        elif seg[k:k + 3] == ["in", "order", "to"]:
+            start = k
+        if start is None:
+            continue
+        clause = seg[start:]
+        words = [w for w in clause if w not in ("if", "whether") or clause[max(0, clause.index(w) - 1)] not in
+                 ("see", "check")]
+        if not any(_names_something(w, lx, acts) for w in words if w not in ("to", "so", "that", "if", "whether")):
+            cut = start - (1 if seg[start - 1] == "," else 0)
+            return seg[:cut], " ".join(clause)
+    return seg, ""
+
+
+def _names_any(words: list[str], lx: Lexicon, acts: bool) -> bool:
+    return any(_names_something(w, lx, acts, words[k + 1] if k + 1 < len(words) else "") for k, w in enumerate(words))
 
 
 def context_sentences(toks: list[str], lx: Lexicon) -> tuple[list[str], list[str]]:
@@ -701,7 +743,7 @@ def context_sentences(toks: list[str], lx: Lexicon) -> tuple[list[str], list[str
     for seg in segs:
         if not seg:
             continue
-        if seg[0] in _STORY_HEADS and not any(_names_something(w, lx, acts) for w in seg) \
+        if seg[0] in _STORY_HEADS and not _names_any(seg, lx, acts) \
                 and any(w.isalpha() for w in seg):
             context.append(" ".join(seg))
             continue
@@ -709,6 +751,9 @@ def context_sentences(toks: list[str], lx: Lexicon) -> tuple[list[str], list[str
             context.append(" ".join(seg))
             keep.append(["$trouble", *told])
             continue
+        seg, why = _purpose(seg, lx, acts)
+        if why:
+            context.append(why)
         # a comma clause after the request: ", they're overloaded"
         out: list[str] = []
         k = 0
@@ -716,7 +761,7 @@ def context_sentences(toks: list[str], lx: Lexicon) -> tuple[list[str], list[str
             if seg[k] == "," and k + 1 < len(seg) and seg[k + 1] in _CONTEXT_HEADS and out:
                 end = next((j for j in range(k + 1, len(seg)) if seg[j] == ","), len(seg))
                 clause = seg[k + 1:end]
-                if not any(_names_something(w, lx, acts) for w in clause):
+                if not _names_any(clause, lx, acts):
                     context.append(" ".join(clause))
                     k = end
                     continue
@@ -768,7 +813,7 @@ def _trouble(seg: list[str], lx: Lexicon) -> list[str] | None:
     if not rest or not any(w in _SYMPTOMS or w in _REMARK_STATES or (w,) in PARTICIPLES for w in rest):
         return None
     if any(_names_something(w, lx) and not (w in _SYMPTOMS or w in _REMARK_STATES or (w,) in PARTICIPLES
-                                            or w in ("again", "since", "when", "until")) for w in rest):
+                                            or w in ("again", "since", "when", "until") or w.isdigit()) for w in rest):
         return None
     return [proc, *(["on", *node] if node else [])]
 

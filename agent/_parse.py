@@ -641,6 +641,9 @@ class _Request:
         c = self.c
         # "[the] last N lines" at the end of a logs clause
         j = c.i
+        if c.i and _is(c.x[c.i - 1], "log", "logs") and c.word("lines", "line"):
+            c.word("of", "from")          # "the logger log lines from node-b"
+            return
         if c.word("log") and c.word("lines", "line"):     # "the (recent) log lines": the default count
             c.word("of", "from")
             return
@@ -1184,6 +1187,13 @@ class _Request:
                 return Has(self._proc_or_it(), running=True)
             c.i = j
         t = c.peek()
+        if _is(t, *_RUNWORDS) and _is(c.peek(1), "their", "its") and c.kind_at(2) == "proc":
+            word = c.take().words[0]      # "nodes that have their worker stopped": their is the node's
+            c.i += 1
+            proc = self._proc_or_it()
+            if word in ("has", "have", "having") and c.word("stopped", "down", "dead"):
+                return Has(proc, running=False, stopped=True)
+            return Has(proc, running=word in ("running", "runs", "run") or c.word("running"))
         if _is(t, *_RUNWORDS) and (c.kind_at(1) == "proc" or _is(c.peek(1), "it", "one")):
             word = c.take().words[0]
             proc = self._proc_or_it()
@@ -1498,6 +1508,10 @@ class _Request:
                                                     for t in words[3:]) and not _is(words[-1], "and", "or"):
             c.i += len(words)      # "is nd online", "is nd up and running", "is nd online and healthy"
             return Step(verb="node", target=Ids([words[1].value]))
+        if ws & {"offline", "down"} and ws & {"anything", "anyone", "any"} and not kinds & {"proc", "node", "metric"} \
+                and len(words) <= 5:
+            c.i += len(words)          # "anything offline right now?"
+            return Step(verb="offline")
         if ws & {"offline", "down"} and "nnoun" in kinds and not kinds & {"proc", "sup", "cmp", "node", "metric"} and \
                 all(t.kind == "nnoun" or _is(t, *_Q, "offline", "down", "all", "show", "list", "there", "currently",
                                              "any")
@@ -1534,6 +1548,8 @@ class _Request:
                              or (ws & {"what"} and len(words) >= 3 and _is(words[1], "is", "are")
                                  and _is(words[2], "on", "at") and "metric" not in kinds and "adj" not in kinds)):
             return self._scaffold_then(self._processes)
+        if words[lead_q].kind == "sup" and not has_proc and not verbs & MUTATING:
+            return self._scaffold_then(self._nodes)     # "busiest box by cpu?"
         if "metric" in kinds or "adj" in kinds or ws & {"metrics", "stats", "temperatures", "temps"}:
             return self._scaffold_then(self._metrics)
         if "service" in kinds and ("describe" in verbs or "pnoun" not in kinds):
@@ -1609,6 +1625,7 @@ class _Request:
                 if _is(c.peek(), "running"):
                     running = True
                     c.i += 1
+            c.word("their", "its")        # "which nodes have their worker stopped"
             p = c.kind("proc")
             if p is None:
                 break
@@ -1815,6 +1832,7 @@ class _Request:
             c.i += 3
             c.word("one")
             c.kind("nnoun")
+            self._in_cluster()        # "which node is the hottest one in the cluster"
             s = next(x for x in reversed(c.x[:c.i]) if x.kind == "sup")
             base: Expr = Filter(All(), Group(group.value)) if group is not None else All()
             step.target = Rank(self.posts(base, allow_rank=False), s.value[0], s.value[1])
