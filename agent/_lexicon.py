@@ -231,7 +231,9 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("be", "so", "good", "as", "to"), ("would", "you", "be", "so", "good", "as", "to"), ("be", "so", "good", "to"),
     ("can", "i", "see"), ("could", "i", "see"), ("let", "me", "know"), ("can", "you", "check"),
     ("we", "need", "to"), ("we", "want", "to"), ("we", "have", "to"), ("i", "have", "to"), ("we", "should"),
-    ("look", "like"), ("looks", "like"), ("while", "you", "are", "at", "it"), ("sorry", "to", "bother", "you"),
+    ("look", "like"), ("looks", "like"), ("looking", "like"), ("just", "curious"), ("just", "wondering"),
+    ("quick", "question"), ("quick", "check"), ("quick", "one"), ("hey", "there"), ("thanks", "mate"),
+    ("appreciate", "it"), ("much", "appreciated"), ("for", "now"), ("while", "you", "are", "at", "it"), ("sorry", "to", "bother", "you"),
     ("sorry", "for", "bothering", "you"), ("sorry", "for", "trouble"), ("sorry", "for", "the", "trouble"),
     ("i", "think", "we", "should"), ("i", "think", "you", "should"), ("in", "total"), ("all", "in", "all"),
     ("can", "we"), ("could", "we"), ("shall", "we"), ("should", "we"), ("for", "them"), ("for", "us"), ("can", "somebody"), ("can", "someone"), ("could", "somebody"), ("could", "someone"), ("will", "someone"),
@@ -239,7 +241,8 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
 }
 FILLERS = {"please", "pls", "plz", "kindly", "just", "quickly", "now", "thanks", "thx", "cheers", "hey", "hi",
            "ok", "okay", "so", "the", "an", "me", "asap", "again", "currently", "immediately", "hello", "yo",
-           "sir", "folks", "team", "guys", "quick", "promptly", "too", "rn", "atm", "lately", "recently", "sorry", "um", "uh", "erm", "hmm", "current"}
+           "sir", "folks", "team", "guys", "quick", "promptly", "too", "rn", "atm", "lately", "recently", "sorry", "um", "uh", "erm", "hmm", "current", "lol", "mate", "ty",
+           "tysm", "haha", "ugh", "hiya", "heya", "oh", "ah", "well", "buddy", "pal", "today", "bro"}
 ARTICLES = {"the", "a", "an"}
 
 # structural words the parser consumes (kept in the fuzzy vocabulary too)
@@ -259,7 +262,8 @@ STRUCTURAL = {
     "heavily", "times", "often", "did", "looking", "this", "our", "done", "finished", "reachable", "trouble",
     "problems", "problem", "issues", "issue", "wrong", "summary", "overview", "were", "ought",
     "printing", "writing", "logging", "outputting", "saying", "printed", "written", "logged", "anything", "good",
-    "actually", "really", "recent", "latest", "bottom", "stuff", "things", "got", "another",
+    "actually", "really", "recent", "latest", "bottom", "stuff", "things", "got", "another", "sorted", "ordered",
+    "ranked", "ascending", "overall", "somewhere",
 }
 
 
@@ -346,7 +350,8 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\bgimme\b", "give me", s)
     s = re.sub(r"\bwanna\b", "want to", s)
     s = re.sub(r"\bwat\b", "what", s)
-    s = re.sub(r"\b(?:one|1)[- ]minute load(?: average)?\b", "load", s)
+    s = re.sub(r"\b(?:one|1)[- ]?min(?:ute)? load(?: average| avg)?\b", "load", s)
+    s = re.sub(r"\bpegging (?:the )?cpu\b", "using the most cpu", s)
     s = re.sub(r"\bnot (?:online|reachable|up)\b", "offline", s)
     s = re.sub(r"\b(is|are|was) (stop|crash|hang)\b", lambda m: f"{m.group(1)} {m.group(2)}ped"
                if m.group(2) == "stop" else f"{m.group(1)} {m.group(2)}ed", s)    # "the worker is stop since morning"
@@ -355,6 +360,14 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\b(?:under|in) supervision\b", "", s)     # "what is running under supervision on nc"
     s = re.sub(r"\b(?:i |we )?need (?:the |a )?tail of\b", "tail of", s)    # "need the tail of the logger logs"
     s = re.sub(r"\bin (?:the|a) (running|stopped) state\b", r"\1", s)        # "where it is in the running state"
+    s = re.sub(r"\b(memory|ram|disk|cpu) in use\b", r"\1 used", s)           # "the least memory in use"
+    s = re.sub(r"\bcarry\b", "have", s)
+    s = re.sub(r"\bsitting\b", "running", s)              # "how many nodes are sitting above 60 degrees"
+    # "rank the nodes by cpu usage, highest first" / "sort hosts by temperature": the ranking itself
+    s = re.sub(r"^\s*(?:rank|sort|order)\s+(?:the\s+|all\s+(?:the\s+)?)?(nodes|hosts|servers|machines|boxes)\s+by\s+",
+               r"show all \1 sorted by ", s)
+    s = re.sub(r"(sorted by [a-z ]+?)\s*,?\s*(?:highest|most|biggest|largest|hottest) first\b", r"\1", s)
+    s = re.sub(r"(sorted by [a-z ]+?)\s*,?\s*(?:lowest|least|smallest|coolest) first\b", r"\1 ascending", s)
     # who asked, before what they asked: "Customer says the logger on nb keeps dying, ...", "The customer wants to
     # know how full the disk on edge-5 is", "Customer asked us to shut down ..."
     s = re.sub(r"^\s*(?:the |a |our |my |one )?(?:customer|client|user|users|team|boss|manager|lead|someone|somebody)"
@@ -674,7 +687,10 @@ _CONTEXT_HEADS = {"it", "its", "they", "we", "this", "that", "since", "as", "bec
 _STORY_HEADS = _CONTEXT_HEADS | FILLERS | {"we", "you", "he", "she", "our", "my", "the", "a", "an", "hey", "hi", "hello",
                                            "morning", "good", "thanks", "thank", "cheers", "regards", "best", "sorry",
                                            "fyi", "btw", "ps", "note", "there", "just", "ok", "okay", "alright", "asking",
-                                           "curious", "wondering", "context", "background"}
+                                           "curious", "wondering", "context", "background", "ugh", "oh", "ah",
+                                           "well", "lol", "haha", "someone", "somebody", "getting", "feeling",
+                                           "worried", "kinda", "hopefully", "maybe", "weird", "appreciate",
+                                           "ty", "thx", "mate", "hiya", "any", "no", "trying"}
 
 
 _TIMES = {"morning", "day", "night", "week", "afternoon", "evening", "along", "weekend", "year", "month"}
@@ -720,6 +736,18 @@ def _purpose(seg: list[str], lx: Lexicon, acts: bool) -> tuple[list[str], str]:
     return seg, ""
 
 
+def _story_about_processes(seg: list[str], lx: Lexicon, acts: bool) -> bool:
+    """A story sentence that names processes but nothing else the planner acts on (no node, action, number,
+    scope word): context, when the request that follows names its own process."""
+    def proc(w: str) -> bool:
+        if w in lx.processes:
+            return True
+        fixed = lx.correct(w)[0] if not lx.known(w) and re.fullmatch(r"[a-z][a-z\-]*", w) else None
+        return fixed is not None and fixed in lx.processes     # "some loggers died"
+    rest = [w for w in seg if not proc(w)]
+    return len(rest) < len(seg) and not _names_any(rest, lx, acts)
+
+
 def _names_any(words: list[str], lx: Lexicon, acts: bool) -> bool:
     return any(_names_something(w, lx, acts, words[k + 1] if k + 1 < len(words) else "") for k, w in enumerate(words))
 
@@ -750,6 +778,9 @@ def context_sentences(toks: list[str], lx: Lexicon) -> tuple[list[str], list[str
         if (told := _trouble(seg, lx)) is not None:     # "The worker on nb died overnight. Please start it"
             context.append(" ".join(seg))
             keep.append(["$trouble", *told])
+            continue
+        if seg[0] in _STORY_HEADS and _story_about_processes(seg, lx, acts):
+            context.append(" ".join(seg))   # "I think some loggers died overnight." before a request that names its own
             continue
         seg, why = _purpose(seg, lx, acts)
         if why:

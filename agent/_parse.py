@@ -364,8 +364,8 @@ class _Request:
         if _is(t, *_NEG) or (_is(t, "do") and _is(c.peek(1), *_NEG)):
             raise Refusal(f"the request is negated ({t.text!r} ...): I plan nothing for it")
         if t.kind == "verb" and t.value in MUTATING:
-            if t.words[0] in ("reboot", "shutdown", "power") and (c.kind_at(1) == "node" or (
-                    c.kind_at(1) == "nnoun" and c.kind_at(2) == "node")):
+            if t.words[0] in ("reboot", "shutdown", "power") and (c.kind_at(1) in ("node", "sup", "nnoun", "ord")
+                                                                 or _is(c.peek(1), *_ALLWORDS)):
                 raise Refusal(f"{t.text} a whole node is not something the planner does; it restarts, stops "
                               "and starts supervised processes. Nothing was planned")
             return self.action(c.take().value)
@@ -477,6 +477,8 @@ class _Request:
                                 "not something the planner does)", self._procs_of([t.value]))
         if c.kind_at() == "punct" and _is(c.peek(1), "on", "at", "in", "across"):
             c.i += 1   # "restart logger, on nb"
+        if _is(c.peek(), "back") and _is(c.peek(1), "on", "at", "in"):
+            c.i += 1   # "then start it back on a only"
         step.target = self.target_opt()
         if step.target is None and step.pronoun and prev is None and self._prev_step is not None:
             step.target = Same()   # "stop worker on nb then start it": on the same nodes
@@ -889,6 +891,13 @@ class _Request:
         if t.kind == "adj" and c.kind_at(1) == "nnoun":     # "the hot nodes", "the busy servers": how hot?
             raise Clarification(f"which nodes count as {t.text}? Say e.g. 'the 2 {_ADJ_SUP.get(t.text, 'hottest')} "
                                 f"nodes' or give a threshold ('above 60 degrees')", [])
+        if _is(t, "one", "ones") and (_is(c.peek(1), "using", "running", "with", "that", "which", "whose")
+                                      or c.kind_at(1) in ("sup", "cmp")):
+            c.i += 1              # "all nodes except the one using the most memory"
+            e = self.posts(All())
+            if isinstance(e, All):
+                raise _refuse_word(t, "where a node or a set of nodes was expected")
+            return e
         if _is(t, "one", "ones") and _is(c.peek(1), "on", "at") and c.kind_at(2) == "node":
             c.i += 2              # "except the one on nb"
             return Ids([c.take().value])
@@ -1397,6 +1406,10 @@ class _Request:
                     step.asked = "stopped"     # "did it crash? if so, start it": where it is down
             c.word("again", "recently", "lately")
             return step
+        if any(_is(t, "anything", "anyone") for t in words[:2]) and ws & {"offline", "down"} and len(words) <= 4 \
+                and not kinds & {"proc", "node", "metric"}:
+            c.i += len(words)          # "anything offline?"
+            return Step(verb="offline")
         if any(_is(t, "anything", "anyone") for t in words[:2]) and not has_proc and not verbs & MUTATING:
             c.i += next(k for k, t in enumerate(words) if _is(t, "anything", "anyone")) + 1
             e = self.posts(All())      # "does anything run hotter than 55C?"
@@ -1514,7 +1527,7 @@ class _Request:
             return Step(verb="offline")
         if ws & {"offline", "down"} and "nnoun" in kinds and not kinds & {"proc", "sup", "cmp", "node", "metric"} and \
                 all(t.kind == "nnoun" or _is(t, *_Q, "offline", "down", "all", "show", "list", "there", "currently",
-                                             "any")
+                                             "any", "of", "our")
                     or (t.kind == "verb" and t.value == "show") for t in words):
             c.i += len(words)
             return Step(verb="offline")
@@ -1747,6 +1760,8 @@ class _Request:
         c.i = k
         self._prep()
         step.target = self.texpr()
+        if self._sorted_by(step):
+            return step
         c.word("is", "are")
         t = c.peek()
         if t is not None and t.kind in ("metric", "adj"):
@@ -1845,12 +1860,29 @@ class _Request:
             step.target = All()
             return step
         step.target = self.texpr()
+        if self._sorted_by(step):
+            return step
         c.word("is", "are")
         c.word("online")
         if _is(c.peek(), "do", "does") and _is(c.peek(1), "we") and _is(c.peek(2), "have"):
             c.i += 3     # "what nodes do we have"
             step.include_offline = isinstance(step.target, All)
         return step
+
+    def _sorted_by(self, step: Step) -> bool:
+        """'show all nodes sorted by cpu' ("rank the nodes by cpu"): every node, highest first."""
+        c = self.c
+        j = c.i
+        if isinstance(step.target, All) and c.word("sorted", "ordered", "ranked") and c.word("by") \
+                and c.kind_at() == "metric":
+            m = str(c.take().value)
+            order = "asc" if c.word("ascending") else "desc"
+            if m == "memory_percent":
+                m, order = "free_memory_percent", "desc" if order == "asc" else "asc"
+            step.verb, step.target = "nodes", Rank(All(), m, order, -1)
+            return True
+        c.i = j
+        return False
 
     def _boundary_at_safe(self, k: int) -> bool:
         return k >= len(self.c.x) or self._boundary_at(k)

@@ -132,7 +132,7 @@ class Rank:
 
     def show(self) -> str:
         what = _ORDER_WORDS.get((self.metric, self.order), f"{self.order} {self.metric}")
-        n = f"#{self.ordinal}" if self.ordinal else f"top {self.count}"
+        n = f"#{self.ordinal}" if self.ordinal else ("all, sorted" if self.count < 0 else f"top {self.count}")
         return f"rank({self.base.show()}, {what}, {n})"
 
 
@@ -227,6 +227,8 @@ def evaluate(e: Expr, ctx: Context) -> list[str]:
             if e.ordinal > len(ranked):
                 raise TargetError(f"there is no #{e.ordinal} {what} node: only {len(ranked)} qualify")
             return [ranked[e.ordinal - 1]]
+        if e.count < 0:          # a listing sorted by the metric ("rank the nodes by cpu"; questions only)
+            return ranked
         if e.count > len(ranked):
             raise TargetError(f"asked for the {e.count} {what} nodes, but only {len(ranked)} qualify")
         return ranked[:e.count]
