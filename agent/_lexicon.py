@@ -147,9 +147,9 @@ _sup(["most free memory", "most memory free", "most available memory", "most fre
 _sup(["least free memory", "least memory free", "least available memory", "least free ram", "highest memory usage",
       "highest memory", "most memory used", "most memory", "most ram", "highest ram usage", "fullest memory"],
      "free_memory_percent", _DOWN)
-_sup(["emptiest disk", "most free disk", "most free disk space", "most disk space", "lowest disk usage",
+_sup(["emptiest disk", "most free disk", "most free disk space", "most disk space", "most disk", "lowest disk usage",
       "lowest disk", "least disk used", "least full disk", "most disk free", "least disk usage"], "disk_percent", _DOWN)
-_sup(["fullest disk", "least free disk", "least free disk space", "least disk space", "highest disk usage",
+_sup(["fullest disk", "least free disk", "least free disk space", "least disk space", "least disk", "highest disk usage",
       "highest disk", "most disk used", "most disk usage", "fullest"], "disk_percent", _UP)
 
 # "the hotter of na and nc", "whichever of na and nb is cooler": a comparative picks one of the named
@@ -223,6 +223,9 @@ FILLER_PHRASES: set[tuple[str, ...]] = {
     ("it", "would", "be", "great", "if", "you", "can"), ("i", "would", "appreciate", "it", "if", "you", "could"),
     ("at", "the", "moment"), ("at", "moment"), ("as", "of", "now"), ("for", "now"), ("right", "away"),
     ("if", "that", "is", "ok", "with", "you"), ("if", "that", "is", "okay", "with", "you"),
+    ("if", "that", "is", "alright"), ("if", "that", "is", "fine"), ("if", "that", "works"),
+    ("could", "i", "take", "a", "look", "at"), ("could", "i", "take", "look", "at"), ("can", "i", "take", "a", "look", "at"),
+    ("can", "i", "take", "look", "at"), ("let", "me", "take", "a", "look", "at"),
     ("if", "you", "please"), ("if", "you", "do", "not", "mind"), ("hi", "there"), ("hello", "there"),
     ("be", "so", "kind", "to"), ("be", "so", "kind", "and"), ("would", "you", "be", "so", "kind", "as", "to"),
     ("would", "you", "be", "so", "kind", "to"), ("may", "i", "ask"), ("can", "i", "ask"), ("could", "i", "ask"),
@@ -377,6 +380,8 @@ def normalise(text: str) -> list[str]:
                r"would like|is asking|needs)(?: us| me)?(?: to know| to see| to| for)?\s+", "", s)
     s = re.sub(r"\bmost (high|low)\b", lambda m: m.group(1) + "est", s)   # "most high cpu": the highest
     s = re.sub(r"\b(?:closest|nearest) to (?:full|capacity)\b", "fullest", s)
+    s = re.sub(r"\b(?:is )?(?:closest|nearest) to running out of (?:disk|disk space|space|storage)\b", "has the fullest disk", s)
+    s = re.sub(r"\b(?:is )?(?:closest|nearest) to running out of (?:memory|ram)\b", "has the least free memory", s)
     s = re.sub(r"\b(?:a|one) quarter of\b", "25 % of", s)
     s = re.sub(r"\bthree quarters of\b", "75 % of", s)
     s = re.sub(r"\bhalf (?:of )?(?=its|their|the)", "50 % of ", s)

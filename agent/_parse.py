@@ -1129,11 +1129,16 @@ class _Request:
                 k = c.i
                 c.word("that", "which", "who", "whichever")
                 c.word("is", "are", "has", "have")
-                c.word("running", "runs", "run", "using", "uses")   # "whichever node is running coolest"
-                s = c.kind("sup")
+                using = c.word("running", "runs", "run", "using", "uses") and _is(c.x[c.i - 1], "using", "uses")
+                s = c.kind("sup")       # "whichever node is running coolest"
                 if s is not None and allow_rank:
                     c.word("one")
-                    e = Rank(e, s.value[0], s.value[1])
+                    key, order = s.value
+                    if using and key == "disk_percent" and not set(s.words) & {"used", "usage", "free", "full",
+                                                                               "fullest", "emptiest", "empty"}:
+                        # "the node with the most disk space" has the most free; "using the most disk space", the least
+                        order = "desc" if order == "asc" else "asc"
+                    e = Rank(e, key, order)
                     continue
                 c.i = k
                 ranked = self._metric_superlative() if allow_rank else None
@@ -1365,7 +1370,7 @@ class _Request:
         self.objects(step)
         if _is(c.peek(), "logs", "log", "status", "state", "output"):
             c.i += 1
-            c.word("lines", "line")      # "the logger log lines on nb"
+            c.word("lines", "line", "output")      # "the logger log lines on nb", "the logger's log output"
         self._lines(step)
         step.target = self.target_opt()
         self._lines(step)
@@ -1595,6 +1600,9 @@ class _Request:
         if c.kind_at() in ("node",) and c.kind_at(1) == "proc":
             pre = Ids([c.take().value])       # "node-b logger logs"
         self.objects(step)
+        while verb == "logs" and c.kind_at() == "verb" and c.value_at() == "logs" and c.kind_at(1) == "verb" \
+                and c.value_at(1) == "logs":
+            c.i += 1                     # "the logger's log output on node-b"
         c.word("is", "are", "had")       # "... has the logger had on node-c"
         if state_word and c.word(*_STATEWORDS):
             step.asked = "stopped" if c.x[c.i - 1].words[0] in ("down", "stopped") else "running"
@@ -1685,6 +1693,8 @@ class _Request:
             c.word("got", "have")       # "how many nodes we got"
         self._in_cluster()
         c.word("are", "is", "do", "does")
+        if c.word("we"):
+            c.word("have", "got")       # "how many nodes do we have"
         c.word("there")
         step = Step(verb="nodes", target=All(), include_offline=True)
         if c.word("online", "up", "alive"):
@@ -1748,6 +1758,8 @@ class _Request:
             else:
                 break
         c.word("looking", "doing")      # "how is disk space looking across the fleet"
+        if _is(c.peek(), "at") and _is(c.peek(1), "on", "in", "for"):
+            c.i += 1                    # "what's the cpu at on n-08"
         if c.done() or self._at_boundary():
             step.target = All()
             return step
