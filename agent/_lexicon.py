@@ -367,7 +367,8 @@ def normalise(text: str) -> list[str]:
     s = re.sub(r"\bcarry\b", "have", s)
     s = re.sub(r"\bsitting\b", "running", s)              # "how many nodes are sitting above 60 degrees"
     # "rank the nodes by cpu usage, highest first" / "sort hosts by temperature": the ranking itself
-    s = re.sub(r"^\s*(?:rank|sort|order)\s+(?:the\s+|all\s+(?:the\s+)?)?(nodes|hosts|servers|machines|boxes)\s+by\s+",
+    s = re.sub(r"^\s*(?:rank|sort|order|list|show)\s+(?:me\s+)?(?:the\s+|all\s+(?:the\s+)?)?(nodes|hosts|servers|machines|boxes)"
+               r"\s+by\s+",
                r"show all \1 sorted by ", s)
     s = re.sub(r"(sorted by [a-z ]+?)\s*,?\s*(?:highest|most|biggest|largest|hottest) first\b", r"\1", s)
     s = re.sub(r"(sorted by [a-z ]+?)\s*,?\s*(?:lowest|least|smallest|coolest) first\b", r"\1 ascending", s)
@@ -665,7 +666,7 @@ def _symptom(toks: list[str], lx: Lexicon) -> list[str]:
     rest = a[i:]
     if not node and len(rest) >= 2 and rest[-2] == "on" and rest[-1] in lx.nodes:
         node, rest = rest[-2:], rest[:-2]      # "the worker stopped on nb, restart it"
-    trouble = _SYMPTOMS | {"stopped", "exited"}
+    trouble = _SYMPTOMS | {"stopped", "exited", "restarting"}
     if not any(w in trouble for w in rest) or any(w not in trouble | _SYMPTOM_GLUE and _names_something(w, lx)
                                                   for w in rest) or b.count("it") != 1:
         return toks
@@ -695,7 +696,7 @@ _STORY_HEADS = _CONTEXT_HEADS | FILLERS | {"we", "you", "he", "she", "our", "my"
                                            "curious", "wondering", "context", "background", "ugh", "oh", "ah",
                                            "well", "lol", "haha", "someone", "somebody", "getting", "feeling",
                                            "worried", "kinda", "hopefully", "maybe", "weird", "appreciate",
-                                           "ty", "thx", "mate", "hiya", "any", "no", "trying"}
+                                           "ty", "thx", "mate", "hiya", "any", "no", "trying", "noticed"}
 
 
 _TIMES = {"morning", "day", "night", "week", "afternoon", "evening", "along", "weekend", "year", "month"}
@@ -836,6 +837,9 @@ def _trouble(seg: list[str], lx: Lexicon) -> list[str] | None:
     i = 0
     while i < len(seg) and (seg[i] in FILLERS or seg[i] in (",", "morning", "team", "all", "there")):
         i += 1          # "hey, the logger on edge-2 ..."
+    if seg[i:i + 2] in (["i", "noticed"], ["i", "see"], ["i", "think"], ["looks", "like"], ["seems", "like"]):
+        i += 2          # "I noticed the worker on nb is down"
+        i += seg[i:i + 1] == ["that"]
     i += seg[i:i + 1] == ["the"]
     if i + 1 < len(seg) and seg[i] in lx.nodes and seg[i + 1] in lx.processes:     # "nb's worker ..."
         proc, node, i = seg[i + 1], [seg[i]], i + 2

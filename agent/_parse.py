@@ -1394,6 +1394,10 @@ class _Request:
         ws = {t.words[0] for t in words if len(t.words) == 1}
         has_proc = "proc" in kinds
         verbs = {t.value for t in words if t.kind == "verb"}
+        if _is(words[0], "how") and len(words) > 2 and _is(words[1], "many") and words[2].kind == "nnoun" \
+                and not verbs & MUTATING:
+            c.i += 1               # "how many nodes in the cluster are running the worker process?"
+            return self._how_many()
         if _is(words[0], "on", "in", "at") and len(words) > 2 and _is(words[1], "which", "what"):
             c.i += 1                    # "on which nodes is the logger not running"
             words = words[1:]
@@ -1431,10 +1435,6 @@ class _Request:
             if not isinstance(e, All):
                 return Step(verb="nodes", target=e)
             c.i -= 2
-        if _is(words[0], "how") and len(words) > 2 and _is(words[1], "many") and words[2].kind == "nnoun" \
-                and not verbs & MUTATING:
-            c.i += 1               # "how many nodes in the cluster are running the worker process?"
-            return self._how_many()
         if has_proc and "without" in ws and not verbs & MUTATING:
             k = 0                      # "is there any node without a worker?"
             while k < len(words) and (_is(words[k], *_Q, "there", "any", "all", "every") or words[k].kind == "nnoun"):
@@ -1706,7 +1706,8 @@ class _Request:
         c.word("in", "of")
         c.word("this", "our", "the")
         c.word("cluster", "fleet")
-        c.word("we", "have")
+        if c.word("we"):
+            c.word("have")
         if not (c.done() or self._at_boundary()):    # "how many nodes are over 60 degrees": the list answers it
             step.include_offline = False
             step.target = self.posts(All())
