@@ -23,17 +23,24 @@ def free_port() -> int:
 
 
 def start_demo(tmp_path):
-    ws_port, broker_port = free_port(), free_port()
-    while ws_port + 2 >= 65535:
-        ws_port = free_port()
-    out = tmp_path / "demo.out"
-    env = {**os.environ, "CLOUDISENSE_STATE_DIR": str(tmp_path / "state")}   # its keys go there
-    with open(out, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "cloudisense.node.cli", "demo", "--no-tui", "--port",
-                                 str(ws_port), "--broker-port", str(broker_port)], stdout=f,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    wait_until(lambda: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None, 60,
-               what="the demo cluster")
+    """The demo on free ports; again on others (at most 3 tries) when it exits while starting: one of the ports it
+    takes next to the first (ws_port + 1, + 2) can be taken meanwhile by a test running in parallel (CI once saw
+    the demo gone before the test looked at it).  A demo that always fails still fails, with its output."""
+    for attempt in range(3):
+        ws_port, broker_port = free_port(), free_port()
+        while ws_port + 2 >= 65535:
+            ws_port = free_port()
+        out = tmp_path / f"demo-{attempt}.out"
+        env = {**os.environ, "CLOUDISENSE_STATE_DIR": str(tmp_path / "state")}   # its keys go there
+        with open(out, "wb") as f:
+            proc = subprocess.Popen([sys.executable, "-m", "cloudisense.node.cli", "demo", "--no-tui", "--port",
+                                     str(ws_port), "--broker-port", str(broker_port)], stdout=f,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        wait_until(lambda: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None, 60,
+                   what="the demo cluster")
+        if proc.poll() is None:
+            break
+    assert proc.poll() is None, f"the demo exited while starting:\n{out.read_text()}"
     return proc, out, ws_port
 
 
