@@ -36,8 +36,8 @@ def start_demo(tmp_path):
             proc = subprocess.Popen([sys.executable, "-m", "cloudisense.node.cli", "demo", "--no-tui", "--port",
                                      str(ws_port), "--broker-port", str(broker_port)], stdout=f,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        wait_until(lambda: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None, 60,
-                   what="the demo cluster")
+        wait_until(lambda out=out, proc=proc: "Ctrl-C stops everything" in out.read_text() or proc.poll() is not None,
+                   60, what="the demo cluster")
         if proc.poll() is None:
             break
     assert proc.poll() is None, f"the demo exited while starting:\n{out.read_text()}"
