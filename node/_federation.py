@@ -184,12 +184,30 @@ def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: Fals
     and a call dearer (P3).  A lone call or reply has nothing to wait for: the
     federation sets ``eager`` while it publishes one (P2's round trip).  Never while
     paho runs one of its callbacks (paho's rule).
+
+    The watch itself is added here too, not by aiomqtt: paho may ask from the thread
+    that connects, so the watch is added a loop turn later, and by then the connection
+    may be gone (a broker killed mid-publish); aiomqtt then called ``add_writer`` on a
+    closed fd and asyncio logged an ERROR with a traceback.  It is added only for the
+    socket paho still has open.
     """
     paho = client._client   # aiomqtt 2.x keeps its paho client here (pinned < 3)
-    watch = paho.on_socket_register_write
-    if watch is None:
+    if paho.on_socket_register_write is None:
         return   # not driven by aiomqtt's external loop: nothing to wrap
     busy = paho._in_callback_mutex
+    loop = asyncio.get_running_loop()
+
+    def writable() -> None:
+        try:
+            paho.loop_write()
+        except Exception as exc:  # noqa: BLE001 - a broken connection: aiomqtt's receive loop reports it
+            gone = getattr(client, "_disconnected", None)
+            if gone is not None and not gone.done():
+                gone.set_exception(exc)
+
+    def watch(sock: Any) -> None:
+        if paho.socket() is sock and sock.fileno() >= 0:
+            loop.add_writer(sock.fileno(), writable)
 
     def register_write(c: Any, userdata: Any, sock: Any) -> None:
         out = c._out_packet   # paho's queue of packets to send; the newest is the one just queued
@@ -203,7 +221,7 @@ def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: Fals
                 pass             # the read side sees the broken connection and reconnects
             if c.socket() is not sock or not c.want_write():
                 return           # all written, or the connection is gone (paho closed the socket)
-        watch(c, userdata, sock)
+        loop.call_soon_threadsafe(watch, sock)
 
     paho.on_socket_register_write = register_write
 
