@@ -206,8 +206,9 @@ def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: Fals
                 gone.set_exception(exc)
 
     def watch(sock: Any) -> None:
-        if paho.socket() is sock and sock.fileno() >= 0:
-            loop.add_writer(sock.fileno(), writable)
+        fd = sock.fileno()
+        if paho.socket() is sock and fd >= 0:
+            loop.add_writer(fd, writable)
 
     def register_write(c: Any, userdata: Any, sock: Any) -> None:
         out = c._out_packet   # paho's queue of packets to send; the newest is the one just queued
