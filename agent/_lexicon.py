@@ -319,78 +319,84 @@ _CONTRACTIONS = [
 _TOKEN = re.compile(r"\d+(?:\.\d+)?(?:st|nd|rd|th)?|[a-z0-9](?:[a-z0-9_.\-]*[a-z0-9])?|°c?|>=|<=|[,;&<>%]|\n|\S")
 
 
-def normalise(text: str) -> list[str]:
-    """Lower case, unify quotes and units, expand contractions; the word and symbol tokens."""
-    s = text.replace("\u2019", "'").replace("\u2018", "'").replace("º", "°").replace("\r", "\n")
-    s = s.lower()
+#: normalise(): each rewrite in turn, compiled once.
+_REWRITE_RULES: list[tuple[str, Any]] = [
     # a label before the request: "Task: restart ...", "Q: which node ...", "Ticket - stop ..."
-    s = re.sub(r"^\s*(?:task|q|question|request|req|ticket|todo|to-do|action|ask|fyi|issue|job|ops)\s*[:\-]\s*", "", s)
-    for pat, rep in _CONTRACTIONS:
-        s = re.sub(pat, rep, s)
-    s = re.sub(r"([a-z0-9])'s\b", r"\1", s)          # possessive: nc's -> nc
-    s = re.sub(r"(\d)\s*°\s*c\b", r"\1 °c", s)        # 45°C, 45 ° C
-    s = re.sub(r"(\d)°", r"\1 °", s)
-    s = re.sub(r"(\d)\s*%", r"\1 %", s)
-    s = re.sub(r"(\d)(degrees?|deg|c)\b", r"\1 \2", s)  # 45c, 40degrees
-    s = re.sub(r"[\"`]|(?<![a-z0-9])'|'(?![a-z0-9])", " ", s)   # quotes around words (brackets stay: refused)
-    s = re.sub(r":(?!\d)", " ", s)                     # "on: nb"
-    s = re.sub(r"\s*\.{2,}\s*$", "", s)                # a trailing "..." (inside, ".." stays: edge-1..edge-3 is refused)
-    s = re.sub(r"\b(teh|hte)\b", "the", s)
-    s = re.sub(r"\badn\b", "and", s)
-    s = re.sub(r"\s\+\s", " and ", s)
-    s = s.replace("&&", " then ")                    # "restart logger on nb && stop worker on nc"
-    s = re.sub(r"\s[-\u2013\u2014]+\s", " , ", s)     # "logger on nb - restart": a dash between words
-    s = re.sub(r"\s@\s", " at ", s)
-    s = re.sub(r"\s*(?:->|=>|\u2192)\s*", " then ", s)     # "stop logger nc -> start logger nc"
-    s = re.sub(r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 ", s)
-    s = re.sub(r"^\s*(?:(?:runbook|incident)\s+)?(?:step|item)\s+\d+\s*[:.)\-]?\s+", "", s)   # "Runbook step 4:"
-    s = re.sub(r"^\s*\d+[.)]\s+", "", s)            # "1. restart ..." (a numbered line)
-    s = re.sub(r"\bor not\s*(?=[?;.!]|$)", "", s)    # "is the worker up or not": the question itself
-    s = re.sub(r"\bought to\b", "should", s)
-    s = re.sub(r"\b(him|her)\b", "it", s)            # "please start him": the process (non-native English)
-    s = re.sub(r"\bw/\s*", "with ", s)                # "w/ the highest cpu"
-    s = re.sub(r"\bits(?= (?:actually |really |not |still )?(?:running|stopped|down|up|dead|crashed|ok)\b)", "it is", s)
-    s = re.sub(r"\bgimme\b", "give me", s)
-    s = re.sub(r"\bwanna\b", "want to", s)
-    s = re.sub(r"\bwat\b", "what", s)
-    s = re.sub(r"\b(?:one|1)[- ]?min(?:ute)? load(?: average| avg)?\b", "load", s)
-    s = re.sub(r"\bpegging (?:the )?cpu\b", "using the most cpu", s)
-    s = re.sub(r"\bnot (?:online|reachable|up)\b", "offline", s)
-    s = re.sub(r"\b(is|are|was) (stop|crash|hang)\b", lambda m: f"{m.group(1)} {m.group(2)}ped"
-               if m.group(2) == "stop" else f"{m.group(1)} {m.group(2)}ed", s)    # "the worker is stop since morning"
-    s = re.sub(r"\b(eats|consumes|burns|hogs|chews)\b", "uses", s)     # "the node that eats the most cpu"
-    s = re.sub(r"\b(eating|consuming|burning|hogging|chewing)\b", "using", s)
-    s = re.sub(r"\b(?:under|in) supervision\b", "", s)     # "what is running under supervision on nc"
-    s = re.sub(r"\b(?:i |we )?need (?:the |a )?tail of\b", "tail of", s)    # "need the tail of the logger logs"
-    s = re.sub(r"\bin (?:the|a) (running|stopped) state\b", r"\1", s)        # "where it is in the running state"
-    s = re.sub(r"\b(memory|ram|disk|cpu) in use\b", r"\1 used", s)           # "the least memory in use"
-    s = re.sub(r"\bcarry\b", "have", s)
-    s = re.sub(r"\bsitting\b", "running", s)              # "how many nodes are sitting above 60 degrees"
+    (r"^\s*(?:task|q|question|request|req|ticket|todo|to-do|action|ask|fyi|issue|job|ops)\s*[:\-]\s*", ""),
+    *_CONTRACTIONS,
+    (r"([a-z0-9])'s\b", r"\1"),  # possessive: nc's -> nc
+    (r"(\d)\s*°\s*c\b", r"\1 °c"),  # 45°C, 45 ° C
+    (r"(\d)°", r"\1 °"),
+    (r"(\d)\s*%", r"\1 %"),
+    (r"(\d)(degrees?|deg|c)\b", r"\1 \2"),  # 45c, 40degrees
+    (r"[\"`]|(?<![a-z0-9])'|'(?![a-z0-9])", " "),  # quotes around words (brackets stay: refused)
+    (r":(?!\d)", " "),  # "on: nb"
+    (r"\s*\.{2,}\s*$", ""),  # a trailing "..." (inside, ".." stays: edge-1..edge-3 is refused)
+    (r"\b(teh|hte)\b", "the"),
+    (r"\badn\b", "and"),
+    (r"\s\+\s", " and "),
+    (r"&&", " then "),                                     # "restart logger on nb && stop worker on nc"
+    (r"\s[-\u2013\u2014]+\s", " , "),  # "logger on nb - restart": a dash between words
+    (r"\s@\s", " at "),
+    (r"\s*(?:->|=>|\u2192)\s*", " then "),  # "stop logger nc -> start logger nc"
+    (r"\b(first|second|third|fourth|fifth|\d+(?:st|nd|rd|th)|least|most)-(?=[a-z])", r"\1 "),
+    (r"^\s*(?:(?:runbook|incident)\s+)?(?:step|item)\s+\d+\s*[:.)\-]?\s+", ""),  # "Runbook step 4:"
+    (r"^\s*\d+[.)]\s+", ""),  # "1. restart ..." (a numbered line)
+    (r"\bor not\s*(?=[?;.!]|$)", ""),  # "is the worker up or not": the question itself
+    (r"\bought to\b", "should"),
+    (r"\b(him|her)\b", "it"),  # "please start him": the process (non-native English)
+    (r"\bw/\s*", "with "),  # "w/ the highest cpu"
+    (r"\bits(?= (?:actually |really |not |still )?(?:running|stopped|down|up|dead|crashed|ok)\b)", "it is"),
+    (r"\bgimme\b", "give me"),
+    (r"\bwanna\b", "want to"),
+    (r"\bwat\b", "what"),
+    (r"\b(?:one|1)[- ]?min(?:ute)? load(?: average| avg)?\b", "load"),
+    (r"\bpegging (?:the )?cpu\b", "using the most cpu"),
+    (r"\bnot (?:online|reachable|up)\b", "offline"),
+    (r"\b(is|are|was) (stop|crash|hang)\b", lambda m: f"{m.group(1)} {m.group(2)}ped"
+     if m.group(2) == "stop" else f"{m.group(1)} {m.group(2)}ed"),  # "the worker is stop since morning"
+    (r"\b(eats|consumes|burns|hogs|chews)\b", "uses"),  # "the node that eats the most cpu"
+    (r"\b(eating|consuming|burning|hogging|chewing)\b", "using"),
+    (r"\b(?:under|in) supervision\b", ""),  # "what is running under supervision on nc"
+    (r"\b(?:i |we )?need (?:the |a )?tail of\b", "tail of"),  # "need the tail of the logger logs"
+    (r"\bin (?:the|a) (running|stopped) state\b", r"\1"),  # "where it is in the running state"
+    (r"\b(memory|ram|disk|cpu) in use\b", r"\1 used"),  # "the least memory in use"
+    (r"\bcarry\b", "have"),
+    (r"\bsitting\b", "running"),  # "how many nodes are sitting above 60 degrees"
     # "rank the nodes by cpu usage, highest first" / "sort hosts by temperature": the ranking itself
-    s = re.sub(r"^\s*(?:rank|sort|order|list|show)\s+(?:me\s+)?(?:the\s+|all\s+(?:the\s+)?)?(nodes|hosts|servers|machines|boxes)"
-               r"\s+by\s+",
-               r"show all \1 sorted by ", s)
-    s = re.sub(r"(sorted by [a-z ]+?)\s*,?\s*(?:highest|most|biggest|largest|hottest) first\b", r"\1", s)
-    s = re.sub(r"(sorted by [a-z ]+?)\s*,?\s*(?:lowest|least|smallest|coolest) first\b", r"\1 ascending", s)
+    (r"^\s*(?:rank|sort|order|list|show)\s+(?:me\s+)?(?:the\s+|all\s+(?:the\s+)?)?(nodes|hosts|servers|machines|boxes)"
+     r"\s+by\s+",
+     r"show all \1 sorted by "),
+    (r"(sorted by [a-z ]+?)\s*,?\s*(?:highest|most|biggest|largest|hottest) first\b", r"\1"),
+    (r"(sorted by [a-z ]+?)\s*,?\s*(?:lowest|least|smallest|coolest) first\b", r"\1 ascending"),
     # who asked, before what they asked: "Customer says the logger on nb keeps dying, ...", "The customer wants to
     # know how full the disk on edge-5 is", "Customer asked us to shut down ..."
-    s = re.sub(r"^\s*(?:the |a |our |my |one )?(?:customer|client|user|users|team|boss|manager|lead|someone|somebody)"
-               r"(?: on \S+)? (?:says|said|reports|reported|mentioned|noticed|thinks|writes|wrote|is reporting)"
-               r"(?: that)?\s+", "", s)
-    s = re.sub(r"^\s*(?:the |a |our |my )?(?:customer|client|user|users|boss|manager|lead) (?:asked|asks|wants|wanted|"
-               r"would like|is asking|needs)(?: us| me)?(?: to know| to see| to| for)?\s+", "", s)
-    s = re.sub(r"\bmost (high|low)\b", lambda m: m.group(1) + "est", s)   # "most high cpu": the highest
-    s = re.sub(r"\b(?:closest|nearest) to (?:full|capacity)\b", "fullest", s)
-    s = re.sub(r"\b(?:is )?(?:closest|nearest) to running out of (?:disk|disk space|space|storage)\b", "has the fullest disk", s)
-    s = re.sub(r"\b(?:is )?(?:closest|nearest) to running out of (?:memory|ram)\b", "has the least free memory", s)
-    s = re.sub(r"\b(?:a|one) quarter of\b", "25 % of", s)
-    s = re.sub(r"\bthree quarters of\b", "75 % of", s)
-    s = re.sub(r"\bhalf (?:of )?(?=its|their|the)", "50 % of ", s)
-    s = re.sub(r"\b(?:once|when|after)\s+(?:that|this|it)\s+is\s+(?:done|finished|complete|completed|back up|up)\b"
-               r"\s*,?", " then ", s)            # "once that's done, start ...": the next step
-    s = re.sub(r"\.(\s|$)", r" ; \1", s)              # a sentence end is a step boundary
-    s = re.sub(r"[!?]+(?=\s*(?:on|at|in|for|across|from|except|but)\b)", " ", s)   # "RESTART logger!!! on n-05"
-    s = re.sub(r"[!?]+", " ; ", s)                    # so is a question mark or an exclamation mark
+    (r"^\s*(?:the |a |our |my |one )?(?:customer|client|user|users|team|boss|manager|lead|someone|somebody)"
+     r"(?: on \S+)? (?:says|said|reports|reported|mentioned|noticed|thinks|writes|wrote|is reporting)"
+     r"(?: that)?\s+", ""),
+    (r"^\s*(?:the |a |our |my )?(?:customer|client|user|users|boss|manager|lead) (?:asked|asks|wants|wanted|"
+     r"would like|is asking|needs)(?: us| me)?(?: to know| to see| to| for)?\s+", ""),
+    (r"\bmost (high|low)\b", lambda m: m.group(1) + "est"),  # "most high cpu": the highest
+    (r"\b(?:closest|nearest) to (?:full|capacity)\b", "fullest"),
+    (r"\b(?:is )?(?:closest|nearest) to running out of (?:disk|disk space|space|storage)\b", "has the fullest disk"),
+    (r"\b(?:is )?(?:closest|nearest) to running out of (?:memory|ram)\b", "has the least free memory"),
+    (r"\b(?:a|one) quarter of\b", "25 % of"),
+    (r"\bthree quarters of\b", "75 % of"),
+    (r"\bhalf (?:of )?(?=its|their|the)", "50 % of "),
+    (r"\b(?:once|when|after)\s+(?:that|this|it)\s+is\s+(?:done|finished|complete|completed|back up|up)\b"
+     r"\s*,?", " then "),  # "once that's done, start ...": the next step
+    (r"\.(\s|$)", r" ; \1"),  # a sentence end is a step boundary
+    (r"[!?]+(?=\s*(?:on|at|in|for|across|from|except|but)\b)", " "),  # "RESTART logger!!! on n-05"
+    (r"[!?]+", " ; "),  # so is a question mark or an exclamation mark
+]
+_REWRITES = [(re.compile(pattern), rep) for pattern, rep in _REWRITE_RULES]
+
+
+def normalise(text: str) -> list[str]:
+    """Lower case, unify quotes and units, expand contractions; the word and symbol tokens."""
+    s = text.replace("\u2019", "'").replace("\u2018", "'").replace("º", "°").replace("\r", "\n").lower()
+    for pat, rep in _REWRITES:
+        s = pat.sub(rep, s)
     return [t for t in _TOKEN.findall(s) if t.strip() or t == "\n"]
 
 
