@@ -482,7 +482,7 @@ class _Request:
         step.target = self.target_opt()
         if step.target is None and step.pronoun and prev is None and self._prev_step is not None:
             step.target = Same()   # "stop worker on nb then start it": on the same nodes
-        if step.target is None and self._cond_node is not None and (self._its or step.pronoun or True):
+        if step.target is None and self._cond_node is not None:
             step.target = Ids([self._cond_node])   # "if nb is hotter than 55, restart its worker"
         if step.target is None and (self._fronted_target or self._its) and self._prev_step is not None:
             step.target = Same()   # "on nc: stop X, restart Y"; "how hot is nc? also restart its worker"
@@ -1765,11 +1765,12 @@ class _Request:
             step.target = All()
             return step
         k = c.i     # "which nodes are (running) hot", "what machines are busy": each node's reading of it
-        if c.kind("nnoun") and c.word("is", "are") and (c.word("running") or True) and \
-                c.kind_at() in ("adj", "metric") and (c.i + 1 >= len(c.x) or self._boundary_at(c.i + 1)):
-            step.metric = c.take().value
-            step.target = All()
-            return step
+        if c.kind("nnoun") and c.word("is", "are"):
+            c.word("running")
+            if c.kind_at() in ("adj", "metric") and self._boundary_at_safe(c.i + 1):
+                step.metric = c.take().value
+                step.target = All()
+                return step
         c.i = k
         self._prep()
         step.target = self.texpr()
