@@ -188,7 +188,10 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path, refu
         # A node joins during the outage, through the same server.
         cj = cluster.config("c2b", broker=proxy.url)
         cj["broker"] |= {"keepalive": KEEPALIVE, "connect_timeout": 20.0}
-        nj = await asyncio.to_thread(lambda: cluster.spawn("c2b", cfg=cj).wait_ready(30))
+        # Its start waits on the broker's answers to its SUBSCRIBEs (the id check, then the inbox and
+        # the rest), and nats-server holds each up to 5 s, then refuses it, until the cluster is whole
+        # (SETTLE): measured 6 s with the CPUs idle, 15-25 s with both busy, over 30 s in one CI run.
+        nj = await asyncio.to_thread(lambda: cluster.spawn("c2b", cfg=cj).wait_ready(SETTLE + 15))
         if refuse:
             # A subscription c2b needs is refused: never silent.  It says which one it lacks, counts
             # the refusals, and retries it.
