@@ -125,8 +125,8 @@ class TaskDeadlines:
         loop = task.get_loop()
         when = loop.time() + t
         self._live.add(task)
-        self._heap.add(task, when)
-        self._timer.arm(loop, when)
+        if self._heap.add(task, when):   # the new earliest: otherwise the timer fires no later already
+            self._timer.arm(loop, when)
 
     def finished(self, task: asyncio.Task[Any]) -> bool:
         """Forget ``task``; True if its deadline is what cancelled it."""

@@ -246,13 +246,13 @@ class Node:
 
     def method_mutates(self, target: str, service: str, method: str) -> bool:
         """Whether a call may change state; unknown methods count as mutating."""
-        if (target == self.id or target == "*") and (offer := self.offers.get(service, method)) is not None:
-            return offer.mutates
         if target == self.id or target == "*":
-            try:
-                return self.registry.mutates(service, method)
-            except CloudisenseError:
-                return target == "*"
+            # a service of the node and one clients offer never share a name (Offers.add refuses)
+            mutates = self.registry.mutates_or_none(service, method)
+            if mutates is None:
+                offer = self.offers.get(service, method)
+                return offer.mutates if offer is not None else target == "*"
+            return mutates
         meta = self.peers.catalog_of(target).get(service, {}).get("methods", {}).get(method)
         return True if meta is None else bool(meta.get("mutates", True))
 
@@ -350,18 +350,20 @@ class Node:
         self._local_deadlines.add(task, t)
         timed_out = False
         try:
-            offer = self.offers.get(service, method)
+            # the node's own methods first (one lookup); a name is never both the node's and offered
+            mutates = self.registry.mutates_or_none(service, method)
+            offer = self.offers.get(service, method) if mutates is None else None
             if offer is not None:
                 if role != "operator" and offer.mutates:
                     raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
                 result = await self._invoke(offer, params, caller or {"node": self.id}, t)
             else:
-                if service not in self.registry and (offered := self.offers.methods_of(service)):
+                if mutates is None and service not in self.registry and (offered := self.offers.methods_of(service)):
                     raise UnknownMethod(f"service {service!r} has no method {method!r} (methods: "
                                         f"{', '.join(offered)})")
-                if role != "operator" and self.registry.mutates(service, method):
+                if role != "operator" and mutates:
                     raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
-                result = await self.registry.call(service, method, params)
+                result = await self.registry.call(service, method, params)   # unknown names: its error
         except TimeoutError:
             timed_out = True
         except CloudisenseError as e:

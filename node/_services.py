@@ -131,6 +131,7 @@ class Registry:
     def __init__(self) -> None:
         self._services: dict[str, Service] = {}
         self._methods: dict[str, dict[str, MethodSpec]] = {}
+        self._mutating: dict[tuple[str, str], bool] = {}   # (service, method) -> mutates: one lookup per call
         self._describe_cache: dict[str, Any] | None = None
 
     def add(self, service: Service) -> None:
@@ -140,6 +141,7 @@ class Registry:
             raise ValueError(f"service {service.name!r} is registered twice")
         self._services[service.name] = service
         self._methods[service.name] = service.methods()
+        self._mutating.update(((service.name, m), spec.mutates) for m, spec in self._methods[service.name].items())
         self._describe_cache = None
 
     def __iter__(self) -> Iterator[Service]:
@@ -204,4 +206,8 @@ class Registry:
 
     def mutates(self, service: str, method_name: str) -> bool:
         return self.spec(service, method_name).mutates
+
+    def mutates_or_none(self, service: str, method_name: str) -> bool | None:
+        """Whether the method changes state, or None when there is no such method (no exception)."""
+        return self._mutating.get((service, method_name))
 
