@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 import support
 from support import independent_pairwise_key
 from hypothesis import strategies as st
@@ -1139,3 +1139,137 @@ def test_the_bytes_a_sealer_wrote_are_checked_without_re_serialising(peers, monk
 
     monkeypatch.setattr(signing, "canonical", no)
     assert [raw_check(b.verifier, r) for r in (single, batch, legacy)] == [None, None, None]
+
+
+# --------------------------------------------------------------------------- one pass for the common case
+#
+# ``Verifier.verify`` accepts the usual message (one unicast envelope as a Sealer MAC'd it, for this node,
+# fresh, new) in one pass, and sends everything else through the checks in order (``_check``).  The one
+# pass may only ever agree with them: these cases are the bytes a sealer wrote, edited the ways an attacker
+# or a broken peer would, received at another time or a second time, and each must get exactly the answer
+# of the ordered checks, with the same replay cache afterwards.
+
+def _edits():
+    splice = st.tuples(st.integers(0, 400), st.integers(0, 8), st.binary(max_size=8))
+    tokens = st.sampled_from([b'"node-a"', b'"node-b"', b'"node-c"', b'"*"', b"null", b"1764240000.0",
+                              b"1764240000", b'"call"', b'"event"', b'"result"', b'"mac"', b'"sig"', b"1e999",
+                              b'"' + b"i" * 300 + b'"', b"[]", b"{}", b'""'])
+    field = st.tuples(st.sampled_from([b'"from":', b'"to":', b'"id":', b'"ts":', b'"kind":', b'"mac":',
+                                       b'"v":']), tokens)
+    return st.one_of(
+        st.tuples(st.just("splice"), splice),          # bytes cut out and others put in, anywhere
+        st.tuples(st.just("field"), field),            # one field's value replaced by another JSON token
+        st.tuples(st.just("append"), field),           # the field again, last (JSON keeps the last)
+        st.tuples(st.just("mac"), st.sampled_from(["node-c", "other-id", "flip", "pad", "lower", "empty"])),
+        st.tuples(st.just("none"), st.none()))
+
+
+def _apply(raw: bytes, edit, peers) -> bytes:
+    what, arg = edit
+    if what == "splice":
+        at, cut, put = arg
+        at = min(at, len(raw))
+        return raw[:at] + put + raw[at + cut:]
+    if what in ("field", "append"):
+        name, value = arg
+        if what == "append":
+            return raw[:-1] + b"," + name + value + b"}"
+        i = raw.find(name)
+        if i < 0:
+            return raw
+        j = i + len(name)
+        end = j + 1 + raw[j + 1:].index(b'"') + 1 if raw[j:j + 1] == b'"' else j + len(raw[j:].split(b",")[0])
+        return raw[:j] + value + raw[end:]
+    if what == "mac":
+        head, _, tail = raw.rpartition(b',"mac":"')
+        mac = tail[:-2]
+        if arg == "node-c":      # what node-c's key with node-b makes of the same bytes
+            mac = base64.b64encode(hashlib.blake2b(head + b"}", digest_size=16, key=peers["node-c"].keys.get(
+                "node-b")).digest())
+        elif arg == "other-id":  # A's genuine MAC of another envelope
+            mac = json.loads(peers["node-a"].sealer.wire([unicast(id_="other")]))["mac"].encode()
+        elif arg == "flip":
+            mac = mac[:5] + (b"B" if mac[5:6] != b"B" else b"C") + mac[6:]
+        elif arg == "pad":       # unused low bits of the last character set: another spelling
+            mac = mac[:-3] + bytes([mac[-3] ^ 1]) + mac[-2:]
+        elif arg == "lower":
+            mac = mac.lower()
+        else:
+            mac = b""
+        return head + b',"mac":"' + mac + b'"}'
+    return raw
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edit=_edits(), kind=st.sampled_from(["call", "result", "error", "lease", "event"]),
+       to=st.sampled_from(["node-b", "node-c", "*"]), skew=st.sampled_from([0.0, 29.0, -29.0, 31.0, -31.0, 1e9]),
+       seen_before=st.booleans(), ts_int=st.booleans(), keyed_for_b=st.booleans())
+@example(edit=("none", None), kind="call", to="node-c", skew=0.0, seen_before=False, ts_int=False,
+         keyed_for_b=True)   # K_AB, but for node-c: misrouted
+@example(edit=("none", None), kind="result", to="node-b", skew=31.0, seen_before=False, ts_int=False,
+         keyed_for_b=True)   # stale
+@example(edit=("none", None), kind="call", to="node-b", skew=0.0, seen_before=True, ts_int=False,
+         keyed_for_b=True)   # replayed
+@example(edit=("none", None), kind="call", to="node-b", skew=0.0, seen_before=False, ts_int=False,
+         keyed_for_b=True)   # accepted
+@example(edit=("mac", "node-c"), kind="call", to="node-b", skew=0.0, seen_before=False, ts_int=False,
+         keyed_for_b=True)   # node-c forging A->B with K_BC
+def test_the_one_pass_for_sealed_macs_answers_as_the_ordered_checks_do(seeded, edit, kind, to, skew,
+                                                                      seen_before, ts_int, keyed_for_b):
+    clock = Clock(T0 + skew)
+    peers = {n: Peer(seeded, n, clock) for n in SEEDS}
+    env = unicast(id_="x1", kind=kind, to=to, ts=T0 if not ts_int else int(T0))
+    sealer = peers["node-a"].sealer
+    # keyed_for_b: MAC'd with K_AB whatever 'to' says (only A or B could make it: 'to' is still checked)
+    raw = _apply(sealer.pack([(canonical(env), "node-b" if keyed_for_b else to)]) if to != "*"
+                 else sealer.wire([env]), edit, peers)
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        assume(False)
+    assume(type(obj) is dict)
+    b = peers["node-b"]
+    b.keys.get("node-a"), b.keys.get("node-c")   # derived already, as in a running node (else: no one pass)
+    one_pass, ordered = (Verifier(b.trust, window=30.0, clock=clock, keys=b.keys) for _ in range(2))
+    if seen_before:   # the genuine envelope already came once
+        genuine = json.loads(sealer.wire([unicast(id_="x1", kind="call")]))
+        for v in (one_pass, ordered):
+            v._check(copy.deepcopy(genuine), True, None)
+    got = one_pass.verify(copy.deepcopy(obj), raw=raw)
+    want = ordered._check(copy.deepcopy(obj), True, raw)
+    assert got == want, f"{edit!r}: one pass says {got}, the ordered checks say {want}"
+    assert one_pass.seen_size == ordered.seen_size
+
+
+def test_the_one_pass_takes_the_usual_message_and_refuses_a_trust_reload_s_removed_peer(seeded, tmp_path):
+    clock = Clock()
+    peers = {n: Peer(seeded, n, clock) for n in SEEDS}
+    a, b = peers["node-a"], peers["node-b"]
+    raw = a.sealer.wire([unicast(id_="1")])
+    assert raw_check(b.verifier, raw) is None and b.verifier.accepted == 1
+    assert raw_check(b.verifier, raw) is Reason.REPLAYED
+    # node-a leaves the trust store (what a SIGHUP reload does): its cached pair key must not let it in
+    for n in ("node-b", "node-c"):
+        (tmp_path / f"{n}.pub").write_bytes((seeded / f"{n}.pub").read_bytes())
+    store = TrustStore.load(tmp_path)
+    b.verifier.trust = store
+    b.keys._trust = store
+    b.keys._cache.clear()
+    assert raw_check(b.verifier, a.sealer.wire([unicast(id_="2")])) is Reason.UNKNOWN_SENDER
+
+
+def test_the_one_pass_keeps_the_replay_cache_bounded(seeded):
+    from cloudisense.node._signing import PRUNE_EVERY
+    clock = Clock()
+    a, b = Peer(seeded, "node-a", clock), Peer(seeded, "node-b", clock)
+    v = Verifier(b.trust, window=1.0, clock=clock, keys=b.keys)
+    b.keys.get("node-a")
+    raws = [a.sealer.wire([unicast(id_=str(i), ts=T0 + i * 0.01)]) for i in range(1500)]
+    peak, slow = 0, []
+    v._check = lambda *args: slow.append(args)   # the ordered checks must not be needed for these
+    for i, raw in enumerate(raws):   # 100 a second over 15 windows
+        clock.t = T0 + i * 0.01
+        assert raw_check(v, raw) is None
+        peak = max(peak, v.seen_size)
+    assert not slow
+    assert 100 <= peak <= 100 * (2 * 1.0 + PRUNE_EVERY) + 2   # rate x (2 x window + the prune interval)
