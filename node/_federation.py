@@ -26,6 +26,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 from collections import defaultdict
 from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlparse
@@ -189,13 +190,15 @@ def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: Fals
     that connects, so the watch is added a loop turn later, and by then the connection
     may be gone (a broker killed mid-publish); aiomqtt then called ``add_writer`` on a
     closed fd and asyncio logged an ERROR with a traceback.  It is added only for the
-    socket paho still has open.
+    socket paho still has open, by a plain ``call_soon`` when paho asks from the loop's own thread (it
+    does for every PUBACK) and thread-safely when it asks from the thread that connects.
     """
     paho = client._client   # aiomqtt 2.x keeps its paho client here (pinned < 3)
     if paho.on_socket_register_write is None:
         return   # not driven by aiomqtt's external loop: nothing to wrap
     busy = paho._in_callback_mutex
     loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
 
     def writable() -> None:
         try:
@@ -222,7 +225,10 @@ def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: Fals
                 pass             # the read side sees the broken connection and reconnects
             if c.socket() is not sock or not c.want_write():
                 return           # all written, or the connection is gone (paho closed the socket)
-        loop.call_soon_threadsafe(watch, sock)
+        if threading.get_ident() == loop_thread:
+            loop.call_soon(watch, sock)              # (no self-pipe write and extra wake: a PUBACK each)
+        else:
+            loop.call_soon_threadsafe(watch, sock)   # the thread that connects
 
     paho.on_socket_register_write = register_write
 

@@ -63,3 +63,32 @@ async def test_an_open_socket_is_watched_and_the_watch_writes_what_paho_queued()
         paho.on_socket_register_write(paho, None, a)
         await _turns()
         assert loop.remove_writer(a.fileno())          # it was watched
+
+
+async def test_asked_on_the_loop_s_own_thread_the_watch_does_not_wake_the_loop_through_its_self_pipe(
+        monkeypatch):
+    # paho asks for the watch from the loop's thread for every PUBACK it queues (each QoS 1 message the node
+    # receives): a plain call_soon, not call_soon_threadsafe's write to the loop's self-pipe and the extra
+    # wake-up and read that follow.
+    loop = asyncio.get_running_loop()
+    wakes: list[int] = []
+    real = loop._write_to_self
+    monkeypatch.setattr(loop, "_write_to_self", lambda: (wakes.append(1), real())[1])
+    with _paho_on_a_socket() as (paho, a):
+        paho.on_socket_register_write(paho, None, a)
+        await _turns()
+        assert wakes == []
+        assert loop.remove_writer(a.fileno())          # and it was watched all the same
+
+
+async def test_asked_from_another_thread_the_watch_is_added_on_the_loop_all_the_same():
+    # paho asks from the thread that connects (aiomqtt connects in an executor): that must stay thread-safe
+    loop = asyncio.get_running_loop()
+    with _paho_on_a_socket() as (paho, a):
+        await asyncio.to_thread(paho.on_socket_register_write, paho, None, a)
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if loop.remove_writer(a.fileno()):
+                break
+        else:
+            raise AssertionError("the watch asked for from another thread was never added")
