@@ -80,6 +80,22 @@ async def test_table_fills_request_box_has_focus_and_header_says_offline_rules_p
                                         (None, "$sys/stats")}
 
 
+async def test_a_cell_drawn_before_its_column_was_measured_is_drawn_again_whole(tmp_path):
+    # textual measures a changed cell's width when the table is next idle, but a paint in between (a busy
+    # console) caches the cell cut to the old width, and its caches are not keyed by width: CI saw
+    # "OFFLINE" cut to "OFFLIN" for good. The table draws again once the widths change.
+    from rich.text import Text
+    from textual.coordinate import Coordinate
+    link = FakeLink(three_nodes(NOW))
+    async with console(tmp_path, link, size=(100, 30)) as (app, pilot, _):
+        table = app.screen.query_one(ClusterTable)
+        row = table.coordinate_to_cell_key(Coordinate(2, 0)).row_key
+        table.update_cell(row, "state", Text("OFFLINE-LONGER"), update_width=True)   # what refresh_rows does
+        app.screen._compositor.reflow(app.screen, app.screen.size)
+        assert "OFFLINE-LONGER" not in screen_text(app)   # a paint before the idle measurement: cut
+        await wait_for(pilot, lambda: "OFFLINE-LONGER" in screen_text(app), timeout=5.0, what="the whole cell")
+
+
 async def test_cluster_events_update_the_table_without_polling(tmp_path):
     link = FakeLink(three_nodes(NOW))
     async with console(tmp_path, link, size=(100, 30)) as (app, pilot, _):

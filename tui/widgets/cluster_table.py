@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from rich.markup import escape
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
@@ -96,6 +97,16 @@ class ClusterTable(DataTable[Text]):
     def action_filter(self) -> None:
         self.post_message(self.FilterRequested())
 
+    async def _on_idle(self, event: events.Idle) -> None:
+        # textual (8.2) measures changed cells' widths when the table is idle, but a paint in between caches
+        # them cut to the old widths, and its render caches are keyed by its update count, not by width: a
+        # busy console kept "OFFLINE" cut to "OFFLIN" for good (CI). Draw again when a width changed.
+        before = [c.content_width for c in self.columns.values()]
+        await super()._on_idle(event)
+        if [c.content_width for c in self.columns.values()] != before:
+            self._clear_caches()
+            self.refresh()
+
     def on_mount(self) -> None:
         for col in CLUSTER_COLUMNS:
             self.add_column(col, key=col)
@@ -115,8 +126,7 @@ class ClusterTable(DataTable[Text]):
         ids = [r.id for r in rows]
         styled = {r.id: self._styled(r.cells(now, self.model.self_id, self.procs_width), r.online) for r in rows}
         if ids != self._shown_ids or self._wider_than_shown(styled):
-            # Re-laid whole: add_row measures the columns at once (update_cell's widths wait for an idle
-            # moment, which a busy console may not get: "OFFLINE" was cut to "OFFLIN").
+            # Re-laid whole (the new widths are measured when the table is next idle: see _on_idle).
             cursor = self.cursor_row
             self.clear()
             for r in rows:
