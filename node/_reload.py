@@ -78,10 +78,7 @@ def _reload_trust(node: Any, new: Settings) -> str | None:
     store = TrustStore.load(sec.trust)   # ConfigError: nothing changes
     v = node.verifier
     before = set(v.trust._raw)
-    v.trust = store
-    if v.keys is not None:
-        v.keys._trust = store            # pairwise MAC keys: derived again from the new keys
-        v.keys._cache.clear()
+    v.replace_trust(store)               # pairwise MAC keys: derived again from the new keys
     node.settings.security.trust = sec.trust
     now = set(store._raw)
     if now == before:

@@ -213,6 +213,11 @@ def mac_of(key: bytes, data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=MAC_BYTES, key=key).digest()
 
 
+def mac_b64(key: bytes, data: bytes) -> bytes:
+    """:func:`mac_of` in base64, as a ``mac`` field holds it (the one spelling: no unused low bits set)."""
+    return b2a_base64(hashlib.blake2b(data, digest_size=MAC_BYTES, key=key).digest(), newline=False)
+
+
 # --------------------------------------------------------------------------- keys
 
 def generate_keypair(node_id: str, out_dir: str | Path) -> tuple[Path, Path]:
@@ -385,10 +390,7 @@ class Sealer:
         if self.unicast == "sig":   # each envelope signed on its own: its canonical bytes, the sig spliced in
             data = canonical(env)
             return data[:-1] + b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
-        to, kind = env.get("to"), env.get("kind")   # is_multicast(env), inline: this runs for every envelope
-        multicast = type(to) is not str or to == "*" or (type(kind) is str and kind in MULTICAST_KINDS)
-        data = canonical_bytes(env) if "sig" not in env and "mac" not in env else canonical(env)
-        return data, (None if multicast else to)
+        return canonical(env), (None if is_multicast(env) else env["to"])
 
     def pack(self, items: list[Any]) -> bytes:
         """The MQTT payload that carries the prepared envelopes ``items`` (at least one)."""
@@ -400,16 +402,9 @@ class Sealer:
             peers = {p for _, p in items}
             peer = peers.pop() if len(peers) == 1 else None
             data = batch_canonical(self.node_id, peer, [d for d, _ in items])
-        key = None
-        if peer is not None and (keys := self._keys) is not None:
-            cache = keys._cache      # PairKeys.get's cache hit, inline: this runs for every call and reply
-            if key := cache.get(peer):
-                cache.move_to_end(peer)
-            else:
-                key = keys.get(peer)
-        if key is not None:   # mac_of and base64, inline: this runs for every call and reply
-            tag = (b',"mac":"' + b2a_base64(hashlib.blake2b(data, digest_size=MAC_BYTES, key=key).digest(),
-                                             newline=False) + b'"}')
+        key = self._keys.get(peer) if peer is not None and self._keys is not None else None
+        if key is not None:
+            tag = b',"mac":"' + mac_b64(key, data) + b'"}'
         else:   # multicast, or a peer we hold no key of (a sig is accepted on unicast too)
             tag = b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
         sealed: bytes = data[:-1] + tag
@@ -630,6 +625,16 @@ class _SeenCache:
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._d
 
+    def admit(self, key: tuple[str, str], expiry: float, now: float) -> bool:
+        """Remember ``key`` unless it is here already (a replay: False); prunes at most every PRUNE_EVERY."""
+        if now >= self.next_prune:
+            self.prune(now)
+        d = self._d
+        if key in d:
+            return False
+        d[key] = expiry
+        return True
+
     def add(self, key: tuple[str, str], expiry: float) -> None:
         self._d[key] = expiry
 
@@ -708,6 +713,13 @@ class Verifier:
                 out.append(env)
         return out
 
+    def replace_trust(self, store: TrustStore) -> None:
+        """Verify against ``store`` from now on (a reload); pairwise keys are derived again from it."""
+        self.trust = store
+        if self.keys is not None:
+            self.keys._trust = store
+            self.keys._cache.clear()
+
     def verify(self, env: Any, *, fresh: bool = True, raw: bytes | None = None) -> Reason | None:
         """``None`` if ``env`` is accepted, else the :class:`Reason` it was dropped for.
 
@@ -760,36 +772,21 @@ class Verifier:
         unit tests hold this pass to them on edited bytes, other times and replays.
         """
         mac, sender, env_id, ts = env.get("mac"), env.get("from"), env.get("id"), env.get("ts")
-        me, kind = self.node_id, env.get("kind")
-        if (type(mac) is not str or "sig" in env or type(sender) is not str or type(env_id) is not str
-                or len(env_id) > MAX_ID_LEN or type(ts) is not float or me is None or env.get("to") != me
-                or type(kind) is not str or kind in MULTICAST_KINDS or sender not in self.trust._raw):
-            return False   # (a node id is never "*" or null: to == me is unicast, for this node)
-        cache = self.keys._cache  # type: ignore[union-attr]   # me is set only with keys
-        key = cache.get(sender)   # derived keys only: a trust reload clears them with the store
-        if not key:
-            return False
-        m = mac.encode()
-        n = len(m) + 10           # ,"mac":"…"}
-        if raw[-n:] != b',"mac":"' + m + b'"}':
-            return False
-        expected = b2a_base64(hashlib.blake2b(raw[:-n] + b"}", digest_size=MAC_BYTES, key=key).digest(),
-                              newline=False)
-        if not hmac.compare_digest(expected, m):   # the one canonical base64 spelling of the right MAC
+        keys, kind = self.keys, env.get("kind")
+        if (keys is None or type(mac) is not str or "sig" in env or type(sender) is not str
+                or type(env_id) is not str or len(env_id) > MAX_ID_LEN or type(ts) is not float
+                or env.get("to") != self.node_id or type(kind) is not str or kind in MULTICAST_KINDS
+                or sender not in self.trust):
+            return False   # (a node id is never "*" or null: to == node_id is unicast, for this node)
+        key = keys.get(sender)
+        # the one canonical base64 spelling of the right MAC, over the bytes the sealer wrote (ASCII only)
+        if (key is None or (data := sealed_part(raw, None, mac)) is None
+                or not hmac.compare_digest(mac_b64(key, data), mac.encode())):
             return False
         now = self.clock()
         if not abs(now - ts) <= self.window:       # (not <=: a NaN clock is not fresh either)
             return False
-        seen = self._seen
-        if now >= seen.next_prune:
-            seen.prune(now)
-        k = (sender, env_id)
-        d = seen._d                                # (_SeenCache's own dict: two calls fewer)
-        if k in d:
-            return False
-        d[k] = ts + self.window
-        cache.move_to_end(sender)
-        return True
+        return self._seen.admit((sender, env_id), ts + self.window, now)
 
     def _check(self, env: Any, fresh: bool, raw: bytes | None = None) -> Reason | None:
         auth = _authenticator(env)

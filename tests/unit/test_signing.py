@@ -1251,10 +1251,7 @@ def test_the_one_pass_takes_the_usual_message_and_refuses_a_trust_reload_s_remov
     # node-a leaves the trust store (what a SIGHUP reload does): its cached pair key must not let it in
     for n in ("node-b", "node-c"):
         (tmp_path / f"{n}.pub").write_bytes((seeded / f"{n}.pub").read_bytes())
-    store = TrustStore.load(tmp_path)
-    b.verifier.trust = store
-    b.keys._trust = store
-    b.keys._cache.clear()
+    b.verifier.replace_trust(TrustStore.load(tmp_path))
     assert raw_check(b.verifier, a.sealer.wire([unicast(id_="2")])) is Reason.UNKNOWN_SENDER
 
 
