@@ -233,6 +233,27 @@ def write_first(client: aiomqtt.Client, eager: Callable[[], bool] = lambda: Fals
     paho.on_socket_register_write = register_write
 
 
+class _Lane:
+    """What one writer sends: it flushes all that is queued, waits for those publishes to complete, then
+    flushes again, so what was queued meanwhile goes out coalesced (one MQTT message per topic and QoS,
+    at most MAX_BATCH envelopes).  QoS 0 has a lane of its own: a QoS 1 publish completes with the
+    broker's PUBACK, which a broker may hold for seconds (nats-server while JetStream elects leaders),
+    and a probe or its ack must not wait behind it."""
+
+    __slots__ = ("out", "raw", "ready")
+
+    def __init__(self) -> None:
+        self.out: dict[tuple[str, int], list[Any]] = defaultdict(list)   # prepared envelopes per topic
+        self.raw: list[tuple[str, int, bytes]] = []
+        self.ready = asyncio.Event()
+
+    def take(self) -> tuple[dict[tuple[str, int], list[Any]], list[tuple[str, int, bytes]]]:
+        self.ready.clear()
+        out, raw = self.out, self.raw
+        self.out, self.raw = defaultdict(list), []
+        return out, raw
+
+
 class Federation:
     """One node's link to the broker.  Use as ``async with Federation(...) as fed``.
 
@@ -243,6 +264,11 @@ class Federation:
     Every SUBACK is checked: a topic the broker refused (0x80) or did not grant in
     time is retried with backoff until it is held, counted as ``subscribe_failures``;
     :meth:`missing` names the topics wanted and not held (the readiness check reads it).
+
+    ``hello`` (optional) gives the message a *re*connection publishes first, at QoS 0 and not
+    retained, before its subscriptions: a broker may take seconds over each of those (nats-server
+    holds a connection's reads while it sets up a QoS 1 subscription during a JetStream election),
+    and the node's presence must not wait behind them.
     """
 
     def __init__(self, *, node_id: str, url: str, keepalive: int, connect_timeout: float,
@@ -252,7 +278,8 @@ class Federation:
                  on_fatal: Callable[[str], None],
                  username: str = "", password: str = "",
                  ca: str = "", cert: str = "", key: str = "", packer: Any = None,
-                 attempt_timeout: float | None = None) -> None:
+                 attempt_timeout: float | None = None,
+                 hello: Callable[[], tuple[str, bytes]] | None = None) -> None:
         self.node_id = node_id
         self.urls = broker_urls(url)
         self._at = 0                     # index in urls of the server of the current (or next) attempt
@@ -264,6 +291,7 @@ class Federation:
         self.attempt_timeout = min(attempt_timeout or connect_timeout, connect_timeout)
         self.username, self.password = username or None, password or None
         self._will = will
+        self._hello = hello
         self._on_envelopes = on_envelopes
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -275,9 +303,8 @@ class Federation:
         self._fresh: set[str] = set()     # of those, asked for while connected, first SUBACK awaited
         self._subs_lost = asyncio.Event()   # some topic of _subs is not held: the keeper retries it
         self._packer = packer or PlainPacker()
-        self._out: dict[tuple[str, int], list[Any]] = defaultdict(list)   # prepared envelopes per topic
-        self._raw: list[tuple[str, int, bytes]] = []
-        self._out_ready = asyncio.Event()
+        self._lane = _Lane()    # QoS 1: each flush waits for the broker's PUBACKs
+        self._lane0 = _Lane()   # QoS 0 (liveness, events): never queued behind a PUBACK the broker holds
         self._eager = False   # publishing a lone envelope: write it at once (see write_first)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -308,7 +335,8 @@ class Federation:
         if final and client is not None and self.connected.is_set():
             try:
                 async with asyncio.timeout(2):
-                    await self._flush(client)
+                    await self._flush(client, self._lane0)
+                    await self._flush(client, self._lane)
                     await client.publish(final[0], final[1], qos=1, retain=True)
             except (aiomqtt.MqttError, TimeoutError) as e:
                 log.info("could not publish offline presence: %s", e)
@@ -337,14 +365,16 @@ class Federation:
         self._on_connected = on_connected
 
     def send(self, topic: str, env: Mapping[str, Any], qos: int = 1) -> None:
-        """Queue an envelope; it goes out with others bound for the same topic."""
-        self._out[(topic, qos)].append(self._packer.prepare(env))
-        self._out_ready.set()
+        """Queue an envelope; it goes out with others bound for the same topic (and QoS)."""
+        lane = self._lane if qos else self._lane0
+        lane.out[(topic, qos)].append(self._packer.prepare(env))
+        lane.ready.set()
 
     def send_raw(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Queue a payload as it is, in an MQTT message of its own."""
-        self._raw.append((topic, qos, payload))
-        self._out_ready.set()
+        lane = self._lane if qos else self._lane0
+        lane.raw.append((topic, qos, payload))
+        lane.ready.set()
 
     async def publish_retained(self, topic: str, env: Mapping[str, Any], qos: int = 1) -> None:
         client = self._client
@@ -490,6 +520,8 @@ class Federation:
                 async with self._make_client() as client:
                     client.timeout = self.connect_timeout   # publishes and SUBACKs: as before failover
                     self._client = client
+                    if self._hello is not None and not first:
+                        await client.publish(*self._hello(), qos=0)
                     async with asyncio.TaskGroup() as tg:
                         # All at once, and the link waits one attempt's time for them: a cluster
                         # electing new leaders (NATS after a server died) may grant them seconds
@@ -508,7 +540,8 @@ class Federation:
                         self._on_connected()
                         first = False
                         tg.create_task(self._rx(client), name=f"federation[{self.node_id}].rx")
-                        tg.create_task(self._tx(client), name=f"federation[{self.node_id}].tx")
+                        tg.create_task(self._tx(client, self._lane), name=f"federation[{self.node_id}].tx")
+                        tg.create_task(self._tx(client, self._lane0), name=f"federation[{self.node_id}].tx0")
                         tg.create_task(self._keep_subscriptions(client), name=f"federation[{self.node_id}].subs")
             except* (aiomqtt.MqttError, OSError, ssl.SSLError) as eg:
                 exc: Exception = eg.exceptions[0]
@@ -573,15 +606,13 @@ class Federation:
                 self._warn.log(logging.ERROR, "handler_failed", "handling a message on %s failed",
                                printable(msg.topic.value, limit=200), exc_info=True)
 
-    async def _tx(self, client: aiomqtt.Client) -> None:
+    async def _tx(self, client: aiomqtt.Client, lane: "_Lane") -> None:
         while True:
-            await self._out_ready.wait()
-            await self._flush(client)
+            await lane.ready.wait()
+            await self._flush(client, lane)
 
-    async def _flush(self, client: aiomqtt.Client) -> None:
-        self._out_ready.clear()
-        out, self._out = self._out, defaultdict(list)
-        raw, self._raw = self._raw, []
+    async def _flush(self, client: aiomqtt.Client, lane: "_Lane") -> None:
+        out, raw = lane.take()
         lone = not raw and len(out) == 1 and len(next(iter(out.values()))) == 1   # one envelope, nothing to batch
         sends = [(topic, 1, client.publish(topic, payload, qos=qos)) for topic, qos, payload in raw]
         pack = self._packer.pack

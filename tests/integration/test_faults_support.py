@@ -107,6 +107,13 @@ class CutProxy:
       it cannot set the subscription up (nats-server: "Unable to add JetStream
       consumer … timeout"); ``refused`` counts the filters refused.
 
+    * :meth:`hold_pubacks` (MQTT 3.1.1): while set, the broker's PUBACKs are kept from the node, as
+      nats-server keeps them while it cannot store a QoS 1 message (JetStream electing leaders); they
+      are let through, in order, when it is unset.
+
+    ``sent`` lists, per connection in the order they came, the types of the MQTT packets the node sent
+    (1 CONNECT, 3 PUBLISH, 8 SUBSCRIBE, ...).
+
     ``upstream_closed`` counts black-holed connections the broker closed (its
     keepalive check gave up on them: the moment it publishes their will).
     """
@@ -116,6 +123,9 @@ class CutProxy:
         self.port = free_port()
         self._partitioned = False
         self._refusing: str | None = None
+        self._holding = False
+        self.held = 0
+        self.sent: list[list[int]] = []
         self.refused = 0
         self._conns: list[dict[str, Any]] = []
         self.upstream_closed = 0
@@ -153,6 +163,17 @@ class CutProxy:
 
     def refuse_subscriptions(self, containing: str | None) -> None:
         self._refusing = containing
+
+    def hold_pubacks(self, hold: bool) -> None:
+        self._loop.call_soon_threadsafe(self._do_hold, hold)
+
+    def _do_hold(self, hold: bool) -> None:
+        self._holding = hold
+        if not hold:
+            for c in self._conns:
+                if c["held"] and not c["drop_down"]:
+                    c["writers"][0].write(bytes(c["held"]))
+                c["held"].clear()
 
     def _packets(self, buf: bytearray) -> list[bytearray]:
         """The whole MQTT packets at the start of ``buf``, taken out of it (a partial one stays)."""
@@ -226,7 +247,9 @@ class CutProxy:
             self._loop.close()
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        conn: dict[str, Any] = {"drop_up": self._partitioned, "drop_down": self._partitioned, "writers": [cw]}
+        conn: dict[str, Any] = {"drop_up": self._partitioned, "drop_down": self._partitioned, "writers": [cw],
+                                "held": bytearray(), "types": []}
+        self.sent.append(conn["types"])
         self._conns.append(conn)
         try:
             ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream)
@@ -239,13 +262,24 @@ class CutProxy:
         conn["writers"].append(uw)
 
         async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, drop: str) -> None:
-            pending = bytearray()     # node → broker: whole packets (a SUBSCRIBE may be refused here)
+            pending = bytearray()     # whole packets (a SUBSCRIBE may be refused, a PUBACK held here)
             try:
                 while data := await r.read(65536):
-                    if r is cr:
+                    if r is ur and (self._holding or pending):
                         pending += data
                         out = bytearray()
                         for packet in self._packets(pending):
+                            if self._holding and packet[0] == 0x40:
+                                conn["held"] += packet
+                                self.held += 1
+                            else:
+                                out += packet
+                        data = bytes(out)
+                    elif r is cr:
+                        pending += data
+                        out = bytearray()
+                        for packet in self._packets(pending):
+                            conn["types"].append(packet[0] >> 4)
                             if (suback := self._refuse(packet)) is None:
                                 out += packet
                             elif not conn["drop_down"]:

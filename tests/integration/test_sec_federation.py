@@ -234,17 +234,19 @@ class MqttWatch:
 class _Link:
     """A real Federation on mosquitto, and a watcher of everything under the test's prefix."""
 
-    def __init__(self, prefix: str, cls=None) -> None:
+    def __init__(self, prefix: str, cls=None, url: str = BROKER, hello=None) -> None:
         self.prefix = prefix
         self.cls = cls
+        self.url = url
+        self.hello = hello
         self.events: list[tuple[str, bool]] = []   # (what happened, connected at that moment)
 
     async def __aenter__(self) -> "_Link":
         from cloudisense.node._federation import Federation
         self.watch = await MqttWatch(f"{self.prefix}/#").__aenter__()
         self.fed = fed = (self.cls or Federation)(
-            node_id="lk", url=BROKER, keepalive=5, connect_timeout=5,
-            will=lambda: (f"{self.prefix}/node/lk/presence", b"offline"),
+            node_id="lk", url=self.url, keepalive=5, connect_timeout=5,
+            will=lambda: (f"{self.prefix}/node/lk/presence", b"offline"), hello=self.hello,
             on_envelopes=lambda t, e: None,
             on_connected=lambda: self.events.append(("connected", fed.connected.is_set())),
             on_disconnected=lambda why: self.events.append((f"disconnected: {why}", fed.connected.is_set())),
@@ -284,6 +286,56 @@ async def test_an_unsendable_envelope_is_dropped_and_counted_the_link_stays_up(p
     assert 1 <= len(warnings) <= 3, [r.getMessage() for r in warnings]
 
 
+async def test_qos_0_envelopes_do_not_wait_behind_a_puback_the_broker_holds(prefix):
+    """The broker holds the PUBACK of a QoS 1 publish (nats-server does while JetStream elects leaders):
+    envelopes sent at QoS 0 meanwhile (the failure detector's probes and acks) still go out at once, and
+    the QoS 1 ones queued behind the held publish go out, coalesced, once it completes."""
+    from test_faults_support import CutProxy
+
+    with CutProxy(PORT) as proxy:
+        async with _Link(prefix, url=proxy.url) as link:
+            fed = link.fed
+            await link.delivered(f"{prefix}/calls", {"n": 0})
+            proxy.hold_pubacks(True)
+            fed.send(f"{prefix}/calls", {"n": 1})              # its PUBACK is held: the QoS 1 writer waits
+            await async_wait_until(lambda: proxy.held >= 1, 10, what="the broker's PUBACK to be held")
+            fed.send(f"{prefix}/calls", {"n": 2})              # queued behind it
+            for i in range(3):
+                fed.send(f"{prefix}/probes", {"p": i}, qos=0)
+                await async_wait_until(lambda: (f"{prefix}/probes", {"p": i}) in link.watch.envelopes(), 5,
+                                       what=f"probe {i} to go out while a PUBACK is held")
+            assert (f"{prefix}/calls", {"n": 2}) not in link.watch.envelopes()
+            proxy.hold_pubacks(False)
+            await async_wait_until(lambda: (f"{prefix}/calls", {"n": 2}) in link.watch.envelopes(), 10,
+                                   what="the queued QoS 1 envelope once the PUBACK came")
+            assert fed.connected.is_set() and fed.counters["reconnects"] == 0
+
+
+async def test_a_reconnection_publishes_its_hello_before_it_subscribes(prefix):
+    """A reconnection's first message is its ``hello`` (the node's online presence), before the
+    SUBSCRIBEs a broker may take seconds over; the first connection sends none (the node has not
+    checked yet that its id is free)."""
+    from test_faults_support import CutProxy
+
+    hellos = iter(range(1, 100))
+    with CutProxy(PORT) as proxy:
+        async with _Link(prefix, url=proxy.url,
+                         hello=lambda: (f"{prefix}/node/lk/presence", json.dumps({"hello": next(hellos)}).encode())
+                         ) as link:
+            fed = link.fed
+            await fed.subscribe(f"{prefix}/node/lk/inbox")
+            await link.delivered(f"{prefix}/first", {"n": 1})
+            assert 3 not in proxy.sent[0][:proxy.sent[0].index(8)], proxy.sent   # no PUBLISH before it subscribed
+            proxy.reset_node_side()
+            await async_wait_until(lambda: fed.counters["reconnects"] >= 1 and fed.connected.is_set(), 10,
+                                   what="the link to reconnect")
+            await async_wait_until(lambda: (f"{prefix}/node/lk/presence", {"hello": 1}) in link.watch.got, 5,
+                                   what="the hello")
+            types = proxy.sent[-1]
+            assert types[0] == 1 and types[1] == 3 and 8 in types, proxy.sent   # CONNECT, the hello, SUBSCRIBE
+            assert fed.subscriptions == [f"{prefix}/node/lk/inbox"] and not fed.missing()
+
+
 async def test_a_failed_send_loop_is_logged_reports_disconnected_and_reconnects(prefix, caplog):
     """Whatever else breaks the send loop (here a wrapper that fails one flush): the link says it is
     down while it is, logs why with the traceback, reconnects, and sends again."""
@@ -292,12 +344,12 @@ async def test_a_failed_send_loop_is_logged_reports_disconnected_and_reconnects(
     class FailingOnce(Federation):
         armed = True
 
-        async def _flush(self, client):
+        async def _flush(self, client, lane):
             if self.armed:
                 self.armed = False
                 seen_connected.append(self.connected.is_set())
                 raise RuntimeError("injected: the send loop broke")
-            await super()._flush(client)
+            await super()._flush(client, lane)
 
     seen_connected: list[bool] = []
     with caplog.at_level(logging.INFO, "cloudisense.node._federation"):
