@@ -55,6 +55,13 @@ JOIN_SNAPSHOT_SECONDS = 2.0
 #: (the gaps double; see Peers._tell_verdicts_again); a repeat says how old the verdict is ("age", s).
 VERDICT_REPEATS = 5
 VERDICT_AGE_MAX = 3600.0
+#: The failure detector's traffic (probe, ack, nack, member) and the copy of a new connection's presence go
+#: at QoS 0, as memberlist's go over UDP: a lost one is what indirect probes, suspicion, refutation and the
+#: repeated verdicts are for.  At QoS 1 they would wait on the broker's persistence: nats-server stores
+#: QoS 1 messages in JetStream, holds them while JetStream elects leaders after a server died, and closes a
+#: client whose QoS 1 publish it could not store within 5 s (publishing the will of a live node); at QoS 0
+#: they go through its core routing, which the election does not stop.
+LIVENESS_QOS = 0
 #: The reasons ``$cluster/node/offline`` carries.
 OfflineReason = Literal["will", "left", "probe", "stale-on-join", "disconnected"]
 
@@ -186,6 +193,13 @@ class Peers:
         """
         self._conn_ts = time.time()
         return self.presence_topic(self.id), self._wire(self._presence("offline", self._conn_ts))
+
+    def hello(self) -> tuple[str, bytes]:
+        """What a reconnection publishes first, before its subscriptions (at QoS 0, not retained): the
+        online presence of the connection whose will was just set, so a peer that took the will of a
+        link of ours the broker closed while we were alive lists us online again as soon as we are
+        connected, not once the broker has stored the retained presence (see :meth:`_say_online`)."""
+        return self.presence_topic(self.id), self._wire(self._presence("online", self._conn_ts))
 
     # --- outbound: what the node asks of the cluster ----------------------------------
 
@@ -427,6 +441,7 @@ class Peers:
                 # published its will: peers drop it (older than our presence), but it is now the
                 # retained presence a later joiner reads.  Say online again.
                 log.info("the broker published the will of an earlier connection of ours; announcing online again")
+                self._say_online()
                 self.router.spawn(self.fed.publish_retained(self.presence_topic(self.id),
                                                             self._presence("online", self._conn_ts)))
             return
@@ -495,13 +510,13 @@ class Peers:
         target = body.get("target")
         if not target or target == self.id:
             ack: AckBody = {"re": env["id"], "target": self.id, "session": self.session}
-            self.fed.send(self.inbox(frm), self.envelope("ack", frm, ack))
+            self.fed.send(self.inbox(frm), self.envelope("ack", frm, ack), LIVENESS_QOS)
             return
         if not isinstance(target, str) or target not in self.members:
             return   # we can't help: the asker's other helpers will
         probe = self.envelope("probe", target, {})
         self.prober.relay(probe["id"], frm, env["id"], target, time.time())
-        self.fed.send(self.inbox(target), probe)
+        self.fed.send(self.inbox(target), probe, LIVENESS_QOS)
 
     def _h_ack(self, frm: str, env: Envelope, topic: str) -> None:
         body: AckBody = env["body"]
@@ -510,7 +525,7 @@ class Peers:
             assert self.fed is not None
             origin, origin_req, target = got
             fwd: AckBody = {"re": origin_req, "target": target, "session": str(body.get("session", ""))}
-            self.fed.send(self.inbox(origin), self.envelope("ack", origin, fwd))
+            self.fed.send(self.inbox(origin), self.envelope("ack", origin, fwd), LIVENESS_QOS)
         elif got is not None:
             self._alive(got, str(body.get("session", "")))
 
@@ -631,7 +646,7 @@ class Peers:
         log.info("a peer suspects this node; refuting")
         self.prober.strained()
         body: MemberBody = {"node": self.id, "state": "alive", "session": self.session}
-        self.fed.send(self.members_topic, self.envelope("member", None, body))
+        self.fed.send(self.members_topic, self.envelope("member", None, body), LIVENESS_QOS)
 
     def _disseminate(self, node: str, state: Literal["suspect", "offline"], age: float | None = None) -> None:
         assert self.fed is not None
@@ -639,7 +654,7 @@ class Peers:
         body: MemberBody = {"node": node, "state": state, "session": m.session if m else ""}
         if age is not None:
             body["age"] = round(age, 3)
-        self.fed.send(self.members_topic, self.envelope("member", None, body))
+        self.fed.send(self.members_topic, self.envelope("member", None, body), LIVENESS_QOS)
 
     def _tell_verdicts_again(self, now: float) -> None:
         """Each of our ``offline`` verdicts goes out again VERDICT_REPEATS times, the gaps doubling from one
@@ -670,14 +685,14 @@ class Peers:
             return
         for origin, origin_req, silent in self.prober.nacks_due(now):   # we probed for them, in vain
             nack: NackBody = {"re": origin_req, "target": silent}
-            self.fed.send(self.inbox(origin), self.envelope("nack", origin, nack))
+            self.fed.send(self.inbox(origin), self.envelope("nack", origin, nack), LIVENESS_QOS)
         online = self.online_peers()
         req_env = self.envelope("probe", None, {})
         target = self.members.ring_successor()
         if self.prober.start(now, req_env["id"], target):
             assert target is not None
             req_env["to"] = target
-            self.fed.send(self.inbox(target), req_env)
+            self.fed.send(self.inbox(target), req_env, LIVENESS_QOS)
         self._tell_verdicts_again(now)
         ask, suspects = self.prober.due(now, online)
         for req, helper in ask:
@@ -687,7 +702,7 @@ class Peers:
             body: ProbeBody = {"target": target}
             env = self.envelope("probe", helper, body)
             env["id"] = req   # the helper's ack echoes our id
-            self.fed.send(self.inbox(helper), env)
+            self.fed.send(self.inbox(helper), env, LIVENESS_QOS)
         for node in suspects:
             if self.members.suspect(node, None, now):
                 self._stale(node, "it did not answer a probe, nor the indirect probes")
@@ -753,7 +768,7 @@ class Peers:
         fed = self.fed = link(
             node_id=self.id, url=url, keepalive=b.keepalive, connect_timeout=b.connect_timeout,
             attempt_timeout=b.attempt_timeout,
-            will=self.will, on_envelopes=self._on_envelopes_first, on_connected=lambda: None,
+            will=self.will, hello=self.hello, on_envelopes=self._on_envelopes_first, on_connected=lambda: None,
             on_disconnected=self._on_disconnected, on_fatal=self._on_fatal,
             username=b.username, password=b.password, ca=b.ca, cert=b.cert, key=b.key,
             packer=self.sealer)
@@ -839,6 +854,19 @@ class Peers:
             self._clear_confirm()
             self._unconfirmed = set(self.online_peers())
         self.router.spawn(self._after_connect())
+
+    def _say_online(self) -> None:
+        """This connection's presence, to everyone at once: not retained, at LIVENESS_QOS.
+
+        The retained copy follows, but the broker may hold it (nats-server stores it in JetStream, which
+        stops while it elects leaders), and a peer that took a will of ours (the broker closed a link of
+        ours that was alive) would list us offline until then.  Both carry the connection's ts, so a
+        receiver keeps whichever comes first and a late will of an earlier connection stays older.
+        A reconnection says it in its ``hello`` (before its subscriptions); this is for the will of an
+        earlier connection that the broker published after we were back.
+        """
+        if self.fed is not None:
+            self.fed.send(self.presence_topic(self.id), self._presence("online", self._conn_ts), LIVENESS_QOS)
 
     def _clear_confirm(self) -> None:
         for timer in self._confirm_timers.values():

@@ -703,6 +703,75 @@ def test_a_will_and_a_clean_stop_are_told_apart(parts):
     assert [(e["node"], e["data"]["reason"]) for e in sink.events] == [("b", "will"), ("c", "left")]
 
 
+async def test_failure_detection_does_not_wait_on_the_brokers_qos_1_storage(parts):
+    """Probes, acks, nacks and verdicts go at QoS 0 (nats-server holds QoS 1 while JetStream elects
+    leaders, and closes a client whose QoS 1 publish it could not store); calls and their replies stay
+    at QoS 1."""
+    peers, link, router, *_ = parts
+    online(peers, "b")
+    online(peers, "c")
+    link.sent.clear()
+    t = time.time()
+    peers.housekeeping(t)                                              # our probe of b
+    peers.housekeeping(t + 1.1)                                        # c asked to probe b for us
+    peers.housekeeping(t + 2.1)                                        # b suspected, everyone told
+    peers.on_envelopes(peers.inbox("me"), env("probe", "c", {}))       # c probes us: our ack
+    peers.on_envelopes(peers.inbox("me"), env("probe", "c", {"target": "b"}, id="c-9"))   # we help c
+    peers.housekeeping(t + 2.1 + 10.1)                                 # b offline: the verdict, and c's nack
+    peers.on_envelopes(peers.members_topic, env("member", "c", {"node": "me", "state": "suspect",
+                                                                "session": "me-session"}, to=None))  # refute
+    kinds = {(e["kind"], e["body"].get("state")) for _, e, _ in link.sent}
+    assert {("probe", None), ("ack", None), ("nack", None), ("member", "suspect"), ("member", "alive"),
+            ("member", "offline")} <= kinds, kinds
+    assert [(e["kind"], qos) for _, e, qos in link.sent if qos != 0] == []
+    link.sent.clear()
+    peers.on_envelopes(peers.inbox("me"), env("call", "c", {"service": "svc", "method": "get", "params": {},
+                                                            "reply_by": time.time() + 5}))
+    router.runs[-1][-1]({"ok": True}, None)
+    assert [(e["kind"], qos) for _, e, qos in link.sent] == [("result", 1)]
+
+
+async def test_a_reconnection_says_online_first_with_the_connections_ts(parts):
+    """What the link publishes first on a reconnection (``hello``, before its subscriptions, at QoS 0):
+    this connection's online presence, with the ts its will has too; the retained one follows."""
+    peers, link, router, *_ = parts
+    will_topic, will = peers.will()                   # a new connection: its will and its ts
+    topic, payload = peers.hello()
+    hello = json.loads(payload)
+    assert topic == will_topic == peers.presence_topic("me")
+    assert hello["kind"] == "presence" and hello["body"] == {"state": "online", "session": "me-session"}
+    assert hello["ts"] == json.loads(will)["ts"] == peers._conn_ts
+    _reconnect(peers)
+    await asyncio.wait_for(asyncio.gather(*router.tasks), 2)
+    assert [(t, e["ts"]) for t, e, _ in link.retained if e["kind"] == "presence"] == [(topic, peers._conn_ts)]
+    RecordingLink.instances.clear()
+    await asyncio.wait_for(peers.join("mqtt://fake", link=RecordingLink), 5)
+    assert RecordingLink.instances[0].kw["hello"] == peers.hello
+
+
+def test_a_will_of_a_live_node_lasts_until_its_new_connection_says_online_whichever_comes_first(parts):
+    """As a peer: b's will (connection 1) and b's presence on connection 2, not retained, in either
+    order.  b is offline only between the two, and the retained copy of that presence adds nothing."""
+    peers, _, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/#")
+    t1 = time.time() - 10
+    t2 = t1 + 5
+    for first_the_will in (True, False):
+        node = "b" if first_the_will else "c"
+        peers.on_envelopes(peers.presence_topic(node), env("presence", node, {"state": "online", "session": "s1"},
+                                                          to=None, ts=t1))
+        assert peers.members.is_online(node)
+        will = env("presence", node, {"state": "offline", "session": "s1", "reason": "will"}, to=None, ts=t1)
+        again = env("presence", node, {"state": "online", "session": "s1"}, to=None, ts=t2)
+        for e in ([will, again] if first_the_will else [again, will]):
+            peers.on_envelopes(peers.presence_topic(node), e)
+        peers.on_envelopes(peers.presence_topic(node), dict(again, id=f"{node}-retained"))   # the retained copy
+        assert peers.members.is_online(node)
+        seen = [e["topic"].rsplit("/", 1)[1] for e in sink.events if e["node"] == node]
+        assert seen == (["online", "offline", "online"] if first_the_will else ["online"]), seen
+
+
 def test_a_catalog_is_fetched_once_per_hash_and_checked(parts):
     peers, link, *_ = parts
     other = {"x": {"description": "", "methods": {}}}
@@ -886,6 +955,10 @@ async def test_our_own_late_will_is_answered_with_online_again(parts):
     await asyncio.wait_for(asyncio.gather(*router.tasks), 2)
     [(topic, again, _)] = link.retained
     assert topic == peers.presence_topic("me") and again["body"]["state"] == "online"
+    # and at once, not retained at QoS 0, for peers that took that will (the broker may hold the retained one)
+    [(topic, now, qos)] = link.sent
+    assert topic == peers.presence_topic("me") and qos == 0 and now["body"]["state"] == "online"
+    assert now["ts"] == again["ts"] == peers._conn_ts
 
 
 async def test_heartbeat_and_leave(parts):
