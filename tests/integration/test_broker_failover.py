@@ -307,10 +307,11 @@ async def test_a_nats_cluster_server_dies_and_comes_back(cluster, tmp_path, refu
                         gaps.setdefault(node, []).append(round(t - down, 2))
                         down = None
                 assert down is None, f"{node} left offline in {p.name}'s view"
-        # The moved node: never longer than the bound.  The others are measured and printed, not bounded:
-        # once in CI a live node on a healthy server (c3) was listed offline 13.5 s during nats-server's
-        # election (issue 20 stays open on this item).
-        assert all(g <= MOVED for g in gaps.get("c1", [])), gaps
+        # Any live node, the moved one or one whose link nats-server closed (publishing its will), is
+        # listed online again once it is connected: its reconnection's first word, at QoS 0, before it
+        # subscribes.  (Before that word, a node on a healthy server was seen offline up to 13.5 s: its
+        # re-announced presence waited on the same election.)
+        assert all(g <= MOVED for gs in gaps.values() for g in gs), gaps
         for n in (c1, c2, c3, nj):
             assert await is_ready(n), ready(n)
         print(f"MEASURE nats cluster kill -9 ({'SUBACKs refused' if refuse else 'plain'}): c1 moved after"
