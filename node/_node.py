@@ -25,6 +25,7 @@ from ._builtin import NodeService, PubSubService, SystemService
 from ._cluster import COMPACT_FIELDS, METRIC_KEYS, ROW_FIELDS, Done, PendingTable, query, sort_error, wire_error
 from ._config import Settings, node_id_error
 from ._deadlines import DeadlineTimer, TaskDeadlines
+from ._eager import Continued, first_step
 from ._envelopes import CallBody
 from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, InvalidParams, TooLarge,
                       UnknownMethod, from_wire, to_wire)
@@ -276,11 +277,11 @@ class Node:
 
         if target == self.id:
             if not reply:
-                self._spawn(self._run_local(service, method, params, t, role, lambda r, e: None))
+                self._start_local(service, method, params, t, role, lambda r, e: None)
                 done(None, None)
                 return
-            self._spawn(self._run_local(service, method, params, t, role, finish,
-                                        {"node": self.id, "client": getattr(owner, "name", None)}))
+            self._start_local(service, method, params, t, role, finish,
+                              {"node": self.id, "client": getattr(owner, "name", None)})
             return
         if target == "*":
             self._broadcast(service, method, params, t, role, owner, finish, reply)
@@ -330,30 +331,55 @@ class Node:
         if reply:
             self.pending.add_gather(req, {self.id, *remote}, owner, finish)
             self._deadline(req, t, "no answer in time")
-            self._spawn(self._run_local(service, method, params, t, role,
-                                        lambda r, e: self.pending.resolve(req, self.id, r, e)))
+            self._start_local(service, method, params, t, role,
+                              lambda r, e: self.pending.resolve(req, self.id, r, e))
         else:
-            self._spawn(self._run_local(service, method, params, t, role, lambda r, e: None))
+            self._start_local(service, method, params, t, role, lambda r, e: None)
             finish(None, None)
         peers.send_broadcast(env)
 
     def run_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
                   done: Done, caller: str | None = None) -> None:
-        """Run a method of this node in a task of its own, within ``t`` seconds (a call from peer ``caller``)."""
-        self._spawn(self._run_local(service, method, params, t, role, done, {"node": caller or "?"}))
+        """Run a method of this node within ``t`` seconds (a call from peer ``caller``)."""
+        self._start_local(service, method, params, t, role, done, {"node": caller or "?"})
+
+    def _start_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
+                     done: Done, caller: dict[str, Any] | None = None) -> None:
+        """Run a method of this node: at once when one of its own answers without waiting (most do; no task
+        and no loop turn, see ``_eager``), else in a task of its own that finishes it within ``t`` seconds."""
+        mutates = self.registry.mutates_or_none(service, method)
+        if mutates is None or (mutates and role != "operator"):
+            # offered by a client, unknown, or refused: the task's path says which
+            self._spawn(self._run_local(service, method, params, t, role, done, caller))
+            return
+        try:
+            finished, value = first_step(self.registry.call(service, method, params))
+        except CloudisenseError as e:
+            done(None, e.to_wire())
+        except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - answered as internal, as in the task
+            log.exception("%s.%s failed", service, method)
+            done(None, to_wire(e))
+        else:
+            if finished:
+                done(value, None)
+            else:
+                self._spawn(self._run_local(service, method, params, t, role, done, caller, value))
 
     async def _run_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
-                         done: Done, caller: dict[str, Any] | None = None) -> None:
-        """Run a method of this node in its own task (``_spawn``), within ``t`` seconds."""
+                         done: Done, caller: dict[str, Any] | None = None, started: Continued | None = None) -> None:
+        """Run a method of this node in its own task (``_spawn``), within ``t`` seconds; ``started``: one of
+        its own that ``_start_local`` started and that waits."""
         task = asyncio.current_task()
         assert task is not None
         self._local_deadlines.add(task, t)
         timed_out = False
         try:
             # the node's own methods first (one lookup); a name is never both the node's and offered
-            mutates = self.registry.mutates_or_none(service, method)
+            mutates = self.registry.mutates_or_none(service, method) if started is None else False
             offer = self.offers.get(service, method) if mutates is None else None
-            if offer is not None:
+            if started is not None:
+                result = await started
+            elif offer is not None:
                 if role != "operator" and offer.mutates:
                     raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
                 result = await self._invoke(offer, params, caller or {"node": self.id}, t)
