@@ -273,7 +273,7 @@ class Federation:
 
     def __init__(self, *, node_id: str, url: str, keepalive: int, connect_timeout: float,
                  will: Callable[[], tuple[str, bytes]],
-                 on_envelopes: Callable[[str, Any, bytes | None], None],
+                 on_envelopes: Callable[[str, Any, bytes | None, bool], None],
                  on_connected: Callable[[], None], on_disconnected: Callable[[str], None],
                  on_fatal: Callable[[str], None],
                  username: str = "", password: str = "",
@@ -358,7 +358,7 @@ class Federation:
 
     # --- API used by the node -----------------------------------------------
 
-    def route(self, on_envelopes: Callable[[str, Any, bytes | None], None],
+    def route(self, on_envelopes: Callable[[str, Any, bytes | None, bool], None],
               on_connected: Callable[[], None]) -> None:
         """Hand what arrives, and each (re)connection, to new callbacks: the join is done."""
         self._on_envelopes = on_envelopes
@@ -601,7 +601,7 @@ class Federation:
                 continue
             self.counters["rx_envelopes"] += len(obj) if isinstance(obj, list) else 1
             try:
-                self._on_envelopes(msg.topic.value, obj, payload if type(payload) is bytes else None)
+                self._on_envelopes(msg.topic.value, obj, payload if type(payload) is bytes else None, msg.retain)
             except Exception:  # noqa: BLE001 - one bad message must not stop the receive loop
                 self._warn.log(logging.ERROR, "handler_failed", "handling a message on %s failed",
                                printable(msg.topic.value, limit=200), exc_info=True)

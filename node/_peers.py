@@ -130,6 +130,8 @@ class Peers:
         self._lost_at = 0.0              # when we lost the broker (0: connected)
         # Our own offline verdicts, told again (see probe_round): node -> (session, when, repeats left)
         self._verdicts: dict[str, tuple[str, float, int]] = {}
+        self._replayed = False   # the message being routed was replayed by the broker (retained, new subscription)
+        self._doubted_wills: dict[str, float] = {}   # node -> when a replayed will of it made it stale
 
     # --- topics ----------------------------------------------------------------
 
@@ -319,9 +321,11 @@ class Peers:
 
     # --- inbound -----------------------------------------------------------------------
 
-    def on_envelopes(self, topic: str, message: Any, raw: bytes | None = None) -> None:
+    def on_envelopes(self, topic: str, message: Any, raw: bytes | None = None, replayed: bool = False) -> None:
         """Route what one MQTT message carried (an envelope, a batch or an array), once the edge admitted it.
-        ``raw``: the message's bytes (authenticators are checked over them)."""
+        ``raw``: the message's bytes (authenticators are checked over them); ``replayed``: the broker sent it
+        from its retained store, for a subscription just made (MQTT's RETAIN flag on delivery)."""
+        self._replayed = replayed
         for env in self.inbound.admit(message, raw):
             kind, frm = env["kind"], env["from"]
             if kind in RETAINED and kind != "catalog" and frm != self.id:
@@ -445,8 +449,12 @@ class Peers:
                 self.router.spawn(self.fed.publish_retained(self.presence_topic(self.id),
                                                             self._presence("online", self._conn_ts)))
             return
+        if body["state"] == "offline" and self._replayed and self._doubt_will(frm, str(body.get("session", ""))):
+            return
         h = body.get("catalog_hash")
         h = h if isinstance(h, str) and len(h) <= 64 else None
+        m = self.members.get(frm)
+        was_stale = m is not None and m.online and bool(m.suspect_since)
         change = self.members.on_presence(frm, body["state"], str(body.get("session", "")), time.time(),
                                           env["ts"], h)
         if h and body["state"] == "online":
@@ -460,6 +468,8 @@ class Peers:
             # its will, or the presence of a clean stop: the same envelope, told apart by its ts
             self.node_offline(frm, "went offline", "left" if body.get("reason") == "left" else "will")
         elif body["state"] == "online" and self.members.is_online(frm):
+            if was_stale and m is not None and not m.suspect_since:
+                self._no_longer_stale(frm)   # a newer presence: it spoke
             # It (re)connected to the broker without ever looking gone to us; it may have
             # given *us* up meanwhile (it judges our heartbeats by its own clock) and
             # dropped our interests.  Subscribing again costs one envelope per filter.
@@ -630,9 +640,30 @@ class Peers:
                 self._node_online(node)
             return
         if self.members.alive(node, session, time.time()):
-            self._member_log.log(logging.INFO, ("alive", node), "node %s answers again: no longer stale", node)
-            m = self.members.get(node)
-            self.emit_cluster("online", node, m.view(self.catalogs) if m else {"id": node})
+            self._no_longer_stale(node)
+
+    def _no_longer_stale(self, node: str) -> None:
+        self._member_log.log(logging.INFO, ("alive", node), "node %s answers again: no longer stale", node)
+        m = self.members.get(node)
+        self.emit_cluster("online", node, m.view(self.catalogs) if m else {"id": node})
+
+    def _doubt_will(self, node: str, session: str) -> bool:
+        """A will of ``node`` replayed from the broker's retained store on a subscription of ours that is new
+        (a reconnect, or one set up late) while we list ``node`` online in that session: stale, not offline.
+
+        The broker published it for a link it closed; the node may be alive on another link that cannot
+        speak yet (nats-server, electing JetStream leaders, closes clients whose QoS 1 publish it could not
+        store, and holds the new link's reads while it sets up its subscriptions), and the ``online`` it
+        said first went out before this subscription was there.  It is offline (reason ``will``) if it has
+        not spoken within ``cluster.suspect_timeout``.  True: taken as doubt (or already doubted)."""
+        m = self.members.get(node)
+        if m is None or not m.online or m.session != session:
+            return False
+        now = time.time()
+        if self.members.suspect(node, session, now):
+            self._doubted_wills[node] = now
+            self._stale(node, "its will, read from the broker's retained store: offline unless it speaks")
+        return True
 
     def _stale(self, node: str, why: str) -> None:
         self._member_log.log(logging.INFO, ("stale", node), "node %s is stale: %s", node, why)
@@ -708,6 +739,12 @@ class Peers:
                 self._stale(node, "it did not answer a probe, nor the indirect probes")
                 self._disseminate(node, "suspect")
         for node in self.members.suspects_due(now, self.prober.suspect_after(self.settings.cluster.suspect_timeout)):
+            m = self.members.get(node)
+            if m is not None and self._doubted_wills.pop(node, None) == m.suspect_since:
+                if self.members.mark_offline(node, now):   # our own doubt, cleared: no verdict to tell
+                    self.prober.forget(node)
+                    self.node_offline(node, "went offline (its will, read from the retained store, stood)", "will")
+                continue
             if self.members.mark_offline(node, now):
                 self.prober.forget(node)
                 self._disseminate(node, "offline")
@@ -747,6 +784,7 @@ class Peers:
     def node_offline(self, node: str, why: str, reason: OfflineReason) -> None:
         """``node`` is offline (``reason``: will, left, probe, stale-on-join, disconnected): tell whoever cares."""
         self._member_log.log(logging.INFO, ("offline", node), "node %s %s", node, why)
+        self._doubted_wills.pop(node, None)
         dropped = self.interests.drop(node)
         failed = self.pending.fail_node(node, f"{node} {why}")
         m = self.members.get(node)
@@ -827,7 +865,7 @@ class Peers:
                 f"node id {self.id!r} is already online (host {st.get('host', '?')}, pid {st.get('pid', '?')}, "
                 f"ws {st.get('ws', '?')}, last heartbeat {age:.1f} s ago); choose another --id or stop that node")
 
-    def _on_envelopes_first(self, topic: str, message: Any, raw: bytes | None = None) -> None:
+    def _on_envelopes_first(self, topic: str, message: Any, raw: bytes | None = None, replayed: bool = False) -> None:
         """Before we join: only look for another node with our id."""
         envs = message if isinstance(message, list) else [message]
         for env in envs[:MAX_ENVELOPES]:

@@ -239,6 +239,7 @@ class _Link:
         self.cls = cls
         self.url = url
         self.hello = hello
+        self.received: list[tuple[str, object, bool]] = []
         self.events: list[tuple[str, bool]] = []   # (what happened, connected at that moment)
 
     async def __aenter__(self) -> "_Link":
@@ -247,7 +248,7 @@ class _Link:
         self.fed = fed = (self.cls or Federation)(
             node_id="lk", url=self.url, keepalive=5, connect_timeout=5,
             will=lambda: (f"{self.prefix}/node/lk/presence", b"offline"), hello=self.hello,
-            on_envelopes=lambda t, e: None,
+            on_envelopes=lambda topic, obj, raw, replayed: self.received.append((topic, obj, replayed)),
             on_connected=lambda: self.events.append(("connected", fed.connected.is_set())),
             on_disconnected=lambda why: self.events.append((f"disconnected: {why}", fed.connected.is_set())),
             on_fatal=lambda why: self.events.append((f"fatal: {why}", fed.connected.is_set())))
@@ -334,6 +335,22 @@ async def test_a_reconnection_publishes_its_hello_before_it_subscribes(prefix):
             types = proxy.sent[-1]
             assert types[0] == 1 and types[1] == 3 and 8 in types, proxy.sent   # CONNECT, the hello, SUBSCRIBE
             assert fed.subscriptions == [f"{prefix}/node/lk/inbox"] and not fed.missing()
+
+
+async def test_the_node_is_told_which_messages_the_broker_replayed_from_its_retained_store(prefix):
+    """A retained message the broker sends for a subscription just made is marked replayed (MQTT's RETAIN
+    flag on delivery); one published while the subscription stands is not, retained or not."""
+    import aiomqtt
+
+    async with aiomqtt.Client(HOST, PORT, identifier=f"pub-{uuid.uuid4().hex[:8]}") as pub:
+        await pub.publish(f"{prefix}/node/x/presence", b'{"state": "old"}', qos=1, retain=True)
+        async with _Link(prefix) as link:
+            await link.fed.subscribe(f"{prefix}/node/+/presence")
+            await async_wait_until(lambda: link.received, 10, what="the retained message")
+            await pub.publish(f"{prefix}/node/x/presence", b'{"state": "live"}', qos=1, retain=True)
+            await async_wait_until(lambda: len(link.received) >= 2, 10, what="the live message")
+            assert [(o, r) for _, o, r in link.received] == [({"state": "old"}, True), ({"state": "live"}, False)]
+        await pub.publish(f"{prefix}/node/x/presence", b"", qos=1, retain=True)   # clear it
 
 
 async def test_a_failed_send_loop_is_logged_reports_disconnected_and_reconnects(prefix, caplog):

@@ -772,6 +772,52 @@ def test_a_will_of_a_live_node_lasts_until_its_new_connection_says_online_whiche
         assert seen == (["online", "offline", "online"] if first_the_will else ["online"]), seen
 
 
+async def test_a_will_read_on_a_new_subscription_makes_a_listed_node_stale_not_offline(parts):
+    """A retained will the broker replays on a new subscription of ours (nats-server: the will of a link it
+    closed, while that node's live link could not speak yet) is not taken as death for a node listed
+    online: it is stale until it speaks (a newer presence: online again, never offline) ..."""
+    peers, _, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/#")
+    t1 = time.time() - 10
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                      to=None, ts=t1))
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s1",
+                                                                        "reason": "will"}, to=None, ts=t1 + 1),
+                       None, True)
+    assert peers.members.is_online("b") and peers.members.get("b").status == "stale"
+    peers.housekeeping(time.time())
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "online", "session": "s1"},
+                                                      to=None, ts=t1 + 2))
+    assert peers.members.get("b").status == "online"
+    seen = [(e["topic"].rsplit("/", 1)[1], e["data"].get("reason")) for e in sink.events if e["node"] == "b"]
+    assert [w for w, _ in seen] == ["online", "stale", "online"], seen
+    # ... while the same will published live (the broker saw the link die) is taken at once
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s1",
+                                                                        "reason": "will"}, to=None, ts=t1 + 2))
+    assert not peers.members.is_online("b")
+    assert (sink.events[-1]["topic"], sink.events[-1]["data"]["reason"]) == ("$cluster/node/offline", "will")
+
+
+async def test_a_will_read_on_a_new_subscription_and_not_contradicted_is_offline_as_a_will(parts):
+    """... and offline (reason ``will``) once it has been silent for cluster.suspect_timeout; this node's
+    doubt was its own, so no verdict goes to the others (they saw the will live, or will read it too)."""
+    peers, link, _, subs, _ = parts
+    sink = Sink()
+    subs.add(sink, "me", "$cluster/node/offline")
+    online(peers, "b")
+    t = time.time()
+    peers.on_envelopes(peers.presence_topic("b"), env("presence", "b", {"state": "offline", "session": "s1",
+                                                                        "reason": "will"}, to=None), None, True)
+    link.sent.clear()
+    peers.housekeeping(t + 5)
+    assert peers.members.is_online("b")
+    peers.housekeeping(t + peers.settings.cluster.suspect_timeout + 0.5)
+    assert not peers.members.is_online("b")
+    assert [(e["node"], e["data"]["reason"]) for e in sink.events] == [("b", "will")]
+    assert [e for _, e, _ in link.sent if e["kind"] == "member"] == []
+
+
 def test_a_catalog_is_fetched_once_per_hash_and_checked(parts):
     peers, link, *_ = parts
     other = {"x": {"description": "", "methods": {}}}
