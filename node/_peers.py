@@ -449,8 +449,9 @@ class Peers:
                 self.router.spawn(self.fed.publish_retained(self.presence_topic(self.id),
                                                             self._presence("online", self._conn_ts)))
             return
-        if body["state"] == "offline" and self._replayed and self._doubt_will(frm, str(body.get("session", ""))):
-            return
+        if (body["state"] == "offline" and self._replayed and body.get("reason") != "left"
+                and self._doubt_will(frm, str(body.get("session", "")))):
+            return   # (a clean stop's presence is the node's own word: taken as it comes)
         h = body.get("catalog_hash")
         h = h if isinstance(h, str) and len(h) <= 64 else None
         m = self.members.get(frm)

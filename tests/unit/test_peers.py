@@ -797,6 +797,12 @@ async def test_a_will_read_on_a_new_subscription_makes_a_listed_node_stale_not_o
                                                                         "reason": "will"}, to=None, ts=t1 + 2))
     assert not peers.members.is_online("b")
     assert (sink.events[-1]["topic"], sink.events[-1]["data"]["reason"]) == ("$cluster/node/offline", "will")
+    # a clean stop's presence is the node's own word: taken at once, replayed or not
+    online(peers, "c")
+    peers.on_envelopes(peers.presence_topic("c"), env("presence", "c", {"state": "offline", "session": "s1",
+                                                                        "reason": "left"}, to=None), None, True)
+    assert not peers.members.is_online("c")
+    assert (sink.events[-1]["node"], sink.events[-1]["data"]["reason"]) == ("c", "left")
 
 
 async def test_a_will_read_on_a_new_subscription_and_not_contradicted_is_offline_as_a_will(parts):
