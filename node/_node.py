@@ -345,70 +345,73 @@ class Node:
 
     def _start_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
                      done: Done, caller: dict[str, Any] | None = None) -> None:
-        """Run a method of this node: at once when one of its own answers without waiting (most do; no task
-        and no loop turn, see ``_eager``), else in a task of its own that finishes it within ``t`` seconds."""
-        mutates = self.registry.mutates_or_none(service, method)
-        if mutates is None or (mutates and role != "operator"):
-            # offered by a client, unknown, or refused: the task's path says which
-            self._spawn(self._run_local(service, method, params, t, role, done, caller))
-            return
+        """Run a method of this node: answered at once when it finishes without waiting (most do, and every
+        refusal: no task and no loop turn, see ``_eager``), else in a task that finishes it within ``t`` s."""
         try:
-            finished, value = first_step(self.registry.call(service, method, params))
-        except CloudisenseError as e:
-            done(None, e.to_wire())
-        except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - answered as internal, as in the task
-            log.exception("%s.%s failed", service, method)
-            done(None, to_wire(e))
+            finished, value = first_step(self._method(service, method, params, t, role, caller))
+        except TimeoutError:
+            done(None, self._timeout_error(service, method, t))
+        except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - answered as in the task
+            self._failed(service, method, e, done)
         else:
             if finished:
                 done(value, None)
             else:
-                self._spawn(self._run_local(service, method, params, t, role, done, caller, value))
+                self._spawn(self._run_local(service, method, t, done, value))
 
-    async def _run_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
-                         done: Done, caller: dict[str, Any] | None = None, started: Continued | None = None) -> None:
-        """Run a method of this node in its own task (``_spawn``), within ``t`` seconds; ``started``: one of
-        its own that ``_start_local`` started and that waits."""
+    async def _method(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
+                      caller: dict[str, Any] | None) -> Any:
+        """A method of this node (its own, or one a client offers), refused when ``role`` may not call it."""
+        # the node's own methods first (one lookup); a name is never both the node's and offered
+        mutates = self.registry.mutates_or_none(service, method)
+        offer = self.offers.get(service, method) if mutates is None else None
+        if offer is not None:
+            if role != "operator" and offer.mutates:
+                raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
+            return await self._invoke(offer, params, caller or {"node": self.id}, t)
+        if mutates is None and service not in self.registry and (offered := self.offers.methods_of(service)):
+            raise UnknownMethod(f"service {service!r} has no method {method!r} (methods: {', '.join(offered)})")
+        if role != "operator" and mutates:
+            raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
+        return await self.registry.call(service, method, params)   # unknown names: its error
+
+    @staticmethod
+    def _failed(service: str, method: str, e: BaseException, done: Done) -> None:
+        """Answer a method that raised: its own error, or ``internal`` (logged with the traceback)."""
+        if isinstance(e, CloudisenseError):
+            done(None, e.to_wire())
+        else:
+            log.exception("%s.%s failed", service, method, exc_info=e)
+            done(None, to_wire(e))
+
+    async def _run_local(self, service: str, method: str, t: float, done: Done, started: Continued) -> None:
+        """Finish, in its own task (``_spawn``), a method ``_start_local`` started and that waits: within
+        ``t`` seconds (then cancelled and answered ``timeout``)."""
         task = asyncio.current_task()
         assert task is not None
         self._local_deadlines.add(task, t)
         timed_out = False
         try:
-            # the node's own methods first (one lookup); a name is never both the node's and offered
-            mutates = self.registry.mutates_or_none(service, method) if started is None else False
-            offer = self.offers.get(service, method) if mutates is None else None
-            if started is not None:
-                result = await started
-            elif offer is not None:
-                if role != "operator" and offer.mutates:
-                    raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
-                result = await self._invoke(offer, params, caller or {"node": self.id}, t)
-            else:
-                if mutates is None and service not in self.registry and (offered := self.offers.methods_of(service)):
-                    raise UnknownMethod(f"service {service!r} has no method {method!r} (methods: "
-                                        f"{', '.join(offered)})")
-                if role != "operator" and mutates:
-                    raise Forbidden(f"{service}.{method} changes state; role {role!r} may not call it")
-                result = await self.registry.call(service, method, params)   # unknown names: its error
+            result = await started
         except TimeoutError:
             timed_out = True
-        except CloudisenseError as e:
-            done(None, e.to_wire())
         except asyncio.CancelledError:
             if not self._local_deadlines.finished(task):
                 done(None, wire_error(ErrorCode.NODE_OFFLINE, f"{self.id} is shutting down"))
                 raise
             task.uncancel()   # our deadline's cancel, answered as a timeout
             timed_out = True
-        except Exception as e:  # noqa: BLE001 - a failing method is answered as an internal error
-            log.exception("%s.%s failed", service, method)
-            done(None, to_wire(e))
+        except Exception as e:  # noqa: BLE001 - a failing method is answered (internal for a bug)
+            self._failed(service, method, e, done)
         else:
             done(result, None)
         finally:
             self._local_deadlines.finished(task)
         if timed_out:
-            done(None, wire_error(ErrorCode.TIMEOUT, f"{self.id} did not finish {service}.{method} within {t:g} s"))
+            done(None, self._timeout_error(service, method, t))
+
+    def _timeout_error(self, service: str, method: str, t: float) -> dict[str, Any]:
+        return wire_error(ErrorCode.TIMEOUT, f"{self.id} did not finish {service}.{method} within {t:g} s")
 
     async def _invoke(self, offer: Offer, params: dict[str, Any] | None, caller: dict[str, Any], t: float) -> Any:
         if params is not None and not isinstance(params, dict):

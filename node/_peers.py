@@ -179,6 +179,10 @@ class Peers:
             body["reason"] = reason
         return self.envelope("presence", None, body, ts)
 
+    def _online(self) -> Envelope:
+        """The online presence of the current connection (its ts is the connection's, as its will's)."""
+        return self._presence("online", self._conn_ts)
+
     def _wire(self, env: Envelope) -> bytes:
         """One envelope as an MQTT payload, sealed when signing is on (the will, the final presence)."""
         return self.sealer.wire([env]) if self.sealer is not None else dumps(env).encode()
@@ -201,7 +205,7 @@ class Peers:
         online presence of the connection whose will was just set, so a peer that took the will of a
         link of ours the broker closed while we were alive lists us online again as soon as we are
         connected, not once the broker has stored the retained presence (see :meth:`_say_online`)."""
-        return self.presence_topic(self.id), self._wire(self._presence("online", self._conn_ts))
+        return self.presence_topic(self.id), self._wire(self._online())
 
     # --- outbound: what the node asks of the cluster ----------------------------------
 
@@ -446,8 +450,6 @@ class Peers:
                 # retained presence a later joiner reads.  Say online again.
                 log.info("the broker published the will of an earlier connection of ours; announcing online again")
                 self._say_online()
-                self.router.spawn(self.fed.publish_retained(self.presence_topic(self.id),
-                                                            self._presence("online", self._conn_ts)))
             return
         if (body["state"] == "offline" and self._replayed and body.get("reason") != "left"
                 and self._doubt_will(frm, str(body.get("session", "")))):
@@ -902,10 +904,12 @@ class Peers:
         ours that was alive) would list us offline until then.  Both carry the connection's ts, so a
         receiver keeps whichever comes first and a late will of an earlier connection stays older.
         A reconnection says it in its ``hello`` (before its subscriptions); this is for the will of an
-        earlier connection that the broker published after we were back.
+        earlier connection that the broker published after we were back: both copies, the retained one
+        (what a later joiner reads) in a task.
         """
         if self.fed is not None:
-            self.fed.send(self.presence_topic(self.id), self._presence("online", self._conn_ts), LIVENESS_QOS)
+            self.fed.send(self.presence_topic(self.id), self._online(), LIVENESS_QOS)
+            self.router.spawn(self.fed.publish_retained(self.presence_topic(self.id), self._online()))
 
     def _clear_confirm(self) -> None:
         for timer in self._confirm_timers.values():
@@ -919,7 +923,7 @@ class Peers:
         assert fed is not None
         self._lost_at = 0.0
         await self._publish_catalog()
-        await fed.publish_retained(self.presence_topic(self.id), self._presence("online", self._conn_ts))
+        await fed.publish_retained(self.presence_topic(self.id), self._online())
         await fed.publish_retained(self.state_topic(self.id), self.envelope("state", None, self.router.heartbeat()),
                                    qos=0)
         # Restore our relayed subscriptions (the broker lost nothing of ours with a
@@ -985,7 +989,7 @@ class Peers:
         if self.fed is not None and self.fed.connected.is_set():
             if body.get("catalog_hash") and body["catalog_hash"] != self._catalog_published:
                 await self._publish_catalog()
-                await self.fed.publish_retained(self.presence_topic(self.id), self._presence("online", self._conn_ts))
+                await self.fed.publish_retained(self.presence_topic(self.id), self._online())
             await self.fed.publish_retained(self.state_topic(self.id), self.envelope("state", None, body), qos=0)
 
     # --- metrics on demand ---------------------------------------------------------------

@@ -215,7 +215,7 @@ def mac_of(key: bytes, data: bytes) -> bytes:
 
 def mac_b64(key: bytes, data: bytes) -> bytes:
     """:func:`mac_of` in base64, as a ``mac`` field holds it (the one spelling: no unused low bits set)."""
-    return b2a_base64(hashlib.blake2b(data, digest_size=MAC_BYTES, key=key).digest(), newline=False)
+    return b2a_base64(mac_of(key, data), newline=False)
 
 
 # --------------------------------------------------------------------------- keys
@@ -351,6 +351,11 @@ class PairKeys:
         else:
             cache.move_to_end(peer)
         return key or None
+
+    def replace_trust(self, trust: TrustStore) -> None:
+        """Derive keys from ``trust`` from now on (a reload): every cached key is derived again."""
+        self._trust = trust
+        self._cache.clear()
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -717,8 +722,7 @@ class Verifier:
         """Verify against ``store`` from now on (a reload); pairwise keys are derived again from it."""
         self.trust = store
         if self.keys is not None:
-            self.keys._trust = store
-            self.keys._cache.clear()
+            self.keys.replace_trust(store)
 
     def verify(self, env: Any, *, fresh: bool = True, raw: bytes | None = None) -> Reason | None:
         """``None`` if ``env`` is accepted, else the :class:`Reason` it was dropped for.
@@ -811,12 +815,8 @@ class Verifier:
         now = self.clock()
         if abs(now - ts) > self.window:
             return Reason.STALE
-        seen = self._seen
-        seen.prune(now)
-        k = (sender, env_id)
-        if k in seen:
+        if not self._seen.admit((sender, env_id), ts + self.window, now):
             return Reason.REPLAYED
-        seen.add(k, ts + self.window)
         return None
 
     def _check_batch(self, batch: Any, raw: bytes | None = None) -> Reason | None:
