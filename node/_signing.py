@@ -115,6 +115,10 @@ LOG_MAX_KEYS = 1000
 MAC_CONTEXT = b"cloudisense/v1 pairwise envelope MAC key"
 #: Bytes of a MAC (BLAKE2b-128) and of a pairwise key.
 MAC_BYTES, PAIR_KEY_BYTES = 16, 32
+#: Characters of a MAC in base64, and bytes of the ``,"mac":"…"}`` a Sealer ends a MAC'd message with.
+MAC_B64_LEN = 24
+MAC_TAIL_LEN = len(b',"mac":""}') + MAC_B64_LEN
+_MAC_FIELD = b',"mac":"'
 #: Kinds many receivers read: they carry a signature, never a MAC.
 MULTICAST_KINDS = frozenset({"event", "presence", "state", "catalog", "member"})
 #: Retained kinds: verified without the stale and replay checks (they are legitimately old).
@@ -320,16 +324,22 @@ class PairKeys:
     """This node's pairwise MAC keys (:func:`pairwise_key`) with the peers in its trust store.
 
     A key is derived on first use (one X25519, ~0.1 ms) and cached; at most
-    ``max_cached`` are kept, the least recently used going first.
+    ``max_cached`` are kept, the least recently used by :meth:`get` going first.
+    Beside each key, :attr:`hashers` holds a BLAKE2b already keyed with it:
+    a MAC is a copy of it fed the message, which spares hashing the key block
+    again on every message.
     """
 
-    __slots__ = ("_cache", "_sk", "_trust", "max_cached", "node_id")
+    __slots__ = ("_cache", "_sk", "_trust", "hashers", "max_cached", "node_id")
 
     def __init__(self, signer: Signer, trust: TrustStore, max_cached: int = 1024) -> None:
         self.node_id = signer.node_id
         self._sk = signer._sk
         self._trust = trust
         self._cache: OrderedDict[str, bytes] = OrderedDict()
+        #: peer -> a BLAKE2b-128 keyed with K(this node, peer), for every usable key in the cache: the
+        #: hot path reads it directly (a plain dict lookup) and calls :meth:`get` only when it misses.
+        self.hashers: dict[str, Any] = {}
         self.max_cached = max_cached
 
     def get(self, peer: str) -> bytes | None:
@@ -346,16 +356,26 @@ class PairKeys:
                 log.warning("%s", e)
                 key = b""   # remembered as unusable: not derived again
             cache[peer] = key
+            if key:
+                self.hashers[peer] = hashlib.blake2b(digest_size=MAC_BYTES, key=key)
             if len(cache) > self.max_cached:
-                cache.popitem(last=False)
+                self.hashers.pop(cache.popitem(last=False)[0], None)
         else:
             cache.move_to_end(peer)
         return key or None
+
+    def hasher(self, peer: str) -> Any:
+        """The keyed BLAKE2b of ``peer`` (copy it before use), or None (not trusted, or unusable)."""
+        h = self.hashers.get(peer)
+        if h is None and self.get(peer) is not None:
+            h = self.hashers[peer]
+        return h
 
     def replace_trust(self, trust: TrustStore) -> None:
         """Derive keys from ``trust`` from now on (a reload): every cached key is derived again."""
         self._trust = trust
         self._cache.clear()
+        self.hashers.clear()
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -392,10 +412,13 @@ class Sealer:
         """What :meth:`pack` needs of ``env`` (opaque to the caller)."""
         if env.get("from") != self.node_id:
             raise ValueError(f"envelope 'from' is {env.get('from')!r}, but this sealer is {self.node_id!r}")
+        data = canonical(env) if "sig" in env or "mac" in env else canonical_bytes(env)
         if self.unicast == "sig":   # each envelope signed on its own: its canonical bytes, the sig spliced in
-            data = canonical(env)
             return data[:-1] + b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
-        return canonical(env), (None if is_multicast(env) else env["to"])
+        # (is_multicast, inline: this runs for every envelope sent, mostly on a cold cache)
+        to, kind = env.get("to"), env.get("kind")
+        multicast = type(to) is not str or to == "*" or (type(kind) is str and kind in MULTICAST_KINDS)
+        return data, (None if multicast else to)
 
     def pack(self, items: list[Any]) -> bytes:
         """The MQTT payload that carries the prepared envelopes ``items`` (at least one)."""
@@ -407,9 +430,14 @@ class Sealer:
             peers = {p for _, p in items}
             peer = peers.pop() if len(peers) == 1 else None
             data = batch_canonical(self.node_id, peer, [d for d, _ in items])
-        key = self._keys.get(peer) if peer is not None and self._keys is not None else None
-        if key is not None:
-            tag = b',"mac":"' + mac_b64(key, data) + b'"}'
+        keys = self._keys
+        hasher = None
+        if peer is not None and keys is not None:
+            hasher = keys.hashers.get(peer) or keys.hasher(peer)
+        if hasher is not None:
+            h = hasher.copy()
+            h.update(data)
+            tag = b',"mac":"' + b2a_base64(h.digest(), newline=False) + b'"}'
         else:   # multicast, or a peer we hold no key of (a sig is accepted on unicast too)
             tag = b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
         sealed: bytes = data[:-1] + tag
@@ -697,6 +725,8 @@ class Verifier:
         self.trust = trust
         self.window = float(window)
         self.clock = clock
+        if keys is not None and keys._trust is not trust:
+            raise ValueError("the verifier's pair keys must be derived from its own trust store")
         self.keys = keys
         self.node_id = keys.node_id if keys is not None else None
         self.counts: dict[str, int] = {str(r): 0 for r in Reason}
@@ -777,15 +807,25 @@ class Verifier:
         """
         mac, sender, env_id, ts = env.get("mac"), env.get("from"), env.get("id"), env.get("ts")
         keys, kind = self.keys, env.get("kind")
-        if (keys is None or type(mac) is not str or "sig" in env or type(sender) is not str
-                or type(env_id) is not str or len(env_id) > MAX_ID_LEN or type(ts) is not float
-                or env.get("to") != self.node_id or type(kind) is not str or kind in MULTICAST_KINDS
-                or sender not in self.trust):
+        if (keys is None or type(mac) is not str or len(mac) != MAC_B64_LEN or not mac.isascii() or "sig" in env
+                or type(sender) is not str or type(env_id) is not str or len(env_id) > MAX_ID_LEN
+                or type(ts) is not float or env.get("to") != self.node_id or type(kind) is not str
+                or kind in MULTICAST_KINDS):
             return False   # (a node id is never "*" or null: to == node_id is unicast, for this node)
-        key = keys.get(sender)
-        # the one canonical base64 spelling of the right MAC, over the bytes the sealer wrote (ASCII only)
-        if (key is None or (data := sealed_part(raw, None, mac)) is None
-                or not hmac.compare_digest(mac_b64(key, data), mac.encode())):
+        # K(this node, sender): only a peer of the trust store has one (keys and verifier share the store)
+        hasher = keys.hashers.get(sender) or keys.hasher(sender)
+        if hasher is None:
+            return False
+        # raw ends in ,"mac":"<mac>"} (sealed_part, inline): the bytes before, closed, are what was MAC'd
+        mac_b = mac.encode()
+        cut = len(raw) - MAC_TAIL_LEN
+        if cut < 1 or raw[cut:] != _MAC_FIELD + mac_b + b'"}':
+            return False
+        h = hasher.copy()
+        h.update(raw[:cut])
+        h.update(b"}")
+        # the one canonical base64 spelling of the right MAC
+        if not hmac.compare_digest(b2a_base64(h.digest(), newline=False), mac_b):
             return False
         now = self.clock()
         if not abs(now - ts) <= self.window:       # (not <=: a NaN clock is not fresh either)

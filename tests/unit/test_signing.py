@@ -25,6 +25,7 @@ from cloudisense.node._signing import (
     canonical,
     fingerprint,
     generate_keypair,
+    mac_of,
     open_batches,
     pairwise_key,
     trust_from_signers,
@@ -704,6 +705,21 @@ def test_pair_keys_come_from_the_key_files_and_are_cached_bounded(peers):
     for n in ("node-a", "node-b", "node-c", "node-b"):
         assert small.get(n) is not None
     assert len(small) == 2
+    # beside each cached key, a BLAKE2b keyed with it: evicted with it, and it MACs as the key does
+    assert set(small.hashers) == {"node-c", "node-b"}
+    h = small.hasher("node-b").copy()
+    h.update(b"data")
+    assert h.digest() == mac_of(small.get("node-b"), b"data")
+    assert small.hasher("mallory") is None and "mallory" not in small.hashers
+    small.replace_trust(TrustStore({"node-a": a.signer.public_key}))
+    assert small.hashers == {} and small.hasher("node-b") is None
+
+
+def test_a_verifier_takes_pair_keys_only_of_its_own_trust_store(peers):
+    a = peers["node-a"]
+    other = TrustStore({"node-a": a.signer.public_key})
+    with pytest.raises(ValueError, match="trust store"):
+        Verifier(other, keys=PairKeys(a.signer, a.trust))   # its one pass would trust what the store does not
 
 
 def test_a_small_order_peer_key_gives_no_pair_key(peers, caplog):
@@ -1160,7 +1176,8 @@ def _edits():
         st.tuples(st.just("splice"), splice),          # bytes cut out and others put in, anywhere
         st.tuples(st.just("field"), field),            # one field's value replaced by another JSON token
         st.tuples(st.just("append"), field),           # the field again, last (JSON keeps the last)
-        st.tuples(st.just("mac"), st.sampled_from(["node-c", "other-id", "flip", "pad", "lower", "empty"])),
+        st.tuples(st.just("mac"), st.sampled_from(["node-c", "other-id", "flip", "pad", "lower", "empty",
+                                                   "non-ascii", "surrogate", "long"])),
         st.tuples(st.just("none"), st.none()))
 
 
@@ -1194,6 +1211,12 @@ def _apply(raw: bytes, edit, peers) -> bytes:
             mac = mac[:-3] + bytes([mac[-3] ^ 1]) + mac[-2:]
         elif arg == "lower":
             mac = mac.lower()
+        elif arg == "non-ascii":   # as many characters as a MAC has, not all ASCII
+            mac = "é".encode() + mac[1:]
+        elif arg == "surrogate":   # a lone surrogate, escaped (what json.loads takes and .encode() refuses)
+            mac = b"\\ud800" + mac[1:]
+        elif arg == "long":        # the right MAC with one character more
+            mac = mac + b"A"
         else:
             mac = b""
         return head + b',"mac":"' + mac + b'"}'
