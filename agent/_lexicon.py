@@ -319,6 +319,8 @@ _CONTRACTIONS = [
 _TOKEN = re.compile(r"\d+(?:\.\d+)?(?:st|nd|rd|th)?|[a-z0-9](?:[a-z0-9_.\-]*[a-z0-9])?|°c?|>=|<=|[,;&<>%]|\n|\S")
 
 
+#: Node ids joined by 'and', ',' or '&' ("na and nb", "n-1, n-2 & n-3"), in a rewrite.
+_ID_LIST = r"[a-z0-9][\w.\-]*(?:(?:\s*,\s*|\s+and\s+|\s*&\s*)[a-z0-9][\w.\-]*)*"
 #: normalise(): each rewrite in turn, compiled once.
 _REWRITE_RULES: list[tuple[str, Any]] = [
     # a label before the request: "Task: restart ...", "Q: which node ...", "Ticket - stop ..."
@@ -332,6 +334,29 @@ _REWRITE_RULES: list[tuple[str, Any]] = [
     (r"[\"`]|(?<![a-z0-9])'|'(?![a-z0-9])", " "),  # quotes around words (brackets stay: refused)
     (r":(?!\d)", " "),  # "on: nb"
     (r"\s*\.{2,}\s*$", ""),  # a trailing "..." (inside, ".." stays: edge-1..edge-3 is refused)
+    # Exclusions as operators write them, inside the sentence of the action (one in a sentence of its own, or
+    # in brackets, is still refused): each becomes 'except', and what follows is parsed as strictly as ever.
+    (r"\bwith the exception of\b", "except"),                                    # "... with the exception of nb"
+    (r"\b(?:but |and )?(?:leaving|leave) out\b", "except"),                      # "..., leaving out nb"
+    (r"\b(?:but |and )?(?:leaving|leave) ([^,;.!?()]+?) out\b", r"except \1"),  # "..., but leave nb out"
+    (r"\b(?:but |and )?(?:leaving|leave) ([^,;.!?()]+?) (?:running|untouched|as is|as it is|be)\b",
+     r"except \1"),                                                                # "but leave nb running"
+    (r"(?<=\S )(?:but |and )?(?:ignoring|sparing|excepting)\b", "except"),  # "everywhere, ignoring nb"
+    (r"(?<=\S )(?:but |and )?never (?:on|at|in|for)\b", "except"),          # "..., but never on nb"
+    # "..., but do not touch nb", "..., but do not restart it on nb": a negation after the action's clause
+    (r"(?<=\S )(?:but |and )?(?:please )?(?:do not|never) touch\b", "except"),
+    (r"(?<=\S )(?:but |and )?(?:please )?(?:do not|never) (?:restart|stop|start|bounce|recycle|kill|touch|do)"
+     r"(?: it| them| that| this| so| the same| (?:the )?[a-z][\w\-]*)? (?:on|at|in|for)\b", "except"),
+    # "..., nb excluded", "... everywhere nb excepted", "..., nb and nc spared", "..., nb must not be restarted",
+    # "..., nb stays untouched": what is named before the word is left out.  After a comma, all of it back to the
+    # sentence's first comma ("..., na, nb excluded": both); with no comma, only ids joined by 'and' or '&' ("on
+    # na and nb excluded" keeps its 'on' and is refused: which of them?)
+    *(rule for tail in (r"(?:is |are )?(?:excluded|excepted|exempted|spared|exempt|left out)",
+                  r"(?:must|should|shall|may|can|will|is to|are to) not be (?:restarted|stopped|started|touched|"
+                  r"affected|included|bounced|recycled|killed)",
+                  r"(?:stays|stay|remains|remain) (?:untouched|alone|as is|out of it|as it is)")
+      for rule in ((rf"(?<=[a-z0-9]),\s*([^;.!?()]+?)\s+{tail}\b", r", except \1"),
+                   (rf"(?<=[a-z0-9]) ({_ID_LIST})\s+{tail}\b", r" except \1"))),
     (r"\b(teh|hte)\b", "the"),
     (r"\badn\b", "and"),
     (r"\s\+\s", " and "),

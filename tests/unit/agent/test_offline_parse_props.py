@@ -56,7 +56,11 @@ VERBS = {"restart": ["restart", "Restart", "please restart", "recycle", "bounce"
 MOVED = {"restart": ["I need the {p} restarted", "get {p} bounced", "please have the {p} recycled"],
          "stop": ["turn the {p} off", "I want {p} stopped", "take the {p} down", "shut the {p} down"],
          "start": ["bring the {p} back up", "we need the {p} started", "spin {p} up"]}
-EXCEPT = ["except", "but not", "other than", "excluding", "apart from", ", not", "except for"]
+EXCEPT = ["except", "but not", "other than", "excluding", "apart from", ", not", "except for",
+          "with the exception of", ", leaving out", ", ignoring", ", sparing", ", but never on",
+          "but do not touch", ", but do not restart it on"]
+# the exclusion after what it leaves out: "{head} everywhere, na and nb excluded"
+POSTFIX = ["excluded", "excepted", "are excluded", "left out", "must not be touched", "stay untouched"]
 ALL = ["on all nodes", "everywhere", "on every node", "on all hosts", "across the cluster", "on each server"]
 
 
@@ -95,7 +99,10 @@ def requests(draw, cluster):
         text = f"{head} {rnd.choice(ALL)}"
         expect = domain or None
     elif shape == "all_except":
-        text = f"{head} {rnd.choice(ALL)} {rnd.choice(EXCEPT)} {_ids_text(named, rnd)}"
+        if draw(st.booleans()):
+            text = f"{head} {rnd.choice(ALL)} {rnd.choice(EXCEPT)} {_ids_text(named, rnd)}"
+        else:
+            text = f"{head} {rnd.choice(ALL)}, {_ids_text(named, rnd)} {rnd.choice(POSTFIX)}"
         negated = named
         expect = sorted(set(domain) - set(named)) or None
     elif shape in ("rank", "rank_except"):
