@@ -371,6 +371,11 @@ class PairKeys:
             h = self.hashers[peer]
         return h
 
+    @property
+    def trust(self) -> TrustStore:
+        """The trust store the keys are derived from: only its peers have one."""
+        return self._trust
+
     def replace_trust(self, trust: TrustStore) -> None:
         """Derive keys from ``trust`` from now on (a reload): every cached key is derived again."""
         self._trust = trust
@@ -725,7 +730,7 @@ class Verifier:
         self.trust = trust
         self.window = float(window)
         self.clock = clock
-        if keys is not None and keys._trust is not trust:
+        if keys is not None and keys.trust is not trust:
             raise ValueError("the verifier's pair keys must be derived from its own trust store")
         self.keys = keys
         self.node_id = keys.node_id if keys is not None else None
