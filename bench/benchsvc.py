@@ -38,7 +38,7 @@ class BenchService(Service):
     description = "Benchmark helpers: a same-size echo and a paced event publisher."
 
     @method(mutates=False)
-    async def echo(self, p: EchoParams) -> dict:
+    def echo(self, p: EchoParams) -> dict:
         """Answer with the params given."""
         return p.model_dump()
 

@@ -64,12 +64,12 @@ class NodeService(Service):
     description = "This node: liveness, its service catalog, and the cluster as it sees it."
 
     @method(mutates=False)
-    async def ping(self) -> Pong:
+    def ping(self) -> Pong:
         """Liveness check; answers with the node id and its clock."""
         return Pong(node=self.node.id, ts=time.time())
 
     @method(mutates=False)
-    async def describe(self) -> Described:
+    def describe(self) -> Described:
         """Every service of this node with its methods, their JSON schemas and whether they mutate
         (methods that clients offer are marked ``offered_by: "client"``)."""
         return Described(node=self.node.id, services=self.node.catalog())
@@ -168,7 +168,7 @@ class SystemService(Service):
         return self.last
 
     @method(mutates=False)
-    async def info(self) -> Info:
+    def info(self) -> Info:
         """Host name, OS, Python, node version, pid and uptime."""
         from . import __version__
         return Info(node=self.node.id, host=socket.gethostname(), os=platform.platform(),
@@ -176,7 +176,7 @@ class SystemService(Service):
                     uptime=time.time() - self.started, boot_time=self.host.boot_time())
 
     @method(mutates=False)
-    async def metrics(self) -> Metrics:
+    def metrics(self) -> Metrics:
         """Current CPU %, memory %, load averages, disk % and temperature °C (simulated: true when simulated)."""
         return self.sample()
 
@@ -205,7 +205,7 @@ class PubSubService(Service):
     description = "Publish events as this node and inspect subscriptions and counters."
 
     @method(mutates=True)
-    async def publish(self, p: PublishParams) -> PublishResult:
+    def publish(self, p: PublishParams) -> PublishResult:
         """Publish an event on a topic as this node."""
         if err := topic_error(p.topic, wildcards=False):
             raise BadRequest(err)
@@ -213,12 +213,12 @@ class PubSubService(Service):
         return PublishResult(topic=p.topic, delivered_local=n, sent_remote=remote)
 
     @method(mutates=False)
-    async def topics(self) -> TopicsResult:
+    def topics(self) -> TopicsResult:
         """Subscribed topic filters: local, on other nodes, and other nodes' interests here."""
         return TopicsResult(**self.node.topics())
 
     @method(mutates=False)
-    async def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """Counters: events, drops, subscriptions, remote interests, MQTT subscriptions, RPC counters."""
         snap: dict[str, Any] = self.node.stats_snapshot()
         return snap

@@ -9,8 +9,11 @@ One that waits is continued by :class:`Continued`, awaited in a task: to the tas
 it is the same coroutine, resumed where it stopped (what it waits for, its result,
 its exceptions and a cancellation all pass through).
 
-The first step runs in the caller's task and context: a method that reads
-``asyncio.current_task()`` before it first waits sees the caller's.
+The first step runs in the caller's task and context: what it binds to "the current
+task" before it first waits (``asyncio.timeout``, a ``TaskGroup``, ``current_task()``) is
+the caller's, and a timeout entered there would cancel the caller.  So the node starts
+this way only code that can't do that: a plain ``def`` method, its own dispatch, and a
+method a client offers; an ``async def`` of a service gets a task from its first line.
 """
 
 from __future__ import annotations

@@ -18,14 +18,14 @@ import socket
 import time
 import uuid
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Hashable, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Hashable, cast
 
 from . import __version__
 from ._builtin import NodeService, PubSubService, SystemService
 from ._cluster import COMPACT_FIELDS, METRIC_KEYS, ROW_FIELDS, Done, PendingTable, query, sort_error, wire_error
 from ._config import Settings, node_id_error
 from ._deadlines import DeadlineTimer, TaskDeadlines
-from ._eager import Continued, first_step
+from ._eager import first_step
 from ._envelopes import CallBody
 from ._errors import (BadRequest, CloudisenseError, ConfigError, ErrorCode, Forbidden, InvalidParams, TooLarge,
                       UnknownMethod, from_wire, to_wire)
@@ -345,8 +345,15 @@ class Node:
 
     def _start_local(self, service: str, method: str, params: dict[str, Any] | None, t: float, role: str,
                      done: Done, caller: dict[str, Any] | None = None) -> None:
-        """Run a method of this node: answered at once when it finishes without waiting (most do, and every
-        refusal: no task and no loop turn, see ``_eager``), else in a task that finishes it within ``t`` s."""
+        """Run a method of this node within ``t`` s.  An ``async def`` of a service runs in a task of its own
+        from its first line: what it binds to the task it runs in (``asyncio.timeout``, a ``TaskGroup``)
+        must be its own task, not the connection's or the federation's that received the call.  Everything
+        else (a plain ``def`` method, a method a client offers, every refusal) starts at once, here, and is
+        answered without a task when it finishes without waiting (``_eager``)."""
+        if self.registry.is_async(service, method):
+            self._spawn(self._run_local(service, method, t, done,
+                                        self._method(service, method, params, t, role, caller)))
+            return
         try:
             finished, value = first_step(self._method(service, method, params, t, role, caller))
         except TimeoutError:
@@ -384,9 +391,10 @@ class Node:
             log.exception("%s.%s failed", service, method, exc_info=e)
             done(None, to_wire(e))
 
-    async def _run_local(self, service: str, method: str, t: float, done: Done, started: Continued) -> None:
-        """Finish, in its own task (``_spawn``), a method ``_start_local`` started and that waits: within
-        ``t`` seconds (then cancelled and answered ``timeout``)."""
+    async def _run_local(self, service: str, method: str, t: float, done: Done, started: Awaitable[Any]) -> None:
+        """Run or finish, in its own task (``_spawn``), a method ``_start_local`` gave it (a coroutine, or the
+        rest of one that waited: ``Continued``): within ``t`` seconds (then cancelled and answered
+        ``timeout``)."""
         task = asyncio.current_task()
         assert task is not None
         self._local_deadlines.add(task, t)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, Iterator, TypeVar, cast, get_origin, get_type_hints
+from typing import Any, Callable, ClassVar, Iterator, TypeVar, cast, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -46,8 +46,10 @@ class MethodSpec:
     result: type[BaseModel] | None
     mutates: bool
     description: str
-    func: Callable[..., Awaitable[Any]] = field(repr=False)
+    func: Callable[..., Any] = field(repr=False)
     takes_params: bool = True
+    #: an ``async def`` (run in a task of its own); else a plain ``def``, answered at once
+    is_async: bool = True
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -62,11 +64,19 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def method(*, mutates: bool, description: str | None = None) -> Callable[[_F], _F]:
-    """Mark an ``async def`` of a :class:`Service` as callable over the wire."""
+    """Mark a method of a :class:`Service` as callable over the wire.
+
+    An ``async def`` runs in a task of its own.  A plain ``def`` (a method that never waits: a status
+    read, an echo) is answered at once, in the task that received the call: no task, no loop turn.
+    It can't enter what binds to the task it runs in (``asyncio.timeout``, a ``TaskGroup``), since it
+    can't ``async with``; a method that must wait is an ``async def``.
+    """
 
     def mark(func: _F) -> _F:
-        if not inspect.iscoroutinefunction(func):
-            raise TypeError(f"{func.__qualname__} must be async")
+        if not inspect.isfunction(func):
+            raise TypeError(f"@method marks a function (a def or an async def), not {func!r}")
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            raise TypeError(f"{func.__qualname__} is a generator: a method returns its result")
         cast(Any, func).__cloudisense_method__ = {"mutates": mutates, "description": description}
         return func
 
@@ -91,7 +101,7 @@ class Service:
     @classmethod
     def methods(cls) -> dict[str, MethodSpec]:
         specs: dict[str, MethodSpec] = {}
-        for attr, func in inspect.getmembers(cls, inspect.iscoroutinefunction):
+        for attr, func in inspect.getmembers(cls, inspect.isfunction):
             meta = getattr(func, "__cloudisense_method__", None)
             if meta is None:
                 continue
@@ -110,7 +120,8 @@ class Service:
             if result is not None and not (isinstance(result, type) and issubclass(result, BaseModel)):
                 raise TypeError(f"{cls.__name__}.{attr}: result must be a pydantic model or None")
             doc = meta["description"] or inspect.getdoc(func) or ""
-            specs[attr] = MethodSpec(attr, params, result, meta["mutates"], doc.strip(), func, bool(sig))
+            specs[attr] = MethodSpec(attr, params, result, meta["mutates"], doc.strip(), func, bool(sig),
+                                     inspect.iscoroutinefunction(func))
         return specs
 
 
@@ -163,6 +174,12 @@ class Registry:
                                 f"(methods: {', '.join(sorted(methods))})")
         return spec
 
+    def is_async(self, service: str, method_name: str) -> bool:
+        """Whether ``service.method`` is an ``async def`` of a service here (False: a plain ``def``, or
+        no such method)."""
+        spec = self._methods.get(service, {}).get(method_name)
+        return spec is not None and spec.is_async
+
     def validate(self, spec: MethodSpec, params: Any) -> BaseModel:
         if params is None:
             params = {}
@@ -181,7 +198,9 @@ class Registry:
         p = self.validate(spec, params)
         svc = self._services[service]
         try:
-            result = await (spec.func(svc, p) if spec.takes_params else spec.func(svc))
+            result = spec.func(svc, p) if spec.takes_params else spec.func(svc)
+            if spec.is_async:
+                result = await result
         except CloudisenseError:
             raise
         except Exception:

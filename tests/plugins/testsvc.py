@@ -15,9 +15,14 @@ class Echo(BaseModel):
     value: object = None
 
 
+class BoundedParams(BaseModel):
+    seconds: float = Field(ge=0, le=60)
+    limit: float = Field(gt=0, le=60)
+
+
 class TestService(Service):
     name = "testsvc"
-    description = "Test helpers: sleep, crash, echo."
+    description = "Test helpers: sleep, crash, echo, bounded, grouped."
 
     @method(mutates=False)
     async def sleep(self, p: SleepParams) -> Echo:
@@ -34,6 +39,23 @@ class TestService(Service):
     async def echo(self, p: Echo) -> Echo:
         """Answer with the value given."""
         return p
+
+    @method(mutates=False)
+    async def bounded(self, p: BoundedParams) -> Echo:
+        """Sleep within a timeout of its own (asyncio.timeout binds to the task it is entered in)."""
+        try:
+            async with asyncio.timeout(p.limit):
+                await asyncio.sleep(p.seconds)
+        except TimeoutError:
+            return Echo(value="own timeout")
+        return Echo(value="slept")
+
+    @method(mutates=False)
+    async def grouped(self, p: SleepParams) -> Echo:
+        """Sleep in a TaskGroup of its own (its tasks belong to the task it is entered in)."""
+        async with asyncio.TaskGroup() as tg:
+            t = tg.create_task(asyncio.sleep(p.seconds, result=p.seconds))
+        return Echo(value=t.result())
 
 
 class RelayParams(BaseModel):

@@ -1,5 +1,7 @@
 """Service registry: method discovery, schemas, validation, errors."""
 
+import asyncio
+
 import pytest
 from pydantic import BaseModel, Field
 
@@ -80,13 +82,16 @@ def test_duplicate_and_invalid_services_rejected():
     with pytest.raises(TypeError, match="no name"):
         r.add(NoName())
 
-    with pytest.raises(TypeError, match="must be async"):
-        class Sync(Service):  # noqa: F841
-            name = "sync"
+    with pytest.raises(TypeError, match="is a generator"):
+        class Gen(Service):  # noqa: F841
+            name = "gen"
 
             @method(mutates=False)
-            def x(self):
-                return 1
+            async def x(self):
+                yield 1
+
+    with pytest.raises(TypeError, match="marks a function"):
+        method(mutates=False)(staticmethod(lambda: 1))  # type: ignore[type-var]
 
     class BadParams(Service):
         name = "bad"
@@ -117,3 +122,34 @@ def test_simulated_temperature_drifts_within_bounds():
     assert all(src == "simulated" and 43 <= v <= 47 for v, src in values)
     assert len({v for v, _ in values}) > 10
     assert Thermometer("fixed:41.5").read() == (41.5, "fixed")
+
+
+async def test_a_plain_def_method_is_called_described_and_refused_like_an_async_one():
+    class Both(Service):
+        name = "both"
+
+        @method(mutates=False)
+        def now(self, p: AddParams) -> Sum:
+            """Add at once."""
+            if p.a < 0:
+                raise InvalidParams("a must not be negative")
+            return Sum(total=p.a + p.b)
+
+        @method(mutates=False)
+        async def later(self, p: AddParams) -> Sum:
+            """Add after a wait."""
+            await asyncio.sleep(0)
+            return Sum(total=p.a + p.b)
+
+    r = Registry()
+    r.add(Both())
+    assert await r.call("both", "now", {"a": 2, "b": 3}) == {"total": 5}
+    assert await r.call("both", "later", {"a": 2, "b": 3}) == {"total": 5}
+    assert not r.is_async("both", "now") and r.is_async("both", "later")
+    assert not r.is_async("both", "nope") and not r.is_async("nope", "now")
+    d = r.describe()["both"]["methods"]
+    assert d["now"]["params"] == d["later"]["params"] and d["now"]["result"] == d["later"]["result"]
+    with pytest.raises(InvalidParams, match="negative"):
+        await r.call("both", "now", {"a": -1})
+    with pytest.raises(InvalidParams, match="invalid params"):
+        await r.call("both", "now", {"a": "x"})
