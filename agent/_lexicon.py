@@ -321,6 +321,10 @@ _TOKEN = re.compile(r"\d+(?:\.\d+)?(?:st|nd|rd|th)?|[a-z0-9](?:[a-z0-9_.\-]*[a-z
 
 #: Node ids joined by 'and', ',' or '&' ("na and nb", "n-1, n-2 & n-3"), in a rewrite.
 _ID_LIST = r"[a-z0-9][\w.\-]*(?:(?:\s*,\s*|\s+and\s+|\s*&\s*)[a-z0-9][\w.\-]*)*"
+#: An action word in a rewrite (any form: "restart", "restarted", "stopping"), for rules that need the
+#: sentence to have its action.
+_ACTION = "(?:" + "|".join(sorted({re.escape(v) for v in (*VERBS, *(p[0] for p in VERB_PHRASES))}, key=len,
+                                   reverse=True)) + r")(?:p?ed|p?ing|s|d)?"
 #: normalise(): each rewrite in turn, compiled once.
 _REWRITE_RULES: list[tuple[str, Any]] = [
     # a label before the request: "Task: restart ...", "Q: which node ...", "Ticket - stop ..."
@@ -348,15 +352,18 @@ _REWRITE_RULES: list[tuple[str, Any]] = [
     (r"(?<=\S )(?:but |and )?(?:please )?(?:do not|never) (?:restart|stop|start|bounce|recycle|kill|touch|do)"
      r"(?: it| them| that| this| so| the same| (?:the )?[a-z][\w\-]*)? (?:on|at|in|for)\b", "except"),
     # "..., nb excluded", "... everywhere nb excepted", "..., nb and nc spared", "..., nb must not be restarted",
-    # "..., nb stays untouched": what is named before the word is left out.  After a comma, all of it back to the
-    # sentence's first comma ("..., na, nb excluded": both); with no comma, only ids joined by 'and' or '&' ("on
-    # na and nb excluded" keeps its 'on' and is refused: which of them?)
+    # "..., nb stays untouched": what is named before the word is left out, only in a sentence that has its
+    # action (an exclusion in a sentence of its own is refused, and a list cut in two would leave a node in).
+    # After a comma, all of it from the first comma after the action ("..., na, nb excluded": both); with no
+    # comma, only ids joined by 'and' or '&' right after the target ("everywhere nb and nc excepted").
     *(rule for tail in (r"(?:is |are )?(?:excluded|excepted|exempted|spared|exempt|left out)",
-                  r"(?:must|should|shall|may|can|will|is to|are to) not be (?:restarted|stopped|started|touched|"
-                  r"affected|included|bounced|recycled|killed)",
-                  r"(?:stays|stay|remains|remain) (?:untouched|alone|as is|out of it|as it is)")
-      for rule in ((rf"(?<=[a-z0-9]),\s*([^;.!?()]+?)\s+{tail}\b", r", except \1"),
-                   (rf"(?<=[a-z0-9]) ({_ID_LIST})\s+{tail}\b", r" except \1"))),
+                        r"(?:must|should|shall|may|can|will|is to|are to) not be (?:restarted|stopped|started|"
+                        r"touched|affected|included|bounced|recycled|killed)",
+                        r"(?:stays|stay|remains|remain) (?:untouched|alone|as is|out of it|as it is)")
+      for rule in ((rf"((?:^|[;.!?])[^;.!?()]*?\b{_ACTION}\b[^;.!?(),]*),\s*([^;.!?()]+?)\s+{tail}\b",
+                    r"\1, except \2"),
+                   (rf"((?:^|[;.!?])[^;.!?()]*?\b{_ACTION}\b[^;.!?(),]*?\b(?:everywhere|nodes|hosts|servers|"
+                    rf"machines|boxes|cluster|fleet)) ({_ID_LIST})\s+{tail}\b", r"\1 except \2"))),
     (r"\b(teh|hte)\b", "the"),
     (r"\badn\b", "and"),
     (r"\s\+\s", " and "),

@@ -81,7 +81,8 @@ def requests(draw, cluster):
     proc = draw(st.sampled_from(["logger", "worker"]))
     domain = sorted(n["id"] for n in nodes if n["online"] and any(p["name"] == proc for p in n["processes"]))
     temp = {n["id"]: n["metrics"]["temperature_c"] for n in nodes}
-    shape = draw(st.sampled_from(["ids", "all", "all_except", "rank", "rank_except", "cmp", "all_except_rank"]))
+    shape = draw(st.sampled_from(["ids", "all", "all_except", "rank", "rank_except", "cmp", "all_except_rank",
+                                  "except_own_sentence"]))
     named = draw(st.lists(st.sampled_from(ids), min_size=1, max_size=3, unique=True))
     negated: list[str] = []
     head = f"{rnd.choice(VERBS[verb])} {rnd.choice(['', 'the '])}{proc}"
@@ -105,6 +106,11 @@ def requests(draw, cluster):
             text = f"{head} {rnd.choice(ALL)}, {_ids_text(named, rnd)} {rnd.choice(POSTFIX)}"
         negated = named
         expect = sorted(set(domain) - set(named)) or None
+    elif shape == "except_own_sentence":   # an exclusion after the action's sentence ended: never planned
+        text = (f"{head} {rnd.choice(ALL)}{rnd.choice(['.', ';', '!', ' ;'])} {_ids_text(named, rnd)} "
+                f"{rnd.choice(POSTFIX)}")
+        negated = named
+        expect = None
     elif shape in ("rank", "rank_except"):
         desc = draw(st.booleans())
         word = rnd.choice(["hottest", "warmest"]) if desc else rnd.choice(["coolest", "coldest", "chilliest"])
