@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from wsutil import open_ws, request
+from support import async_wait_until
+from wsutil import call, open_ws
 
 pytestmark = pytest.mark.timeout(60)
 
 PLUG = ["plugins.testsvc:TestService"]
-
-
-def call(rid, node, sm, params=None, timeout=None):
-    service, method = sm.split(".")
-    f = {"type": "call", "id": rid, "service": service, "method": method, "params": params or {}}
-    if node:
-        f["node"] = node
-    if timeout:
-        f["timeout"] = timeout
-    return f
 
 
 async def test_a_method_s_own_timeout_and_task_group_cancel_only_the_method(cluster):
@@ -30,13 +21,16 @@ async def test_a_method_s_own_timeout_and_task_group_cancel_only_the_method(clus
     b = cluster.spawn("ts-b", services=PLUG)
     a.wait_ready(), b.wait_ready()
     async with await open_ws(a.url) as ws:
+        async def b_seen() -> bool:   # both started together: a may be ready before b's presence reaches it
+            return (await call(ws, "ts-b", "node.ping"))["type"] == "result"
+        await async_wait_until(b_seen, timeout=20, what="ts-b online in ts-a's view")
         for node in (None, "ts-b"):                        # local, then from another node over the federation
-            for i in range(3):                             # a second and third time: nothing was cut before
-                r = await request(ws, call(f"t{node}{i}", node, "testsvc.bounded", {"seconds": 5, "limit": 0.05}))
+            for _ in range(3):                             # a second and third time: nothing was cut before
+                r = await call(ws, node, "testsvc.bounded", {"seconds": 5, "limit": 0.05})
                 assert r.get("result") == {"value": "own timeout"}, r
-                r = await request(ws, call(f"g{node}{i}", node, "testsvc.grouped", {"seconds": 0.01}))
+                r = await call(ws, node, "testsvc.grouped", {"seconds": 0.01})
                 assert r.get("result") == {"value": 0.01}, r
-                r = await request(ws, call(f"p{node}{i}", node, "node.ping"))
+                r = await call(ws, node, "node.ping")
                 assert r["type"] == "result", r
     for n in (a, b):
         assert "Traceback" not in n.log(), n.log()
