@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-from _harness import PAD_CALL, Bench, Starter, WsSide, call_frame, rr_cells
+from _harness import Bench, Starter, WsSide, call_frame, rr_cells
+from cold_signing import envelope
 
 KEY = "P5"
 ORDER = 40
@@ -68,12 +68,7 @@ def signing_cost(tmp: Path, n: int = 2000) -> dict[str, Any]:
     legacy = Sealer(sx, PairKeys(sx, trust), unicast="sig")
     ky = PairKeys(sy, trust)
 
-    def env(i: int) -> dict[str, Any]:
-        return {"v": 1, "kind": "call", "from": "x", "to": "y", "id": f"{i:x}", "ts": time.time(),
-                "body": {"service": "bench", "method": "echo", "params": {"data": "x" * PAD_CALL},
-                         "reply_by": time.time() + 10, "role": "operator"}}
-
-    envs = [env(i) for i in range(n)]
+    envs = [envelope(i) for i in range(n)]
     macd = [loads(sealer.wire([e])) for e in envs]
     signed = [loads(legacy.wire([e])) for e in envs]
     assert "mac" in macd[0] and "sig" in signed[0]

@@ -115,10 +115,6 @@ LOG_MAX_KEYS = 1000
 MAC_CONTEXT = b"cloudisense/v1 pairwise envelope MAC key"
 #: Bytes of a MAC (BLAKE2b-128) and of a pairwise key.
 MAC_BYTES, PAIR_KEY_BYTES = 16, 32
-#: Characters of a MAC in base64, and bytes of the ``,"mac":"…"}`` a Sealer ends a MAC'd message with.
-MAC_B64_LEN = 24
-MAC_TAIL_LEN = len(b',"mac":""}') + MAC_B64_LEN
-_MAC_FIELD = b',"mac":"'
 #: Kinds many receivers read: they carry a signature, never a MAC.
 MULTICAST_KINDS = frozenset({"event", "presence", "state", "catalog", "member"})
 #: Retained kinds: verified without the stale and replay checks (they are legitimately old).
@@ -217,9 +213,13 @@ def mac_of(key: bytes, data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=MAC_BYTES, key=key).digest()
 
 
-def mac_b64(key: bytes, data: bytes) -> bytes:
-    """:func:`mac_of` in base64, as a ``mac`` field holds it (the one spelling: no unused low bits set)."""
-    return b2a_base64(mac_of(key, data), newline=False)
+def hashed_mac(hasher: Any, data: bytes) -> bytes:
+    """The ``mac`` field's value over ``data``: base64 of BLAKE2b-128 from ``hasher``, a BLAKE2b already
+    keyed with the pair key (:meth:`PairKeys.hasher`; it is copied, not changed).  The one spelling: no
+    unused low bits set."""
+    h = hasher.copy()
+    h.update(data)
+    return b2a_base64(h.digest(), newline=False)
 
 
 # --------------------------------------------------------------------------- keys
@@ -435,14 +435,9 @@ class Sealer:
             peers = {p for _, p in items}
             peer = peers.pop() if len(peers) == 1 else None
             data = batch_canonical(self.node_id, peer, [d for d, _ in items])
-        keys = self._keys
-        hasher = None
-        if peer is not None and keys is not None:
-            hasher = keys.hashers.get(peer) or keys.hasher(peer)
+        hasher = self._keys.hasher(peer) if peer is not None and self._keys is not None else None
         if hasher is not None:
-            h = hasher.copy()
-            h.update(data)
-            tag = b',"mac":"' + b2a_base64(h.digest(), newline=False) + b'"}'
+            tag = b',"mac":"' + hashed_mac(hasher, data) + b'"}'
         else:   # multicast, or a peer we hold no key of (a sig is accepted on unicast too)
             tag = b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
         sealed: bytes = data[:-1] + tag
@@ -812,25 +807,16 @@ class Verifier:
         """
         mac, sender, env_id, ts = env.get("mac"), env.get("from"), env.get("id"), env.get("ts")
         keys, kind = self.keys, env.get("kind")
-        if (keys is None or type(mac) is not str or len(mac) != MAC_B64_LEN or not mac.isascii() or "sig" in env
+        if (keys is None or type(mac) is not str or "sig" in env
                 or type(sender) is not str or type(env_id) is not str or len(env_id) > MAX_ID_LEN
                 or type(ts) is not float or env.get("to") != self.node_id or type(kind) is not str
                 or kind in MULTICAST_KINDS):
             return False   # (a node id is never "*" or null: to == node_id is unicast, for this node)
-        # K(this node, sender): only a peer of the trust store has one (keys and verifier share the store)
-        hasher = keys.hashers.get(sender) or keys.hasher(sender)
-        if hasher is None:
-            return False
-        # raw ends in ,"mac":"<mac>"} (sealed_part, inline): the bytes before, closed, are what was MAC'd
-        mac_b = mac.encode()
-        cut = len(raw) - MAC_TAIL_LEN
-        if cut < 1 or raw[cut:] != _MAC_FIELD + mac_b + b'"}':
-            return False
-        h = hasher.copy()
-        h.update(raw[:cut])
-        h.update(b"}")
-        # the one canonical base64 spelling of the right MAC
-        if not hmac.compare_digest(b2a_base64(h.digest(), newline=False), mac_b):
+        # K(this node, sender): only a peer of the trust store has one (keys and verifier share the store);
+        # the one canonical base64 spelling of the right MAC, over the bytes the sealer wrote
+        hasher = keys.hasher(sender)
+        if (hasher is None or (data := sealed_part(raw, None, mac)) is None
+                or not hmac.compare_digest(hashed_mac(hasher, data), mac.encode())):
             return False
         now = self.clock()
         if not abs(now - ts) <= self.window:       # (not <=: a NaN clock is not fresh either)
@@ -933,8 +919,9 @@ class Verifier:
         if base64.b64encode(raw).decode("ascii") != auth:
             return False
         if mac is not None:
-            key = self.keys.get(sender) if self.keys is not None else None
-            return key is not None and len(raw) == MAC_BYTES and hmac.compare_digest(raw, mac_of(key, data))
+            hasher = self.keys.hasher(sender) if self.keys is not None else None
+            return (hasher is not None and len(raw) == MAC_BYTES
+                    and hmac.compare_digest(auth.encode(), hashed_mac(hasher, data)))
         if len(raw) != 64:
             return False
         try:
