@@ -350,12 +350,12 @@ class Node:
         must be its own task, not the connection's or the federation's that received the call.  Everything
         else (a plain ``def`` method, a method a client offers, every refusal) starts at once, here, and is
         answered without a task when it finishes without waiting (``_eager``)."""
+        coro = self._method(service, method, params, t, role, caller)
         if self.registry.is_async(service, method):
-            self._spawn(self._run_local(service, method, t, done,
-                                        self._method(service, method, params, t, role, caller)))
+            self._spawn(self._run_local(service, method, t, done, coro))
             return
         try:
-            finished, value = first_step(self._method(service, method, params, t, role, caller))
+            finished, value = first_step(coro)
         except TimeoutError:
             done(None, self._timeout_error(service, method, t))
         except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - answered as in the task
