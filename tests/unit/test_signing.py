@@ -1176,6 +1176,7 @@ def _edits():
         st.tuples(st.just("splice"), splice),          # bytes cut out and others put in, anywhere
         st.tuples(st.just("field"), field),            # one field's value replaced by another JSON token
         st.tuples(st.just("append"), field),           # the field again, last (JSON keeps the last)
+        st.tuples(st.just("escape"), st.integers(0, 400)),   # a letter written as \u00XX: the same JSON value
         st.tuples(st.just("mac"), st.sampled_from(["node-c", "other-id", "flip", "pad", "lower", "empty",
                                                    "non-ascii", "surrogate", "long"])),
         st.tuples(st.just("none"), st.none()))
@@ -1187,6 +1188,10 @@ def _apply(raw: bytes, edit, peers) -> bytes:
         at, cut, put = arg
         at = min(at, len(raw))
         return raw[:at] + put + raw[at + cut:]
+    if what == "escape":
+        letters = [i for i, c in enumerate(raw) if 97 <= c <= 122]
+        i = letters[arg % len(letters)]
+        return raw[:i] + b"\\u%04x" % raw[i] + raw[i + 1:]
     if what in ("field", "append"):
         name, value = arg
         if what == "append":
