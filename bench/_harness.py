@@ -356,11 +356,20 @@ class NatsSide:
 
 
 async def compare(sides: list[Any], mode: str, n: int, warm: int, block: int,
-                  tick: Callable[[str], None] | None = None, inflight: int = INFLIGHT) -> list[dict[str, Any]]:
-    """Run ``n`` calls per side in interleaved blocks after ``warm`` warm-up calls; figures per side."""
+                  tick: Callable[[str], None] | None = None, inflight: int = INFLIGHT,
+                  own_cpu_at_ends: bool = False) -> list[dict[str, Any]]:
+    """Run ``n`` calls per side in interleaved blocks after ``warm`` warm-up calls; figures per side.
+
+    CPU time is read around every block for every process of a side.  ``own_cpu_at_ends``: a process only
+    one side has is read once, before the first block and after the last (sides whose own processes are
+    alike, idle or not, e.g. two node pairs, and blocks so short that reading /proc around each one would
+    disturb the calls); processes sides share (the broker) are still read around every block."""
     async def one(side: Any, k: int) -> list[float]:
         return await (side.sequential(k) if mode == "sequential" else side.pipelined(k, inflight))
 
+    shared = {p for s in sides for p in s.pids if sum(p in t.pids for t in sides) > 1}
+    per_block = [[p for p in s.pids if p in shared or not own_cpu_at_ends] for s in sides]
+    at_ends = [[p for p in s.pids if p not in per_block[i]] for i, s in enumerate(sides)]
     for s in sides:
         await s.open()
     try:
@@ -368,22 +377,24 @@ async def compare(sides: list[Any], mode: str, n: int, warm: int, block: int,
             await one(s, warm)
         lat: list[list[float]] = [[] for _ in sides]
         spent = [0.0] * len(sides)
-        cpu = [0.0] * len(sides)
+        cpu = [-sum(cpu_seconds(p) for p in pids) for pids in at_ends]
         done, b = 0, 0
         while done < n:
             k = min(block, n - done)
             order = list(range(len(sides)))
             order = order[b % len(order):] + order[:b % len(order)]
             for i in order:
-                c0 = sum(cpu_seconds(p) for p in sides[i].pids)
+                c0 = sum(cpu_seconds(p) for p in per_block[i])
                 t0 = time.perf_counter()
                 lat[i] += await one(sides[i], k)
                 spent[i] += time.perf_counter() - t0
-                cpu[i] += sum(cpu_seconds(p) for p in sides[i].pids) - c0
+                cpu[i] += sum(cpu_seconds(p) for p in per_block[i]) - c0
             done += k
             b += 1
-            if tick:
+            if tick and (block >= 10 or done % 100 == 0 or done == n):
                 tick(f"{done}/{n}")
+        for i, pids in enumerate(at_ends):
+            cpu[i] += sum(cpu_seconds(p) for p in pids)
     finally:
         for s in sides:
             await s.close()
@@ -527,7 +538,7 @@ class Bench:
                              "seconds": round(now - self._mark, 1)}
         self._mark = now
 
-    def rr(self, key: str, project: dict[str, Any], floor: dict[str, Any], met: Callable[[dict], bool],
+    def rr(self, key: str, project: dict[str, Any], floor: dict[str, Any], met: Callable[[dict], bool | None],
            **extra: Any) -> None:
         """Record a request/reply scenario: ratios of p50, p99 and throughput (and against NATS if given)."""
         ratios = {"p50": ratio(project["p50_us"], floor["p50_us"]), "p99": ratio(project["p99_us"], floor["p99_us"]),
@@ -538,14 +549,19 @@ class Bench:
             ratios["throughput_vs_nats"] = ratio(project["msgs_per_s"], n["msgs_per_s"])
         self.record(key, project, floor, ratios, met(ratios), **extra)
 
-    async def both(self, key: str, sides: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Latency (sequential calls) and throughput (64 in flight) of every side, interleaved."""
+    async def both(self, key: str, sides: list[Any], *, lat_n: int | None = None, lat_block: int | None = None,
+                   own_cpu_at_ends: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Latency (sequential calls) and throughput (64 in flight) of every side, interleaved
+        (``lat_n``/``lat_block``: other than the run's calls and block for the latency; ``own_cpu_at_ends``:
+        see :func:`compare`)."""
         cfg = self.cfg
         tick = lambda what: lambda s: self.tick(f"{key} {what} {s}")  # noqa: E731
-        lat = await compare(sides, "sequential", cfg["lat_n"], cfg["lat_warm"], cfg["lat_block"], tick("latency"))
+        lat = await compare(sides, "sequential", lat_n or cfg["lat_n"], cfg["lat_warm"], lat_block or cfg["lat_block"],
+                            tick("latency"), own_cpu_at_ends=own_cpu_at_ends)
         n, block = (cfg["tput_n"], cfg["tput_block"]) if key == "P1" else (cfg["remote_tput_n"],
                                                                            cfg["remote_tput_block"])
-        tput = await compare(sides, "pipelined", n, cfg["tput_warm"], block, tick("throughput"))
+        tput = await compare(sides, "pipelined", n, cfg["tput_warm"], block, tick("throughput"),
+                             own_cpu_at_ends=own_cpu_at_ends)
         return lat, tput
 
     @staticmethod

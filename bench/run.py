@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="MQTT broker for nodes and floors: mqtt://HOST:PORT, or 'auto' (default): start a private "
                          "mosquitto with set_tcp_nodelay on a free port")
     ap.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
+    ap.add_argument("--p5-unsigned", action="store_true",
+                    help="P5 with both pairs unsigned: the ratio the harness alone gives (read it beside P5's)")
     args = ap.parse_args(argv)
     out = asyncio.run(amain(args))
     if args.json:
