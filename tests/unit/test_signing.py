@@ -25,6 +25,7 @@ from cloudisense.node._signing import (
     canonical,
     fingerprint,
     generate_keypair,
+    hashed_mac,
     mac_of,
     open_batches,
     pairwise_key,
@@ -1298,3 +1299,33 @@ def test_the_one_pass_keeps_the_replay_cache_bounded(seeded):
         peak = max(peak, v.seen_size)
     assert not slow
     assert 100 <= peak <= 100 * (2 * 1.0 + PRUNE_EVERY) + 2   # rate x (2 x window + the prune interval)
+
+
+@pytest.mark.parametrize("odd", [
+    {"sig": "AAAA"},                          # a sig beside the MAC: malformed
+    {"mac": "not-the-mac"},                   # a mac of its own, before the one spliced in (JSON keeps the last)
+    {"kind": ["call"]},                       # an unhashable kind
+    {"kind": 7},                              # a kind that is not a string
+    {"kind": "event"},                        # a multicast kind under a MAC
+    {"to": "*"},                              # to everyone under a MAC
+    {"to": None},
+    {"ts": int(T0)},                          # a whole-number timestamp
+    {"ts": "1764240000"},
+    {"id": "i" * 300},                        # an id over MAX_ID_LEN
+    {"id": 5},
+    {"from": "node-a", "extra": {"mac": "x", "sig": "y"}},   # the names nested, not at the top
+])
+def test_the_one_pass_answers_an_authentic_but_odd_envelope_as_the_ordered_checks_do(seeded, odd):
+    # What a trusted peer with a bug could send: its key MACs whatever it was given, so the MAC holds and
+    # the one pass must still refuse (or accept) exactly what the ordered checks do.
+    clock = Clock()
+    a, b = Peer(seeded, "node-a", clock), Peer(seeded, "node-b", clock)
+    env = {**unicast(id_="odd"), **odd}
+    data = canonical_bytes(env)   # the peer's bytes, odd fields and all (canonical() would drop sig/mac)
+    raw = data[:-1] + b',"mac":"' + hashed_mac(a.keys.hasher("node-b"), data) + b'"}'
+    b.keys.get("node-a")
+    one_pass, ordered = (Verifier(b.trust, window=30.0, clock=clock, keys=b.keys) for _ in range(2))
+    got = one_pass.verify(json.loads(raw), raw=raw)
+    want = ordered._check(json.loads(raw), True, raw)
+    assert got == want, f"{odd!r}: one pass says {got}, the ordered checks say {want}"
+    assert one_pass.seen_size == ordered.seen_size
