@@ -53,8 +53,8 @@ import base64
 import binascii
 from binascii import b2a_base64
 import hashlib
-import hmac
 import logging
+from hmac import compare_digest
 import math
 import os
 import time
@@ -119,12 +119,15 @@ MAC_BYTES, PAIR_KEY_BYTES = 16, 32
 MULTICAST_KINDS = frozenset({"event", "presence", "state", "catalog", "member"})
 #: Retained kinds: verified without the stale and replay checks (they are legitimately old).
 RETAINED_KINDS = frozenset({"presence", "state", "catalog"})
-#: The usual message (:meth:`Verifier._sealed_mac_accepted`) prunes the replay cache at most this often
+#: The usual message (the one pass of :meth:`Verifier.verify`) prunes the replay cache at most this often
 #: (seconds): an entry may outlive its expiry by this much more, and is still rejected as stale first.
 PRUNE_EVERY = 0.25
 #: A batch of more envelopes than this is ``malformed`` (a sender coalesces at most 64).
 MAX_BATCH_ENVELOPES = 256
 _AUTH = ("sig", "mac")
+#: How a Sealer ends a MAC'd message: this, the MAC's 24 base64 characters, ``"}``.
+_MAC_FIELD = b',"mac":"'
+_MAC_TAIL_BYTES = len(_MAC_FIELD) + 4 * ((MAC_BYTES + 2) // 3) + 2
 _BATCH_KEYS = frozenset({"v", "kind", "from", "to", "envs"})
 
 
@@ -402,7 +405,7 @@ class Sealer:
     every node accepts MACs.
     """
 
-    __slots__ = ("_keys", "_signer", "_sk", "node_id", "unicast")
+    __slots__ = ("_hashers", "_keys", "_signer", "_sk", "node_id", "unicast")
 
     def __init__(self, signer: Signer, keys: PairKeys | None, unicast: str = "mac") -> None:
         if unicast not in ("mac", "sig"):
@@ -412,6 +415,7 @@ class Sealer:
         self._signer = signer
         self._sk = signer._sk
         self._keys = keys
+        self._hashers: dict[str, Any] = keys.hashers if keys is not None else {}
 
     def prepare(self, env: dict[str, Any]) -> Any:
         """What :meth:`pack` needs of ``env`` (opaque to the caller)."""
@@ -427,6 +431,14 @@ class Sealer:
 
     def pack(self, items: list[Any]) -> bytes:
         """The MQTT payload that carries the prepared envelopes ``items`` (at least one)."""
+        if len(items) == 1 and self.unicast == "mac":
+            # the usual message, one envelope for a peer whose key is derived, MAC'd here as hashed_mac does
+            # (multicast: peer None, never in the dict)
+            data, peer = items[0]
+            if (hasher := self._hashers.get(peer)) is not None:
+                h = hasher.copy()
+                h.update(data)
+                return b"".join((data[:-1], _MAC_FIELD, b2a_base64(h.digest(), newline=False), b'"}'))
         if self.unicast == "sig":
             return items[0] if len(items) == 1 else b"[" + b",".join(items) + b"]"
         if len(items) == 1:
@@ -640,15 +652,15 @@ class _SeenCache:
     the last 2 x window.
     """
 
-    __slots__ = ("_d", "next_prune")
+    __slots__ = ("entries", "next_prune")
 
     def __init__(self) -> None:
-        self._d: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.entries: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.next_prune = 0.0   # the one pass prunes no sooner than this (PRUNE_EVERY after the last)
 
     def prune(self, now: float) -> None:
         self.next_prune = now + PRUNE_EVERY
-        d = self._d
+        d = self.entries
         while d:
             key, expiry = next(iter(d.items()))
             if expiry >= now:
@@ -656,23 +668,23 @@ class _SeenCache:
             del d[key]
 
     def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._d
+        return key in self.entries
 
     def admit(self, key: tuple[str, str], expiry: float, now: float) -> bool:
         """Remember ``key`` unless it is here already (a replay: False); prunes at most every PRUNE_EVERY."""
         if now >= self.next_prune:
             self.prune(now)
-        d = self._d
+        d = self.entries
         if key in d:
             return False
         d[key] = expiry
         return True
 
     def add(self, key: tuple[str, str], expiry: float) -> None:
-        self._d[key] = expiry
+        self.entries[key] = expiry
 
     def __len__(self) -> int:
-        return len(self._d)
+        return len(self.entries)
 
 
 def _authenticator(obj: Any) -> tuple[str | None, str | None] | Reason:
@@ -729,6 +741,8 @@ class Verifier:
             raise ValueError("the verifier's pair keys must be derived from its own trust store")
         self.keys = keys
         self.node_id = keys.node_id if keys is not None else None
+        #: The pair keys' hashers (the same dict, kept current by PairKeys): the one pass reads it directly.
+        self._hashers: dict[str, Any] = keys.hashers if keys is not None else {}
         self.counts: dict[str, int] = {str(r): 0 for r in Reason}
         self.accepted = 0
         #: MQTT messages that were batches: accepted and rejected (their envelopes are in the counts).
@@ -762,10 +776,48 @@ class Verifier:
         ``env`` was parsed from, if it was a whole MQTT message (see
         :func:`sealed_part`).  Every rejection is counted and logged
         (rate-limited) through :meth:`note_rejection`.
+
+        The usual message is accepted in one pass, in this function: one
+        unicast envelope for this node that a :class:`Sealer` MAC'd (``raw`` is
+        its canonical bytes with ``,"mac":"…"}`` spliced in last), fresh and not
+        seen.  Anything else, and anything the pass does not accept, goes
+        through the checks in order (:meth:`_check`), which name the reason; the
+        pass changes nothing when it does not accept, so it can only say yes
+        where they say yes.  Why: a call and its reply pass here once per node,
+        on caches the broker, the peer and the client evicted since the last
+        message, where every bytecode and call counts (``bench/`` P5; the
+        unit tests hold the pass to the ordered checks on edited bytes, other
+        times and replays).
         """
-        if raw is not None and fresh and type(env) is dict and self._sealed_mac_accepted(env, raw):
-            self.accepted += 1
-            return None
+        if raw is not None and fresh and type(env) is dict:   # the one pass
+            try:
+                sender, env_id, ts, to = env["from"], env["id"], env["ts"], env["to"]
+                # only a trusted peer's id (a str) has a hasher; an unhashable value raises TypeError
+                hasher = self._hashers.get(sender) if env["kind"] not in MULTICAST_KINDS else None
+            except (KeyError, TypeError):
+                hasher = None
+            # raw ends as a Sealer ends a MAC'd message, and the MAC covers the bytes before that field
+            # and "}": those are then the sender's canonical bytes, with no "sig" or "mac" of their own,
+            # and the envelope parsed from raw holds them and this one MAC (JSON keeps a key's last value)
+            # (a node id is never "*" or null: to == node_id is unicast, for this node)
+            if (hasher is not None and to == self.node_id and type(ts) is float and type(env_id) is str
+                    and len(env_id) <= MAX_ID_LEN and "sig" not in env
+                    and (cut := len(raw) - _MAC_TAIL_BYTES) > 0 and raw.startswith(_MAC_FIELD, cut)
+                    and raw.endswith(b'"}')):
+                h = hasher.copy()
+                h.update(raw[:cut])
+                h.update(b"}")
+                if compare_digest(b2a_base64(h.digest(), newline=False), raw[cut + len(_MAC_FIELD):-2]):
+                    now = self.clock()
+                    if abs(now - ts) <= self.window:        # (not >: a NaN clock is not fresh either)
+                        seen = self._seen
+                        if now >= seen.next_prune:
+                            seen.prune(now)
+                        entries, key = seen.entries, (sender, env_id)
+                        if key not in entries:
+                            entries[key] = ts + self.window
+                            self.accepted += 1
+                            return None
         reason = self._check(env, fresh, raw)
         if reason is None:
             self.accepted += 1
@@ -793,35 +845,6 @@ class Verifier:
         return reason
 
     # --- the checks ------------------------------------------------------------------
-
-    def _sealed_mac_accepted(self, env: dict[str, Any], raw: bytes) -> bool:
-        """The usual message in one pass: one unicast envelope for this node, MAC'd by a Sealer (``raw`` is
-        its canonical bytes with the ``mac`` spliced in last), fresh and not seen.  True: accepted and
-        remembered.  False: nothing was changed, and :meth:`_check` runs every check in order (and names
-        the reason if one fails), so this can only say yes where :meth:`_check` says yes.
-
-        Why it exists: a call and its reply each pass here once per node, and in a running node (caches
-        cold between messages) the dozen small functions of the ordered checks cost several times what
-        their sum costs in a tight loop (``bench/`` P5).  The ordered checks stay the reference; the
-        unit tests hold this pass to them on edited bytes, other times and replays.
-        """
-        mac, sender, env_id, ts = env.get("mac"), env.get("from"), env.get("id"), env.get("ts")
-        keys, kind = self.keys, env.get("kind")
-        if (keys is None or type(mac) is not str or "sig" in env
-                or type(sender) is not str or type(env_id) is not str or len(env_id) > MAX_ID_LEN
-                or type(ts) is not float or env.get("to") != self.node_id or type(kind) is not str
-                or kind in MULTICAST_KINDS):
-            return False   # (a node id is never "*" or null: to == node_id is unicast, for this node)
-        # K(this node, sender): only a peer of the trust store has one (keys and verifier share the store);
-        # the one canonical base64 spelling of the right MAC, over the bytes the sealer wrote
-        hasher = keys.hasher(sender)
-        if (hasher is None or (data := sealed_part(raw, None, mac)) is None
-                or not hmac.compare_digest(hashed_mac(hasher, data), mac.encode())):
-            return False
-        now = self.clock()
-        if not abs(now - ts) <= self.window:       # (not <=: a NaN clock is not fresh either)
-            return False
-        return self._seen.admit((sender, env_id), ts + self.window, now)
 
     def _check(self, env: Any, fresh: bool, raw: bytes | None = None) -> Reason | None:
         auth = _authenticator(env)
@@ -921,7 +944,7 @@ class Verifier:
         if mac is not None:
             hasher = self.keys.hasher(sender) if self.keys is not None else None
             return (hasher is not None and len(raw) == MAC_BYTES
-                    and hmac.compare_digest(auth.encode(), hashed_mac(hasher, data)))
+                    and compare_digest(auth.encode(), hashed_mac(hasher, data)))
         if len(raw) != 64:
             return False
         try:
