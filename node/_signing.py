@@ -797,8 +797,9 @@ class Verifier:
             except (KeyError, TypeError):
                 hasher = None
             # raw ends as a Sealer ends a MAC'd message, and the MAC covers the bytes before that field
-            # and "}": those are then the sender's canonical bytes, with no "sig" or "mac" of their own,
-            # and the envelope parsed from raw holds them and this one MAC (JSON keeps a key's last value)
+            # and "}": those are then bytes the sender MAC'd, and the envelope parsed from raw is them and
+            # this one MAC as its last member (JSON keeps a key's last value), so its "mac" needs no check
+            # of its own; a "sig" beside it is still malformed (the ordered checks say so)
             # (a node id is never "*" or null: to == node_id is unicast, for this node)
             if (hasher is not None and to == self.node_id and type(ts) is float and type(env_id) is str
                     and len(env_id) <= MAX_ID_LEN and "sig" not in env
