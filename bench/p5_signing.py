@@ -5,8 +5,9 @@ own code.
 The two pairs differ in the signing alone: node ids and topic prefixes of the same lengths, started
 together, on the same broker.  Their calls alternate one by one, so each call of one pair meets the machine
 as the other pair's call left it (blocks of a few hundred calls, as P2 runs, leave the ratio of two
-identical pairs anywhere in 0.93-1.14x on this 2-CPU machine; one by one, 0.96-1.03x, median 1.00).  ``--p5-unsigned``
-runs both pairs unsigned: what the harness alone gives, to be read beside the signed ratio."""
+identical pairs anywhere in 0.93-1.14x on this 2-CPU machine; one by one, 0.96-1.03x, median 1.00).
+``--p5-unsigned`` runs both pairs unsigned: what the harness alone gives, to be read beside the signed
+ratio."""
 
 from __future__ import annotations
 
