@@ -19,6 +19,7 @@ import time
 import uuid
 
 import pytest
+from cloudisense.node.testing import stop_process
 from websockets.exceptions import ConnectionClosed
 
 from support import async_wait_until, wait_until
@@ -202,8 +203,7 @@ def test_remote_node_enforces_the_role_carried_in_the_call(cluster, role):
             return None
         r = wait_until(reply, 10, what="ab's answer")
     finally:
-        sub.terminate()
-        sub.wait(5)
+        stop_process(sub, timeout=5)
     if role == "operator":   # control: the same path runs an operator's call
         assert r["kind"] == "result" and r["body"]["result"] == {"count": 1}, r
         return
