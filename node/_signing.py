@@ -405,7 +405,7 @@ class Sealer:
     every node accepts MACs.
     """
 
-    __slots__ = ("_hashers", "_keys", "_signer", "_sk", "node_id", "unicast")
+    __slots__ = ("_keys", "_signer", "_sk", "node_id", "unicast")
 
     def __init__(self, signer: Signer, keys: PairKeys | None, unicast: str = "mac") -> None:
         if unicast not in ("mac", "sig"):
@@ -415,7 +415,6 @@ class Sealer:
         self._signer = signer
         self._sk = signer._sk
         self._keys = keys
-        self._hashers: dict[str, Any] = keys.hashers if keys is not None else {}
 
     def prepare(self, env: dict[str, Any]) -> Any:
         """What :meth:`pack` needs of ``env`` (opaque to the caller)."""
@@ -431,14 +430,6 @@ class Sealer:
 
     def pack(self, items: list[Any]) -> bytes:
         """The MQTT payload that carries the prepared envelopes ``items`` (at least one)."""
-        if len(items) == 1 and self.unicast == "mac":
-            # the usual message, one envelope for a peer whose key is derived, MAC'd here as hashed_mac does
-            # (multicast: peer None, never in the dict)
-            data, peer = items[0]
-            if (hasher := self._hashers.get(peer)) is not None:
-                h = hasher.copy()
-                h.update(data)
-                return b"".join((data[:-1], _MAC_FIELD, b2a_base64(h.digest(), newline=False), b'"}'))
         if self.unicast == "sig":
             return items[0] if len(items) == 1 else b"[" + b",".join(items) + b"]"
         if len(items) == 1:
@@ -449,11 +440,9 @@ class Sealer:
             data = batch_canonical(self.node_id, peer, [d for d, _ in items])
         hasher = self._keys.hasher(peer) if peer is not None and self._keys is not None else None
         if hasher is not None:
-            tag = b',"mac":"' + hashed_mac(hasher, data) + b'"}'
-        else:   # multicast, or a peer we hold no key of (a sig is accepted on unicast too)
-            tag = b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
-        sealed: bytes = data[:-1] + tag
-        return sealed
+            return b"".join((data[:-1], _MAC_FIELD, hashed_mac(hasher, data), b'"}'))
+        # multicast, or a peer we hold no key of (a sig is accepted on unicast too)
+        return data[:-1] + b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
 
     def wire(self, envs: list[dict[str, Any]]) -> bytes:
         """:meth:`prepare` and :meth:`pack` in one (retained messages, the will, tests)."""
@@ -652,15 +641,15 @@ class _SeenCache:
     the last 2 x window.
     """
 
-    __slots__ = ("entries", "next_prune")
+    __slots__ = ("_d", "next_prune")
 
     def __init__(self) -> None:
-        self.entries: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._d: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.next_prune = 0.0   # the one pass prunes no sooner than this (PRUNE_EVERY after the last)
 
     def prune(self, now: float) -> None:
         self.next_prune = now + PRUNE_EVERY
-        d = self.entries
+        d = self._d
         while d:
             key, expiry = next(iter(d.items()))
             if expiry >= now:
@@ -668,23 +657,23 @@ class _SeenCache:
             del d[key]
 
     def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self.entries
+        return key in self._d
 
     def admit(self, key: tuple[str, str], expiry: float, now: float) -> bool:
         """Remember ``key`` unless it is here already (a replay: False); prunes at most every PRUNE_EVERY."""
         if now >= self.next_prune:
             self.prune(now)
-        d = self.entries
+        d = self._d
         if key in d:
             return False
         d[key] = expiry
         return True
 
     def add(self, key: tuple[str, str], expiry: float) -> None:
-        self.entries[key] = expiry
+        self._d[key] = expiry
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._d)
 
 
 def _authenticator(obj: Any) -> tuple[str | None, str | None] | Reason:
@@ -741,8 +730,6 @@ class Verifier:
             raise ValueError("the verifier's pair keys must be derived from its own trust store")
         self.keys = keys
         self.node_id = keys.node_id if keys is not None else None
-        #: The pair keys' hashers (the same dict, kept current by PairKeys): the one pass reads it directly.
-        self._hashers: dict[str, Any] = keys.hashers if keys is not None else {}
         self.counts: dict[str, int] = {str(r): 0 for r in Reason}
         self.accepted = 0
         #: MQTT messages that were batches: accepted and rejected (their envelopes are in the counts).
@@ -789,11 +776,12 @@ class Verifier:
         unit tests hold the pass to the ordered checks on edited bytes, other
         times and replays).
         """
-        if raw is not None and fresh and type(env) is dict:   # the one pass
+        keys = self.keys
+        if raw is not None and fresh and keys is not None and type(env) is dict:   # the one pass
             try:
                 sender, env_id, ts, to = env["from"], env["id"], env["ts"], env["to"]
                 # only a trusted peer's id (a str) has a hasher; an unhashable value raises TypeError
-                hasher = self._hashers.get(sender) if env["kind"] not in MULTICAST_KINDS else None
+                hasher = keys.hasher(sender) if env["kind"] not in MULTICAST_KINDS else None
             except (KeyError, TypeError):
                 hasher = None
             # raw ends as a Sealer ends a MAC'd message, and the MAC covers the bytes before that field
@@ -804,21 +792,13 @@ class Verifier:
             if (hasher is not None and to == self.node_id and type(ts) is float and type(env_id) is str
                     and len(env_id) <= MAX_ID_LEN and "sig" not in env
                     and (cut := len(raw) - _MAC_TAIL_BYTES) > 0 and raw.startswith(_MAC_FIELD, cut)
-                    and raw.endswith(b'"}')):
-                h = hasher.copy()
-                h.update(raw[:cut])
-                h.update(b"}")
-                if compare_digest(b2a_base64(h.digest(), newline=False), raw[cut + len(_MAC_FIELD):-2]):
-                    now = self.clock()
-                    if abs(now - ts) <= self.window:        # (not >: a NaN clock is not fresh either)
-                        seen = self._seen
-                        if now >= seen.next_prune:
-                            seen.prune(now)
-                        entries, key = seen.entries, (sender, env_id)
-                        if key not in entries:
-                            entries[key] = ts + self.window
-                            self.accepted += 1
-                            return None
+                    and raw.endswith(b'"}')
+                    and compare_digest(hashed_mac(hasher, raw[:cut] + b"}"), raw[cut + len(_MAC_FIELD):-2])):
+                now = self.clock()
+                # (not >: a NaN clock is not fresh either)
+                if abs(now - ts) <= self.window and self._seen.admit((sender, env_id), ts + self.window, now):
+                    self.accepted += 1
+                    return None
         reason = self._check(env, fresh, raw)
         if reason is None:
             self.accepted += 1
