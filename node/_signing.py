@@ -422,7 +422,7 @@ class Sealer:
             raise ValueError(f"envelope 'from' is {env.get('from')!r}, but this sealer is {self.node_id!r}")
         data = canonical(env) if "sig" in env or "mac" in env else canonical_bytes(env)
         if self.unicast == "sig":   # each envelope signed on its own: its canonical bytes, the sig spliced in
-            return data[:-1] + b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
+            return b"".join((data[:-1], b',"sig":"', base64.b64encode(crypto_sign(data, self._sk)[:64]), b'"}'))
         # (is_multicast, inline: this runs for every envelope sent, mostly on a cold cache)
         to, kind = env.get("to"), env.get("kind")
         multicast = type(to) is not str or to == "*" or (type(kind) is str and kind in MULTICAST_KINDS)
@@ -442,7 +442,7 @@ class Sealer:
         if hasher is not None:
             return b"".join((data[:-1], _MAC_FIELD, hashed_mac(hasher, data), b'"}'))
         # multicast, or a peer we hold no key of (a sig is accepted on unicast too)
-        return data[:-1] + b',"sig":"' + base64.b64encode(crypto_sign(data, self._sk)[:64]) + b'"}'
+        return b"".join((data[:-1], b',"sig":"', base64.b64encode(crypto_sign(data, self._sk)[:64]), b'"}'))
 
     def wire(self, envs: list[dict[str, Any]]) -> bytes:
         """:meth:`prepare` and :meth:`pack` in one (retained messages, the will, tests)."""
